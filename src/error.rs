@@ -89,7 +89,9 @@ impl ErrorCode {
             ErrorCode::BlobUploadInvalid => "blob upload invalid",
             ErrorCode::BlobUploadUnknown => "blob upload unknown to registry",
             ErrorCode::DigestInvalid => "provided digest did not match uploaded content",
-            ErrorCode::ManifestBlobUnknown => "manifest references a manifest or blob unknown to registry",
+            ErrorCode::ManifestBlobUnknown => {
+                "manifest references a manifest or blob unknown to registry"
+            }
             ErrorCode::ManifestInvalid => "manifest invalid",
             ErrorCode::ManifestUnknown => "manifest unknown to registry",
             ErrorCode::NameInvalid => "invalid repository name",
@@ -162,7 +164,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code.as_str(), self.status, self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.status,
+            self.message
+        )
     }
 }
 

@@ -2,3 +2,6 @@
 //! Pure code: no IO, so every rule here is unit tested.
 
 pub mod digest;
+pub mod manifest;
+pub mod media;
+pub mod name;

@@ -1,0 +1,62 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: served from the mapped blob file, with
+//! single-range support; visible only in repositories the blob was pushed, mounted or
+//! referenced in.
+
+use super::Registry;
+use crate::error::{Error, ErrorCode, Result};
+use crate::http::range::{content_range, parse_range, unsatisfied_range, ByteRange};
+use crate::http::request::{Method, Request};
+use crate::http::response::{Body, Response};
+use crate::oci::digest::Digest;
+
+pub fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Response> {
+    let digest = Digest::parse(digest)?;
+    let unknown = || Error::new(ErrorCode::BlobUnknown).with_detail(digest.as_str());
+    let size = reg.meta.blob_in_repo(name, &digest).ok_or_else(unknown)?;
+    let range = parse_range(req.header("range"), size);
+    let base = |status: u16| {
+        Response::new(status)
+            .header("Docker-Content-Digest", digest.as_str())
+            .header("Accept-Ranges", "bytes")
+            .header("Content-Type", "application/octet-stream")
+    };
+    let (status, start, end) = match range {
+        ByteRange::Full => (200, 0, size),
+        ByteRange::Partial { start, end } => (206, start, end + 1),
+        ByteRange::Unsatisfiable => {
+            let e = Error::new(ErrorCode::RangeInvalid)
+                .with_message("requested range not satisfiable")
+                .with_detail(format!("blob size is {size}"));
+            return Ok(Response::error(&e).header("Content-Range", unsatisfied_range(size)));
+        }
+    };
+    let mut resp = base(status);
+    if status == 206 {
+        resp = resp.header("Content-Range", content_range(start, end - 1, size));
+    }
+    if req.method == Method::Head {
+        resp.body = Body::LengthOnly(end - start);
+        return Ok(resp);
+    }
+    let map = reg
+        .blobs
+        .map(&digest)
+        .map_err(|e| Error::internal("mapping blob", e))?
+        .ok_or_else(|| Error::internal("blob file missing", digest.as_str()))?;
+    if map.len() as u64 != size {
+        return Err(Error::internal(
+            "blob file size differs from metadata",
+            digest.as_str(),
+        ));
+    }
+    resp.body = Body::Mapped(map, start, end);
+    Ok(resp)
+}
+
+pub async fn delete(reg: &Registry, name: &str, digest: &str) -> Result<Response> {
+    let digest = Digest::parse(digest)?;
+    if !reg.meta.unlink_blob(name, &digest).await? {
+        return Err(Error::new(ErrorCode::BlobUnknown).with_detail(digest.as_str()));
+    }
+    Ok(Response::new(202).header("Docker-Content-Digest", digest.as_str()))
+}

@@ -1,0 +1,46 @@
+//! `GET /v2/<name>/tags/list` and `GET /v2/_catalog`: lexical order, `n`/`last` pagination
+//! and a `Link` header while more remain, all from the in-memory index.
+
+use super::pagination::{next_link, parse_page_query};
+use super::Registry;
+use crate::error::{Error, ErrorCode, Result};
+use crate::http::request::Request;
+use crate::http::response::Response;
+
+pub fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response> {
+    let q = parse_page_query(&req.query)?;
+    let limit = q.limit(reg.limits.max_page);
+    let (tags, more) = reg
+        .meta
+        .tags_after(name, q.last.as_deref(), limit)
+        .ok_or_else(|| Error::new(ErrorCode::NameUnknown).with_detail(name))?;
+    let body = serde_json::json!({ "name": name, "tags": tags });
+    Ok(with_link(
+        Response::json(200, &body),
+        more,
+        &format!("/v2/{name}/tags/list"),
+        limit,
+        tags.last(),
+    ))
+}
+
+pub fn catalog(reg: &Registry, req: &Request) -> Result<Response> {
+    let q = parse_page_query(&req.query)?;
+    let limit = q.limit(reg.limits.max_page);
+    let (repos, more) = reg.meta.repositories_after(q.last.as_deref(), limit);
+    let body = serde_json::json!({ "repositories": repos });
+    Ok(with_link(
+        Response::json(200, &body),
+        more,
+        "/v2/_catalog",
+        limit,
+        repos.last(),
+    ))
+}
+
+fn with_link(resp: Response, more: bool, path: &str, n: usize, last: Option<&String>) -> Response {
+    match (more, last) {
+        (true, Some(last)) => resp.header("Link", next_link(path, n, last)),
+        _ => resp,
+    }
+}

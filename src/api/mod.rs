@@ -1,0 +1,149 @@
+//! The OCI Distribution API: routes to handlers. Handlers return `Result<Response, Error>`;
+//! the one conversion of an [`Error`] into a response is here.
+
+pub mod blobs;
+pub mod listing;
+pub mod manifests;
+pub mod pagination;
+pub mod referrers;
+pub mod router;
+pub mod uploads;
+
+use crate::blocking::Pool;
+use crate::error::{Error, ErrorCode, Result};
+use crate::http::body::{Body, BodyError};
+use crate::http::request::{Method, Request};
+use crate::http::response::Response;
+use crate::meta::Meta;
+use crate::oci::name::validate_name;
+use crate::store::blobs::BlobStore;
+use crate::store::uploads::Uploads;
+use router::Route;
+use std::time::Duration;
+
+/// What the API may do, from configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_manifest_bytes: usize,
+    pub delete_enabled: bool,
+    /// Largest page of tags or repositories one request returns.
+    pub max_page: usize,
+    /// Socket progress timeout while streaming a body.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            delete_enabled: true,
+            max_page: 10_000,
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything a request handler can reach; shared by all workers.
+pub struct Registry {
+    pub meta: Meta,
+    pub blobs: BlobStore,
+    pub uploads: Uploads,
+    pub pool: Pool,
+    pub limits: Limits,
+}
+
+pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
+
+/// Answers one request. Never fails: every error becomes the spec's JSON error response.
+pub async fn handle(reg: &Registry, req: &Request, body: &mut Body<'_>) -> Response {
+    let resp = match dispatch(reg, req, body).await {
+        Ok(r) => r,
+        Err(e) => Response::error(&e),
+    };
+    let resp = resp.header(API_VERSION_HEADER.0, API_VERSION_HEADER.1);
+    if req.method == Method::Head {
+        resp.into_head()
+    } else {
+        resp
+    }
+}
+
+async fn dispatch(reg: &Registry, req: &Request, body: &mut Body<'_>) -> Result<Response> {
+    use Method::*;
+    let route = router::route(&req.path);
+    if let Some(name) = route_name(&route) {
+        validate_name(name)?;
+    }
+    match (route, req.method) {
+        (Route::Base, Get | Head) => Ok(Response::json(200, &serde_json::json!({}))),
+        (Route::Catalog, Get | Head) => listing::catalog(reg, req),
+        (Route::Tags { name }, Get | Head) => listing::tags(reg, req, name),
+        (Route::Manifest { name, reference }, Get | Head) => {
+            manifests::get(reg, req, name, reference)
+        }
+        (Route::Manifest { name, reference }, Put) => {
+            manifests::put(reg, req, body, name, reference).await
+        }
+        (Route::Manifest { name, reference }, Delete) => {
+            check_delete(reg)?;
+            manifests::delete(reg, name, reference).await
+        }
+        (Route::Blob { name, digest }, Get | Head) => blobs::get(reg, req, name, digest),
+        (Route::Blob { name, digest }, Delete) => {
+            check_delete(reg)?;
+            blobs::delete(reg, name, digest).await
+        }
+        (Route::UploadStart { name }, Post) => uploads::start(reg, req, body, name).await,
+        (Route::Upload { name, id }, Get) => uploads::status(reg, name, id),
+        (Route::Upload { name, id }, Patch) => uploads::patch(reg, req, body, name, id).await,
+        (Route::Upload { name, id }, Put) => uploads::finish(reg, req, body, name, id).await,
+        (Route::Upload { name, id }, Delete) => uploads::cancel(reg, name, id).await,
+        (Route::Referrers { name, digest }, Get | Head) => referrers::list(reg, req, name, digest),
+        (Route::NotFound, _) => Err(Error::new(ErrorCode::NameUnknown)
+            .with_status(404)
+            .with_message("no such endpoint")
+            .with_detail(req.path.chars().take(256).collect::<String>())),
+        _ => Err(Error::new(ErrorCode::Unsupported)
+            .with_message("method not allowed on this endpoint")
+            .with_detail(req.method.as_str())),
+    }
+}
+
+fn route_name<'a>(route: &Route<'a>) -> Option<&'a str> {
+    match *route {
+        Route::Tags { name }
+        | Route::Manifest { name, .. }
+        | Route::Blob { name, .. }
+        | Route::UploadStart { name }
+        | Route::Upload { name, .. }
+        | Route::Referrers { name, .. } => Some(name),
+        Route::Base | Route::Catalog | Route::NotFound => None,
+    }
+}
+
+fn check_delete(reg: &Registry) -> Result<()> {
+    if reg.limits.delete_enabled {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorCode::Unsupported)
+            .with_message("deletion is disabled on this registry"))
+    }
+}
+
+/// Maps a body read failure to the client-visible error.
+pub fn body_error(e: BodyError) -> Error {
+    match e {
+        BodyError::Io(e) => Error::new(ErrorCode::BlobUploadInvalid)
+            .with_message("the request body could not be read")
+            .with_detail(e.to_string()),
+        BodyError::Malformed(m) => Error::new(ErrorCode::BadRequest).with_detail(m),
+        BodyError::TooLarge => Error::new(ErrorCode::SizeInvalid)
+            .with_status(413)
+            .with_message("request body too large"),
+    }
+}
+
+/// `/v2/<name>/blobs/uploads/<id>`: where a client continues an upload.
+pub fn upload_location(name: &str, id: &str) -> String {
+    format!("/v2/{name}/blobs/uploads/{id}")
+}

@@ -1,0 +1,243 @@
+//! Blob uploads: monolithic (`POST ?digest=`), chunked and streamed (`PATCH`), completion
+//! (`PUT ?digest=`), status (`GET`), cancel (`DELETE`) and cross-repository mount.
+//! Bytes go to the session's file through io_uring as they arrive and are hashed on the way,
+//! so completing a 10 GB upload costs an fsync and a rename, not a second read.
+
+use super::{body_error, upload_location, Registry};
+use crate::error::{Error, ErrorCode, Result};
+use crate::http::body::Body;
+use crate::http::query::query_get;
+use crate::http::range::parse_upload_range;
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::oci::digest::{Algorithm, Digest};
+use crate::oci::name::validate_name;
+use crate::store::uploads::{hash_file, Lease, Session};
+use monoio::fs::OpenOptions;
+use std::sync::Arc;
+
+/// Bytes moved per read/write step of an upload.
+const CHUNK: usize = 1024 * 1024;
+
+pub async fn start(
+    reg: &Registry,
+    req: &Request,
+    body: &mut Body<'_>,
+    name: &str,
+) -> Result<Response> {
+    if let Some(mount) = query_get(&req.query, "mount") {
+        let digest = Digest::parse(&mount)?;
+        if let Some(from) = query_get(&req.query, "from") {
+            if validate_name(&from).is_ok() {
+                if let Some(size) = reg.meta.blob_in_repo(&from, &digest) {
+                    reg.meta.link_blob(name, &digest, size).await?;
+                    return Ok(created(name, &digest));
+                }
+            }
+        }
+        // Not mountable from there: the spec says to answer with an ordinary session.
+    }
+    if let Some(digest) = query_get(&req.query, "digest") {
+        let digest = Digest::parse(&digest)?;
+        let session = reg.uploads.start(&reg.pool, &reg.meta, name, false).await?;
+        let mut lease = reg.uploads.lease(session.clone())?;
+        let outcome = async {
+            append_body(reg, &mut lease, body).await?;
+            complete(reg, &mut lease, &digest).await
+        }
+        .await;
+        if outcome.is_err() {
+            let _ = reg.uploads.discard(&reg.pool, &reg.meta, &session).await;
+        }
+        outcome?;
+        return Ok(created(name, &digest));
+    }
+    let session = reg.uploads.start(&reg.pool, &reg.meta, name, true).await?;
+    Ok(session_response(202, name, &session, 0).header("OCI-Chunk-Min-Length", "1"))
+}
+
+pub fn status(reg: &Registry, name: &str, id: &str) -> Result<Response> {
+    let session = reg.uploads.get(name, id)?;
+    Ok(session_response(204, name, &session, session.offset()))
+}
+
+pub async fn patch(
+    reg: &Registry,
+    req: &Request,
+    body: &mut Body<'_>,
+    name: &str,
+    id: &str,
+) -> Result<Response> {
+    let session = reg.uploads.get(name, id)?;
+    let mut lease = reg.uploads.lease(session.clone())?;
+    let expected = check_chunk_range(req, body, &lease, name)?;
+    append_body(reg, &mut lease, body).await?;
+    check_chunk_length(expected, body)?;
+    Ok(session_response(202, name, &session, lease.offset))
+}
+
+pub async fn finish(
+    reg: &Registry,
+    req: &Request,
+    body: &mut Body<'_>,
+    name: &str,
+    id: &str,
+) -> Result<Response> {
+    let session = reg.uploads.get(name, id)?;
+    let digest = query_get(&req.query, "digest").ok_or_else(|| {
+        Error::new(ErrorCode::DigestInvalid)
+            .with_message("the digest query parameter is required to complete an upload")
+    })?;
+    let digest = Digest::parse(&digest)?;
+    let mut lease = reg.uploads.lease(session.clone())?;
+    let expected = check_chunk_range(req, body, &lease, name)?;
+    append_body(reg, &mut lease, body).await?;
+    check_chunk_length(expected, body)?;
+    complete(reg, &mut lease, &digest).await?;
+    Ok(created(name, &digest))
+}
+
+pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
+    let session = reg.uploads.get(name, id)?;
+    let lease = reg.uploads.lease(session.clone())?;
+    reg.uploads.discard(&reg.pool, &reg.meta, &session).await?;
+    drop(lease);
+    Ok(Response::new(204))
+}
+
+fn created(name: &str, digest: &Digest) -> Response {
+    Response::new(201)
+        .header("Location", format!("/v2/{name}/blobs/{digest}"))
+        .header("Docker-Content-Digest", digest.as_str())
+}
+
+/// Location, Range and id of a session. `Range` is `0-<last byte>`, and `0-0` for an empty
+/// upload, as distribution answers and clients expect.
+fn session_response(status: u16, name: &str, session: &Session, offset: u64) -> Response {
+    Response::new(status)
+        .header("Location", upload_location(name, &session.id))
+        .header("Range", format!("0-{}", offset.saturating_sub(1)))
+        .header("Docker-Upload-UUID", session.id.clone())
+}
+
+/// A chunk with `Content-Range` must start where the upload stands (416 otherwise, with the
+/// current Range so the client can resume). Returns the chunk length it announces.
+fn check_chunk_range(
+    req: &Request,
+    body: &Body<'_>,
+    lease: &Lease,
+    name: &str,
+) -> Result<Option<u64>> {
+    let Some(header) = req.header("content-range") else {
+        return Ok(None);
+    };
+    let Some((start, end)) = parse_upload_range(header) else {
+        return Err(Error::new(ErrorCode::BlobUploadInvalid)
+            .with_status(416)
+            .with_message("invalid Content-Range")
+            .with_detail(header.chars().take(128).collect::<String>()));
+    };
+    if start != lease.offset {
+        return Err(Error::new(ErrorCode::BlobUploadInvalid)
+            .with_status(416)
+            .with_message("chunk does not start where the upload stands")
+            .with_detail(serde_json::json!({
+                "expected_start": lease.offset,
+                "range": header,
+                "location": upload_location(name, &lease.session.id),
+            })));
+    }
+    let len = end - start + 1;
+    if let Some(declared) = body.declared_length() {
+        if declared != len {
+            return Err(Error::new(ErrorCode::SizeInvalid)
+                .with_message("Content-Range and Content-Length disagree")
+                .with_detail(
+                    serde_json::json!({ "content_range": header, "content_length": declared }),
+                ));
+        }
+    }
+    Ok(Some(len))
+}
+
+fn check_chunk_length(expected: Option<u64>, body: &Body<'_>) -> Result<()> {
+    match expected {
+        Some(len) if len != body.received() => Err(Error::new(ErrorCode::SizeInvalid)
+            .with_message("chunk length differs from its Content-Range")
+            .with_detail(serde_json::json!({ "expected": len, "received": body.received() }))),
+        _ => Ok(()),
+    }
+}
+
+/// Streams the request body to the end of the session's data file.
+async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
+    if body.is_done() {
+        return Ok(());
+    }
+    let path = lease.session.data_path();
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .await
+        .map_err(|e| Error::internal("opening upload data", e))?;
+    let _ = reg;
+    let mut buf = Vec::with_capacity(CHUNK);
+    let result = loop {
+        buf.clear();
+        let (r, b) = body.read_into(buf).await;
+        buf = b;
+        match r {
+            Ok(0) if body.is_done() => break Ok(()),
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(e) => break Err(body_error(e)),
+        }
+        let (w, b) = file.write_all_at(buf, lease.offset).await;
+        buf = b;
+        if let Err(e) = w {
+            break Err(Error::internal("writing upload data", e));
+        }
+        lease.advance(&buf);
+    };
+    let _ = file.close().await;
+    result
+}
+
+/// Verifies the digest against the bytes received, then makes the blob durable and visible:
+/// fsync the data, rename it into the tree, fsync the directory, commit the metadata. On a
+/// mismatch nothing is stored and the session is removed.
+async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Result<u64> {
+    let session: Arc<Session> = lease.session.clone();
+    let path = session.data_path();
+    let file = monoio::fs::File::open(&path)
+        .await
+        .map_err(|e| Error::internal("opening upload data", e))?;
+    file.sync_all()
+        .await
+        .map_err(|e| Error::internal("fsync of upload data", e))?;
+    let _ = file.close().await;
+    let actual = match (expected.algorithm(), lease.hasher.take()) {
+        (Algorithm::Sha256, Some(h)) => h.finish(),
+        (algorithm, _) => {
+            let p = path.clone();
+            reg.pool
+                .run(move || hash_file(&p, algorithm))
+                .await?
+                .map_err(|e| Error::internal("hashing upload data", e))?
+        }
+    };
+    if &actual != expected {
+        reg.uploads.discard(&reg.pool, &reg.meta, &session).await?;
+        return Err(
+            Error::new(ErrorCode::DigestInvalid).with_detail(serde_json::json!({
+                "expected": expected.as_str(),
+                "received": actual.as_str(),
+            })),
+        );
+    }
+    let size = lease.offset;
+    reg.blobs.commit(path, expected).await?;
+    reg.meta.link_blob(&session.repo, expected, size).await?;
+    reg.uploads.discard(&reg.pool, &reg.meta, &session).await?;
+    Ok(size)
+}

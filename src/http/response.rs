@@ -1,0 +1,230 @@
+//! Responses: a status, headers and a body that is either small bytes or a slice of a
+//! memory-mapped blob. HEAD answers carry the real Content-Length and no body.
+
+use super::conn::Conn;
+use crate::error::Error;
+use memmap2::Mmap;
+use monoio::buf::IoBuf;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Largest single socket write of a mapped blob: big enough to amortize the syscall, small
+/// enough that the write timeout measures progress rather than the whole blob.
+const MAP_WRITE: usize = 4 * 1024 * 1024;
+
+/// A byte range of a mapped blob, handed to io_uring without copying.
+pub struct MappedSlice {
+    map: Rc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl MappedSlice {
+    pub fn new(map: Rc<Mmap>, start: usize, end: usize) -> MappedSlice {
+        let end = end.min(map.len());
+        MappedSlice {
+            start: start.min(end),
+            map,
+            end,
+        }
+    }
+}
+
+// SAFETY: the pointer stays valid while the Rc keeps the mapping alive, and committed blob
+// files are never truncated or rewritten (ARCHITECTURE principle 4), so the bytes are stable.
+unsafe impl IoBuf for MappedSlice {
+    fn read_ptr(&self) -> *const u8 {
+        self.map[self.start..].as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    Mapped(Rc<Mmap>, u64, u64),
+    /// HEAD of something whose bytes we do not need to touch.
+    LengthOnly(u64),
+}
+
+impl Body {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::Mapped(_, start, end) => end - start,
+            Body::LengthOnly(n) => *n,
+        }
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Body::Empty,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn with_body(mut self, content_type: &str, body: Vec<u8>) -> Response {
+        self.headers
+            .push(("Content-Type", content_type.to_string()));
+        self.body = Body::Bytes(body);
+        self
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        Response::new(status).with_body("application/json", body)
+    }
+
+    pub fn error(e: &Error) -> Response {
+        Response::new(e.status).with_body("application/json", e.body())
+    }
+
+    /// Drops the body of a GET-shaped response for HEAD, keeping its length.
+    pub fn into_head(mut self) -> Response {
+        let len = self.body.len();
+        self.body = Body::LengthOnly(len);
+        self
+    }
+}
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Serializes the status line and headers. Content-Length is always sent except where HTTP
+/// forbids it (1xx, 204), so clients never have to guess where a response ends.
+pub fn head_bytes(resp: &Response, keep_alive: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + resp.headers.len() * 64);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &resp.headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        // Header values come from our own code, but never let a CR or LF split the head.
+        out.extend(value.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+        out.extend_from_slice(b"\r\n");
+    }
+    if resp.status != 204 && resp.status >= 200 {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(resp.body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Writes the response. Small bodies go out in the same write as the head.
+pub async fn write_response(
+    conn: &mut Conn,
+    resp: Response,
+    keep_alive: bool,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut head = head_bytes(&resp, keep_alive);
+    match resp.body {
+        Body::Empty | Body::LengthOnly(_) => {
+            conn.write_all(head, timeout).await?;
+        }
+        Body::Bytes(bytes) => {
+            if bytes.len() <= 64 * 1024 {
+                head.extend_from_slice(&bytes);
+                conn.write_all(head, timeout).await?;
+            } else {
+                conn.write_all(head, timeout).await?;
+                conn.write_all(bytes, timeout).await?;
+            }
+        }
+        Body::Mapped(map, start, end) => {
+            let (start, end) = (start as usize, end as usize);
+            if end - start <= 16 * 1024 {
+                head.extend_from_slice(&map[start..end]);
+                conn.write_all(head, timeout).await?;
+                return Ok(());
+            }
+            conn.write_all(head, timeout).await?;
+            let mut at = start;
+            while at < end {
+                let stop = end.min(at + MAP_WRITE);
+                conn.write_all(MappedSlice::new(map.clone(), at, stop), timeout)
+                    .await?;
+                at = stop;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_has_length_and_close() {
+        let r = Response::new(404).with_body("application/json", b"{}".to_vec());
+        let h = String::from_utf8(head_bytes(&r, false)).unwrap();
+        assert!(h.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(h.contains("Content-Length: 2\r\n"));
+        assert!(h.contains("Connection: close\r\n"));
+        assert!(h.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn head_response_keeps_length_and_204_has_none() {
+        let r = Response::new(200)
+            .with_body("application/octet-stream", vec![0; 10])
+            .into_head();
+        let h = String::from_utf8(head_bytes(&r, true)).unwrap();
+        assert!(h.contains("Content-Length: 10\r\n"));
+        let r = Response::new(204).header("X-Evil", "a\r\nb");
+        let h = String::from_utf8(head_bytes(&r, true)).unwrap();
+        assert!(!h.contains("Content-Length"));
+        assert!(h.contains("X-Evil: ab\r\n"));
+    }
+}

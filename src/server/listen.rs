@@ -1,0 +1,110 @@
+//! Listening sockets: one SO_REUSEPORT listener per worker and address, so the kernel spreads
+//! connections over the cores without a shared accept queue. SO_REUSEPORT would also let a
+//! second process silently share the port, so every address is first probed with a plain
+//! bind: if anyone listens there, we refuse to start.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+
+pub struct Bound {
+    /// The addresses actually served (port 0 resolved to the chosen port).
+    pub addrs: Vec<SocketAddr>,
+    /// `per_worker[w]` holds worker w's listeners, one per address.
+    pub per_worker: Vec<Vec<TcpListener>>,
+}
+
+pub fn bind(listen: &str, workers: usize) -> Result<Bound, String> {
+    let mut addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve listen address {listen:?}: {e}"))?
+        .collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(format!("listen address {listen:?} resolves to nothing"));
+    }
+    let several = addrs.len() > 1;
+    let mut served = Vec::new();
+    let mut port = addrs[0].port();
+    for mut addr in addrs {
+        if port != 0 {
+            addr.set_port(port);
+        }
+        match TcpListener::bind(addr) {
+            Ok(probe) => {
+                let local = probe.local_addr().map_err(|e| e.to_string())?;
+                port = local.port();
+                served.push(local);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(format!(
+                    "address {addr} is already in use by another process; \
+                     stop it or choose another port with --listen"
+                ));
+            }
+            Err(e) if several && addr.is_ipv6() => {
+                crate::log::info(format_args!(
+                    "not listening on {addr}: {e} (no IPv6 on this machine?)"
+                ));
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        }
+        // The probe closes here; the reuseport listeners below take its place at once.
+    }
+    if served.is_empty() {
+        return Err(format!("no usable address for {listen:?}"));
+    }
+    let mut per_worker = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut mine = Vec::with_capacity(served.len());
+        for addr in &served {
+            mine.push(
+                reuseport_listener(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            );
+        }
+        per_worker.push(mine);
+    }
+    Ok(Bound {
+        addrs: served,
+        per_worker,
+    })
+}
+
+fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_port_someone_listens_on() {
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        let err = bind(&addr.to_string(), 1).err().expect("must refuse");
+        assert!(err.contains("already in use"), "{err}");
+    }
+
+    #[test]
+    fn port_zero_gives_every_worker_the_same_port() {
+        let b = bind("127.0.0.1:0", 3).unwrap();
+        let port = b.addrs[0].port();
+        assert_ne!(port, 0);
+        for w in &b.per_worker {
+            assert_eq!(w[0].local_addr().unwrap().port(), port);
+        }
+        // And a second registry cannot join it.
+        assert!(bind(&format!("127.0.0.1:{port}"), 1).is_err());
+    }
+}

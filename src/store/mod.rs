@@ -1,0 +1,5 @@
+//! Storage of bytes: the content-addressed blob tree and upload sessions. Metadata (which
+//! repository may see which blob, tags, manifests) is in `meta`, not here.
+
+pub mod blobs;
+pub mod uploads;
