@@ -133,6 +133,10 @@ fn check_delete(reg: &Registry) -> Result<()> {
 /// Maps a body read failure to the client-visible error.
 pub fn body_error(e: BodyError) -> Error {
     match e {
+        BodyError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::new(ErrorCode::SizeInvalid)
+                .with_message("the body ended before its declared length")
+        }
         BodyError::Io(e) => Error::new(ErrorCode::BlobUploadInvalid)
             .with_message("the request body could not be read")
             .with_detail(e.to_string()),

@@ -10,7 +10,7 @@
 //! flag returned by [`paginate`] says exactly when.
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::http::query::{percent_encode_component, query_get};
+use crate::http::query::{percent_encode_component, percent_encode_except, query_get};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PageQuery {
@@ -95,10 +95,8 @@ pub fn next_link(path: &str, n: usize, last: &str) -> String {
 /// Keeps RFC 3986 path characters, escapes everything else (controls, space, `<>"`, `?#`,
 /// non-ASCII).
 fn escape_path(path: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(path.len());
-    for &b in path.as_bytes() {
-        let keep = b.is_ascii_alphanumeric()
+    percent_encode_except(path, |b| {
+        b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.'
@@ -119,16 +117,8 @@ fn escape_path(path: &str) -> String {
                     | b':'
                     | b'@'
                     | b'%'
-            );
-        if keep {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
-    out
+            )
+    })
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub async fn start(
         let session = reg.uploads.start(&reg.pool, &reg.meta, name, false).await?;
         let mut lease = reg.uploads.lease(session.clone())?;
         let outcome = async {
-            append_body(reg, &mut lease, body).await?;
+            append_body(&mut lease, body).await?;
             complete(reg, &mut lease, &digest).await
         }
         .await;
@@ -70,9 +70,7 @@ pub async fn patch(
 ) -> Result<Response> {
     let session = reg.uploads.get(name, id)?;
     let mut lease = reg.uploads.lease(session.clone())?;
-    let expected = check_chunk_range(req, body, &lease, name)?;
-    append_body(reg, &mut lease, body).await?;
-    check_chunk_length(expected, body)?;
+    append_chunk(req, body, &mut lease, name).await?;
     Ok(session_response(202, name, &session, lease.offset))
 }
 
@@ -90,9 +88,7 @@ pub async fn finish(
     })?;
     let digest = Digest::parse(&digest)?;
     let mut lease = reg.uploads.lease(session.clone())?;
-    let expected = check_chunk_range(req, body, &lease, name)?;
-    append_body(reg, &mut lease, body).await?;
-    check_chunk_length(expected, body)?;
+    append_chunk(req, body, &mut lease, name).await?;
     complete(reg, &mut lease, &digest).await?;
     Ok(created(name, &digest))
 }
@@ -160,7 +156,16 @@ fn check_chunk_range(
     Ok(Some(len))
 }
 
-fn check_chunk_length(expected: Option<u64>, body: &Body<'_>) -> Result<()> {
+/// A PATCH or final PUT body: checked against its Content-Range, appended, and its length
+/// checked against what the range announced.
+async fn append_chunk(
+    req: &Request,
+    body: &mut Body<'_>,
+    lease: &mut Lease,
+    name: &str,
+) -> Result<()> {
+    let expected = check_chunk_range(req, body, lease, name)?;
+    append_body(lease, body).await?;
     match expected {
         Some(len) if len != body.received() => Err(Error::new(ErrorCode::SizeInvalid)
             .with_message("chunk length differs from its Content-Range")
@@ -170,7 +175,7 @@ fn check_chunk_length(expected: Option<u64>, body: &Body<'_>) -> Result<()> {
 }
 
 /// Streams the request body to the end of the session's data file.
-async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
+async fn append_body(lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
     if body.is_done() {
         return Ok(());
     }
@@ -180,7 +185,6 @@ async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> 
         .open(&path)
         .await
         .map_err(|e| Error::internal("opening upload data", e))?;
-    let _ = reg;
     let mut buf = Vec::with_capacity(CHUNK);
     let result = loop {
         buf.clear();

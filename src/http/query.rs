@@ -70,10 +70,17 @@ pub fn percent_decode(s: &str) -> String {
 /// legal unencoded in a query (RFC 3986 §3.4); everything that could end a parameter (`&`, `=`,
 /// `#`), start a new header (CR, LF) or close a `Link` target (`>`) is encoded.
 pub fn percent_encode_component(s: &str) -> String {
+    percent_encode_except(s, |b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/')
+    })
+}
+
+/// Percent-encodes every byte for which `keep` is false.
+pub fn percent_encode_except(s: &str, keep: impl Fn(u8) -> bool) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+        if keep(b) {
             out.push(char::from(b));
         } else {
             out.push('%');

@@ -13,6 +13,25 @@ use std::time::Duration;
 /// enough that the write timeout measures progress rather than the whole blob.
 const MAP_WRITE: usize = 4 * 1024 * 1024;
 
+/// Responses larger than this give back the pages of each slice once it is sent: otherwise a
+/// 10 GB download would leave 10 GB of file pages mapped into this process (counted in its
+/// RSS), although the page cache holds them anyway.
+const RELEASE_AFTER_WRITE: usize = 16 * 1024 * 1024;
+
+fn release_pages(map: &Mmap, start: usize, stop: usize) {
+    // Page-align inward; the edges are re-faulted cheaply if another response needs them.
+    let page = 4096;
+    let from = start.div_ceil(page) * page;
+    let to = stop / page * page;
+    if to > from {
+        // SAFETY: MADV_DONTNEED on a read-only shared file mapping only drops our page table
+        // entries; later reads fault the same file bytes back in from the page cache.
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+        };
+    }
+}
+
 /// A byte range of a mapped blob, handed to io_uring without copying.
 pub struct MappedSlice {
     map: Rc<Mmap>,
@@ -189,11 +208,18 @@ pub async fn write_response(
                 return Ok(());
             }
             conn.write_all(head, timeout).await?;
+            let large = end - start > RELEASE_AFTER_WRITE;
+            if large {
+                let _ = map.advise_range(memmap2::Advice::Sequential, start, end - start);
+            }
             let mut at = start;
             while at < end {
                 let stop = end.min(at + MAP_WRITE);
                 conn.write_all(MappedSlice::new(map.clone(), at, stop), timeout)
                     .await?;
+                if large {
+                    release_pages(&map, at, stop);
+                }
                 at = stop;
             }
         }
