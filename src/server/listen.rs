@@ -14,12 +14,28 @@ pub struct Bound {
     pub per_worker: Vec<Vec<TcpListener>>,
 }
 
-pub fn bind(listen: &str, workers: usize) -> Result<Bound, String> {
+/// `localhost` means both loopback addresses whatever /etc/hosts says (many hosts files list
+/// only 127.0.0.1), so that clients resolving it to ::1 find the registry too.
+fn resolve(listen: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Some(port) = listen.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port in listen address {listen:?}"))?;
+        return Ok(vec![
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        ]);
+    }
     let mut addrs: Vec<SocketAddr> = listen
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve listen address {listen:?}: {e}"))?
         .collect();
     addrs.dedup();
+    Ok(addrs)
+}
+
+pub fn bind(listen: &str, workers: usize) -> Result<Bound, String> {
+    let addrs = resolve(listen)?;
     if addrs.is_empty() {
         return Err(format!("listen address {listen:?} resolves to nothing"));
     }
@@ -87,6 +103,14 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_means_both_loopbacks() {
+        let a = resolve("localhost:5000").unwrap();
+        assert_eq!(a[0].to_string(), "127.0.0.1:5000");
+        assert_eq!(a[1].to_string(), "[::1]:5000");
+        assert!(resolve("localhost:x").is_err());
+    }
 
     #[test]
     fn refuses_a_port_someone_listens_on() {
