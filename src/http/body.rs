@@ -248,35 +248,23 @@ impl<'c> Body<'c> {
 
     /// Reads the whole body into memory, refusing more than `limit` bytes (manifests).
     pub async fn read_to_vec(&mut self, limit: usize) -> Result<Vec<u8>, BodyError> {
-        if let Some(n) = self.declared_length() {
-            if n > limit as u64 {
-                return Err(BodyError::TooLarge);
-            }
+        if self.declared_length().is_some_and(|n| n > limit as u64) {
+            return Err(BodyError::TooLarge);
         }
-        let mut out = Vec::with_capacity(self.declared_length().map_or(16 * 1024, |n| n as usize));
-        loop {
+        let first = self.declared_length().map_or(16 * 1024, |n| n as usize);
+        let mut out = Vec::with_capacity(first.min(limit) + 1);
+        while !self.is_done() {
             if out.len() == out.capacity() {
-                if out.len() >= limit {
-                    // One more byte would exceed the limit: is there one?
-                    if self.is_done() {
-                        return Ok(out);
-                    }
-                    let probe = Vec::with_capacity(1);
-                    let (r, probe) = self.read_into(probe).await;
-                    r?;
-                    if probe.is_empty() {
-                        return Ok(out);
-                    }
-                    return Err(BodyError::TooLarge);
-                }
-                out.reserve((out.len()).clamp(16 * 1024, limit - out.len()));
+                out.reserve(out.len().clamp(16 * 1024, 1024 * 1024));
             }
             let (r, o) = self.read_into(out).await;
             out = o;
-            if r? == 0 && self.is_done() {
-                return Ok(out);
+            r?;
+            if out.len() > limit {
+                return Err(BodyError::TooLarge);
             }
         }
+        Ok(out)
     }
 
     /// After the handler answered: reads and discards a small unread rest of the body so the

@@ -105,7 +105,7 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request, usize)
         return Err(HeadError::TooLarge);
     }
     let method = Method::parse(parsed.method.unwrap_or(""));
-    let target = parsed.path.unwrap_or("");
+    let target = origin_form(parsed.path.unwrap_or(""));
     if !target.starts_with('/') {
         return Err(HeadError::Malformed(
             "request target must be an absolute path",
@@ -194,6 +194,21 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request, usize)
     )))
 }
 
+/// RFC 9112 3.2.2: a server must accept the absolute form (`http://host/path`); only the
+/// path and query matter to us.
+fn origin_form(target: &str) -> &str {
+    for scheme in ["http://", "https://"] {
+        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let rest = &target[scheme.len()..];
+            return match rest.find(['/', '?']) {
+                Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+                _ => "/",
+            };
+        }
+    }
+    target
+}
+
 fn parse_content_length(v: &str) -> Result<u64, HeadError> {
     if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(HeadError::Malformed("invalid Content-Length"));
@@ -221,6 +236,17 @@ mod tests {
         assert!(r.keep_alive);
         assert_eq!(r.body, BodyKind::Length(0));
         assert_eq!(r.header("host"), Some("x"));
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        let (r, _) = parse("GET http://h:5000/v2/x/tags/list?n=1 HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.path, "/v2/x/tags/list");
+        assert_eq!(r.query, "n=1");
+        let (r, _) = parse("GET HTTP://h HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(r.path, "/");
     }
 
     #[test]
