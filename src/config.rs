@@ -12,11 +12,17 @@ use std::time::Duration;
     about = "An OCI Distribution registry on per-core io_uring event loops.",
     long_about = "An OCI Distribution registry on per-core io_uring event loops.\n\n\
         Without a command it serves on localhost:5000 with its data in ./ringyard-data,\n\
-        so `docker push localhost:5000/app:1` works at once and survives restarts."
+        so `docker push localhost:5000/app:1` works at once and survives restarts.\n\
+        The serve flags below may also be given without the word `serve`.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// `ringyard --listen ...` is `ringyard serve --listen ...`: the command is optional, so
+    /// its flags are too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,22 +67,13 @@ pub struct ServeArgs {
     pub quiet: bool,
 }
 
-impl Default for ServeArgs {
-    fn default() -> Self {
-        ServeArgs::parse_from(["serve"])
-    }
-}
-
-/// Helper so `ServeArgs::default()` can reuse clap's defaults.
-#[derive(Parser)]
-struct ServeOnly {
-    #[command(flatten)]
-    args: ServeArgs,
-}
-
-impl ServeArgs {
-    fn parse_from<I: IntoIterator<Item = &'static str>>(it: I) -> ServeArgs {
-        ServeOnly::parse_from(it).args
+impl Cli {
+    /// The serve settings, whichever way they were given.
+    pub fn serve_args(self) -> ServeArgs {
+        match self.command {
+            Some(Command::Serve(a)) => a,
+            None => self.serve,
+        }
     }
 }
 

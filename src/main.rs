@@ -1,12 +1,8 @@
 use clap::Parser;
-use ringyard::config::{Cli, Command, ServeArgs};
+use ringyard::config::Cli;
 
 fn main() {
-    let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(a)) => a,
-        None => ServeArgs::default(),
-    };
+    let args = Cli::parse().serve_args();
     ringyard::log::set_quiet(args.quiet);
     if let Err(e) = ringyard::server::run(args.into()) {
         ringyard::log::error(format_args!("{e}"));

@@ -506,17 +506,15 @@ fn final_put_with_a_body_shorter_than_its_content_length_stores_nothing() {
     raw.send_raw(head.as_bytes());
     raw.send_raw(&data[..50]);
     raw.shutdown_write();
-    match raw.try_read_response(false) {
-        Ok(r) => {
-            assert!(
-                r.status == 400 || r.status == 408,
-                "a body cut short of its Content-Length must not be accepted: got {} {:?}",
-                r.status,
-                r.text()
-            );
-            check_error_body(&r);
-        }
-        Err(_) => {} // closing the connection without an answer is acceptable
+    // Closing the connection without an answer is acceptable.
+    if let Ok(r) = raw.try_read_response(false) {
+        assert!(
+            r.status == 400 || r.status == 408,
+            "a body cut short of its Content-Length must not be accepted: got {} {:?}",
+            r.status,
+            r.text()
+        );
+        check_error_body(&r);
     }
     assert_no_blob(&mut c, "shortbody", &d_half);
     assert_no_blob(&mut c, "shortbody", &d);
@@ -784,7 +782,7 @@ fn blob_delete_is_202_then_404() {
     // The other repository's copy is untouched.
     assert_blob(&mut c, "del/b", &d, &data);
     // A manifest in the repository that lost the blob can no longer reference it.
-    let cfg = image_config(&[d.clone()]);
+    let cfg = image_config(std::slice::from_ref(&d));
     let cd = push_blob(&mut c, "del/a", &cfg);
     let m = image_manifest(&(cd, cfg.len()), &[(d.clone(), data.len())]);
     let r = c.put(

@@ -215,6 +215,39 @@ fn tags_of_an_unknown_repository_is_name_unknown() {
     assert_error(&r, 404, &["NAME_UNKNOWN"]);
 }
 
+/// Starting an upload does not create a repository (as in distribution, whose catalog lists
+/// repositories with layers or manifests): until content is committed it is not in the catalog,
+/// tags/list is NAME_UNKNOWN, and that holds across a restart; a committed blob then creates it.
+#[test]
+fn an_upload_session_alone_creates_no_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &[]);
+    let mut c = s.client();
+    let loc = start_upload(&mut c, "pending/only");
+    let r = c.get("/v2/pending/only/tags/list");
+    assert_error(&r, 404, &["NAME_UNKNOWN"]);
+    let r = c.get("/v2/_catalog");
+    assert_eq!(r.json()["repositories"], json!([]));
+    assert_eq!(s.stop().code(), Some(0));
+
+    let s = Server::start_with(dir.path(), &[]);
+    let mut c = s.client();
+    let r = c.get("/v2/_catalog");
+    assert_eq!(r.json()["repositories"], json!([]), "after a restart");
+    let digest = sha256_digest(b"content");
+    let r = c.put(
+        &with_query(&location_path(&loc), &format!("digest={digest}")),
+        &[("Content-Type", "application/octet-stream")],
+        b"content",
+    );
+    assert_status(&r, 201);
+    let r = c.get("/v2/_catalog");
+    assert_eq!(r.json()["repositories"], json!(["pending/only"]));
+    let r = c.get("/v2/pending/only/tags/list");
+    assert_status(&r, 200);
+    assert_eq!(r.json()["tags"], json!([]));
+}
+
 #[test]
 fn repository_with_untagged_manifests_only_has_an_empty_tag_list() {
     let s = Server::start();

@@ -323,7 +323,7 @@ fn referrers_of_a_subject_pushed_later_or_never() {
     let future_layer: &[u8] = b"the subject comes later";
     // The subject's digest is known before it is pushed.
     let ld = push_blob(&mut c, "early", future_layer);
-    let cfg = image_config(&[ld.clone()]);
+    let cfg = image_config(std::slice::from_ref(&ld));
     let cd = push_blob(&mut c, "early", &cfg);
     let subject_body = image_manifest(&(cd, cfg.len()), &[(ld, future_layer.len())]);
     let subject = sha256_digest(&subject_body);

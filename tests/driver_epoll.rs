@@ -12,8 +12,14 @@ fn epoll_driver_serves_push_and_pull() {
     std::env::set_var("RINGYARD_DRIVER", "epoll");
     let server = Server::start();
     let log = server.stderr();
-    assert!(log.contains("(epoll)"), "listening line names the driver: {log}");
-    assert!(log.contains("using the epoll driver"), "fallback is logged: {log}");
+    assert!(
+        log.contains("(epoll)"),
+        "listening line names the driver: {log}"
+    );
+    assert!(
+        log.contains("using the epoll driver"),
+        "fallback is logged: {log}"
+    );
     let mut c = server.client();
     let layer = pseudo_random(3 * 1024 * 1024 + 17, 7);
     let (digest, manifest) = push_image(&mut c, "epoll/app", "v1", &[&layer]);

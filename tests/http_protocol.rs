@@ -191,7 +191,7 @@ fn chunked_request_body_on_monolithic_post() {
     let g = c.get(&format!("/v2/te/blobs/{d}"));
     assert!(g.body == data);
     // Manifests can come chunked too.
-    let cfg = image_config(&[d.clone()]);
+    let cfg = image_config(std::slice::from_ref(&d));
     let cd = push_blob(&mut c, "te", &cfg);
     let m = image_manifest(&(cd, cfg.len()), &[(d, data.len())]);
     let r = c.put(

@@ -49,14 +49,19 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringyard")
 }
 
-/// Parses the first socket address after "listening on " in a log line.
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let at = line.find("listening on ")?;
-    let rest = &line[at + "listening on ".len()..];
-    let end = rest
-        .find(|c: char| c == ',' || c == ';' || c.is_whitespace())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+/// The socket addresses a "listening on ..." log line names (`None` for any other line).
+pub fn parse_listening(line: &str) -> Option<Vec<SocketAddr>> {
+    let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+    let addrs: Vec<SocketAddr> = rest
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .map(|t| t.trim_matches(|c: char| c == '(' || c == ')' || c == ';' || c == '"'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    if addrs.is_empty() {
+        None
+    } else {
+        Some(addrs)
+    }
 }
 
 impl Server {
@@ -145,9 +150,9 @@ impl Server {
                             let text = String::from_utf8_lossy(&line).into_owned();
                             log.lock().unwrap().push_str(&text);
                             if !sent {
-                                if let Some(addr) = parse_listening(&text) {
+                                if let Some(addrs) = parse_listening(&text) {
                                     sent = true;
-                                    let _ = tx.send(Some(addr));
+                                    let _ = tx.send(Some(addrs[0]));
                                 }
                             }
                         }
@@ -276,16 +281,10 @@ impl Drop for Server {
         }
         if std::thread::panicking() {
             let log = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
-            let tail: String = if log.len() > 8000 {
-                let mut start = log.len() - 8000;
-                while !log.is_char_boundary(start) {
-                    start += 1;
-                }
-                log[start..].to_string()
-            } else {
-                log
-            };
-            eprintln!("--- ringyard stderr (tail) ---\n{tail}--- end ---");
+            eprintln!(
+                "--- ringyard stderr (tail) ---\n{}--- end ---",
+                tail(&log, 8000)
+            );
         }
     }
 }
@@ -296,7 +295,8 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+/// Waits up to `limit` for `child` to exit; `None` if it still runs then.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
@@ -453,33 +453,6 @@ impl Client {
         }
     }
 
-    fn build_request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Vec<u8> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\n");
-        let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-        if !has("host") {
-            req.push_str(&format!("Host: {}\r\n", self.host));
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if !has("content-length")
-            && !has("transfer-encoding")
-            && (!body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH"))
-        {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        bytes
-    }
-
     /// Sends one request and reads its final response (interim 1xx responses are skipped).
     /// Sets `Host`, and `Content-Length` when the body is non-empty or the method is
     /// PUT/POST/PATCH, unless `headers` carry `Content-Length` or `Transfer-Encoding` (then the
@@ -493,7 +466,7 @@ impl Client {
     ) -> Response {
         let idempotent = matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS");
         let head = method == "HEAD";
-        let req = self.build_request(method, path, headers, body);
+        let req = request_bytes(&self.host, method, path, headers, body);
         for attempt in 0..2 {
             self.ensure_fresh();
             let write_result = self.stream.as_mut().unwrap().write_all(&req);
@@ -836,10 +809,7 @@ impl Client {
 impl Response {
     /// The first header of that name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// All headers of that name (case-insensitive), in order.
@@ -856,14 +826,9 @@ impl Response {
     }
 
     /// The body as JSON; panics with the body if it is not JSON.
+    #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response {} body is not JSON ({e}): {:?}",
-                self.status,
-                self.text()
-            )
-        })
+        parse_json(&self.body, &format!("response {} body", self.status))
     }
 
     /// `errors[0].code` of the spec's error body; panics with the body if it is not that shape.
@@ -874,6 +839,39 @@ impl Response {
             .unwrap()
             .to_string()
     }
+}
+
+/// The first header of that name (case-insensitive) in a parsed header list.
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `bytes` as JSON; panics with them if they are not JSON.
+#[track_caller]
+pub fn json(bytes: &[u8]) -> serde_json::Value {
+    parse_json(bytes, "bytes")
+}
+
+#[track_caller]
+fn parse_json(bytes: &[u8], what: &str) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {:?}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
+}
+
+/// The last `n` bytes of `s` (fewer, to start on a character boundary).
+pub fn tail(s: &str, n: usize) -> &str {
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
 }
 
 /// Panics unless `r` has the OCI error shape: `Content-Type: application/json` and a body
@@ -982,7 +980,8 @@ pub fn must_header<'a>(r: &'a Response, name: &str) -> &'a str {
 // OCI helpers
 // ---------------------------------------------------------------------------------------------
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -1002,18 +1001,9 @@ pub fn sha512_digest(bytes: &[u8]) -> String {
     format!("sha512:{}", hex(&Sha512::digest(bytes)))
 }
 
-/// Deterministic pseudo-random bytes (xorshift), distinct per seed.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+/// `sha256:<hex>` of what `h` hashed.
+pub fn finish_digest(h: Sha256) -> String {
+    format!("sha256:{}", hex(&h.finalize()))
 }
 
 /// The path part (and query) of a `Location` header, which may be absolute or relative.
@@ -1181,4 +1171,266 @@ pub fn assert_alive(server: &Server) {
         "the server no longer answers GET /v2/: {:?}",
         r.text()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated data
+// ---------------------------------------------------------------------------------------------
+
+/// The generators' piece size: bodies too large to hold are generated, hashed and sent in pieces
+/// of this many bytes.
+pub const GEN_PIECE: usize = 1 << 20;
+
+/// Word `i` (bytes `8 * i ..`) of the generator for `seed`: splitmix64's output for the state
+/// `seed + (i + 1) * golden`, so that every word can be computed on its own.
+fn generated_word(seed: u64, i: u64) -> [u8; 8] {
+    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).to_le_bytes()
+}
+
+/// Fills `buf` with the deterministic bytes of the generator for `seed` from byte `offset` of its
+/// stream on. Each byte depends only on (seed, its offset), so any range of a body too large to
+/// hold can be regenerated on its own (e.g. to compare a Range response); any offset and length.
+pub fn fill_generated(seed: u64, offset: u64, buf: &mut [u8]) {
+    let mut word = offset / 8;
+    let skip = (offset % 8) as usize;
+    let mut rest = buf;
+    if skip != 0 {
+        let n = (8 - skip).min(rest.len());
+        let (head, after) = rest.split_at_mut(n);
+        head.copy_from_slice(&generated_word(seed, word)[skip..skip + n]);
+        rest = after;
+        word += 1;
+    }
+    let last_word = word + (rest.len() / 8) as u64;
+    let mut words = rest.chunks_exact_mut(8);
+    for (w, i) in (&mut words).zip(word..) {
+        w.copy_from_slice(&generated_word(seed, i));
+    }
+    let last = words.into_remainder();
+    let n = last.len();
+    last.copy_from_slice(&generated_word(seed, last_word)[..n]);
+}
+
+/// `len` bytes of the generator for `seed` (see [`fill_generated`]) from its start.
+pub fn generated(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    fill_generated(seed, 0, &mut out);
+    out
+}
+
+/// Deterministic pseudo-random bytes, distinct per seed: [`generated`] with the arguments the
+/// other way round.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    generated(seed, len)
+}
+
+/// Writes `len` generator bytes for `seed` from byte `offset` on to `w`, in pieces of
+/// [`GEN_PIECE`] bytes, hashing them into `h` as they go (the bytes are never held whole);
+/// panics naming the byte at which a write failed.
+pub fn send_generated(w: &mut impl Write, seed: u64, offset: u64, len: u64, h: &mut Sha256) {
+    let mut buf = vec![0u8; GEN_PIECE];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(GEN_PIECE as u64) as usize;
+        fill_generated(seed, offset + off, &mut buf[..n]);
+        h.update(&buf[..n]);
+        if let Err(e) = w.write_all(&buf[..n]) {
+            panic!("sending the body failed at byte {off} of {len}: {e}");
+        }
+        off += n as u64;
+    }
+}
+
+/// `sha256:<hex>` of the first `len` generator bytes for `seed`, computed piecewise without
+/// holding them.
+pub fn generated_digest(seed: u64, len: u64) -> String {
+    let mut h = Sha256::new();
+    send_generated(&mut io::sink(), seed, 0, len, &mut h);
+    finish_digest(h)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP: for bodies too large to hold, and for exchanges whose IO errors are an expected
+// outcome (a server killed mid-request) rather than a reason to panic
+// ---------------------------------------------------------------------------------------------
+
+/// A request's bytes: the head, then `body`. Adds `Host` unless `headers` carry one, and
+/// `Content-Length` when the body is non-empty or the method is PUT/POST/PATCH unless `headers`
+/// carry `Content-Length` or `Transfer-Encoding` (then the body goes as given, e.g. already
+/// chunk-encoded, or left out to be streamed after the head).
+pub fn request_bytes(
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+    if !has("host") {
+        req.push_str(&format!("Host: {host}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has("content-length")
+        && !has("transfer-encoding")
+        && (!body.is_empty() || matches!(method, "PUT" | "POST" | "PATCH"))
+    {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A new connection for raw exchanges: connected within 5 s, `io_timeout` on reads and writes,
+/// Nagle off.
+pub fn connect_raw(addr: SocketAddr, io_timeout: Duration) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(io_timeout))?;
+    s.set_write_timeout(Some(io_timeout))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Whether `addr` refuses connections (nothing listens there).
+pub fn port_refuses(addr: SocketAddr) -> bool {
+    matches!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// A response head read off a raw connection.
+#[derive(Debug)]
+pub struct RawHead {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Body bytes that arrived together with the head.
+    pub rest: Vec<u8>,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Reads a response head (through its blank line). A read error, an EOF before the blank line or
+/// a bad status line is an `Err`, never a panic.
+pub fn read_raw_head(s: &mut impl Read) -> io::Result<RawHead> {
+    let mut buf = Vec::new();
+    let mut tmp = vec![0u8; 16 * 1024];
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut tmp)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed before a response head: {:?}",
+                    String::from_utf8_lossy(&buf)
+                ),
+            ));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| invalid(format!("bad status line in {head:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(RawHead {
+        status,
+        headers,
+        rest: buf[end..].to_vec(),
+    })
+}
+
+impl RawHead {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header("content-length").and_then(|v| v.parse().ok())
+    }
+
+    /// Reads the rest of the body (for small bodies: it is held whole): none after HEAD or for
+    /// 1xx/204/304, `Content-Length` bytes, or else up to EOF (then decoded if chunked). An IO
+    /// error, an EOF inside a `Content-Length` body or bad chunking is an `Err`.
+    pub fn read_body(&self, s: &mut impl Read, head_request: bool) -> io::Result<Vec<u8>> {
+        let status = self.status;
+        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(Vec::new());
+        }
+        let mut body = self.rest.clone();
+        if let Some(len) = self.content_length() {
+            let len = len as usize;
+            let mut tmp = vec![0u8; 64 * 1024];
+            while body.len() < len {
+                let n = s.read(&mut tmp)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("EOF in a response body after {} of {len} bytes", body.len()),
+                    ));
+                }
+                body.extend_from_slice(&tmp[..n]);
+            }
+            body.truncate(len);
+            return Ok(body);
+        }
+        s.read_to_end(&mut body)?;
+        let chunked = self
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            dechunk(&body)
+        } else {
+            Ok(body)
+        }
+    }
+
+    /// The head with `body` as a [`Response`].
+    pub fn into_response(self, body: Vec<u8>) -> Response {
+        Response {
+            status: self.status,
+            headers: self.headers,
+            body,
+        }
+    }
+}
+
+/// Decodes a whole chunked body (trailers ignored).
+fn dechunk(mut b: &[u8]) -> io::Result<Vec<u8>> {
+    let bad = || invalid("bad chunked body".to_string());
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size_s = String::from_utf8_lossy(&b[..nl]);
+        let size = usize::from_str_radix(size_s.split(';').next().unwrap().trim(), 16)
+            .map_err(|_| bad())?;
+        b = &b[nl + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            return Err(bad());
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
 }
