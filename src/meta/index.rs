@@ -168,12 +168,12 @@ impl Index {
                 .repos
                 .get_mut(repo.as_str())
                 .is_some_and(|r| r.tags.remove(tag.as_str()).is_some()),
-            WriteOp::PutUpload(record) => {
-                self.repo_mut(&record.repository);
-                self.uploads
-                    .insert(record.id.clone(), record.clone())
-                    .is_some()
-            }
+            // A session alone does not create the repository: it shows in the catalog, and
+            // answers tags/list, once content was committed to it (as in distribution).
+            WriteOp::PutUpload(record) => self
+                .uploads
+                .insert(record.id.clone(), record.clone())
+                .is_some(),
             WriteOp::DeleteUpload { id } => self.uploads.remove(id.as_str()).is_some(),
         };
         WriteOutcome { existed }
@@ -525,7 +525,10 @@ pub(crate) mod tests {
             expires,
         };
         assert!(!existed(&mut ix, WriteOp::PutUpload(up("u2", 5)), 1));
-        assert!(ix.repo_exists("r"));
+        assert!(
+            !ix.repo_exists("r"),
+            "a session alone creates no repository"
+        );
         assert!(!existed(&mut ix, WriteOp::PutUpload(up("u1", 5)), 1));
         assert!(existed(&mut ix, WriteOp::PutUpload(up("u2", 9)), 1));
         assert_eq!(ix.upload("u2"), Some(up("u2", 9)));
@@ -651,7 +654,6 @@ pub(crate) mod tests {
         loaded.load_link("r", dg("l"));
         loaded.load_blob(dg("l"), 7);
         loaded.load_blob(dg("idx"), rec.size);
-        loaded.load_repository("q");
         loaded.load_repository("r");
         assert_eq!(loaded, applied);
     }

@@ -1005,7 +1005,10 @@ mod tests {
         );
         assert_eq!(meta.blob_in_repo("other", &dg("l2")), None);
         assert_eq!(meta.blob_size(&dg("tmp")), Some(5));
-        assert!(meta.repo_exists("uploads/only"));
+        assert!(
+            !meta.repo_exists("uploads/only"),
+            "an upload session alone creates no repository"
+        );
         assert_eq!(
             meta.tags_after("lib/app", None, 100).unwrap().0,
             vec!["latest", "multi", "v1"]

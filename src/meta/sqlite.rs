@@ -78,9 +78,11 @@ CREATE TABLE IF NOT EXISTS tags (
 -- Deleting a manifest drops its tags; also the child index of the foreign key.
 CREATE INDEX IF NOT EXISTS tags_digest ON tags (repository, digest);
 
+-- No foreign key to repositories: a session does not create its repository (the index's
+-- PutUpload says why).
 CREATE TABLE IF NOT EXISTS uploads (
     id         TEXT PRIMARY KEY NOT NULL,
-    repository TEXT NOT NULL REFERENCES repositories (name),
+    repository TEXT NOT NULL,
     started    INTEGER NOT NULL,
     expires    INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -262,7 +264,6 @@ pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Resu
             started,
             expires,
         }) => {
-            ensure_repository(tx, repository, now)?;
             tx.prepare_cached(
                 "INSERT INTO uploads (id, repository, started, expires) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET
