@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# ringyard side by side with the reference registry (distribution 2.8, Debian's docker-registry)
+# and nginx serving the same blob files (the ceiling for static bytes), on this machine, in one
+# run. Every server gets the same generated images; every workload runs against each in turn;
+# one table of figures and ratios is printed at the end, and every figure is kept as JSON.
+#
+# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--out DIR]
+#   --smoke      seconds per workload and small sizes: checks the harness works (CI runs this)
+#   --skip-huge  leave out the 10 GiB push and pull
+#   --out DIR    keep the JSON of every run (and summary.json) in DIR; default: a temp dir
+#
+# Workloads (full run):
+#   pull      100 clients pulling a 3-layer image of 3 MiB (the size of alpine) as containerd
+#             does, 3000 pulls; p99 of a whole pull (ringyard and distribution)
+#   manifest  GET of a manifest by tag at 64 connections for 10 s (all three)
+#   blob      16 parallel GETs of a cached 1 GiB blob, twice each (all three)
+#   push      1 GiB blob pushed as docker does (POST, streamed PATCH, PUT ?digest=), 3 times,
+#             against openssl's sha256 speed on the same machine (ringyard and distribution)
+#   huge      10 GiB push then pull, each server's peak RSS over the two (ringyard, distribution)
+#
+# It installs what it needs (Debian packages docker-registry, nginx, jq) when missing, binds to
+# 127.0.0.1 only, bounds every run in time (loadtest's --max-seconds and --timeout), and stops
+# every process it started when it exits, however it exits.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO_ROOT=$(pwd)
+
+SMOKE=0
+SKIP_HUGE=0
+OUT=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SMOKE=1 ;;
+        --skip-huge) SKIP_HUGE=1 ;;
+        --out) OUT=$2; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+say() { echo "compare: $*" >&2; }
+
+# --- what the run needs ---------------------------------------------------------------------
+
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    SUDO=
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update >&2
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" </dev/null >&2
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+say "building ringyard and loadtest (release)"
+cargo build --release -p ringyard -p loadtest >&2
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+RINGYARD=$TARGET_DIR/release/ringyard
+LOADTEST=$TARGET_DIR/release/loadtest
+
+# Disk, not tmpfs: the blobs are GiBs and the servers fsync.
+WORK=$(mktemp -d "${COMPARE_TMPDIR:-/var/tmp}/ringyard-compare.XXXXXX")
+chmod 755 "$WORK"
+[ -n "$OUT" ] || OUT=$WORK/results
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # bounded: a server that ignores SIGTERM for 20 s gets SIGKILL
+        for _ in $(seq 1 200); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK/ringyard" "$WORK/distribution" "$WORK/static" "$WORK/nginx"
+    case "$OUT" in "$WORK"/*) ;; *) rm -rf "$WORK" ;; esac
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # URL: until it answers, at most 20 s
+    for _ in $(seq 1 200); do
+        if python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    say "$1 did not answer within 20 s"
+    return 1
+}
+
+# --- sizes ------------------------------------------------------------------------------------
+
+if [ "$SMOKE" = 1 ]; then
+    PULLS=200; PULL_CLIENTS=20; MANIFEST_SECS=2; BLOB_SIZE=64MiB; BLOB_REQS=16
+    PUSH_SIZE=64MiB; PUSH_COUNT=1; HUGE_SIZE=256MiB
+else
+    PULLS=3000; PULL_CLIENTS=100; MANIFEST_SECS=10; BLOB_SIZE=1GiB; BLOB_REQS=32
+    PUSH_SIZE=1GiB; PUSH_COUNT=3; HUGE_SIZE=10GiB
+fi
+SMALL_IMAGE=bench/small:v1
+SMALL_LAYERS=2MiB,768KiB,256KiB
+ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*'
+
+# --- the servers ------------------------------------------------------------------------------
+
+RY_PORT=$(free_port)
+mkdir -p "$WORK/ringyard"
+"$RINGYARD" serve --listen "127.0.0.1:$RY_PORT" --root "$WORK/ringyard" --quiet \
+    2>"$WORK/ringyard.log" &
+RY_PID=$!
+PIDS+=("$RY_PID")
+
+DIST_PORT=$(free_port)
+mkdir -p "$WORK/distribution"
+cat >"$WORK/distribution.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/distribution
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$DIST_PORT
+EOF
+docker-registry serve "$WORK/distribution.yml" 2>"$WORK/distribution.log" &
+DIST_PID=$!
+PIDS+=("$DIST_PID")
+
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx/logs" "$WORK/static"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $WORK/static;
+        location ~ /manifests/ {
+            default_type application/vnd.oci.image.manifest.v1+json;
+        }
+    }
+}
+EOF
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/logs/stderr.log" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+RY=http://127.0.0.1:$RY_PORT
+DIST=http://127.0.0.1:$DIST_PORT
+NGX=http://127.0.0.1:$NGINX_PORT
+wait_http "$RY/v2/"
+wait_http "$DIST/v2/"
+
+# --- seeding: the same bytes everywhere --------------------------------------------------------
+
+lt() { # NAME ARGS...: one loadtest run, its JSON kept as OUT/NAME.json
+    local name=$1
+    shift
+    if ! "$LOADTEST" "$@" --json >"$OUT/$name.json" 2>"$OUT/$name.err"; then
+        say "loadtest $name failed:"
+        cat "$OUT/$name.err" >&2
+        return 1
+    fi
+}
+
+say "seeding the small image and the ${BLOB_SIZE} blob"
+for srv in RY DIST; do
+    url=${!srv}
+    lt "seed-small-$srv" seed --registry "$url" --image "$SMALL_IMAGE" --layers "$SMALL_LAYERS"
+    lt "seed-blob-$srv" seed --registry "$url" --image bench/big --blob-only "$BLOB_SIZE"
+done
+lt seed-small-static seed --out-dir "$WORK/static" --image "$SMALL_IMAGE" --layers "$SMALL_LAYERS"
+lt seed-blob-static seed --out-dir "$WORK/static" --image bench/big --blob-only "$BLOB_SIZE"
+chmod -R a+rX "$WORK/static"
+SMALL_DIGEST=$(jq -r .manifest_digest "$OUT/seed-small-RY.json")
+BLOB_DIGEST=$(jq -r .digest "$OUT/seed-blob-RY.json")
+for f in seed-small-DIST seed-small-static; do
+    [ "$(jq -r .manifest_digest "$OUT/$f.json")" = "$SMALL_DIGEST" ] ||
+        { say "$f: different manifest digest"; exit 1; }
+done
+for f in seed-blob-DIST seed-blob-static; do
+    [ "$(jq -r .digest "$OUT/$f.json")" = "$BLOB_DIGEST" ] ||
+        { say "$f: different blob digest"; exit 1; }
+done
+wait_http "$NGX/v2/bench/small/manifests/v1"
+
+# --- workloads ----------------------------------------------------------------------------------
+
+say "pull: a verified pass first (every digest checked), then $PULLS pulls by $PULL_CLIENTS clients"
+for srv in RY DIST; do
+    lt "pull-verify-$srv" pull --registry "${!srv}" --image "$SMALL_IMAGE" \
+        --clients 10 --pulls 50 --max-seconds 120
+    lt "pull-$srv" pull --registry "${!srv}" --image "$SMALL_IMAGE" --no-verify \
+        --clients "$PULL_CLIENTS" --pulls "$PULLS" --max-seconds 300
+done
+
+say "manifest GET by tag, 64 connections, ${MANIFEST_SECS} s each"
+for srv in RY DIST NGX; do
+    lt "manifest-$srv" get --url "${!srv}/v2/bench/small/manifests/v1" --header "$ACCEPT" \
+        --connections 64 --duration "$MANIFEST_SECS" --expect-digest "$SMALL_DIGEST"
+done
+
+say "blob GET, 16 connections, $BLOB_REQS GETs of $BLOB_SIZE (after one GET that brings it into the page cache)"
+for srv in RY DIST NGX; do
+    lt "blob-warm-$srv" get --url "${!srv}/v2/bench/big/blobs/$BLOB_DIGEST" --connections 1 \
+        --requests 1 --max-seconds 300 --timeout 120 --expect-digest "$BLOB_DIGEST"
+    lt "blob-$srv" get --url "${!srv}/v2/bench/big/blobs/$BLOB_DIGEST" --connections 16 \
+        --requests "$BLOB_REQS" --max-seconds 600 --timeout 120
+done
+
+say "push: $PUSH_COUNT x $PUSH_SIZE, streamed as docker does"
+for srv in RY DIST; do
+    lt "push-$srv" push --registry "${!srv}" --size "$PUSH_SIZE" --count "$PUSH_COUNT" \
+        --clients 1 --mode stream --repo bench/push --max-seconds 600 --timeout 120
+done
+say "openssl sha256 of $PUSH_SIZE, the machine's hashing speed"
+"$LOADTEST" seed --out-dir "$WORK/sha" --image sha/probe --blob-only "$PUSH_SIZE" --json \
+    >"$OUT/sha-probe.json"
+SHA_FILE=$(find "$WORK/sha" -type f | head -n 1)
+SHA_BYTES=$(stat -c %s "$SHA_FILE")
+cat "$SHA_FILE" >/dev/null # in the page cache, so only hashing is timed
+SHA_MBPS=$(python3 - "$SHA_FILE" "$SHA_BYTES" <<'PY'
+import subprocess, sys, time
+best = 0.0
+for _ in range(3):
+    t = time.monotonic()
+    subprocess.run(["openssl", "dgst", "-sha256", sys.argv[1]], check=True, stdout=subprocess.DEVNULL)
+    best = max(best, int(sys.argv[2]) / (time.monotonic() - t) / 1e6)
+print(f"{best:.1f}")
+PY
+)
+rm -rf "$WORK/sha"
+
+peak_rss_mib() { # PID -> VmHWM in MiB
+    awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"
+}
+reset_peak() { # PID: VmHWM starts again from the current RSS (Linux 4.0+)
+    echo 5 >"/proc/$1/clear_refs"
+}
+
+if [ "$SKIP_HUGE" = 0 ]; then
+    say "huge: $HUGE_SIZE push, then pull, peak RSS of each server"
+    for srv in RY DIST; do
+        pid_var=${srv}_PID
+        pid=${!pid_var}
+        reset_peak "$pid"
+        lt "huge-push-$srv" seed --registry "${!srv}" --image bench/huge --blob-only "$HUGE_SIZE" \
+            --max-seconds 1200 --timeout 300
+        digest=$(jq -r .digest "$OUT/huge-push-$srv.json")
+        lt "huge-pull-$srv" get --url "${!srv}/v2/bench/huge/blobs/$digest" --connections 1 \
+            --requests 1 --max-seconds 1200 --timeout 300
+        peak_rss_mib "$pid" >"$OUT/huge-rss-$srv.txt"
+    done
+fi
+
+# --- the table ----------------------------------------------------------------------------------
+
+SUMMARY=$OUT/summary.json
+python3 - "$OUT" "$SHA_MBPS" "$SKIP_HUGE" "$SMOKE" "$PUSH_SIZE" "$BLOB_SIZE" "$HUGE_SIZE" \
+    "$PULL_CLIENTS" >"$SUMMARY" <<'PY'
+import json, os, sys
+out, sha, skip_huge, smoke = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
+push_size, blob_size, huge_size, pull_clients = sys.argv[5:9]
+def j(name):
+    with open(os.path.join(out, name + ".json")) as f:
+        return json.load(f)
+def rss(srv):
+    with open(os.path.join(out, f"huge-rss-{srv}.txt")) as f:
+        return float(f.read())
+s = {"smoke": smoke, "openssl_sha256_mb_per_s": sha, "sizes": {
+    "push": push_size, "blob": blob_size, "huge": huge_size, "pull_clients": int(pull_clients)}}
+for srv in ["RY", "DIST"]:
+    p = j(f"pull-{srv}")
+    s[f"pull_{srv}"] = {"p50_ms": p["pull"]["p50_ms"], "p99_ms": p["pull"]["p99_ms"],
+                        "pulls_per_s": p["pulls_done"] / p["elapsed_s"], "errors": p["errors"]}
+    u = j(f"push-{srv}")
+    s[f"push_{srv}"] = {"mb_per_s": u["mb_per_s"], "errors": u["errors"]}
+    if not skip_huge:
+        hp, hg = j(f"huge-push-{srv}"), j(f"huge-pull-{srv}")
+        s[f"huge_{srv}"] = {"push_mb_per_s": hp["mb_per_s"], "pull_mb_per_s": hg["mb_per_s"],
+                            "peak_rss_mib": rss(srv), "errors": hp["errors"] + hg["errors"]}
+for srv in ["RY", "DIST", "NGX"]:
+    m = j(f"manifest-{srv}")
+    s[f"manifest_{srv}"] = {"requests_per_s": m["requests_per_s"], "p50_ms": m["latency"]["p50_ms"],
+                            "p99_ms": m["latency"]["p99_ms"], "errors": m["errors"]}
+    b = j(f"blob-{srv}")
+    s[f"blob_{srv}"] = {"mb_per_s": b["mb_per_s"], "p99_ms": b["latency"]["p99_ms"],
+                        "errors": b["errors"]}
+json.dump(s, sys.stdout, indent=2)
+PY
+
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+echo
+echo "$(nproc) cores ($CPU), $(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), \
+Linux $(uname -r); ringyard $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), \
+$(docker-registry --version 2>/dev/null | awk '{print "distribution " $3}'), $("$NGINX" -v 2>&1 | sed 's/.*\///; s/^/nginx /')"
+echo
+python3 - "$SUMMARY" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b else "-"
+rows = []
+def row(what, ry, dist, ngx, vs_dist, vs_ngx, target):
+    rows.append((what, ry, dist, ngx, vs_dist, vs_ngx, target))
+sz = s["sizes"]
+m = {k: s[f"manifest_{k}"] for k in ["RY", "DIST", "NGX"]}
+row("manifest GET by tag, 64 conns: req/s", f"{m['RY']['requests_per_s']:.0f}",
+    f"{m['DIST']['requests_per_s']:.0f}", f"{m['NGX']['requests_per_s']:.0f}",
+    ratio(m["RY"]["requests_per_s"], m["DIST"]["requests_per_s"]),
+    ratio(m["RY"]["requests_per_s"], m["NGX"]["requests_per_s"]), ">= 1.5x nginx")
+row("  p99 ms", f"{m['RY']['p99_ms']:.2f}", f"{m['DIST']['p99_ms']:.2f}", f"{m['NGX']['p99_ms']:.2f}",
+    ratio(m["RY"]["p99_ms"], m["DIST"]["p99_ms"]), ratio(m["RY"]["p99_ms"], m["NGX"]["p99_ms"]),
+    "<= nginx")
+b = {k: s[f"blob_{k}"] for k in ["RY", "DIST", "NGX"]}
+row(f"blob GET {sz['blob']}, 16 streams: MB/s", f"{b['RY']['mb_per_s']:.0f}",
+    f"{b['DIST']['mb_per_s']:.0f}", f"{b['NGX']['mb_per_s']:.0f}",
+    ratio(b["RY"]["mb_per_s"], b["DIST"]["mb_per_s"]), ratio(b["RY"]["mb_per_s"], b["NGX"]["mb_per_s"]),
+    ">= 1.3x nginx")
+p = {k: s[f"pull_{k}"] for k in ["RY", "DIST"]}
+row(f"{sz['pull_clients']} concurrent pulls, 3 MiB image: p99 ms", f"{p['RY']['p99_ms']:.1f}",
+    f"{p['DIST']['p99_ms']:.1f}", "-", ratio(p["RY"]["p99_ms"], p["DIST"]["p99_ms"]), "-",
+    "< 250 ms, < 0.33x dist")
+row("  pulls/s", f"{p['RY']['pulls_per_s']:.0f}", f"{p['DIST']['pulls_per_s']:.0f}", "-",
+    ratio(p["RY"]["pulls_per_s"], p["DIST"]["pulls_per_s"]), "-", "")
+u = {k: s[f"push_{k}"] for k in ["RY", "DIST"]}
+row(f"push {sz['push']} (streamed): MB/s", f"{u['RY']['mb_per_s']:.0f}", f"{u['DIST']['mb_per_s']:.0f}",
+    f"sha256 {s['openssl_sha256_mb_per_s']:.0f}", ratio(u["RY"]["mb_per_s"], u["DIST"]["mb_per_s"]),
+    ratio(u["RY"]["mb_per_s"], s["openssl_sha256_mb_per_s"]) + " of sha256",
+    ">= 3x dist, >= 0.5x sha256")
+if "huge_RY" in s:
+    h = {k: s[f"huge_{k}"] for k in ["RY", "DIST"]}
+    row(f"{sz['huge']} push then pull: peak RSS MiB", f"{h['RY']['peak_rss_mib']:.1f}",
+        f"{h['DIST']['peak_rss_mib']:.1f}", "-", ratio(h["RY"]["peak_rss_mib"], h["DIST"]["peak_rss_mib"]),
+        "-", "< 64 MiB")
+    row("  push / pull MB/s", f"{h['RY']['push_mb_per_s']:.0f} / {h['RY']['pull_mb_per_s']:.0f}",
+        f"{h['DIST']['push_mb_per_s']:.0f} / {h['DIST']['pull_mb_per_s']:.0f}", "-", "-", "-", "")
+head = ("workload", "ringyard", "distribution", "nginx", "ry/dist", "ry/nginx", "target")
+w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+def line(r):
+    return "| " + " | ".join(str(c).ljust(w[i]) for i, c in enumerate(r)) + " |"
+print(line(head))
+print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+for r in rows:
+    print(line(r))
+errors = sum(v.get("errors", 0) for k, v in s.items() if isinstance(v, dict))
+print(f"\nerrors across all runs: {errors}")
+sys.exit(1 if errors else 0)
+PY
+say "figures: $OUT (summary.json)"
