@@ -66,6 +66,7 @@ pub async fn serve(
         {
             return;
         }
+        super::cpu_yield::request_done();
         if !keep_alive {
             conn.linger_close().await;
             return;

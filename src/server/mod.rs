@@ -3,6 +3,7 @@
 //! finish (bounded), and exit cleanly.
 
 pub mod connection;
+pub mod cpu_yield;
 pub mod listen;
 pub mod signal;
 pub mod worker;

@@ -104,6 +104,7 @@ async fn run(setup: WorkerSetup) {
             active.clone(),
         ));
     }
+    monoio::spawn(super::cpu_yield::run());
     if let Some(every) = setup.sweep_uploads {
         monoio::spawn(sweep_loop(setup.registry.clone(), every, signal.clone()));
     }
