@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod blocking;
+pub mod buf;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -1,4 +1,4 @@
-//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: served from the mapped blob file, with
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`: served from the blob file, with
 //! single-range support; visible only in repositories the blob was pushed, mounted or
 //! referenced in.
 
@@ -38,18 +38,18 @@ pub fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Re
         resp.body = Body::LengthOnly(end - start);
         return Ok(resp);
     }
-    let map = reg
+    let blob = reg
         .blobs
-        .map(&digest)
-        .map_err(|e| Error::internal("mapping blob", e))?
+        .get(&digest)
+        .map_err(|e| Error::internal("opening blob", e))?
         .ok_or_else(|| Error::internal("blob file missing", digest.as_str()))?;
-    if map.len() as u64 != size {
+    if blob.len() != size {
         return Err(Error::internal(
             "blob file size differs from metadata",
             digest.as_str(),
         ));
     }
-    resp.body = Body::Mapped(map, start, end);
+    resp.body = Body::Blob(blob, start, end);
     Ok(resp)
 }
 

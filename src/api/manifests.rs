@@ -42,13 +42,13 @@ pub fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> Result
         resp.body = RespBody::LengthOnly(record.size);
         return Ok(resp);
     }
-    let map = reg
+    let blob = reg
         .blobs
-        .map(&digest)
-        .map_err(|e| Error::internal("mapping manifest", e))?
+        .get(&digest)
+        .map_err(|e| Error::internal("opening manifest", e))?
         .ok_or_else(|| Error::internal("manifest file missing", digest.as_str()))?;
-    let len = map.len() as u64;
-    resp.body = RespBody::Mapped(map, 0, len);
+    let len = blob.len();
+    resp.body = RespBody::Blob(blob, 0, len);
     Ok(resp)
 }
 

@@ -1,9 +1,11 @@
 //! Blob uploads: monolithic (`POST ?digest=`), chunked and streamed (`PATCH`), completion
 //! (`PUT ?digest=`), status (`GET`), cancel (`DELETE`) and cross-repository mount.
-//! Bytes go to the session's file through io_uring as they arrive and are hashed on the way,
-//! so completing a 10 GB upload costs an fsync and a rename, not a second read.
+//! Bytes go to the session's file through io_uring (O_DIRECT where the filesystem allows) as
+//! they arrive and are hashed on the way, so completing a 10 GB upload costs an fsync and a
+//! rename, not a second read.
 
 use super::{body_error, upload_location, Registry};
+use crate::buf::AlignedBuf;
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::body::Body;
 use crate::http::query::query_get;
@@ -12,12 +14,9 @@ use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::oci::digest::{Algorithm, Digest};
 use crate::oci::name::validate_name;
+use crate::store::appender::{Appender, PendingWrite};
 use crate::store::uploads::{hash_file, Lease, Session};
-use monoio::fs::OpenOptions;
 use std::sync::Arc;
-
-/// Bytes moved per read/write step of an upload.
-const CHUNK: usize = 1024 * 1024;
 
 pub async fn start(
     reg: &Registry,
@@ -174,37 +173,77 @@ async fn append_chunk(
     }
 }
 
-/// Streams the request body to the end of the session's data file.
+/// Streams the request body to the end of the session's data file: one buffer is read from
+/// the socket and hashed while the one before it is being written.
+///
+/// The session's hasher is taken out for the duration and put back only when every byte it
+/// saw was written: if this ends early (an error, or the request dropped at shutdown), the
+/// completion hashes the file instead, so the digest always covers exactly what is on disk.
 async fn append_body(lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
     if body.is_done() {
         return Ok(());
     }
-    let path = lease.session.data_path();
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&path)
+    let mut out = Appender::open(&lease.session.data_path(), lease.offset)
         .await
         .map_err(|e| Error::internal("opening upload data", e))?;
-    let mut buf = Vec::with_capacity(CHUNK);
+    let mut hasher = lease.hasher.take();
+    let mut pending: Option<PendingWrite> = None;
     let result = loop {
-        buf.clear();
-        let (r, b) = body.read_into(buf).await;
-        buf = b;
-        match r {
-            Ok(0) if body.is_done() => break Ok(()),
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(e) => break Err(body_error(e)),
+        let mut buf = AlignedBuf::take();
+        let want = out.next_len();
+        let mut read = Ok(());
+        while buf.len() < want && !body.is_done() {
+            let before = buf.len();
+            let (r, b) = body.read_at_most(buf, want - before).await;
+            buf = b;
+            if let Err(e) = r {
+                read = Err(body_error(e));
+                break;
+            }
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf.as_slice()[before..]);
+            }
         }
-        let (w, b) = file.write_all_at(buf, lease.offset).await;
-        buf = b;
-        if let Err(e) = w {
-            break Err(Error::internal("writing upload data", e));
+        if let Some(w) = pending.take() {
+            if let Err(e) = settle(lease, w).await {
+                buf.give();
+                break Err(e);
+            }
         }
-        lease.advance(&buf);
+        if let Err(e) = read {
+            // What was read of this buffer is not written: the hash covers more than the file.
+            hasher = None;
+            buf.give();
+            break Err(e);
+        }
+        if buf.is_empty() {
+            buf.give();
+            break Ok(());
+        }
+        pending = Some(out.write(buf));
     };
-    let _ = file.close().await;
+    let result = match (result, pending.take()) {
+        (Ok(()), Some(w)) => settle(lease, w).await,
+        (r, Some(w)) => {
+            let _ = settle(lease, w).await;
+            r
+        }
+        (r, None) => r,
+    };
+    out.close().await;
+    if result.is_ok() {
+        lease.hasher = hasher;
+    }
     result
+}
+
+/// Waits for a write and counts its bytes in the session's offset.
+async fn settle(lease: &mut Lease, write: PendingWrite) -> Result<()> {
+    let (r, buf) = write.await;
+    buf.give();
+    let n = r.map_err(|e| Error::internal("writing upload data", e))?;
+    lease.offset += n;
+    Ok(())
 }
 
 /// Verifies the digest against the bytes received, then makes the blob durable and visible:

@@ -5,6 +5,7 @@
 
 use super::conn::Conn;
 use super::request::{BodyKind, Request};
+use crate::buf::FillBuf;
 use std::io;
 use std::time::Duration;
 
@@ -108,8 +109,17 @@ impl<'c> Body<'c> {
 
     /// Appends up to `out`'s spare capacity of body bytes to `out`. Returns the number added;
     /// 0 means the body is complete (or `out` has no room, which callers avoid).
-    pub async fn read_into(&mut self, mut out: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
-        if self.is_done() || out.len() == out.capacity() {
+    pub async fn read_into<B: FillBuf>(&mut self, out: B) -> (Result<usize, BodyError>, B) {
+        self.read_at_most(out, usize::MAX).await
+    }
+
+    /// As [`Body::read_into`], adding at most `max` bytes.
+    pub async fn read_at_most<B: FillBuf>(
+        &mut self,
+        mut out: B,
+        max: usize,
+    ) -> (Result<usize, BodyError>, B) {
+        if self.is_done() || out.room() == 0 || max == 0 {
             return (Ok(0), out);
         }
         if let Err(e) = self.send_continue().await {
@@ -117,13 +127,13 @@ impl<'c> Body<'c> {
         }
         let result = match self.kind {
             BodyKind::Length(_) => {
-                let want = self.remaining;
+                let want = self.remaining.min(max as u64);
                 let (r, o) = self.read_data(out, want).await;
                 out = o;
                 r.inspect(|&n| self.remaining -= n as u64)
             }
             BodyKind::Chunked => {
-                let (r, o) = self.read_chunked(out).await;
+                let (r, o) = self.read_chunked(out, max).await;
                 out = o;
                 r
             }
@@ -136,12 +146,12 @@ impl<'c> Body<'c> {
 
     /// Data bytes, at most `want`: first from the connection buffer, then straight from the
     /// socket into `out`.
-    async fn read_data(
+    async fn read_data<B: FillBuf>(
         &mut self,
-        mut out: Vec<u8>,
+        mut out: B,
         want: u64,
-    ) -> (Result<usize, BodyError>, Vec<u8>) {
-        let room = (out.capacity() - out.len()) as u64;
+    ) -> (Result<usize, BodyError>, B) {
+        let room = out.room() as u64;
         let limit = room.min(want) as usize;
         let buffered = self.conn.buffered();
         if !buffered.is_empty() {
@@ -164,12 +174,16 @@ impl<'c> Body<'c> {
         }
     }
 
-    async fn read_chunked(&mut self, out: Vec<u8>) -> (Result<usize, BodyError>, Vec<u8>) {
+    async fn read_chunked<B: FillBuf>(
+        &mut self,
+        out: B,
+        max: usize,
+    ) -> (Result<usize, BodyError>, B) {
         loop {
             match self.chunked {
                 Chunked::Done => return (Ok(0), out),
                 Chunked::Data(left) => {
-                    let (r, out) = self.read_data(out, left).await;
+                    let (r, out) = self.read_data(out, left.min(max as u64)).await;
                     if let Ok(n) = r {
                         let left = left - n as u64;
                         self.chunked = if left == 0 {

@@ -3,69 +3,20 @@
 
 use super::conn::Conn;
 use crate::error::Error;
-use memmap2::Mmap;
-use monoio::buf::IoBuf;
+use crate::store::blobs::BlobFile;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Largest single socket write of a mapped blob: big enough to amortize the syscall, small
-/// enough that the write timeout measures progress rather than the whole blob.
-const MAP_WRITE: usize = 4 * 1024 * 1024;
-
-/// Responses larger than this give back the pages of each slice once it is sent: otherwise a
-/// 10 GB download would leave 10 GB of file pages mapped into this process (counted in its
-/// RSS), although the page cache holds them anyway.
-const RELEASE_AFTER_WRITE: usize = 16 * 1024 * 1024;
-
-fn release_pages(map: &Mmap, start: usize, stop: usize) {
-    // Page-align inward; the edges are re-faulted cheaply if another response needs them.
-    let page = 4096;
-    let from = start.div_ceil(page) * page;
-    let to = stop / page * page;
-    if to > from {
-        // SAFETY: MADV_DONTNEED on a read-only shared file mapping only drops our page table
-        // entries; later reads fault the same file bytes back in from the page cache.
-        let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
-        };
-    }
-}
-
-/// A byte range of a mapped blob, handed to io_uring without copying.
-pub struct MappedSlice {
-    map: Rc<Mmap>,
-    start: usize,
-    end: usize,
-}
-
-impl MappedSlice {
-    pub fn new(map: Rc<Mmap>, start: usize, end: usize) -> MappedSlice {
-        let end = end.min(map.len());
-        MappedSlice {
-            start: start.min(end),
-            map,
-            end,
-        }
-    }
-}
-
-// SAFETY: the pointer stays valid while the Rc keeps the mapping alive, and committed blob
-// files are never truncated or rewritten (ARCHITECTURE principle 4), so the bytes are stable.
-unsafe impl IoBuf for MappedSlice {
-    fn read_ptr(&self) -> *const u8 {
-        self.map[self.start..].as_ptr()
-    }
-
-    fn bytes_init(&self) -> usize {
-        self.end - self.start
-    }
-}
+/// Bodies up to this size leave in the same write as the head, from the blob's mapping; larger
+/// ones follow it by `sendfile`.
+const INLINE_BODY: u64 = 16 * 1024;
 
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
-    Mapped(Rc<Mmap>, u64, u64),
+    /// `[start, end)` of a committed blob.
+    Blob(Rc<BlobFile>, u64, u64),
     /// HEAD of something whose bytes we do not need to touch.
     LengthOnly(u64),
 }
@@ -75,7 +26,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::Mapped(_, start, end) => end - start,
+            Body::Blob(_, start, end) => end - start,
             Body::LengthOnly(n) => *n,
         }
     }
@@ -200,27 +151,13 @@ pub async fn write_response(
                 conn.write_all(bytes, timeout).await?;
             }
         }
-        Body::Mapped(map, start, end) => {
-            let (start, end) = (start as usize, end as usize);
-            if end - start <= 16 * 1024 {
-                head.extend_from_slice(&map[start..end]);
+        Body::Blob(blob, start, end) => {
+            if end - start <= INLINE_BODY {
+                head.extend_from_slice(&blob.bytes()?[start as usize..end as usize]);
                 conn.write_all(head, timeout).await?;
-                return Ok(());
-            }
-            conn.write_all(head, timeout).await?;
-            let large = end - start > RELEASE_AFTER_WRITE;
-            if large {
-                let _ = map.advise_range(memmap2::Advice::Sequential, start, end - start);
-            }
-            let mut at = start;
-            while at < end {
-                let stop = end.min(at + MAP_WRITE);
-                conn.write_all(MappedSlice::new(map.clone(), at, stop), timeout)
-                    .await?;
-                if large {
-                    release_pages(&map, at, stop);
-                }
-                at = stop;
+            } else {
+                conn.write_all(head, timeout).await?;
+                conn.send_file(blob.file(), start..end, timeout).await?;
             }
         }
     }

@@ -1,27 +1,65 @@
 //! The content-addressed blob tree: `<root>/blobs/<algorithm>/<first two hex>/<hex>`.
 //! A file appears there only by an atomic rename of a fully written, fsynced file, followed by
 //! an fsync of its directory, so a crash never leaves a partial blob under its digest's name.
-//! Files are never modified after that, which is what makes serving them from mmap safe.
-//! Reads are mapped once per worker and cached; the S3 tier of the scale-out issue plugs in
-//! behind the same `map`/`commit` pair, with this tree as its local cache.
+//! Files are never modified after that, which is what makes serving them by `sendfile` or from
+//! mmap safe. Open blobs are cached per worker; the S3 tier of the scale-out issue plugs in
+//! behind the same `open`/`commit` pair, with this tree as its local cache.
 
 use crate::blocking::Pool;
 use crate::error::{Error, Result};
 use crate::oci::digest::Digest;
 use memmap2::Mmap;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// Mapped blobs kept open per worker. Past this the cache is emptied: mappings are cheap to
-/// recreate, and a bound keeps descriptors and address space in check.
-const MAP_CACHE_ENTRIES: usize = 4096;
+/// Blobs kept open per worker. Past this the cache is emptied: opening is cheap to redo, and a
+/// bound keeps descriptors and address space in check.
+const OPEN_CACHE_ENTRIES: usize = 4096;
 
 thread_local! {
-    static MAPS: RefCell<HashMap<Digest, Rc<Mmap>>> = RefCell::new(HashMap::new());
+    static OPEN: RefCell<HashMap<Digest, Rc<BlobFile>>> = RefCell::new(HashMap::new());
+}
+
+/// A committed blob, open for serving. Large bodies go to the socket by `sendfile` straight
+/// from the page cache (no copy through this process, no pages mapped into it, so a 10 GB
+/// download leaves the RSS flat); small ones (manifests, configs) are read through a mapping,
+/// made on first use, so that they leave in the same write as the response head.
+pub struct BlobFile {
+    file: fs::File,
+    len: u64,
+    map: OnceCell<Mmap>,
+}
+
+impl BlobFile {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn file(&self) -> &fs::File {
+        &self.file
+    }
+
+    /// The whole content, mapped. Meant for small blobs: every page read stays counted in the
+    /// process's RSS while the blob is cached.
+    pub fn bytes(&self) -> io::Result<&[u8]> {
+        if self.len == 0 {
+            return Ok(&[]);
+        }
+        if let Some(m) = self.map.get() {
+            return Ok(m);
+        }
+        // SAFETY: committed blob files are immutable and never truncated (module docs).
+        let m = unsafe { Mmap::map(&self.file)? };
+        Ok(self.map.get_or_init(|| m))
+    }
 }
 
 #[derive(Clone)]
@@ -54,11 +92,10 @@ impl BlobStore {
         &self.staging_dir
     }
 
-    /// The blob's bytes, mapped. `Ok(None)` when the file is absent. An empty blob maps to an
-    /// anonymous empty mapping, since a zero-length file cannot be mapped.
-    pub fn map(&self, digest: &Digest) -> io::Result<Option<Rc<Mmap>>> {
-        if let Some(m) = MAPS.with(|c| c.borrow().get(digest).cloned()) {
-            return Ok(Some(m));
+    /// The blob, open. `Ok(None)` when the file is absent.
+    pub fn get(&self, digest: &Digest) -> io::Result<Option<Rc<BlobFile>>> {
+        if let Some(b) = OPEN.with(|c| c.borrow().get(digest).cloned()) {
+            return Ok(Some(b));
         }
         let file = match fs::File::open(self.path_of(digest)) {
             Ok(f) => f,
@@ -66,24 +103,19 @@ impl BlobStore {
             Err(e) => return Err(e),
         };
         let len = file.metadata()?.len();
-        let map = if len == 0 {
-            memmap2::MmapOptions::new()
-                .len(0)
-                .map_anon()?
-                .make_read_only()?
-        } else {
-            // SAFETY: committed blob files are immutable and never truncated (module docs).
-            unsafe { Mmap::map(&file)? }
-        };
-        let map = Rc::new(map);
-        MAPS.with(|c| {
+        let blob = Rc::new(BlobFile {
+            file,
+            len,
+            map: OnceCell::new(),
+        });
+        OPEN.with(|c| {
             let mut c = c.borrow_mut();
-            if c.len() >= MAP_CACHE_ENTRIES {
+            if c.len() >= OPEN_CACHE_ENTRIES {
                 c.clear();
             }
-            c.insert(digest.clone(), map.clone());
+            c.insert(digest.clone(), blob.clone());
         });
-        Ok(Some(map))
+        Ok(Some(blob))
     }
 
     /// Moves a fully written and fsynced file into the tree under `digest`. When the blob is
@@ -115,11 +147,6 @@ impl BlobStore {
             })
             .await?
             .map_err(|e| Error::internal("writing manifest", e))
-    }
-
-    /// Reads a whole blob that the caller knows is small (manifests for validation).
-    pub fn read_small(&self, digest: &Digest) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.map(digest)?.map(|m| m.to_vec()))
     }
 }
 
@@ -188,13 +215,14 @@ mod tests {
             fs::write(&staged, content).unwrap();
             commit_blocking(&staged, &store.path_of(&d)).unwrap();
             assert!(!staged.exists());
-            let m = store.map(&d).unwrap().unwrap();
-            assert_eq!(&m[..], content);
+            let b = store.get(&d).unwrap().unwrap();
+            assert_eq!(b.len(), content.len() as u64);
+            assert_eq!(b.bytes().unwrap(), content);
             // Committing the same content again keeps one copy and removes the staged file.
             fs::write(&staged, content).unwrap();
             commit_blocking(&staged, &store.path_of(&d)).unwrap();
             assert!(!staged.exists());
         }
-        assert!(store.map(&Digest::sha256_of(b"absent")).unwrap().is_none());
+        assert!(store.get(&Digest::sha256_of(b"absent")).unwrap().is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! Storage of bytes: the content-addressed blob tree and upload sessions. Metadata (which
 //! repository may see which blob, tags, manifests) is in `meta`, not here.
 
+pub mod appender;
 pub mod blobs;
 pub mod uploads;

@@ -93,16 +93,6 @@ impl Drop for Lease {
     }
 }
 
-impl Lease {
-    /// Feeds bytes just written at the current offset.
-    pub fn advance(&mut self, bytes: &[u8]) {
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(bytes);
-        }
-        self.offset += bytes.len() as u64;
-    }
-}
-
 impl Uploads {
     pub fn new(dir: PathBuf, expiry: Duration) -> Uploads {
         Uploads {
