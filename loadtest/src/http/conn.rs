@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 /// Read buffer of a connection that only sees small responses.
 const SMALL_BUF: usize = 64 * 1024;
-/// Read buffer once a large body was seen: fewer, larger reads.
-const LARGE_BUF: usize = 256 * 1024;
+/// Read buffer once a large body was seen: fewer, larger reads, but small enough that the
+/// buffers of 16 streams stay in the CPU caches. Measured on 16 GETs of a 1 GiB blob: 1 MiB
+/// and 4 MiB buffers were 25-45% slower than 256 KiB, and 128 KiB about 8% faster.
+const LARGE_BUF: usize = 128 * 1024;
 /// Bytes per write of a streamed request body.
 pub const WRITE_CHUNK: usize = 1024 * 1024;
 /// Largest response head accepted.
