@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
-/// Silences info lines (errors still print); used by `--quiet`.
-pub fn set_quiet(quiet: bool) {
-    QUIET.store(quiet, Ordering::Relaxed);
+/// Sets the level and format of everything logged from here on; called once at startup.
+pub fn configure(level: crate::config::LogLevel, _format: crate::config::LogFormat) {
+    QUIET.store(level < crate::config::LogLevel::Info, Ordering::Relaxed);
 }
 
 fn emit(level: &str, args: Arguments<'_>) {

@@ -1,10 +1,11 @@
 use clap::Parser;
-use ringyard::config::Cli;
+use ringyard::config::cli::Cli;
+use ringyard::config::Config;
 
 fn main() {
-    let args = Cli::parse().serve_args();
-    ringyard::log::set_quiet(args.quiet);
-    if let Err(e) = ringyard::server::run(args.into()) {
+    let cfg: Config = Cli::parse().serve_args().into();
+    ringyard::log::configure(cfg.log_level, cfg.log_format);
+    if let Err(e) = ringyard::server::run(cfg) {
         ringyard::log::error(format_args!("{e}"));
         std::process::exit(1);
     }

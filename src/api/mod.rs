@@ -26,6 +26,8 @@ use std::time::Duration;
 pub struct Limits {
     pub max_manifest_bytes: usize,
     pub delete_enabled: bool,
+    /// Every write is refused (405 UNSUPPORTED); reads continue.
+    pub read_only: bool,
     /// Largest page of tags or repositories one request returns.
     pub max_page: usize,
     /// Socket progress timeout while streaming a body.
@@ -37,6 +39,7 @@ impl Default for Limits {
         Limits {
             max_manifest_bytes: 4 * 1024 * 1024,
             delete_enabled: true,
+            read_only: false,
             max_page: 10_000,
             body_timeout: Duration::from_secs(60),
         }
@@ -73,6 +76,11 @@ async fn dispatch(reg: &Registry, req: &Request, body: &mut Body<'_>) -> Result<
     let route = router::route(&req.path);
     if let Some(name) = route_name(&route) {
         validate_name(name)?;
+    }
+    if reg.limits.read_only && is_write(&route, req.method) {
+        return Err(Error::new(ErrorCode::Unsupported)
+            .with_message("the registry is in read-only mode: pushes and deletes are refused")
+            .with_detail(req.method.as_str()));
     }
     match (route, req.method) {
         (Route::Base, Get | Head) => Ok(Response::json(200, &serde_json::json!({}))),
@@ -118,6 +126,18 @@ fn route_name<'a>(route: &Route<'a>) -> Option<&'a str> {
         | Route::Upload { name, .. }
         | Route::Referrers { name, .. } => Some(name),
         Route::Base | Route::Catalog | Route::NotFound => None,
+    }
+}
+
+/// Requests that change what the registry stores. Starting an upload counts, so that a
+/// client learns of read-only mode before it sends any bytes.
+fn is_write(route: &Route<'_>, method: Method) -> bool {
+    match route {
+        Route::Manifest { .. } | Route::Blob { .. } => {
+            matches!(method, Method::Put | Method::Delete)
+        }
+        Route::UploadStart { .. } | Route::Upload { .. } => method != Method::Get,
+        _ => false,
     }
 }
 

@@ -18,8 +18,27 @@ pub struct ConnSettings {
     pub max_head: usize,
     /// Wait for the next request on a kept-alive connection.
     pub idle_timeout: Duration,
-    /// Whole-head deadline, and progress timeout for bodies and writes.
-    pub request_timeout: Duration,
+    /// Deadline for the rest of a request head once its first byte arrived.
+    pub head_timeout: Duration,
+    /// Progress timeout for request bodies and responses.
+    pub body_timeout: Duration,
+}
+
+/// Answers a connection over the limit with 503 UNAVAILABLE and closes it, so that clients see
+/// why instead of a reset (they retry after `Retry-After`).
+pub async fn refuse(stream: TcpStream, settings: ConnSettings) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn::new(stream);
+    let err = Error::new(ErrorCode::Unavailable).with_message("too many connections; retry later");
+    let resp = Response::error(&err)
+        .header("Retry-After", "1")
+        .header(api::API_VERSION_HEADER.0, api::API_VERSION_HEADER.1);
+    if write_response(&mut conn, resp, false, settings.body_timeout)
+        .await
+        .is_ok()
+    {
+        conn.linger_close().await;
+    }
 }
 
 pub async fn serve(
@@ -35,7 +54,7 @@ pub async fn serve(
             .read_head(
                 settings.max_head,
                 settings.idle_timeout,
-                settings.request_timeout,
+                settings.head_timeout,
                 &shutdown,
             )
             .await;
@@ -51,16 +70,16 @@ pub async fn serve(
                 };
                 let resp = Response::error(&err)
                     .header(api::API_VERSION_HEADER.0, api::API_VERSION_HEADER.1);
-                let _ = write_response(&mut conn, resp, false, settings.request_timeout).await;
+                let _ = write_response(&mut conn, resp, false, settings.body_timeout).await;
                 conn.linger_close().await;
                 return;
             }
         };
-        let mut body = Body::new(&mut conn, &req, settings.request_timeout);
+        let mut body = Body::new(&mut conn, &req, settings.body_timeout);
         let resp = api::handle(&reg, &req, &mut body).await;
         let reusable = body.finish().await;
         let keep_alive = req.keep_alive && reusable && !shutdown.fired();
-        if write_response(&mut conn, resp, keep_alive, settings.request_timeout)
+        if write_response(&mut conn, resp, keep_alive, settings.body_timeout)
             .await
             .is_err()
         {

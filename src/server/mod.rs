@@ -79,15 +79,18 @@ pub fn run(cfg: Config) -> Result<(), String> {
         limits: Limits {
             max_manifest_bytes: cfg.max_manifest_bytes,
             delete_enabled: cfg.delete_enabled,
-            body_timeout: cfg.request_timeout,
+            read_only: cfg.read_only,
+            body_timeout: cfg.body_timeout,
             ..Limits::default()
         },
     });
     let settings = ConnSettings {
-        max_head: 64 * 1024,
+        max_head: cfg.max_header_bytes,
         idle_timeout: cfg.idle_timeout,
-        request_timeout: cfg.request_timeout,
+        head_timeout: cfg.head_timeout,
+        body_timeout: cfg.body_timeout,
     };
+    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut stops = Vec::new();
@@ -105,6 +108,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
             shutdown: stop_rx,
             grace: cfg.shutdown_grace,
             sweep_uploads: (index == 0).then_some(sweep_every),
+            max_connections: cfg.max_connections.max(1),
+            open_connections: open_connections.clone(),
         };
         handles.push(
             worker::spawn(setup, ready_tx.clone())

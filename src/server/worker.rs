@@ -1,13 +1,14 @@
 //! One worker: a thread pinned to a core running its own monoio event loop, accepting on its
 //! own SO_REUSEPORT listeners. Nothing is shared between workers but the registry handle.
 
-use super::connection::{serve, ConnSettings};
+use super::connection::{refuse, serve, ConnSettings};
 use super::signal::LocalSignal;
 use crate::api::Registry;
 use crate::meta::now_millis;
 use futures_channel::oneshot;
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,6 +22,10 @@ pub struct WorkerSetup {
     pub grace: Duration,
     /// Worker 0 also expires abandoned upload sessions.
     pub sweep_uploads: Option<Duration>,
+    /// Connections served at once by all workers together; more are refused with 503.
+    pub max_connections: usize,
+    /// Connections open across all workers (one atomic add per connection, not per request).
+    pub open_connections: Arc<AtomicUsize>,
 }
 
 type Rt = monoio::FusionRuntime<
@@ -101,7 +106,12 @@ async fn run(setup: WorkerSetup) {
             setup.registry.clone(),
             setup.settings,
             signal.clone(),
-            active.clone(),
+            Admission {
+                active: active.clone(),
+                open: setup.open_connections.clone(),
+                refusing: Rc::new(Cell::new(0)),
+                max: setup.max_connections,
+            },
         ));
     }
     monoio::spawn(super::cpu_yield::run());
@@ -124,25 +134,55 @@ async fn run(setup: WorkerSetup) {
     }
 }
 
+/// The connection limit, as one worker applies it.
+struct Admission {
+    /// This worker's connections (what a graceful stop waits for).
+    active: Rc<Cell<usize>>,
+    /// All workers' connections, against `max`.
+    open: Arc<AtomicUsize>,
+    /// Connections this worker is answering 503; bounded too, so a flood cannot pile them up.
+    refusing: Rc<Cell<usize>>,
+    max: usize,
+}
+
 async fn accept_loop(
     listener: monoio::net::TcpListener,
     reg: Arc<Registry>,
     settings: ConnSettings,
     signal: LocalSignal,
-    active: Rc<Cell<usize>>,
+    admission: Admission,
 ) {
+    let Admission {
+        active,
+        open,
+        refusing,
+        max,
+    } = admission;
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
             _ = signal.wait() => break,
         };
         match accepted {
+            Ok((stream, _peer)) if open.load(Ordering::Relaxed) >= max => {
+                if refusing.get() < max {
+                    refusing.set(refusing.get() + 1);
+                    let refusing = refusing.clone();
+                    monoio::spawn(async move {
+                        refuse(stream, settings).await;
+                        refusing.set(refusing.get() - 1);
+                    });
+                }
+            }
             Ok((stream, _peer)) => {
                 active.set(active.get() + 1);
-                let (reg, signal, active) = (reg.clone(), signal.clone(), active.clone());
+                open.fetch_add(1, Ordering::Relaxed);
+                let (reg, signal, active, open) =
+                    (reg.clone(), signal.clone(), active.clone(), open.clone());
                 monoio::spawn(async move {
                     serve(stream, reg, settings, signal).await;
                     active.set(active.get() - 1);
+                    open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Err(e) => {

@@ -1,6 +1,6 @@
-//! Settings of a running registry, from the command line. The operations issue adds a YAML
-//! file and environment variables on top of the same struct.
+//! The command line.
 
+use super::{Config, LogLevel};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,32 +77,22 @@ impl Cli {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: String,
-    pub root: PathBuf,
-    pub workers: usize,
-    pub upload_expiry: Duration,
-    pub max_manifest_bytes: usize,
-    pub delete_enabled: bool,
-    pub request_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub shutdown_grace: Duration,
-}
-
 impl From<ServeArgs> for Config {
     fn from(a: ServeArgs) -> Config {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let d = Config::default();
         Config {
             listen: a.listen,
             root: a.root,
-            workers: a.workers.map_or(cores, usize::from),
+            workers: a.workers.map_or(d.workers, usize::from),
             upload_expiry: Duration::from_secs(a.upload_expiry),
             max_manifest_bytes: a.max_manifest_bytes as usize,
             delete_enabled: !a.no_delete,
-            request_timeout: Duration::from_secs(a.request_timeout),
+            head_timeout: Duration::from_secs(a.request_timeout),
+            body_timeout: Duration::from_secs(a.request_timeout),
             idle_timeout: Duration::from_secs(a.idle_timeout),
             shutdown_grace: Duration::from_secs(a.shutdown_grace),
+            log_level: if a.quiet { LogLevel::Warn } else { d.log_level },
+            ..d
         }
     }
 }

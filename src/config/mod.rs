@@ -1,0 +1,96 @@
+//! Settings of a running registry. [`Config`] is what the server runs with; `cli` turns the
+//! command line into one. (The operations issue adds a YAML file and environment variables
+//! that resolve into the same struct, with precedence flag, environment, file, default.)
+
+pub mod cli;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Log verbosity: each level includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    // http
+    /// `HOST:PORT`; a host name listens on every address it resolves to.
+    pub listen: String,
+    /// Event loops (threads); 0 in the sources means one per core, resolved here.
+    pub workers: usize,
+    /// Open client connections beyond this are answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Once the first byte of a request head arrived, the rest must within this.
+    pub head_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request body or a response must make progress at least this often.
+    pub body_timeout: Duration,
+    /// After SIGTERM or SIGINT, requests in flight get this long to finish.
+    pub shutdown_grace: Duration,
+
+    // storage
+    pub root: PathBuf,
+    pub delete_enabled: bool,
+    /// Every write answers 405 UNSUPPORTED; reads continue.
+    pub read_only: bool,
+    /// An upload session idle this long is removed with its data.
+    pub upload_expiry: Duration,
+    /// Larger manifests get 413.
+    pub max_manifest_bytes: usize,
+
+    // log
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    /// One line per request (method, route, repository, status, bytes, duration, id, peer).
+    pub access_log: bool,
+
+    // metrics
+    /// `GET /metrics` in Prometheus text format.
+    pub metrics_enabled: bool,
+    /// Serve `/metrics` (and the probes) on this address too; None: only on `listen`.
+    pub metrics_listen: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "localhost:5000".into(),
+            workers: default_workers(),
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            head_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            root: PathBuf::from("./ringyard-data"),
+            delete_enabled: true,
+            read_only: false,
+            upload_expiry: Duration::from_secs(3600),
+            max_manifest_bytes: 4 * 1024 * 1024,
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
+            access_log: true,
+            metrics_enabled: true,
+            metrics_listen: None,
+        }
+    }
+}
+
+/// One event loop per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
