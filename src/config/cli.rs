@@ -1,9 +1,14 @@
-//! The command line.
+//! The command line: `ringyard [serve] [FLAGS]`, `ringyard config check FILE`,
+//! `ringyard config defaults`. The serve flags come from the settings table (each setting's
+//! flag, with its doc line, default and variable in the help) plus a few shortcuts; their values
+//! are checked by the same parsers as the file's, so `--upload-expiry 90m` and
+//! `--upload-expiry 5400` mean the same.
 
-use super::{Config, LogLevel};
-use clap::{Args, Parser, Subcommand};
+use super::settings::{self, Flag, Setting, SETTINGS};
+use super::source::{Assignment, Origin};
+use super::Config;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -13,7 +18,9 @@ use std::time::Duration;
     long_about = "An OCI Distribution registry on per-core io_uring event loops.\n\n\
         Without a command it serves on localhost:5000 with its data in ./ringyard-data,\n\
         so `docker push localhost:5000/app:1` works at once and survives restarts.\n\
-        The serve flags below may also be given without the word `serve`.",
+        The serve flags below may also be given without the word `serve`.\n\n\
+        Settings come from flags, then RINGYARD_* environment variables, then the\n\
+        --config file, then the defaults (`ringyard config defaults` prints them all).",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -29,70 +36,312 @@ pub struct Cli {
 pub enum Command {
     /// Serve the registry (the default when no command is given).
     Serve(ServeArgs),
+    /// Check a configuration file, or print one with every default.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address to listen on, HOST:PORT. A host name listens on every address it resolves to
-    /// (localhost: 127.0.0.1 and ::1); port 0 picks a free port.
-    #[arg(long, default_value = "localhost:5000")]
-    pub listen: String,
-    /// Data directory: blobs, upload sessions and the metadata database.
-    #[arg(long, default_value = "./ringyard-data")]
-    pub root: PathBuf,
-    /// Worker threads, each with its own event loop and listener [default: number of cores].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub workers: Option<u16>,
-    /// Seconds of inactivity after which an upload session and its data are removed.
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub upload_expiry: u64,
-    /// Largest manifest accepted, in bytes; larger ones get 413.
-    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
-    pub max_manifest_bytes: u64,
-    /// Refuse every DELETE with 405 UNSUPPORTED.
-    #[arg(long)]
-    pub no_delete: bool,
-    /// Seconds a request head may take to arrive, and a body or a response may go without
-    /// progress, before the connection is closed.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_timeout: u64,
-    /// Seconds an idle keep-alive connection is kept open.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    pub idle_timeout: u64,
-    /// Seconds to let requests in flight finish after SIGTERM or SIGINT.
-    #[arg(long, default_value_t = 30)]
-    pub shutdown_grace: u64,
-    /// Log only warnings and errors.
-    #[arg(long)]
-    pub quiet: bool,
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check FILE (with the RINGYARD_* environment variables) without starting; prints
+    /// `FILE: ok`, or every problem with its line, and exits 2.
+    Check { file: PathBuf },
+    /// Print a configuration file with every setting at its default, each with its doc line,
+    /// environment variable and flag.
+    Defaults,
 }
 
 impl Cli {
-    /// The serve settings, whichever way they were given.
+    /// The serve flags, whichever way they were given (`ringyard serve ...` or `ringyard ...`).
     pub fn serve_args(self) -> ServeArgs {
         match self.command {
             Some(Command::Serve(a)) => a,
-            None => self.serve,
+            _ => self.serve,
         }
     }
 }
 
-impl From<ServeArgs> for Config {
-    fn from(a: ServeArgs) -> Config {
-        let d = Config::default();
-        Config {
-            listen: a.listen,
-            root: a.root,
-            workers: a.workers.map_or(d.workers, usize::from),
-            upload_expiry: Duration::from_secs(a.upload_expiry),
-            max_manifest_bytes: a.max_manifest_bytes as usize,
-            delete_enabled: !a.no_delete,
-            head_timeout: Duration::from_secs(a.request_timeout),
-            body_timeout: Duration::from_secs(a.request_timeout),
-            idle_timeout: Duration::from_secs(a.idle_timeout),
-            shutdown_grace: Duration::from_secs(a.shutdown_grace),
-            log_level: if a.quiet { LogLevel::Warn } else { d.log_level },
-            ..d
+/// A flag that is not one setting's own: it sets several, or one to a fixed value.
+struct Shortcut {
+    name: &'static str,
+    /// `None`: a switch that sets `fixed`.
+    value_name: Option<&'static str>,
+    help: &'static str,
+    sets: &'static [&'static str],
+    fixed: &'static str,
+    conflicts: &'static [&'static str],
+}
+
+const SHORTCUTS: &[Shortcut] = &[
+    Shortcut {
+        name: "request-timeout",
+        value_name: Some("DURATION"),
+        help: "Both --head-timeout and --body-timeout.",
+        sets: &["http.timeouts.head", "http.timeouts.body"],
+        fixed: "",
+        conflicts: &["head-timeout", "body-timeout"],
+    },
+    Shortcut {
+        name: "quiet",
+        value_name: None,
+        help: "Log only warnings and errors (--log-level warn).",
+        sets: &["log.level"],
+        fixed: "warn",
+        conflicts: &["log-level"],
+    },
+];
+
+/// The serve flags as given: the configuration file and the settings' values, still text.
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// One per setting a flag gives, shortcuts first (they conflict with the flags they
+    /// stand for, so the order never decides anything).
+    pub flags: Vec<Assignment>,
+}
+
+fn setting_arg(s: &'static Setting, flag: Flag) -> Arg {
+    let d = Config::default();
+    match flag {
+        Flag::Value(name) => {
+            let default = match s.show(&d).trim_matches('"') {
+                "" => String::new(),
+                v => format!(" [default: {v}]"),
+            };
+            Arg::new(name)
+                .long(name)
+                .value_name(s.value_name())
+                .allow_negative_numbers(true)
+                .help(format!("{}{default} [env: {}]", s.doc, s.env()))
         }
+        Flag::Switch { name, help, .. } => Arg::new(name)
+            .long(name)
+            .action(ArgAction::SetTrue)
+            .help(format!("{help} [env: {}]", s.env())),
+    }
+}
+
+fn shortcut_arg(sc: &Shortcut) -> Arg {
+    let arg = Arg::new(sc.name)
+        .long(sc.name)
+        .help(sc.help)
+        .conflicts_with_all(sc.conflicts);
+    match sc.value_name {
+        Some(v) => arg.value_name(v).allow_negative_numbers(true),
+        None => arg.action(ArgAction::SetTrue),
+    }
+}
+
+impl Args for ServeArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(
+                    "Configuration file (YAML); `ringyard config defaults` prints one with \
+                     every setting [env: RINGYARD_CONFIG]",
+                ),
+        );
+        let cmd = SETTINGS
+            .iter()
+            .filter_map(|s| Some(setting_arg(s, s.flag?)))
+            .fold(cmd, |cmd, arg| cmd.arg(arg));
+        SHORTCUTS
+            .iter()
+            .fold(cmd, |cmd, sc| cmd.arg(shortcut_arg(sc)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+fn text(m: &ArgMatches, id: &str) -> Option<String> {
+    m.try_get_one::<String>(id).ok().flatten().cloned()
+}
+
+fn switch(m: &ArgMatches, id: &str) -> bool {
+    m.try_get_one::<bool>(id)
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false)
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Vec::new();
+        let mut push = |setting, text: String, name: &str| {
+            flags.push(Assignment {
+                setting,
+                text,
+                origin: Origin::Flag(name.to_string()),
+            })
+        };
+        for sc in SHORTCUTS {
+            let given = match sc.value_name {
+                Some(_) => text(m, sc.name),
+                None => switch(m, sc.name).then(|| sc.fixed.to_string()),
+            };
+            if let Some(v) = given {
+                for key in sc.sets {
+                    let s = settings::find(key).expect("shortcut to a known setting");
+                    push(s, v.clone(), sc.name);
+                }
+            }
+        }
+        for s in SETTINGS {
+            let given = match s.flag {
+                Some(Flag::Value(name)) => text(m, name).map(|v| (v, name)),
+                Some(Flag::Switch { name, sets, .. }) => {
+                    switch(m, name).then(|| (sets.to_string(), name))
+                }
+                None => None,
+            };
+            if let Some((v, name)) = given {
+                push(s, v, name);
+            }
+        }
+        Ok(ServeArgs {
+            config: m.try_get_one::<PathBuf>("config").ok().flatten().cloned(),
+            flags,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::source::resolve;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn parse(args: &[&str]) -> Result<Config, Vec<String>> {
+        let cli = Cli::try_parse_from(std::iter::once("ringyard").chain(args.iter().copied()))
+            .map_err(|e| vec![e.to_string()])?;
+        resolve(cli.serve_args().flags).map_err(|es| es.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn old_flags_keep_their_meaning() {
+        let cfg = parse(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            "/tmp/r",
+            "--workers",
+            "2",
+            "--upload-expiry",
+            "90",
+            "--max-manifest-bytes",
+            "2048",
+            "--no-delete",
+            "--request-timeout",
+            "7",
+            "--idle-timeout",
+            "8",
+            "--shutdown-grace",
+            "0",
+            "--quiet",
+        ])
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:0");
+        assert_eq!(cfg.root, PathBuf::from("/tmp/r"));
+        assert_eq!(cfg.workers, 2);
+        assert_eq!(cfg.upload_expiry, Duration::from_secs(90));
+        assert_eq!(cfg.max_manifest_bytes, 2048);
+        assert!(!cfg.delete_enabled);
+        assert_eq!(cfg.head_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.body_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(8));
+        assert_eq!(cfg.shutdown_grace, Duration::ZERO);
+        assert_eq!(cfg.log_level, crate::config::LogLevel::Warn);
+    }
+
+    #[test]
+    fn new_flags_and_units() {
+        let cfg = parse(&[
+            "--read-only",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "--max-connections",
+            "50",
+            "--metrics-listen",
+            "127.0.0.1:9090",
+            "--head-timeout",
+            "1500ms",
+            "--body-timeout",
+            "2m",
+            "--max-header-size",
+            "16KiB",
+            "--max-manifest-bytes",
+            "1MiB",
+            "--upload-expiry",
+            "1h30m",
+            "--no-access-log",
+            "--no-metrics",
+        ])
+        .unwrap();
+        assert!(cfg.read_only);
+        assert_eq!(cfg.log_level, crate::config::LogLevel::Debug);
+        assert_eq!(cfg.log_format, crate::config::LogFormat::Json);
+        assert_eq!(cfg.max_connections, 50);
+        assert_eq!(cfg.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(cfg.head_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.body_timeout, Duration::from_secs(120));
+        assert_eq!(cfg.max_header_bytes, 16 * 1024);
+        assert_eq!(cfg.max_manifest_bytes, 1 << 20);
+        assert_eq!(cfg.upload_expiry, Duration::from_secs(5400));
+        assert!(!cfg.access_log && !cfg.metrics_enabled);
+    }
+
+    #[test]
+    fn bad_flag_values_name_the_flag() {
+        assert_eq!(
+            parse(&["--workers", "-3"]).unwrap_err(),
+            [r#"--workers: "-3" is not a whole number"#]
+        );
+        assert_eq!(
+            parse(&["--request-timeout", "x1"]).unwrap_err(),
+            [r#"--request-timeout: "x1" is not a duration (use 30s, 5m, 1h)"#]
+        );
+        assert_eq!(
+            parse(&["serve", "--head-timeout", "0"]).unwrap_err(),
+            [r#"--head-timeout: "0" is zero; this must be longer"#]
+        );
+        let conflict = parse(&["--request-timeout", "5", "--head-timeout", "6"]).unwrap_err();
+        assert!(conflict[0].contains("cannot be used with"), "{conflict:?}");
+        assert!(parse(&["--quiet", "--log-level", "debug"]).is_err());
+    }
+
+    #[test]
+    fn config_commands() {
+        let cli = Cli::try_parse_from(["ringyard", "config", "check", "x.yaml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Config(ConfigCommand::Check { file })) if file == Path::new("x.yaml")
+        ));
+        let cli = Cli::try_parse_from(["ringyard", "--config", "y.yaml"]).unwrap();
+        assert_eq!(cli.serve_args().config, Some(PathBuf::from("y.yaml")));
+        let cli = Cli::try_parse_from(["ringyard", "serve", "--config", "z.yaml"]).unwrap();
+        assert_eq!(cli.serve_args().config, Some(PathBuf::from("z.yaml")));
+        assert!(Cli::try_parse_from(["ringyard", "config", "check"]).is_err());
     }
 }

@@ -1,8 +1,22 @@
-//! Settings of a running registry. [`Config`] is what the server runs with; `cli` turns the
-//! command line into one. (The operations issue adds a YAML file and environment variables
-//! that resolve into the same struct, with precedence flag, environment, file, default.)
+//! Settings of a running registry. [`Config`] is what the server runs with. It comes from
+//! four sources, each overriding the ones after it: command-line flags ([`cli`]), `RINGYARD_*`
+//! environment variables ([`env`]), a YAML file ([`file`]), and [`Config::default`]. One table
+//! ([`settings::SETTINGS`]) says for every setting its key path, type, doc line, variable and
+//! flag, and drives all of them, `ringyard config defaults` and the README's reference table.
+//! Values are parsed by the pure functions of [`value`]; a bad one stops the start with a
+//! [`ConfigError`] naming the file and line, the variable or the flag ([`source`]). Reading
+//! files and the environment happens only in [`load`].
 
 pub mod cli;
+pub mod env;
+pub mod file;
+pub mod load;
+pub mod settings;
+pub mod source;
+pub mod value;
+
+pub use load::{check, load, Loaded, EXIT_CONFIG, EXIT_START};
+pub use source::{ConfigError, Origin};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,7 +36,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     // http
     /// `HOST:PORT`; a host name listens on every address it resolves to.

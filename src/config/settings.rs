@@ -1,0 +1,556 @@
+//! The one table of settings: key path, type, doc line, flag, and the [`Config`] field it sets.
+//! The file reader, the environment lookup, the command line, `ringyard config defaults` and the
+//! reference table in the README all come from [`SETTINGS`]; defaults come from
+//! [`Config::default`], so nothing is written down twice.
+
+use super::value::{
+    check_listen, format_duration, format_size, parse_bool, parse_count, parse_duration, parse_size,
+};
+use super::{default_workers, Config, LogFormat, LogLevel};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a setting holds, with the bounds that make it possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `HOST:PORT`; `optional`: empty means none.
+    Address {
+        optional: bool,
+    },
+    Path,
+    /// 0 (one per core) up to 1024.
+    Workers,
+    Count {
+        min: u64,
+        max: u64,
+    },
+    /// Bytes, written as sizes.
+    Size {
+        min: u64,
+        max: u64,
+    },
+    Duration {
+        zero_ok: bool,
+    },
+    Bool,
+    Level,
+    Format,
+}
+
+/// A parsed value, before it is stored in its [`Config`] field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text(String),
+    Optional(Option<String>),
+    Path(PathBuf),
+    Count(usize),
+    Duration(Duration),
+    Bool(bool),
+    Level(LogLevel),
+    Format(LogFormat),
+}
+
+/// How a setting is given on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum Flag {
+    /// `--NAME VALUE`
+    Value(&'static str),
+    /// `--NAME` alone sets the value (`--read-only` is `true`, `--no-delete` is `false`).
+    Switch {
+        name: &'static str,
+        sets: &'static str,
+        help: &'static str,
+    },
+}
+
+impl Flag {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Flag::Value(n) | Flag::Switch { name: n, .. } => n,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Setting {
+    /// Path in the file, `.` between parts: `http.timeouts.head`.
+    pub key: &'static str,
+    pub kind: Kind,
+    pub doc: &'static str,
+    pub flag: Option<Flag>,
+    get: fn(&Config) -> Value,
+    set: fn(&mut Config, Value),
+}
+
+/// Converts a [`Config`] field from and to a [`Value`]; a mismatch is a bug in [`SETTINGS`]
+/// (every entry is exercised by the tests below).
+trait Field: Sized {
+    fn to_value(&self) -> Value;
+    fn from_value(v: Value) -> Self;
+}
+
+macro_rules! field {
+    ($t:ty, $variant:ident) => {
+        impl Field for $t {
+            fn to_value(&self) -> Value {
+                Value::$variant(self.clone())
+            }
+            fn from_value(v: Value) -> Self {
+                match v {
+                    Value::$variant(x) => x,
+                    other => unreachable!("{other:?} for a {}", stringify!($t)),
+                }
+            }
+        }
+    };
+}
+field!(String, Text);
+field!(Option<String>, Optional);
+field!(PathBuf, Path);
+field!(usize, Count);
+field!(Duration, Duration);
+field!(bool, Bool);
+field!(LogLevel, Level);
+field!(LogFormat, Format);
+
+macro_rules! setting {
+    ($key:literal, $field:ident, $kind:expr, $flag:expr, $doc:literal) => {
+        Setting {
+            key: $key,
+            kind: $kind,
+            doc: $doc,
+            flag: $flag,
+            get: |c| Field::to_value(&c.$field),
+            set: |c, v| c.$field = Field::from_value(v),
+        }
+    };
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+const TIMEOUT: Kind = Kind::Duration { zero_ok: false };
+use Flag::{Switch, Value as Takes};
+
+/// Every setting, in the order of the file.
+pub static SETTINGS: &[Setting] = &[
+    setting!("http.listen", listen, Kind::Address { optional: false }, Some(Takes("listen")),
+        "Address to serve on, HOST:PORT; a host name listens on every address it resolves to (localhost: 127.0.0.1 and ::1); port 0 picks a free port."),
+    setting!("http.workers", workers, Kind::Workers, Some(Takes("workers")),
+        "Event loops (threads), each with its own listener; 0: one per core."),
+    setting!("http.max_connections", max_connections, Kind::Count { min: 1, max: 10_000_000 }, Some(Takes("max-connections")),
+        "Open client connections beyond this are answered 503 and closed."),
+    setting!("http.max_header_size", max_header_bytes, Kind::Size { min: KIB, max: MIB }, Some(Takes("max-header-size")),
+        "Largest request head (request line and headers); a larger one gets 431."),
+    setting!("http.timeouts.head", head_timeout, TIMEOUT, Some(Takes("head-timeout")),
+        "Once the first byte of a request head arrived, the rest must arrive within this."),
+    setting!("http.timeouts.idle", idle_timeout, TIMEOUT, Some(Takes("idle-timeout")),
+        "A keep-alive connection without a request for this long is closed."),
+    setting!("http.timeouts.body", body_timeout, TIMEOUT, Some(Takes("body-timeout")),
+        "A request body or a response must make progress at least this often."),
+    setting!("http.timeouts.shutdown_grace", shutdown_grace, Kind::Duration { zero_ok: true }, Some(Takes("shutdown-grace")),
+        "After SIGTERM or SIGINT, requests in flight get this long to finish."),
+    setting!("storage.root", root, Kind::Path, Some(Takes("root")),
+        "Data directory: blobs, upload sessions and the metadata database (a relative path is from the working directory)."),
+    setting!("storage.delete", delete_enabled, Kind::Bool, Some(Switch { name: "no-delete", sets: "false", help: "Refuse every DELETE with 405 UNSUPPORTED (storage.delete: false)." }),
+        "Allow deleting manifests, tags and blobs; false answers every DELETE with 405 UNSUPPORTED."),
+    setting!("storage.read_only", read_only, Kind::Bool, Some(Switch { name: "read-only", sets: "true", help: "Answer every write with 405 UNSUPPORTED; reads continue (storage.read_only: true)." }),
+        "Answer every write with 405 UNSUPPORTED; reads continue."),
+    setting!("storage.upload_expiry", upload_expiry, TIMEOUT, Some(Takes("upload-expiry")),
+        "An upload session idle this long is removed with its data."),
+    setting!("storage.max_manifest_size", max_manifest_bytes, Kind::Size { min: KIB, max: GIB }, Some(Takes("max-manifest-bytes")),
+        "Largest manifest accepted; a larger one gets 413."),
+    setting!("log.level", log_level, Kind::Level, Some(Takes("log-level")),
+        "error, warn, info or debug; each includes the ones before it."),
+    setting!("log.format", log_format, Kind::Format, Some(Takes("log-format")),
+        "text (one line per event) or json (one object per line)."),
+    setting!("log.access", access_log, Kind::Bool, Some(Switch { name: "no-access-log", sets: "false", help: "No line per request (log.access: false)." }),
+        "One line per request (method, route, repository, status, bytes, duration, id, peer)."),
+    setting!("metrics.enabled", metrics_enabled, Kind::Bool, Some(Switch { name: "no-metrics", sets: "false", help: "No GET /metrics (metrics.enabled: false)." }),
+        "Serve GET /metrics in the Prometheus text format."),
+    setting!("metrics.listen", metrics_listen, Kind::Address { optional: true }, Some(Takes("metrics-listen")),
+        "Also serve /metrics and the probes on this HOST:PORT; empty: only on http.listen."),
+];
+
+pub fn find(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// The section paths (`http`, `http.timeouts`, ...) in the order they first appear.
+pub fn sections() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for s in SETTINGS {
+        for (i, _) in s.key.match_indices('.') {
+            let section = &s.key[..i];
+            if !out.contains(&section) {
+                out.push(section);
+            }
+        }
+    }
+    out
+}
+
+/// The last part of the key: `head` for `http.timeouts.head`.
+pub fn leaf(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+impl Setting {
+    /// `RINGYARD_` and the key path in capitals, `_` between parts.
+    pub fn env(&self) -> String {
+        format!(
+            "{}{}",
+            super::env::PREFIX,
+            self.key.replace('.', "_").to_ascii_uppercase()
+        )
+    }
+
+    /// The flag's value name, and what a value should be (for "expected ..., found a list").
+    fn shape(&self) -> (&'static str, &'static str) {
+        match self.kind {
+            Kind::Address { .. } => ("HOST:PORT", "a HOST:PORT address"),
+            Kind::Path => ("DIR", "a directory path"),
+            Kind::Workers | Kind::Count { .. } => ("N", "a whole number"),
+            Kind::Size { .. } => ("SIZE", "a size (1024, 512KiB, 4MiB)"),
+            Kind::Duration { .. } => ("DURATION", "a duration (30s, 5m, 1h)"),
+            Kind::Bool => ("BOOL", "true or false"),
+            Kind::Level => ("LEVEL", "a log level (error, warn, info, debug)"),
+            Kind::Format => ("FORMAT", "a log format (text, json)"),
+        }
+    }
+
+    pub fn value_name(&self) -> &'static str {
+        self.shape().0
+    }
+
+    pub fn expected(&self) -> &'static str {
+        self.shape().1
+    }
+
+    /// Whether a YAML string (a quoted scalar) is the wrong type here: numbers and booleans must
+    /// be written plain, as in `workers: 4` and `delete: false`.
+    pub fn wants_plain(&self) -> bool {
+        matches!(self.kind, Kind::Workers | Kind::Count { .. } | Kind::Bool)
+    }
+
+    /// Parses and checks `text`; the error names the value and the rule, not the key.
+    pub fn parse(&self, text: &str) -> Result<Value, String> {
+        match self.kind {
+            Kind::Address { optional } => {
+                if optional && text.trim().is_empty() {
+                    return Ok(Value::Optional(None));
+                }
+                check_listen(text)?;
+                Ok(if optional {
+                    Value::Optional(Some(text.to_string()))
+                } else {
+                    Value::Text(text.to_string())
+                })
+            }
+            Kind::Path if text.trim().is_empty() => Err("the path is empty".into()),
+            Kind::Path => Ok(Value::Path(PathBuf::from(text))),
+            Kind::Workers => match parse_count(text)? {
+                0 => Ok(Value::Count(default_workers())),
+                n if n > 1024 => Err(format!("{text:?} is more than the maximum of 1024")),
+                n => Ok(Value::Count(n as usize)),
+            },
+            Kind::Count { min, max } => {
+                let n = parse_count(text)?;
+                if n < min {
+                    Err(format!("{text:?} is less than the minimum of {min}"))
+                } else if n > max {
+                    Err(format!("{text:?} is more than the maximum of {max}"))
+                } else {
+                    Ok(Value::Count(n as usize))
+                }
+            }
+            Kind::Size { min, max } => {
+                let n = parse_size(text)?;
+                if n < min {
+                    Err(format!(
+                        "{text:?} is less than the minimum of {}",
+                        format_size(min)
+                    ))
+                } else if n > max {
+                    Err(format!(
+                        "{text:?} is more than the maximum of {}",
+                        format_size(max)
+                    ))
+                } else {
+                    Ok(Value::Count(n as usize))
+                }
+            }
+            Kind::Duration { zero_ok } => {
+                let d = parse_duration(text)?;
+                if d.is_zero() && !zero_ok {
+                    Err(format!("{text:?} is zero; this must be longer"))
+                } else {
+                    Ok(Value::Duration(d))
+                }
+            }
+            Kind::Bool => parse_bool(text).map(Value::Bool),
+            Kind::Level => match text.trim().to_ascii_lowercase().as_str() {
+                "error" => Ok(Value::Level(LogLevel::Error)),
+                "warn" | "warning" => Ok(Value::Level(LogLevel::Warn)),
+                "info" => Ok(Value::Level(LogLevel::Info)),
+                "debug" => Ok(Value::Level(LogLevel::Debug)),
+                _ => Err(format!(
+                    "{text:?} is not a log level (use error, warn, info, debug)"
+                )),
+            },
+            Kind::Format => match text.trim().to_ascii_lowercase().as_str() {
+                "text" => Ok(Value::Format(LogFormat::Text)),
+                "json" => Ok(Value::Format(LogFormat::Json)),
+                _ => Err(format!("{text:?} is not a log format (use text, json)")),
+            },
+        }
+    }
+
+    pub fn apply(&self, cfg: &mut Config, v: Value) {
+        (self.set)(cfg, v)
+    }
+
+    /// The value in `cfg`, written as in the file (`1h`, `4MiB`, `""`); the number of workers
+    /// is 0 when it is one per core.
+    pub fn show(&self, cfg: &Config) -> String {
+        match ((self.get)(cfg), self.kind) {
+            (Value::Count(n), Kind::Workers) if n == default_workers() => "0".into(),
+            (Value::Count(n), Kind::Size { .. }) => format_size(n as u64),
+            (Value::Count(n), _) => n.to_string(),
+            (Value::Text(s), _) => yaml_scalar(&s),
+            (Value::Optional(s), _) => yaml_scalar(s.as_deref().unwrap_or("")),
+            (Value::Path(p), _) => yaml_scalar(&p.to_string_lossy()),
+            (Value::Duration(d), _) => format_duration(d),
+            (Value::Bool(b), _) => b.to_string(),
+            (Value::Level(l), _) => format!("{l:?}").to_ascii_lowercase(),
+            (Value::Format(f), _) => format!("{f:?}").to_ascii_lowercase(),
+        }
+    }
+}
+
+/// `s` as a YAML scalar: plain when that reads back as the same string, else double-quoted.
+fn yaml_scalar(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/:-".contains(&b))
+        && !s.starts_with(['-', ':'])
+        && !s.ends_with(':')
+        && !matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~"
+        )
+        && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if plain {
+        s.to_string()
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// `ringyard config defaults`: every setting with its default and doc line, as a file that
+/// `ringyard config check` accepts and that loads to exactly [`Config::default`].
+pub fn defaults_file() -> String {
+    let d = Config::default();
+    let mut out = String::from(
+        "# ringyard configuration: every setting with its default (`ringyard config defaults`).\n\
+         # Precedence: command-line flag, then environment variable, then this file, then the default.\n\
+         # Each key has an environment variable: RINGYARD_ and the key path in capitals with `_`\n\
+         # between the parts; it is shown in brackets after the doc line, with the flag.\n\
+         # Durations: 500ms, 30s, 5m, 1h30m, 2d (a plain number is seconds).\n\
+         # Sizes: 1024 (a plain number is bytes), 512KiB, 4MiB, 1GiB, or decimal 10KB, 10MB, 10GB.\n",
+    );
+    let mut open: Vec<&str> = Vec::new();
+    for s in SETTINGS {
+        let parts: Vec<&str> = s.key.split('.').collect();
+        let (sections, name) = parts.split_at(parts.len() - 1);
+        let common = open
+            .iter()
+            .zip(sections)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if common == 0 {
+            out.push('\n');
+        }
+        open.truncate(common);
+        for (depth, section) in sections.iter().enumerate().skip(common) {
+            out.push_str(&format!("{}{section}:\n", "  ".repeat(depth)));
+            open.push(section);
+        }
+        let indent = "  ".repeat(sections.len());
+        let flag = s
+            .flag
+            .map(|f| format!(", --{}", f.name()))
+            .unwrap_or_default();
+        let words = s.doc.split(' ').map(str::to_string);
+        let refs = format!("[{}{flag}]", s.env());
+        for line in wrap(words.chain([refs]), 96 - indent.len()) {
+            out.push_str(&format!("{indent}# {line}\n"));
+        }
+        out.push_str(&format!("{indent}{}: {}\n", name[0], s.show(&d)));
+    }
+    out
+}
+
+/// `words` in lines of at most `width` characters (unless a word is longer).
+fn wrap(words: impl Iterator<Item = String>, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in words {
+        let line = lines.last_mut().expect("one line at least");
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word);
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&word);
+        }
+    }
+    lines
+}
+
+/// The reference table of the README's Configuration section.
+pub fn markdown_reference() -> String {
+    let d = Config::default();
+    let mut out =
+        String::from("| key | default | environment | flag | meaning |\n|---|---|---|---|---|\n");
+    for s in SETTINGS {
+        let flag = match s.flag {
+            Some(Flag::Value(n)) => format!("`--{n} {}`", s.value_name()),
+            Some(Flag::Switch { name, .. }) => format!("`--{name}`"),
+            None => String::new(),
+        };
+        let default = match s.show(&d).as_str() {
+            "\"\"" => "empty".to_string(),
+            v => format!("`{v}`"),
+        };
+        out.push_str(&format!(
+            "| `{}` | {default} | `{}` | {flag} | {} |\n",
+            s.key,
+            s.env(),
+            s.doc.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_envs_and_flags_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for s in SETTINGS {
+            assert!(seen.insert(s.key), "{} twice", s.key);
+            assert!(
+                seen.insert(Box::leak(s.env().into_boxed_str())),
+                "{}",
+                s.env()
+            );
+            if let Some(f) = s.flag {
+                assert!(seen.insert(f.name()), "--{} twice", f.name());
+            }
+            assert!(s
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'));
+            assert!(s.doc.ends_with('.'), "{}: one sentence", s.key);
+            assert!(!s.doc.contains('\n'));
+        }
+        assert_eq!(
+            find("http.timeouts.head").unwrap().env(),
+            "RINGYARD_HTTP_TIMEOUTS_HEAD"
+        );
+        assert_eq!(
+            find("storage.read_only").unwrap().env(),
+            "RINGYARD_STORAGE_READ_ONLY"
+        );
+        assert_eq!(
+            sections(),
+            ["http", "http.timeouts", "storage", "log", "metrics"]
+        );
+        // a section is never also a setting
+        for sec in sections() {
+            assert!(find(sec).is_none(), "{sec}");
+        }
+    }
+
+    /// Every entry reads back what it shows, through its own field: the table's getters,
+    /// setters and kinds agree.
+    #[test]
+    fn every_setting_round_trips_through_its_field() {
+        let d = Config::default();
+        for s in SETTINGS {
+            let mut c = Config::default();
+            let shown = s.show(&d);
+            let text = shown.trim_matches('"');
+            let v = s.parse(text).unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            s.apply(&mut c, v);
+            assert_eq!(s.show(&c), shown, "{}", s.key);
+            if let Some(Flag::Switch { sets, .. }) = s.flag {
+                let v = s.parse(sets).unwrap();
+                s.apply(&mut c, v);
+                assert_ne!(
+                    s.show(&c),
+                    shown,
+                    "--{} changes the default",
+                    s.flag.unwrap().name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bounds() {
+        let bad = |key: &str, v: &str| find(key).unwrap().parse(v).unwrap_err();
+        let good = |key: &str, v: &str| find(key).unwrap().parse(v).unwrap();
+        assert!(bad("http.timeouts.head", "0").contains("zero"));
+        assert!(bad("http.timeouts.idle", "0s").contains("zero"));
+        assert_eq!(
+            good("http.timeouts.shutdown_grace", "0"),
+            Value::Duration(Duration::ZERO)
+        );
+        assert!(bad("http.max_header_size", "512").contains("minimum of 1KiB"));
+        assert!(bad("http.max_header_size", "2MiB").contains("maximum of 1MiB"));
+        assert_eq!(good("http.max_header_size", "1MiB"), Value::Count(1 << 20));
+        assert!(bad("storage.max_manifest_size", "1000").contains("minimum of 1KiB"));
+        assert!(bad("http.workers", "1025").contains("maximum of 1024"));
+        assert_eq!(good("http.workers", "0"), Value::Count(default_workers()));
+        assert_eq!(good("http.workers", "1024"), Value::Count(1024));
+        assert!(bad("http.max_connections", "0").contains("minimum of 1"));
+        assert!(bad("log.level", "verbose").contains("not a log level"));
+        assert_eq!(good("log.level", "WARN"), Value::Level(LogLevel::Warn));
+        assert!(bad("log.format", "xml").contains("use text, json"));
+        assert!(bad("http.listen", "").contains("not HOST:PORT"));
+        assert_eq!(good("metrics.listen", ""), Value::Optional(None));
+        assert_eq!(
+            good("metrics.listen", "127.0.0.1:9090"),
+            Value::Optional(Some("127.0.0.1:9090".into()))
+        );
+        assert!(bad("storage.root", " ").contains("empty"));
+    }
+
+    /// The README's reference table is this table's; when a setting changes, paste the new
+    /// one printed here.
+    #[test]
+    fn readme_has_the_current_reference() {
+        let readme = include_str!("../../README.md");
+        let table = markdown_reference();
+        assert!(
+            readme.contains(&table),
+            "README.md, ## Configuration, must contain this table:\n{table}"
+        );
+    }
+
+    #[test]
+    fn yaml_scalars_quote_only_when_needed() {
+        assert_eq!(yaml_scalar("localhost:5000"), "localhost:5000");
+        assert_eq!(yaml_scalar("./ringyard-data"), "./ringyard-data");
+        assert_eq!(yaml_scalar(""), "\"\"");
+        assert_eq!(yaml_scalar("[::]:5000"), "\"[::]:5000\"");
+        assert_eq!(yaml_scalar("true"), "\"true\"");
+        assert_eq!(yaml_scalar("my data"), "\"my data\"");
+        assert_eq!(yaml_scalar("# x"), "\"# x\"");
+        assert_eq!(yaml_scalar("123"), "\"123\"");
+    }
+}

@@ -1,0 +1,216 @@
+//! Where a value came from, the error that names that place, and the resolution of values from
+//! every source into one [`Config`]: later assignments win, so the caller passes the file's,
+//! then the environment's, then the flags'.
+
+use super::settings::Setting;
+use super::Config;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A configuration file; the line of the key, when there is one.
+    File { path: String, line: Option<usize> },
+    /// An environment variable, by name.
+    Env(String),
+    /// A command-line flag, by its long name without the dashes.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File {
+                path,
+                line: Some(l),
+            } => write!(f, "{path}:{l}"),
+            Origin::File { path, line: None } => write!(f, "{path}"),
+            Origin::Env(name) => write!(f, "{name}"),
+            Origin::Flag(name) => write!(f, "--{name}"),
+        }
+    }
+}
+
+/// One setting given a value (still text) somewhere.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub setting: &'static Setting,
+    pub text: String,
+    pub origin: Origin,
+}
+
+/// A configuration that cannot be used: `WHERE: [KEY: ]WHAT`, where WHERE is `FILE:LINE`, an
+/// environment variable or a flag. The key is written for files only; a variable or a flag
+/// already names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: Origin,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(origin: Origin, key: Option<&str>, message: impl Into<String>) -> ConfigError {
+        let key = match origin {
+            Origin::File { .. } => key.map(str::to_string),
+            _ => None,
+        };
+        ConfigError {
+            origin,
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.origin)?;
+        if let Some(k) = &self.key {
+            write!(f, "{k}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Applies `assignments` in order over the defaults. Every value is checked, also those a later
+/// source overrides, so a file that `config check` accepts is valid on its own; all problems
+/// are reported, each once.
+pub fn resolve(
+    assignments: impl IntoIterator<Item = Assignment>,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut cfg = Config::default();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut metrics_listen_origin = None;
+    for a in assignments {
+        match a.setting.parse(&a.text) {
+            Ok(v) => {
+                a.setting.apply(&mut cfg, v);
+                if a.setting.key == "metrics.listen" {
+                    metrics_listen_origin = Some(a.origin);
+                }
+            }
+            Err(e) => push_once(
+                &mut errors,
+                ConfigError::new(a.origin, Some(a.setting.key), e),
+            ),
+        }
+    }
+    if let (Some(m), Some(origin)) = (&cfg.metrics_listen, metrics_listen_origin) {
+        // port 0 picks a free port for each, so two of them never clash
+        if *m == cfg.listen && !m.ends_with(":0") {
+            errors.push(ConfigError::new(
+                origin,
+                Some("metrics.listen"),
+                format!(
+                    "{m:?} is http.listen too; leave it empty to serve /metrics there, or pick another address"
+                ),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Adds `e` unless the same message is already there (a flag that sets two settings).
+pub fn push_once(errors: &mut Vec<ConfigError>, e: ConfigError) {
+    if !errors.iter().any(|x| x.to_string() == e.to_string()) {
+        errors.push(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::settings;
+    use std::time::Duration;
+
+    fn at(origin: Origin, key: &str, text: &str) -> Assignment {
+        Assignment {
+            setting: settings::find(key).unwrap(),
+            text: text.into(),
+            origin,
+        }
+    }
+
+    fn file(line: usize) -> Origin {
+        Origin::File {
+            path: "ringyard.yaml".into(),
+            line: Some(line),
+        }
+    }
+
+    #[test]
+    fn later_assignments_win() {
+        let cfg = resolve([
+            at(file(2), "http.listen", "127.0.0.1:1"),
+            at(
+                Origin::Env("RINGYARD_HTTP_LISTEN".into()),
+                "http.listen",
+                "127.0.0.1:2",
+            ),
+            at(Origin::Flag("listen".into()), "http.listen", "127.0.0.1:3"),
+            at(file(5), "http.timeouts.head", "5s"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:3");
+        assert_eq!(cfg.head_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn errors_name_the_place_and_for_files_the_key() {
+        let errs = resolve([
+            at(file(7), "http.timeouts.head", "5x"),
+            at(
+                Origin::Env("RINGYARD_HTTP_TIMEOUTS_BODY".into()),
+                "http.timeouts.body",
+                "soon",
+            ),
+            at(
+                Origin::Flag("request-timeout".into()),
+                "http.timeouts.head",
+                "x1",
+            ),
+            at(
+                Origin::Flag("request-timeout".into()),
+                "http.timeouts.body",
+                "x1",
+            ),
+        ])
+        .unwrap_err();
+        let texts: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            texts,
+            [
+                r#"ringyard.yaml:7: http.timeouts.head: "5x" is not a duration (use 30s, 5m, 1h)"#,
+                r#"RINGYARD_HTTP_TIMEOUTS_BODY: "soon" is not a duration (use 30s, 5m, 1h)"#,
+                r#"--request-timeout: "x1" is not a duration (use 30s, 5m, 1h)"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn metrics_on_the_main_address_is_refused() {
+        let errs = resolve([
+            at(file(1), "http.listen", "127.0.0.1:5000"),
+            at(file(9), "metrics.listen", "127.0.0.1:5000"),
+        ])
+        .unwrap_err();
+        assert!(resolve([
+            at(file(1), "http.listen", "127.0.0.1:0"),
+            at(file(9), "metrics.listen", "127.0.0.1:0"),
+        ])
+        .is_ok());
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("ringyard.yaml:9: metrics.listen: "),
+            "{}",
+            errs[0]
+        );
+    }
+}
