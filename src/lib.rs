@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod log;
 pub mod meta;
+pub mod observe;
 pub mod oci;
 pub mod server;
 pub mod store;

@@ -1,33 +1,610 @@
-//! Minimal line logging to stderr. One line per event, written with a single `write` so lines
-//! from different workers do not interleave. Structured logs and levels arrive with the
-//! operations issue; until then this is the only place that formats log output.
+//! Logging to stderr: one line per event, as text (`2026-04-01T10:00:00.123Z info message`) or
+//! as one JSON object per line (`{"ts":...,"level":"info","msg":"message"}`), chosen once at
+//! startup by [`configure`]. The level filters the ordinary lines; the access log (one
+//! line per [`Exchange`]) is switched by configuration alone, so `--quiet` does not
+//! silence it.
+//!
+//! Event loops never write to stderr themselves, since a slow reader of the pipe would stall
+//! them: a worker thread opts in with [`buffer_this_thread`], and from then on its lines are
+//! appended to a thread-local buffer (no lock, no syscall per line) that is handed whole to the
+//! logger thread over a bounded channel when it fills up, and every ~100 ms by the worker's
+//! timer ([`flush_thread`]). When that channel is full the buffer is dropped, never waited for,
+//! and its lines are counted ([`dropped_lines`], a metric). Other threads (startup, shutdown,
+//! the metadata engine) write their rare lines directly, with a single `write` under the stderr
+//! lock that the logger thread also takes, so lines never interleave.
 
+use crate::config::{LogFormat, LogLevel};
+use crate::observe::Exchange;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::cell::{Cell, RefCell};
 use std::fmt::Arguments;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-static QUIET: AtomicBool = AtomicBool::new(false);
+static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Info as u8);
+static JSON: AtomicBool = AtomicBool::new(false);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// A worker's buffer is handed to the logger thread once it holds this much.
+const HAND_OFF_AT: usize = 48 * 1024;
+const BUFFER_CAPACITY: usize = 64 * 1024;
+/// Buffers waiting for the logger thread; beyond this, lines are dropped (about 3 MiB).
+const QUEUED_BUFFERS: usize = 48;
 
 /// Sets the level and format of everything logged from here on; called once at startup.
-pub fn configure(level: crate::config::LogLevel, _format: crate::config::LogFormat) {
-    QUIET.store(level < crate::config::LogLevel::Info, Ordering::Relaxed);
+pub fn configure(level: LogLevel, format: LogFormat) {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
 }
 
-fn emit(level: &str, args: Arguments<'_>) {
-    let line = format!("ringyard {level}: {args}\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+/// Whether lines of `level` are written.
+pub fn enabled(level: LogLevel) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
-pub fn info(args: Arguments<'_>) {
-    if !QUIET.load(Ordering::Relaxed) {
-        emit("info", args);
-    }
-}
-
-pub fn warn(args: Arguments<'_>) {
-    emit("warn", args);
+fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
 }
 
 pub fn error(args: Arguments<'_>) {
-    emit("error", args);
+    log(LogLevel::Error, args);
+}
+
+pub fn warn(args: Arguments<'_>) {
+    log(LogLevel::Warn, args);
+}
+
+pub fn info(args: Arguments<'_>) {
+    log(LogLevel::Info, args);
+}
+
+/// Detail for diagnosing a problem (client connections that fail, readiness checks).
+pub fn debug(args: Arguments<'_>) {
+    log(LogLevel::Debug, args);
+}
+
+fn log(level: LogLevel, args: Arguments<'_>) {
+    if enabled(level) {
+        deliver(|out| format_line(out, level, args, json(), SystemTime::now()));
+    }
+}
+
+/// Writes the access line of one request (callers check whether the access log is on).
+pub fn access(x: &Exchange<'_>) {
+    deliver(|out| format_access(out, x, json(), SystemTime::now()));
+}
+
+/// Lines dropped because the logger thread fell behind, since the start.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+// --- formatting -----------------------------------------------------------------------------
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+    }
+}
+
+fn format_line(
+    out: &mut Vec<u8>,
+    level: LogLevel,
+    args: Arguments<'_>,
+    json: bool,
+    at: SystemTime,
+) {
+    if json {
+        out.extend_from_slice(b"{\"ts\":\"");
+        timestamp(out, at);
+        out.extend_from_slice(b"\",\"level\":\"");
+        out.extend_from_slice(level_name(level).as_bytes());
+        out.extend_from_slice(b"\",\"msg\":");
+        match args.as_str() {
+            Some(s) => json_str(out, s),
+            None => json_str(out, &args.to_string()),
+        }
+        out.extend_from_slice(b"}\n");
+    } else {
+        timestamp(out, at);
+        out.push(b' ');
+        out.extend_from_slice(level_name(level).as_bytes());
+        out.push(b' ');
+        let start = out.len();
+        let _ = out.write_fmt(args);
+        // One event, one line, whatever an error message carries.
+        for b in &mut out[start..] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// A field of an access line, as each format writes it.
+enum Field<'a> {
+    /// Our own token (method, route class): no escaping needed.
+    Word(&'a str),
+    /// Text from the request; absent is `null` / `-`.
+    Text(Option<&'a str>),
+    Number(u64),
+    Millis(Duration),
+    Addr(Option<SocketAddr>),
+}
+
+fn format_access(out: &mut Vec<u8>, x: &Exchange<'_>, json: bool, at: SystemTime) {
+    let fields = [
+        ("method", Field::Word(x.method.as_str())),
+        ("route", Field::Word(x.route.as_str())),
+        ("repository", Field::Text(x.repository)),
+        ("status", Field::Number(x.status.into())),
+        ("received", Field::Number(x.received)),
+        ("sent", Field::Number(x.sent)),
+        ("duration_ms", Field::Millis(x.elapsed)),
+        ("request_id", Field::Text(Some(x.request_id))),
+        ("remote", Field::Addr(x.remote)),
+    ];
+    if json {
+        out.extend_from_slice(b"{\"ts\":\"");
+        timestamp(out, at);
+        out.extend_from_slice(b"\",\"level\":\"info\",\"msg\":\"access\"");
+    } else {
+        timestamp(out, at);
+        out.extend_from_slice(b" info access");
+    }
+    for (key, value) in fields {
+        if json {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+        } else {
+            out.push(b' ');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'=');
+        }
+        let quote = |out: &mut Vec<u8>| {
+            if json {
+                out.push(b'"');
+            }
+        };
+        match value {
+            Field::Number(n) => push_u64(out, n),
+            Field::Millis(d) => push_millis(out, d),
+            Field::Word(w) => {
+                quote(out);
+                out.extend_from_slice(w.as_bytes());
+                quote(out);
+            }
+            Field::Text(Some(t)) if json => json_str(out, t),
+            Field::Text(Some(t)) => out.extend_from_slice(t.as_bytes()),
+            Field::Addr(Some(a)) => {
+                quote(out);
+                push_addr(out, a);
+                quote(out);
+            }
+            Field::Text(None) | Field::Addr(None) => {
+                out.extend_from_slice(if json { b"null" } else { b"-" })
+            }
+        }
+    }
+    out.extend_from_slice(if json { b"}\n" } else { b"\n" });
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a str always serializes.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `a.b.c.d:port` without the formatting machinery (the common case); IPv6 through it.
+fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, octet.into());
+            }
+            out.push(b':');
+            push_u64(out, a.port().into());
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+fn push_2(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
+}
+
+/// Milliseconds with microsecond precision: `12.345`.
+fn push_millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    push_u64(out, micros / 1000);
+    out.push(b'.');
+    let frac = micros % 1000;
+    out.extend_from_slice(&[
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch (years 0 to 9999).
+fn second_prefix(secs: u64) -> [u8; 20] {
+    let mut out = Vec::with_capacity(20);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let y = y.clamp(0, 9999) as u64;
+    push_2(&mut out, y / 100);
+    push_2(&mut out, y % 100);
+    out.push(b'-');
+    push_2(&mut out, m.into());
+    out.push(b'-');
+    push_2(&mut out, d.into());
+    out.push(b'T');
+    push_2(&mut out, rem / 3600);
+    out.push(b':');
+    push_2(&mut out, rem / 60 % 60);
+    out.push(b':');
+    push_2(&mut out, rem % 60);
+    out.push(b'.');
+    out.try_into().unwrap_or([b'0'; 20])
+}
+
+thread_local! {
+    /// The last second formatted on this thread: lines within one second reuse it.
+    static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-04-01T10:00:00.123Z`.
+fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let prefix = SECOND.with(|cached| {
+        let (s, prefix) = cached.get();
+        if s == secs {
+            prefix
+        } else {
+            let prefix = second_prefix(secs);
+            cached.set((secs, prefix));
+            prefix
+        }
+    });
+    out.extend_from_slice(&prefix);
+    let ms = u64::from(since.subsec_millis());
+    out.extend_from_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+    ]);
+    out.push(b'Z');
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+// --- delivery -------------------------------------------------------------------------------
+
+enum Msg {
+    Lines(Vec<u8>),
+    Flush(Sender<()>),
+}
+
+struct Logger {
+    tx: Sender<Msg>,
+    /// Empty buffers coming back from the logger thread, so workers do not allocate new ones.
+    spare: Receiver<Vec<u8>>,
+}
+
+fn logger() -> Option<&'static Logger> {
+    static LOGGER: OnceLock<Option<Logger>> = OnceLock::new();
+    LOGGER
+        .get_or_init(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<Msg>(QUEUED_BUFFERS);
+            let (spare_tx, spare) = crossbeam_channel::bounded::<Vec<u8>>(QUEUED_BUFFERS);
+            std::thread::Builder::new()
+                .name("ringyard-log".into())
+                .spawn(move || {
+                    for msg in rx {
+                        match msg {
+                            Msg::Lines(mut buf) => {
+                                let _ = std::io::stderr().lock().write_all(&buf);
+                                buf.clear();
+                                let _ = spare_tx.try_send(buf);
+                            }
+                            Msg::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| Logger { tx, spare })
+        })
+        .as_ref()
+}
+
+/// A worker thread's pending lines.
+struct Local {
+    buf: Vec<u8>,
+    lines: u64,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Builds one line into this thread's buffer if it has one, else writes it at once.
+fn deliver(build: impl FnOnce(&mut Vec<u8>)) {
+    let mut build = Some(build);
+    let buffered = LOCAL.with(|local| {
+        let Ok(mut local) = local.try_borrow_mut() else {
+            return false;
+        };
+        let Some(local) = local.as_mut() else {
+            return false;
+        };
+        if let Some(build) = build.take() {
+            build(&mut local.buf);
+            local.lines += 1;
+        }
+        if local.buf.len() >= HAND_OFF_AT {
+            hand_off(local);
+        }
+        true
+    });
+    if !buffered {
+        if let Some(build) = build.take() {
+            let mut line = Vec::with_capacity(256);
+            build(&mut line);
+            let _ = std::io::stderr().lock().write_all(&line);
+        }
+    }
+}
+
+/// Gives the buffer to the logger thread without waiting; if it cannot take it, the lines
+/// are counted as dropped and the buffer is reused.
+fn hand_off(local: &mut Local) {
+    if local.buf.is_empty() {
+        return;
+    }
+    let lines = std::mem::take(&mut local.lines);
+    let Some(logger) = logger() else {
+        DROPPED.fetch_add(lines, Ordering::Relaxed);
+        local.buf.clear();
+        return;
+    };
+    let fresh = logger
+        .spare
+        .try_recv()
+        .unwrap_or_else(|_| Vec::with_capacity(BUFFER_CAPACITY));
+    let full = std::mem::replace(&mut local.buf, fresh);
+    match logger.tx.try_send(Msg::Lines(full)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(Msg::Lines(mut full)))
+        | Err(TrySendError::Disconnected(Msg::Lines(mut full))) => {
+            DROPPED.fetch_add(lines, Ordering::Relaxed);
+            full.clear();
+            local.buf = full;
+        }
+        Err(_) => {}
+    }
+}
+
+/// From now on this thread's lines are buffered (an event loop calls this at start, and
+/// [`flush_thread`] from a timer).
+pub fn buffer_this_thread() {
+    LOCAL.with(|local| {
+        *local.borrow_mut() = Some(Local {
+            buf: Vec::with_capacity(BUFFER_CAPACITY),
+            lines: 0,
+        });
+    });
+}
+
+/// Hands this thread's buffered lines to the logger thread, without waiting.
+pub fn flush_thread() {
+    LOCAL.with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut() {
+            if let Some(local) = local.as_mut() {
+                hand_off(local);
+            }
+        }
+    });
+}
+
+/// Ends buffering on this thread (an event loop that stopped): its last lines are queued for
+/// the logger thread, waiting a little for room, since nothing else runs here any more.
+pub fn end_thread() {
+    let Some(local) = LOCAL.with(|local| local.borrow_mut().take()) else {
+        return;
+    };
+    if local.buf.is_empty() {
+        return;
+    }
+    let sent = logger().is_some_and(|l| {
+        l.tx.send_timeout(Msg::Lines(local.buf), Duration::from_secs(1))
+            .is_ok()
+    });
+    if !sent {
+        DROPPED.fetch_add(local.lines, Ordering::Relaxed);
+    }
+}
+
+/// Waits (bounded) until every line queued for the logger thread is written: at shutdown,
+/// after the event loops ended.
+pub fn flush() {
+    flush_thread();
+    let Some(logger) = logger() else { return };
+    let (done, written) = crossbeam_channel::bounded(1);
+    if logger
+        .tx
+        .send_timeout(Msg::Flush(done), Duration::from_secs(2))
+        .is_ok()
+    {
+        let _ = written.recv_timeout(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = |s, ms| text(|o| timestamp(o, at(s, ms)));
+        assert_eq!(t(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(t(951_782_400, 7), "2000-02-29T00:00:00.007Z");
+        assert_eq!(t(1_775_037_600 + 3661, 123), "2026-04-01T11:01:01.123Z");
+        assert_eq!(t(253_402_300_799, 999), "9999-12-31T23:59:59.999Z");
+        // The cached second is reused within the second and replaced after it.
+        assert_eq!(t(86_399, 1), "1970-01-01T23:59:59.001Z");
+        assert_eq!(t(86_399, 2), "1970-01-01T23:59:59.002Z");
+        assert_eq!(t(86_400, 0), "1970-01-02T00:00:00.000Z");
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(text(|o| push_u64(o, 0)), "0");
+        for a in [
+            "10.0.255.1:0",
+            "[::1]:5000",
+            "[fe80::1%2]:65535",
+            "255.255.255.255:65535",
+        ] {
+            assert_eq!(text(|o| push_addr(o, a.parse().unwrap())), a);
+        }
+        assert_eq!(text(|o| push_u64(o, u64::MAX)), u64::MAX.to_string());
+        assert_eq!(
+            text(|o| push_millis(o, Duration::from_micros(12_345))),
+            "12.345"
+        );
+        assert_eq!(text(|o| push_millis(o, Duration::from_nanos(999))), "0.000");
+        assert_eq!(
+            text(|o| push_millis(o, Duration::from_micros(1_000_007))),
+            "1000.007"
+        );
+    }
+
+    #[test]
+    fn text_and_json_lines() {
+        let when = at(1_775_037_600, 5);
+        let line =
+            text(|o| format_line(o, LogLevel::Warn, format_args!("a\nb {}", 1), false, when));
+        assert_eq!(line, "2026-04-01T10:00:00.005Z warn a b 1\n");
+        let line = text(|o| format_line(o, LogLevel::Info, format_args!("say \"hi\""), true, when));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "info");
+        assert_eq!(v["msg"], "say \"hi\"");
+        assert_eq!(v["ts"], "2026-04-01T10:00:00.005Z");
+        assert!(line.ends_with("}\n") && line.lines().count() == 1);
+    }
+
+    #[test]
+    fn access_lines() {
+        use crate::http::request::Method;
+        use crate::observe::RouteClass;
+        let when = at(1_775_037_600, 0);
+        let mut x = Exchange {
+            method: Method::Put,
+            route: RouteClass::Manifest,
+            repository: Some("lib/app"),
+            status: 201,
+            received: 1234,
+            sent: 0,
+            elapsed: Duration::from_micros(2_500),
+            request_id: "ab\"c",
+            remote: Some("127.0.0.1:5555".parse().unwrap()),
+        };
+        let line = text(|o| format_access(o, &x, false, when));
+        assert_eq!(
+            line,
+            "2026-04-01T10:00:00.000Z info access method=PUT route=manifest repository=lib/app \
+             status=201 received=1234 sent=0 duration_ms=2.500 request_id=ab\"c remote=127.0.0.1:5555\n"
+        );
+        let line = text(|o| format_access(o, &x, true, when));
+        assert!(line.ends_with("}\n") && line.lines().count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let mut want = serde_json::json!({
+            "ts": "2026-04-01T10:00:00.000Z", "level": "info", "msg": "access",
+            "method": "PUT", "route": "manifest", "repository": "lib/app", "status": 201,
+            "received": 1234, "sent": 0, "duration_ms": 2.5, "request_id": "ab\"c",
+            "remote": "127.0.0.1:5555"
+        });
+        assert_eq!(v, want);
+        x.repository = None;
+        x.remote = None;
+        let v: serde_json::Value =
+            serde_json::from_str(&text(|o| format_access(o, &x, true, when))).unwrap();
+        want["repository"] = serde_json::Value::Null;
+        want["remote"] = serde_json::Value::Null;
+        assert_eq!(v, want);
+        let line = text(|o| format_access(o, &x, false, when));
+        assert!(
+            line.contains(" repository=- ") && line.ends_with(" remote=-\n"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_buffering_thread_counts_its_lines_and_ends_cleanly() {
+        std::thread::spawn(|| {
+            buffer_this_thread();
+            for _ in 0..10 {
+                deliver(|o| o.extend_from_slice(b""));
+            }
+            let pending = LOCAL.with(|l| l.borrow().as_ref().map(|l| l.lines));
+            assert_eq!(pending, Some(10));
+            end_thread();
+            assert!(LOCAL.with(|l| l.borrow().is_none()));
+        })
+        .join()
+        .unwrap();
+        flush();
+    }
 }

@@ -1,5 +1,7 @@
 //! The OCI Distribution API: routes to handlers. Handlers return `Result<Response, Error>`;
-//! the one conversion of an [`Error`] into a response is here.
+//! the one conversion of an [`Error`] into a response is here. The operations endpoints
+//! (`/healthz`, `/readyz`, `/metrics`) are routed here too, before the OCI routes; on the
+//! separate operations listener ([`Site::Ops`]) they are the only ones.
 
 pub mod blobs;
 pub mod listing;
@@ -15,10 +17,12 @@ use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
 use crate::meta::Meta;
+use crate::observe::{health, metrics, Ops, RouteClass};
 use crate::oci::name::validate_name;
 use crate::store::blobs::BlobStore;
 use crate::store::uploads::Uploads;
 use router::Route;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What the API may do, from configuration.
@@ -53,13 +57,70 @@ pub struct Registry {
     pub uploads: Uploads,
     pub pool: Pool,
     pub limits: Limits,
+    pub ops: Ops,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// The registry's: the OCI API and the operations endpoints.
+    Registry,
+    /// `metrics_listen`: only the operations endpoints.
+    Ops,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpsEndpoint {
+    Healthz,
+    Readyz,
+    Metrics,
+}
+
+fn ops_endpoint(path: &str) -> Option<OpsEndpoint> {
+    match path {
+        "/healthz" => Some(OpsEndpoint::Healthz),
+        "/readyz" => Some(OpsEndpoint::Readyz),
+        "/metrics" => Some(OpsEndpoint::Metrics),
+        _ => None,
+    }
+}
+
+/// The route class of a request and its repository (only if the name is valid), for the
+/// metrics and the access log.
+pub fn classify(site: Site, path: &str) -> (RouteClass, Option<&str>) {
+    match ops_endpoint(path) {
+        Some(OpsEndpoint::Metrics) => return (RouteClass::Metrics, None),
+        Some(_) => return (RouteClass::Probe, None),
+        None if site == Site::Ops => return (RouteClass::Other, None),
+        None => {}
+    }
+    let route = router::route(path);
+    let class = match route {
+        Route::Base => RouteClass::Base,
+        Route::Catalog => RouteClass::Catalog,
+        Route::Tags { .. } => RouteClass::Tags,
+        Route::Manifest { .. } => RouteClass::Manifest,
+        Route::Blob { .. } => RouteClass::Blob,
+        Route::UploadStart { .. } | Route::Upload { .. } => RouteClass::Upload,
+        Route::Referrers { .. } => RouteClass::Referrers,
+        Route::NotFound => RouteClass::Other,
+    };
+    (
+        class,
+        route_name(&route).filter(|n| validate_name(n).is_ok()),
+    )
 }
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 
 /// Answers one request. Never fails: every error becomes the spec's JSON error response.
-pub async fn handle(reg: &Registry, req: &Request, body: &mut Body<'_>) -> Response {
-    let resp = match dispatch(reg, req, body).await {
+pub async fn handle(reg: &Registry, site: Site, req: &Request, body: &mut Body<'_>) -> Response {
+    let result = match (ops_endpoint(&req.path), site) {
+        (Some(endpoint), _) => ops(reg, req, endpoint).await,
+        (None, Site::Registry) => dispatch(reg, req, body).await,
+        (None, Site::Ops) => Err(no_such_endpoint(req)),
+    };
+    let resp = match result {
         Ok(r) => r,
         Err(e) => Response::error(&e),
     };
@@ -107,13 +168,48 @@ async fn dispatch(reg: &Registry, req: &Request, body: &mut Body<'_>) -> Result<
         (Route::Upload { name, id }, Put) => uploads::finish(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Delete) => uploads::cancel(reg, name, id).await,
         (Route::Referrers { name, digest }, Get | Head) => referrers::list(reg, req, name, digest),
-        (Route::NotFound, _) => Err(Error::new(ErrorCode::NameUnknown)
-            .with_status(404)
-            .with_message("no such endpoint")
-            .with_detail(req.path.chars().take(256).collect::<String>())),
-        _ => Err(Error::new(ErrorCode::Unsupported)
-            .with_message("method not allowed on this endpoint")
-            .with_detail(req.method.as_str())),
+        (Route::NotFound, _) => Err(no_such_endpoint(req)),
+        _ => Err(method_not_allowed(req)),
+    }
+}
+
+fn no_such_endpoint(req: &Request) -> Error {
+    Error::new(ErrorCode::NameUnknown)
+        .with_status(404)
+        .with_message("no such endpoint")
+        .with_detail(req.path.chars().take(256).collect::<String>())
+}
+
+fn method_not_allowed(req: &Request) -> Error {
+    Error::new(ErrorCode::Unsupported)
+        .with_message("method not allowed on this endpoint")
+        .with_detail(req.method.as_str())
+}
+
+async fn ops(reg: &Registry, req: &Request, endpoint: OpsEndpoint) -> Result<Response> {
+    if !matches!(req.method, Method::Get | Method::Head) {
+        return Err(method_not_allowed(req));
+    }
+    match endpoint {
+        OpsEndpoint::Healthz => Ok(health::healthz()),
+        OpsEndpoint::Readyz => Ok(health::readyz(reg.ops.readiness.status().await)),
+        OpsEndpoint::Metrics if !reg.ops.metrics_enabled => Err(no_such_endpoint(req)),
+        OpsEndpoint::Metrics => {
+            let (stored_blobs, stored_blob_bytes) = reg.meta.blob_totals();
+            let stats = reg.meta.write_stats();
+            let gauges = metrics::Gauges {
+                connections_open: reg.ops.open_connections.load(Ordering::Relaxed) as u64,
+                uploads_in_progress: reg.uploads.active_sessions() as u64,
+                stored_blobs: stored_blobs as u64,
+                stored_blob_bytes,
+                metadata_queue_depth: reg.meta.queue_len() as u64,
+                metadata_commits: stats.commits,
+                metadata_write_ops: stats.ops,
+                ..metrics::Gauges::default()
+            };
+            let text = reg.ops.render_metrics(gauges);
+            Ok(Response::new(200).with_body(metrics::CONTENT_TYPE, text.into_bytes()))
+        }
     }
 }
 

@@ -61,10 +61,17 @@ impl Drop for NonBlocking {
 /// one read, small enough that thousands of idle connections stay cheap.
 const READ_BUF: usize = 64 * 1024;
 
+/// A response head buffer larger than this is not kept for the next response, so that idle
+/// keep-alive connections stay small.
+const WRITE_BUF_KEPT: usize = 8 * 1024;
+
 pub struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     pos: usize,
+    /// Response heads (and small bodies) are serialized here, reused from one response to the
+    /// next.
+    write_buf: Vec<u8>,
     /// Set when a cancelled operation took the buffer or the peer misbehaved.
     broken: bool,
 }
@@ -84,6 +91,7 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(READ_BUF),
             pos: 0,
+            write_buf: Vec::new(),
             broken: false,
         }
     }
@@ -221,6 +229,20 @@ impl Conn {
                 Ok(0) | Err(_) => return HeadOutcome::Closed,
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// An empty buffer for the next response head: the one the last response used, if kept.
+    pub fn take_write_buf(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.write_buf);
+        buf.clear();
+        buf
+    }
+
+    /// Keeps a written head buffer for the next response, unless it grew large.
+    pub fn return_write_buf(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= WRITE_BUF_KEPT {
+            self.write_buf = buf;
         }
     }
 

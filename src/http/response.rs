@@ -4,13 +4,15 @@
 use super::conn::Conn;
 use crate::error::Error;
 use crate::store::blobs::BlobFile;
-use std::io;
+use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
 /// Bodies up to this size leave in the same write as the head, from the blob's mapping; larger
 /// ones follow it by `sendfile`.
 const INLINE_BODY: u64 = 16 * 1024;
+/// In-memory bodies up to this size leave in the same write as the head.
+const INLINE_BYTES: usize = 64 * 1024;
 
 pub enum Body {
     Empty,
@@ -105,9 +107,17 @@ pub fn reason(status: u16) -> &'static str {
 /// Serializes the status line and headers. Content-Length is always sent except where HTTP
 /// forbids it (1xx, 204), so clients never have to guess where a response ends.
 pub fn head_bytes(resp: &Response, keep_alive: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + resp.headers.len() * 64);
+    let mut out = Vec::new();
+    write_head(&mut out, resp, keep_alive, 0);
+    out
+}
+
+/// Appends the head to `out`, first making room for it and `room` more bytes (a body sent in
+/// the same write), so that nothing reallocates on the way.
+fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, room: usize) {
+    out.reserve(256 + resp.headers.len() * 64 + room);
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(resp.status.to_string().as_bytes());
+    let _ = write!(out, "{}", resp.status);
     out.push(b' ');
     out.extend_from_slice(reason(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -119,48 +129,54 @@ pub fn head_bytes(resp: &Response, keep_alive: bool) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     if resp.status != 204 && resp.status >= 200 {
-        out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(resp.body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
-/// Writes the response. Small bodies go out in the same write as the head.
+/// Writes the response. Small bodies go out in the same write as the head, from the
+/// connection's reusable head buffer (no allocation per response once it has grown).
 pub async fn write_response(
     conn: &mut Conn,
     resp: Response,
     keep_alive: bool,
     timeout: Duration,
 ) -> io::Result<()> {
-    let mut head = head_bytes(&resp, keep_alive);
+    let inline = match &resp.body {
+        Body::Bytes(b) if b.len() <= INLINE_BYTES => b.len(),
+        Body::Blob(_, start, end) if end - start <= INLINE_BODY => (end - start) as usize,
+        _ => 0,
+    };
+    let mut head = conn.take_write_buf();
+    write_head(&mut head, &resp, keep_alive, inline);
     match resp.body {
-        Body::Empty | Body::LengthOnly(_) => {
-            conn.write_all(head, timeout).await?;
-        }
+        Body::Empty | Body::LengthOnly(_) => {}
         Body::Bytes(bytes) => {
-            if bytes.len() <= 64 * 1024 {
+            if bytes.len() <= INLINE_BYTES {
                 head.extend_from_slice(&bytes);
-                conn.write_all(head, timeout).await?;
             } else {
-                conn.write_all(head, timeout).await?;
+                let head = conn.write_all(head, timeout).await?;
+                conn.return_write_buf(head);
                 conn.write_all(bytes, timeout).await?;
+                return Ok(());
             }
         }
         Body::Blob(blob, start, end) => {
             if end - start <= INLINE_BODY {
                 head.extend_from_slice(&blob.bytes()?[start as usize..end as usize]);
-                conn.write_all(head, timeout).await?;
             } else {
-                conn.write_all(head, timeout).await?;
+                let head = conn.write_all(head, timeout).await?;
+                conn.return_write_buf(head);
                 conn.send_file(blob.file(), start..end, timeout).await?;
+                return Ok(());
             }
         }
     }
+    let head = conn.write_all(head, timeout).await?;
+    conn.return_write_buf(head);
     Ok(())
 }
 

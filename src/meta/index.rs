@@ -18,6 +18,8 @@ pub struct Index {
     /// Sizes of every blob known anywhere, manifests included. Never shrinks through a write op:
     /// forgetting a blob is garbage collection's decision, not an unlink's.
     blobs: HashMap<Digest, u64>,
+    /// Sum of the sizes in `blobs`, kept with it so that metrics read it in O(1).
+    blob_bytes: u64,
     /// A `BTreeMap` so that the catalog pages come out in order without sorting.
     repos: BTreeMap<String, Repo>,
     uploads: HashMap<String, UploadRecord>,
@@ -117,7 +119,7 @@ impl Index {
     pub fn apply(&mut self, op: &WriteOp, now: i64) -> WriteOutcome {
         let existed = match op {
             WriteOp::LinkBlob { repo, digest, size } => {
-                self.blobs.entry(digest.clone()).or_insert(*size);
+                self.record_blob(digest, *size);
                 !self.repo_mut(repo).blobs.insert(digest.clone())
             }
             WriteOp::UnlinkBlob { repo, digest } => self
@@ -131,7 +133,7 @@ impl Index {
                 tag,
             } => {
                 let digest = &record.digest;
-                self.blobs.entry(digest.clone()).or_insert(record.size);
+                self.record_blob(digest, record.size);
                 let r = self.repo_mut(repo);
                 r.blobs.insert(digest.clone());
                 let previous = r.manifests.get(digest).cloned();
@@ -179,6 +181,14 @@ impl Index {
         WriteOutcome { existed }
     }
 
+    /// Records a blob's size on first sight (the first size is kept, as in SQL).
+    fn record_blob(&mut self, digest: &Digest, size: u64) {
+        if !self.blobs.contains_key(digest) {
+            self.blobs.insert(digest.clone(), size);
+            self.blob_bytes = self.blob_bytes.saturating_add(size);
+        }
+    }
+
     /// Creates the repository on first mention, as the SQL side does with its upsert.
     fn repo_mut(&mut self, name: &str) -> &mut Repo {
         if !self.repos.contains_key(name) {
@@ -194,7 +204,8 @@ impl Index {
     }
 
     pub fn load_blob(&mut self, digest: Digest, size: u64) {
-        self.blobs.insert(digest, size);
+        let previous = self.blobs.insert(digest, size).unwrap_or(0);
+        self.blob_bytes = (self.blob_bytes - previous).saturating_add(size);
     }
 
     pub fn load_link(&mut self, repo: &str, digest: Digest) {
@@ -310,6 +321,11 @@ impl Index {
         self.blobs.len()
     }
 
+    /// Total size of every blob counted by [`Index::blob_count`].
+    pub fn blob_bytes(&self) -> u64 {
+        self.blob_bytes
+    }
+
     pub fn manifest_count(&self) -> usize {
         self.repos.values().map(|r| r.manifests.len()).sum()
     }
@@ -372,6 +388,9 @@ pub(crate) mod tests {
         // Second link: existed; the first size is kept (a digest names one content).
         assert!(existed(&mut ix, link("a", "x", 6), 2));
         assert_eq!(ix.blob_size(&dg("x")), Some(5));
+        assert_eq!((ix.blob_count(), ix.blob_bytes()), (1, 5));
+        existed(&mut ix, link("a", "y", 11), 2);
+        assert_eq!((ix.blob_count(), ix.blob_bytes()), (2, 16));
         // Linking into another repository is its own access grant.
         assert!(!existed(&mut ix, link("b", "x", 5), 3));
         let unlink = |repo: &str| WriteOp::UnlinkBlob {
@@ -477,6 +496,7 @@ pub(crate) mod tests {
         existed(&mut fresh, link("r", "idx", 0), 1);
         let mut ix2 = ix.clone();
         ix2.blobs = fresh.blobs.clone();
+        ix2.blob_bytes = fresh.blob_bytes;
         assert_eq!(ix2, fresh);
     }
 
@@ -656,5 +676,9 @@ pub(crate) mod tests {
         loaded.load_blob(dg("idx"), rec.size);
         loaded.load_repository("r");
         assert_eq!(loaded, applied);
+        assert_eq!(loaded.blob_bytes(), 7 + rec.size);
+        // A row loaded twice (never in practice) must not count twice.
+        loaded.load_blob(dg("l"), 7);
+        assert_eq!(loaded.blob_bytes(), 7 + rec.size);
     }
 }

@@ -145,6 +145,11 @@ pub trait Engine: Send + 'static {
     /// survive a crash; on `Err` none of it may remain. `now` (unix milliseconds) is the time to
     /// stamp on anything created, the same value [`Index::apply`] is given.
     fn apply_batch(&mut self, ops: &[WriteOp], now: i64) -> Result<()>;
+
+    /// A cheap round trip to the store (readiness probes): `Ok` if it answers queries now.
+    fn ping(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Unix time in milliseconds, the unit of every stored timestamp.
@@ -182,6 +187,8 @@ struct Request {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Write(Request),
+    /// Answered by the engine thread after the writes queued before it.
+    Ping(oneshot::Sender<Result<()>>),
     Stop,
 }
 
@@ -355,9 +362,31 @@ impl Meta {
         self.read(|ix| ix.upload(id))
     }
 
-    /// Queue depth of the write channel (metrics later).
+    /// Queue depth of the write channel (a metric).
     pub fn queue_len(&self) -> usize {
         self.inner.tx.len()
+    }
+
+    /// Blobs recorded (manifests included) and their total size, in O(1).
+    pub fn blob_totals(&self) -> (usize, u64) {
+        self.read(|ix| (ix.blob_count(), ix.blob_bytes()))
+    }
+
+    /// A round trip through the engine thread and its store, behind whatever writes are
+    /// queued: resolves once the engine answered. A stuck engine never resolves, so callers
+    /// bound the wait; a stopped one fails at once.
+    pub async fn ping(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::internal("metadata ping", "engine is closed"));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Msg::Ping(reply))
+            .map_err(|_| Error::internal("metadata ping", "engine thread is gone"))?;
+        answer
+            .await
+            .map_err(|_| Error::internal("metadata ping", "engine dropped the request"))?
     }
 
     pub fn write_stats(&self) -> WriteStats {
@@ -474,6 +503,7 @@ fn run(
 ) {
     let mut stopping = false;
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut pings = Vec::new();
     loop {
         let first = if stopping {
             rx.try_recv().ok()
@@ -484,6 +514,7 @@ fn run(
         loop {
             match msg {
                 Msg::Write(request) => batch.push(request),
+                Msg::Ping(reply) => pings.push(reply),
                 Msg::Stop => stopping = true,
             }
             if batch.len() >= MAX_BATCH {
@@ -496,6 +527,12 @@ fn run(
         }
         if !batch.is_empty() {
             commit_batch(engine.as_mut(), index, counters, &mut batch);
+        }
+        if !pings.is_empty() {
+            let answer = guarded("metadata ping", || engine.ping());
+            for reply in pings.drain(..) {
+                let _ = reply.send(answer.clone());
+            }
         }
     }
 }
@@ -821,6 +858,51 @@ mod tests {
         block_on(meta.write(link("r", "after"))).unwrap();
         assert!(meta.blob_in_repo("r", &dg("gone")).is_some());
         assert!(meta.blob_in_repo("r", &dg("after")).is_some());
+    }
+
+    /// A ping waits behind the writes queued before it (a stuck engine never answers it) and
+    /// fails at once on a stopped engine.
+    #[test]
+    fn ping_is_a_round_trip_behind_queued_writes() {
+        let (meta, _, gate) = fake(true);
+        let writer = {
+            let meta = meta.clone();
+            std::thread::spawn(move || block_on(meta.write(link("r", "first"))))
+        };
+        let gate = gate.unwrap();
+        gate.entered.recv().unwrap();
+        let answered = Arc::new(AtomicBool::new(false));
+        let pinger = {
+            let (meta, answered) = (meta.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let r = block_on(meta.ping());
+                answered.store(true, Ordering::SeqCst);
+                r
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!answered.load(Ordering::SeqCst), "answered while stuck");
+        gate.release.send(()).unwrap();
+        pinger.join().unwrap().unwrap();
+        writer.join().unwrap().unwrap();
+        block_on(meta.ping()).unwrap();
+        meta.close();
+        assert!(block_on(meta.ping()).is_err());
+    }
+
+    #[test]
+    fn sqlite_ping_and_blob_totals() {
+        let dir = TempDir::new("ping");
+        let meta = Meta::open_sqlite(&dir.0.join("meta.db")).unwrap();
+        block_on(meta.ping()).unwrap();
+        block_on(meta.link_blob("r", &dg("a"), 10)).unwrap();
+        block_on(meta.link_blob("s", &dg("a"), 10)).unwrap();
+        block_on(meta.link_blob("r", &dg("b"), 5)).unwrap();
+        assert_eq!(meta.blob_totals(), (2, 15));
+        meta.close();
+        let reopened = Meta::open_sqlite(&dir.0.join("meta.db")).unwrap();
+        assert_eq!(reopened.blob_totals(), (2, 15));
+        reopened.close();
     }
 
     #[test]

@@ -492,6 +492,17 @@ impl Engine for SqliteEngine {
         tx.commit()
             .map_err(|e| Error::internal("metadata commit", e))
     }
+
+    /// A read through the connection: proves the database file is open and readable. Needs
+    /// no lock a writer holds (WAL), so it answers even while another process writes.
+    fn ping(&mut self) -> Result<()> {
+        self.conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|_| ())
+            .map_err(|e| Error::internal("metadata ping", e))
+    }
 }
 
 #[cfg(test)]

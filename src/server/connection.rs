@@ -1,17 +1,25 @@
 //! The life of one connection: read a head, hand the request and its streaming body to the
 //! API, write the answer, and repeat while keep-alive allows. Malformed heads get their 400
 //! or 431 in the spec's error shape before the connection closes.
+//!
+//! Every answer carries an `X-Request-Id` and is recorded once written: counted in the
+//! worker's metrics and, when the access log is on, logged with its method, route class,
+//! repository, status, body bytes both ways, duration (head read to response written), id
+//! and peer.
 
-use crate::api::{self, Registry};
+use crate::api::{self, Registry, Site};
 use crate::error::{Error, ErrorCode};
 use crate::http::body::Body;
 use crate::http::conn::{Conn, HeadOutcome};
-use crate::http::request::HeadError;
-use crate::http::response::{write_response, Response};
+use crate::http::request::{HeadError, Method};
+use crate::http::response::{write_response, Body as ResponseBody, Response};
+use crate::observe::{Exchange, RouteClass, WorkerObs, REQUEST_ID_HEADER};
 use crate::server::signal::LocalSignal;
 use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnSettings {
@@ -24,29 +32,81 @@ pub struct ConnSettings {
     pub body_timeout: Duration,
 }
 
+/// What every connection of one worker shares.
+pub struct ConnCtx {
+    pub reg: Arc<Registry>,
+    pub settings: ConnSettings,
+    pub shutdown: LocalSignal,
+    pub obs: WorkerObs,
+}
+
+/// Response body bytes that go on the wire (a HEAD answer sends none).
+fn body_bytes(resp: &Response) -> u64 {
+    match &resp.body {
+        ResponseBody::Bytes(b) => b.len() as u64,
+        ResponseBody::Blob(_, start, end) => end - start,
+        ResponseBody::Empty | ResponseBody::LengthOnly(_) => 0,
+    }
+}
+
+/// Writes an answer given before any request was understood (refusal, malformed head), with
+/// its request id, and records it.
+async fn answer_unparsed(
+    conn: &mut Conn,
+    err: &Error,
+    extra: Option<(&'static str, &'static str)>,
+    remote: Option<SocketAddr>,
+    ctx: &ConnCtx,
+    started: Instant,
+) -> bool {
+    let id = ctx.obs.request_id(None);
+    let mut resp = Response::error(err)
+        .header(api::API_VERSION_HEADER.0, api::API_VERSION_HEADER.1)
+        .header(REQUEST_ID_HEADER, id.as_str());
+    if let Some((name, value)) = extra {
+        resp = resp.header(name, value);
+    }
+    let (status, sent) = (resp.status, body_bytes(&resp));
+    let written = write_response(conn, resp, false, ctx.settings.body_timeout)
+        .await
+        .is_ok();
+    ctx.obs.record(&Exchange {
+        method: Method::Other,
+        route: RouteClass::Other,
+        repository: None,
+        status,
+        received: 0,
+        sent: if written { sent } else { 0 },
+        elapsed: started.elapsed(),
+        request_id: id.as_str(),
+        remote,
+    });
+    written
+}
+
 /// Answers a connection over the limit with 503 UNAVAILABLE and closes it, so that clients see
 /// why instead of a reset (they retry after `Retry-After`).
-pub async fn refuse(stream: TcpStream, settings: ConnSettings) {
+pub async fn refuse(stream: TcpStream, remote: Option<SocketAddr>, ctx: Rc<ConnCtx>) {
+    let started = Instant::now();
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(stream);
     let err = Error::new(ErrorCode::Unavailable).with_message("too many connections; retry later");
-    let resp = Response::error(&err)
-        .header("Retry-After", "1")
-        .header(api::API_VERSION_HEADER.0, api::API_VERSION_HEADER.1);
-    if write_response(&mut conn, resp, false, settings.body_timeout)
-        .await
-        .is_ok()
+    if answer_unparsed(
+        &mut conn,
+        &err,
+        Some(("Retry-After", "1")),
+        remote,
+        &ctx,
+        started,
+    )
+    .await
     {
         conn.linger_close().await;
     }
 }
 
-pub async fn serve(
-    stream: TcpStream,
-    reg: Arc<Registry>,
-    settings: ConnSettings,
-    shutdown: LocalSignal,
-) {
+pub async fn serve(stream: TcpStream, remote: Option<SocketAddr>, site: Site, ctx: Rc<ConnCtx>) {
+    let settings = ctx.settings;
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(stream);
     loop {
@@ -55,9 +115,10 @@ pub async fn serve(
                 settings.max_head,
                 settings.idle_timeout,
                 settings.head_timeout,
-                &shutdown,
+                &ctx.shutdown,
             )
             .await;
+        let started = Instant::now();
         let req = match outcome {
             HeadOutcome::Request(r) => r,
             HeadOutcome::Closed | HeadOutcome::TimedOut => return,
@@ -68,21 +129,40 @@ pub async fn serve(
                         .with_message("request header fields too large"),
                     HeadError::Malformed(m) => Error::new(ErrorCode::BadRequest).with_detail(m),
                 };
-                let resp = Response::error(&err)
-                    .header(api::API_VERSION_HEADER.0, api::API_VERSION_HEADER.1);
-                let _ = write_response(&mut conn, resp, false, settings.body_timeout).await;
+                answer_unparsed(&mut conn, &err, None, remote, &ctx, started).await;
                 conn.linger_close().await;
                 return;
             }
         };
+        let id = ctx.obs.request_id(req.header("x-request-id"));
+        let (route, repository) = api::classify(site, &req.path);
         let mut body = Body::new(&mut conn, &req, settings.body_timeout);
-        let resp = api::handle(&reg, &req, &mut body).await;
-        let reusable = body.finish().await;
-        let keep_alive = req.keep_alive && reusable && !shutdown.fired();
-        if write_response(&mut conn, resp, keep_alive, settings.body_timeout)
+        let resp = api::handle(&ctx.reg, site, &req, &mut body)
             .await
-            .is_err()
-        {
+            .header(REQUEST_ID_HEADER, id.as_str());
+        let received = body.received();
+        let reusable = body.finish().await;
+        let keep_alive = req.keep_alive && reusable && !ctx.shutdown.fired();
+        let (status, sent) = (resp.status, body_bytes(&resp));
+        let written = write_response(&mut conn, resp, keep_alive, settings.body_timeout).await;
+        if let Err(e) = &written {
+            crate::log::debug(format_args!(
+                "request {}: writing the response failed: {e}",
+                id.as_str()
+            ));
+        }
+        ctx.obs.record(&Exchange {
+            method: req.method,
+            route,
+            repository,
+            status,
+            received,
+            sent: if written.is_ok() { sent } else { 0 },
+            elapsed: started.elapsed(),
+            request_id: id.as_str(),
+            remote,
+        });
+        if written.is_err() {
             return;
         }
         super::cpu_yield::request_done();

@@ -6,6 +6,7 @@
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 pub struct Bound {
     /// The addresses actually served (port 0 resolved to the chosen port).
@@ -34,7 +35,8 @@ fn resolve(listen: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(addrs)
 }
 
-pub fn bind(listen: &str, workers: usize) -> Result<Bound, String> {
+/// Binds `listen` for `workers` workers; `flag` names the setting in error messages.
+pub fn bind(listen: &str, workers: usize, flag: &str) -> Result<Bound, String> {
     let addrs = resolve(listen)?;
     if addrs.is_empty() {
         return Err(format!("listen address {listen:?} resolves to nothing"));
@@ -46,7 +48,7 @@ pub fn bind(listen: &str, workers: usize) -> Result<Bound, String> {
         if port != 0 {
             addr.set_port(port);
         }
-        match TcpListener::bind(addr) {
+        match probe_bind(addr) {
             Ok(probe) => {
                 let local = probe.local_addr().map_err(|e| e.to_string())?;
                 port = local.port();
@@ -55,7 +57,7 @@ pub fn bind(listen: &str, workers: usize) -> Result<Bound, String> {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 return Err(format!(
                     "address {addr} is already in use by another process; \
-                     stop it or choose another port with --listen"
+                     stop it or choose another port with {flag}"
                 ));
             }
             Err(e) if several && addr.is_ipv6() => {
@@ -84,6 +86,25 @@ pub fn bind(listen: &str, workers: usize) -> Result<Bound, String> {
         addrs: served,
         per_worker,
     })
+}
+
+/// How long an address in use is retried before giving up. A process that has just died can
+/// hold its listening socket for some milliseconds more: io_uring tears a ring down
+/// asynchronously, and a pending accept keeps the socket open until then (measured: ~20 ms
+/// after SIGKILL). A restart right after a crash must not take that for another registry.
+const IN_USE_RETRY: Duration = Duration::from_millis(500);
+
+/// A plain bind of `addr`, retried while it is in use for up to [`IN_USE_RETRY`].
+fn probe_bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let deadline = Instant::now() + IN_USE_RETRY;
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -116,19 +137,21 @@ mod tests {
     fn refuses_a_port_someone_listens_on() {
         let other = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = other.local_addr().unwrap();
-        let err = bind(&addr.to_string(), 1).err().expect("must refuse");
+        let err = bind(&addr.to_string(), 1, "--listen")
+            .err()
+            .expect("must refuse");
         assert!(err.contains("already in use"), "{err}");
     }
 
     #[test]
     fn port_zero_gives_every_worker_the_same_port() {
-        let b = bind("127.0.0.1:0", 3).unwrap();
+        let b = bind("127.0.0.1:0", 3, "--listen").unwrap();
         let port = b.addrs[0].port();
         assert_ne!(port, 0);
         for w in &b.per_worker {
             assert_eq!(w[0].local_addr().unwrap().port(), port);
         }
         // And a second registry cannot join it.
-        assert!(bind(&format!("127.0.0.1:{port}"), 1).is_err());
+        assert!(bind(&format!("127.0.0.1:{port}"), 1, "--listen").is_err());
     }
 }

@@ -12,6 +12,8 @@ use crate::api::{Limits, Registry};
 use crate::blocking::{block_on, Pool};
 use crate::config::Config;
 use crate::meta::Meta;
+use crate::observe::health::{Readiness, Timeouts};
+use crate::observe::Ops;
 use crate::store::blobs::BlobStore;
 use crate::store::uploads::Uploads;
 use connection::ConnSettings;
@@ -61,7 +63,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Bind before opening the stores: a port conflict is the most common start failure and
     // should be reported without touching the data.
-    let bound = listen::bind(&cfg.listen, cfg.workers)?;
+    let bound = listen::bind(&cfg.listen, cfg.workers, "--listen")?;
+    let ops_bound = match &cfg.metrics_listen {
+        Some(addr) => Some(listen::bind(addr, cfg.workers, "--metrics-listen")?),
+        None => None,
+    };
 
     let pool = Pool::new(4, "ringyard-fs").map_err(|e| format!("cannot start threads: {e}"))?;
     let meta = Meta::open_sqlite(&root.join("meta.db"))?;
@@ -71,7 +77,21 @@ pub fn run(cfg: Config) -> Result<(), String> {
     for id in uploads.restore(meta.uploads()) {
         block_on(meta.delete_upload(&id)).map_err(|e| format!("cleaning upload {id}: {e}"))?;
     }
+    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let readiness = Readiness::new(
+        root.clone(),
+        !cfg.read_only,
+        meta.clone(),
+        Timeouts::default(),
+    )
+    .map_err(|e| format!("cannot start threads: {e}"))?;
     let registry = Arc::new(Registry {
+        ops: Ops::new(
+            cfg.metrics_enabled,
+            cfg.access_log,
+            open_connections,
+            readiness,
+        ),
         meta: meta.clone(),
         blobs,
         uploads,
@@ -90,26 +110,31 @@ pub fn run(cfg: Config) -> Result<(), String> {
         head_timeout: cfg.head_timeout,
         body_timeout: cfg.body_timeout,
     };
-    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut stops = Vec::new();
     let mut handles = Vec::new();
     let sweep_every =
         (cfg.upload_expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
-    for (index, listeners) in bound.per_worker.into_iter().enumerate() {
+    let (ops_addrs, mut ops_per_worker) = match ops_bound {
+        Some(b) => (b.addrs, b.per_worker),
+        None => (Vec::new(), Vec::new()),
+    };
+    ops_per_worker.resize_with(bound.per_worker.len(), Vec::new);
+    let per_worker = bound.per_worker.into_iter().zip(ops_per_worker);
+    for (index, (listeners, ops_listeners)) in per_worker.enumerate() {
         let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
         stops.push(stop_tx);
         let setup = worker::WorkerSetup {
             index,
             listeners,
+            ops_listeners,
             registry: registry.clone(),
             settings,
             shutdown: stop_rx,
             grace: cfg.shutdown_grace,
             sweep_uploads: (index == 0).then_some(sweep_every),
             max_connections: cfg.max_connections.max(1),
-            open_connections: open_connections.clone(),
         };
         handles.push(
             worker::spawn(setup, ready_tx.clone())
@@ -128,6 +153,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if driver == "epoll" {
         crate::log::info(format_args!(
             "io_uring is unavailable here; using the epoll driver"
+        ));
+    }
+    if !ops_addrs.is_empty() {
+        // Its own line, before the one that names the registry's addresses (which scripts and
+        // tests read for the first address).
+        let addrs: Vec<String> = ops_addrs.iter().map(|a| a.to_string()).collect();
+        crate::log::info(format_args!(
+            "metrics and probes also on {}",
+            addrs.join(", ")
         ));
     }
     let addrs: Vec<String> = bound.addrs.iter().map(|a| a.to_string()).collect();
@@ -150,6 +184,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     drop(registry);
     meta.close();
+    crate::log::flush();
     crate::log::info(format_args!("stopped"));
     Ok(())
 }

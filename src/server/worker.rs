@@ -1,9 +1,9 @@
 //! One worker: a thread pinned to a core running its own monoio event loop, accepting on its
 //! own SO_REUSEPORT listeners. Nothing is shared between workers but the registry handle.
 
-use super::connection::{refuse, serve, ConnSettings};
+use super::connection::{refuse, serve, ConnCtx, ConnSettings};
 use super::signal::LocalSignal;
-use crate::api::Registry;
+use crate::api::{Registry, Site};
 use crate::meta::now_millis;
 use futures_channel::oneshot;
 use std::cell::Cell;
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct WorkerSetup {
     pub index: usize,
     pub listeners: Vec<std::net::TcpListener>,
+    /// On `metrics_listen`: metrics and probes only, outside the connection limit.
+    pub ops_listeners: Vec<std::net::TcpListener>,
     pub registry: Arc<Registry>,
     pub settings: ConnSettings,
     pub shutdown: oneshot::Receiver<()>,
@@ -23,10 +25,17 @@ pub struct WorkerSetup {
     /// Worker 0 also expires abandoned upload sessions.
     pub sweep_uploads: Option<Duration>,
     /// Connections served at once by all workers together; more are refused with 503.
+    /// (They are counted in `registry.ops.open_connections`: one atomic add per connection,
+    /// not per request.)
     pub max_connections: usize,
-    /// Connections open across all workers (one atomic add per connection, not per request).
-    pub open_connections: Arc<AtomicUsize>,
 }
+
+/// Connections one worker serves at once on the operations listener; more are closed at once.
+/// Probes and scrapes need few, and this listener is outside the connection limit.
+const MAX_OPS_CONNECTIONS: usize = 64;
+
+/// How often a worker hands its buffered log lines to the logger thread.
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 type Rt = monoio::FusionRuntime<
     monoio::time::TimeDriver<monoio::IoUringDriver>,
@@ -91,9 +100,19 @@ pub fn spawn(
 }
 
 async fn run(setup: WorkerSetup) {
+    crate::log::buffer_this_thread();
+    monoio::spawn(log_flush_loop());
     let signal = LocalSignal::new();
     let active = Rc::new(Cell::new(0usize));
-    for l in setup.listeners {
+    let ctx = Rc::new(ConnCtx {
+        reg: setup.registry.clone(),
+        settings: setup.settings,
+        shutdown: signal.clone(),
+        obs: setup.registry.ops.worker(setup.index),
+    });
+    let listeners = setup.listeners.into_iter().map(|l| (l, Site::Registry));
+    let ops_listeners = setup.ops_listeners.into_iter().map(|l| (l, Site::Ops));
+    for (l, site) in listeners.chain(ops_listeners) {
         let listener = match monoio::net::TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -101,18 +120,14 @@ async fn run(setup: WorkerSetup) {
                 continue;
             }
         };
-        monoio::spawn(accept_loop(
-            listener,
-            setup.registry.clone(),
-            setup.settings,
-            signal.clone(),
-            Admission {
-                active: active.clone(),
-                open: setup.open_connections.clone(),
-                refusing: Rc::new(Cell::new(0)),
-                max: setup.max_connections,
-            },
-        ));
+        let admission = Admission {
+            active: active.clone(),
+            open: setup.registry.ops.open_connections.clone(),
+            refusing: Rc::new(Cell::new(0)),
+            ops_open: Rc::new(Cell::new(0)),
+            max: setup.max_connections,
+        };
+        monoio::spawn(accept_loop(listener, site, ctx.clone(), admission));
     }
     monoio::spawn(super::cpu_yield::run());
     if let Some(every) = setup.sweep_uploads {
@@ -132,58 +147,103 @@ async fn run(setup: WorkerSetup) {
             active.get()
         ));
     }
+    crate::log::end_thread();
+}
+
+/// Hands the worker's buffered log lines to the logger thread now and then; ends with the
+/// event loop.
+async fn log_flush_loop() {
+    loop {
+        monoio::time::sleep(LOG_FLUSH_EVERY).await;
+        crate::log::flush_thread();
+    }
 }
 
 /// The connection limit, as one worker applies it.
 struct Admission {
     /// This worker's connections (what a graceful stop waits for).
     active: Rc<Cell<usize>>,
-    /// All workers' connections, against `max`.
+    /// All workers' client connections, against `max`.
     open: Arc<AtomicUsize>,
     /// Connections this worker is answering 503; bounded too, so a flood cannot pile them up.
     refusing: Rc<Cell<usize>>,
+    /// This listener's connections, when it is an operations listener.
+    ops_open: Rc<Cell<usize>>,
     max: usize,
+}
+
+/// Runs `serve` for one connection, counting it in `counters` while it lasts.
+fn spawn_counted(
+    stream: monoio::net::TcpStream,
+    peer: Option<std::net::SocketAddr>,
+    site: Site,
+    ctx: &Rc<ConnCtx>,
+    counters: Vec<Rc<Cell<usize>>>,
+    open: Option<Arc<AtomicUsize>>,
+) {
+    for c in &counters {
+        c.set(c.get() + 1);
+    }
+    if let Some(open) = &open {
+        open.fetch_add(1, Ordering::Relaxed);
+    }
+    let ctx = ctx.clone();
+    monoio::spawn(async move {
+        serve(stream, peer, site, ctx).await;
+        for c in &counters {
+            c.set(c.get() - 1);
+        }
+        if let Some(open) = &open {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
 }
 
 async fn accept_loop(
     listener: monoio::net::TcpListener,
-    reg: Arc<Registry>,
-    settings: ConnSettings,
-    signal: LocalSignal,
+    site: Site,
+    ctx: Rc<ConnCtx>,
     admission: Admission,
 ) {
     let Admission {
         active,
         open,
         refusing,
+        ops_open,
         max,
     } = admission;
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
-            _ = signal.wait() => break,
+            _ = ctx.shutdown.wait() => break,
         };
         match accepted {
-            Ok((stream, _peer)) if open.load(Ordering::Relaxed) >= max => {
+            Ok((stream, peer)) if site == Site::Ops => {
+                // Over the bound, the stream is dropped: closed without an answer.
+                if ops_open.get() < MAX_OPS_CONNECTIONS {
+                    let counters = vec![active.clone(), ops_open.clone()];
+                    spawn_counted(stream, Some(peer), site, &ctx, counters, None);
+                }
+            }
+            Ok((stream, peer)) if open.load(Ordering::Relaxed) >= max => {
                 if refusing.get() < max {
                     refusing.set(refusing.get() + 1);
-                    let refusing = refusing.clone();
+                    let (refusing, ctx) = (refusing.clone(), ctx.clone());
                     monoio::spawn(async move {
-                        refuse(stream, settings).await;
+                        refuse(stream, Some(peer), ctx).await;
                         refusing.set(refusing.get() - 1);
                     });
                 }
             }
-            Ok((stream, _peer)) => {
-                active.set(active.get() + 1);
-                open.fetch_add(1, Ordering::Relaxed);
-                let (reg, signal, active, open) =
-                    (reg.clone(), signal.clone(), active.clone(), open.clone());
-                monoio::spawn(async move {
-                    serve(stream, reg, settings, signal).await;
-                    active.set(active.get() - 1);
-                    open.fetch_sub(1, Ordering::Relaxed);
-                });
+            Ok((stream, peer)) => {
+                spawn_counted(
+                    stream,
+                    Some(peer),
+                    site,
+                    &ctx,
+                    vec![active.clone()],
+                    Some(open.clone()),
+                );
             }
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.

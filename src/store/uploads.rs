@@ -250,6 +250,12 @@ impl Uploads {
         })
     }
 
+    /// Sessions in the table: resumable uploads started and not yet finished, cancelled or
+    /// expired (a monolithic upload's staging is never in it).
+    pub fn active_sessions(&self) -> usize {
+        self.table().len()
+    }
+
     /// Forgets the session (completed, cancelled or expired); the caller removes its files.
     pub fn forget(&self, id: &str) {
         self.table().remove(id);
