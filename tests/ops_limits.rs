@@ -1,0 +1,251 @@
+//! Operations: read-only mode, the connection limit, the header size limit and the three
+//! separately configured timeouts (head, idle, body), against the real binary.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Pushes an image into a fresh root, then serves the same root read-only: everything reads
+/// as before; every kind of write (upload start, chunk, completion, cancel, manifest PUT,
+/// every DELETE) gets 405 UNSUPPORTED saying the registry is read-only, and nothing changes.
+#[test]
+fn read_only_mode_refuses_every_write_and_serves_every_read() {
+    let root = tempfile::tempdir().unwrap();
+    let s = Server::start_with(root.path(), &[]);
+    let mut c = s.client();
+    let layer = pseudo_random(300_000, 3);
+    let (digest, manifest) = push_image(&mut c, "ro/app", "v1", &[&layer]);
+    let layer_digest = sha256_digest(&layer);
+    // A session begun before the switch, to be continued after it.
+    let session = start_upload(&mut c, "ro/app");
+    assert_eq!(s.stop().code(), Some(0));
+
+    let s = Server::start_with(root.path(), &["--read-only"]);
+    let mut c = s.client();
+    let r = c.get("/v2/ro/app/manifests/v1");
+    assert_status(&r, 200);
+    assert!(r.body == manifest);
+    assert_status(&c.head(&format!("/v2/ro/app/manifests/{digest}")), 200);
+    let r = c.get(&format!("/v2/ro/app/blobs/{layer_digest}"));
+    assert_status(&r, 200);
+    assert!(r.body == layer);
+    assert_status(&c.get("/v2/ro/app/tags/list"), 200);
+    assert_status(&c.get("/v2/_catalog"), 200);
+    assert_status(&c.get(&location_path(&session)), 204);
+
+    let refused = |r: &Response, what: &str| {
+        assert_error(r, 405, &["UNSUPPORTED"]);
+        let msg = r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(msg.contains("read-only"), "{what}: message {msg:?}");
+    };
+    let blob = b"new bytes";
+    let new_digest = sha256_digest(blob);
+    let octet = [("Content-Type", "application/octet-stream")];
+    refused(
+        &c.post("/v2/ro/app/blobs/uploads/", &[], b""),
+        "POST upload",
+    );
+    refused(
+        &c.post(
+            &format!("/v2/ro/app/blobs/uploads/?digest={new_digest}"),
+            &octet,
+            blob,
+        ),
+        "monolithic POST",
+    );
+    refused(
+        &c.post(
+            &format!("/v2/other/blobs/uploads/?mount={layer_digest}&from=ro/app"),
+            &[],
+            b"",
+        ),
+        "mount",
+    );
+    let loc = location_path(&session);
+    refused(&c.patch(&loc, &octet, blob), "PATCH");
+    refused(
+        &c.put(
+            &with_query(&loc, &format!("digest={new_digest}")),
+            &octet,
+            blob,
+        ),
+        "PUT completion",
+    );
+    refused(&c.delete(&loc), "DELETE upload");
+    refused(
+        &c.put(
+            "/v2/ro/app/manifests/v2",
+            &[("Content-Type", OCI_MANIFEST)],
+            &manifest,
+        ),
+        "manifest PUT",
+    );
+    refused(&c.delete("/v2/ro/app/manifests/v1"), "tag DELETE");
+    refused(
+        &c.delete(&format!("/v2/ro/app/manifests/{digest}")),
+        "manifest DELETE",
+    );
+    refused(
+        &c.delete(&format!("/v2/ro/app/blobs/{layer_digest}")),
+        "blob DELETE",
+    );
+
+    // Nothing changed.
+    assert_status(&c.get("/v2/ro/app/manifests/v1"), 200);
+    assert_status(&c.get(&loc), 204);
+    assert_eq!(
+        c.get("/v2/_catalog").json()["repositories"],
+        serde_json::json!(["ro/app"])
+    );
+    assert_error(
+        &c.get(&format!("/v2/ro/app/blobs/{new_digest}")),
+        404,
+        &["BLOB_UNKNOWN"],
+    );
+}
+
+/// With `--max-connections 2`, a third connection is answered 503 UNAVAILABLE with
+/// Retry-After and closed, without the client sending anything; the two admitted ones keep
+/// working; once one of them closes, a new connection is served.
+#[test]
+fn connections_beyond_the_limit_get_503_and_the_limit_frees_up() {
+    let s = Server::start_in_temp(&["--max-connections", "2"]);
+    let mut a = s.client();
+    let mut b = s.client();
+    assert_status(&a.get("/v2/"), 200);
+    assert_status(&b.get("/v2/"), 200);
+
+    let mut third = s.client();
+    third.set_timeout(Duration::from_secs(10));
+    let r = third
+        .try_read_response(false)
+        .expect("a refused connection gets an answer, not a reset");
+    assert_error(&r, 503, &["UNAVAILABLE"]);
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    assert_eq!(
+        r.header("connection")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("close")
+    );
+    third
+        .wait_closed(Duration::from_secs(10))
+        .expect("closed after the 503");
+
+    // The admitted connections are unaffected.
+    assert_status(&a.get("/v2/_catalog"), 200);
+    assert_status(&b.get("/v2/_catalog"), 200);
+
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = s.client();
+        c.set_timeout(Duration::from_secs(5));
+        let r = c.get("/v2/");
+        if r.status == 200 {
+            break;
+        }
+        assert_error(&r, 503, &["UNAVAILABLE"]);
+        assert!(
+            Instant::now() < deadline,
+            "a slot never freed up after a connection closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_status(&b.get("/v2/"), 200);
+}
+
+/// `--max-header-size 4KiB`: a 5 KiB header block gets 431 (in the spec's error shape), a
+/// 3 KiB one is served.
+#[test]
+fn the_header_size_limit_is_configurable() {
+    let s = Server::start_in_temp(&["--max-header-size", "4KiB"]);
+    let mut c = s.client();
+    let big = "x".repeat(5 * 1024);
+    c.send_raw(format!("GET /v2/ HTTP/1.1\r\nHost: h\r\nX-Big: {big}\r\n\r\n").as_bytes());
+    let r = c.read_response(false);
+    assert_eq!(r.status, 431, "{:?}", r.text());
+    check_error_body(&r);
+
+    let mut c = s.client();
+    let ok = "y".repeat(3 * 1024);
+    c.send_raw(format!("GET /v2/ HTTP/1.1\r\nHost: h\r\nX-Ok: {ok}\r\n\r\n").as_bytes());
+    assert_status(&c.read_response(false), 200);
+}
+
+/// How long until the server ends a connection that stays as `c` left it; panics if that is
+/// not within `within`.
+fn time_to_close(c: &mut Client, within: Duration) -> Duration {
+    let start = Instant::now();
+    c.set_timeout(within);
+    match c.try_read_response(false) {
+        Ok(r) => {
+            // A timeout may be answered (408) before the close.
+            assert!(
+                r.status == 408 || r.status == 400,
+                "got {} {:?}",
+                r.status,
+                r.text()
+            );
+            check_error_body(&r);
+            c.wait_closed(within).expect("closed after the answer");
+        }
+        Err(e) => assert!(e.contains("closed"), "expected a close, got: {e}"),
+    }
+    start.elapsed()
+}
+
+/// The head, idle and body timeouts are separate settings and each ends its own kind of
+/// stall: with head 1 s, body 2 s and idle 6 s, a stalled head and a stalled body are closed
+/// long before an idle connection is.
+#[test]
+fn head_idle_and_body_timeouts_apply_separately() {
+    let s = Server::start_in_temp(&[
+        "--head-timeout",
+        "1s",
+        "--body-timeout",
+        "2s",
+        "--idle-timeout",
+        "6s",
+    ]);
+    let host = s.host();
+
+    let mut head = s.client();
+    head.send_raw(format!("GET /v2/ HTTP/1.1\r\nHost: {host}\r\nX-Partial: ").as_bytes());
+    let t = time_to_close(&mut head, Duration::from_secs(20));
+    assert!(
+        t >= Duration::from_millis(900) && t < Duration::from_millis(5500),
+        "stalled head closed after {t:?} (head timeout 1 s, idle 6 s)"
+    );
+
+    let mut body = s.client();
+    let loc = start_upload(&mut body, "timeouts/body");
+    body.send_raw(
+        format!(
+            "PATCH {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n",
+            location_path(&loc)
+        )
+        .as_bytes(),
+    );
+    body.send_raw(&[7u8; 10]);
+    let t = time_to_close(&mut body, Duration::from_secs(20));
+    assert!(
+        t >= Duration::from_millis(1800) && t < Duration::from_millis(5500),
+        "stalled body closed after {t:?} (body timeout 2 s, idle 6 s)"
+    );
+
+    let mut idle = s.client();
+    assert_status(&idle.get("/v2/"), 200);
+    let t = idle
+        .wait_closed(Duration::from_secs(30))
+        .expect("an idle connection is closed");
+    assert!(
+        t >= Duration::from_millis(5500),
+        "idle connection closed after {t:?} (idle timeout 6 s)"
+    );
+    assert_alive(&s);
+}
