@@ -124,7 +124,9 @@ ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json, applicatio
 
 RY_PORT=$(free_port)
 mkdir -p "$WORK/ringyard"
-"$RINGYARD" serve --listen "127.0.0.1:$RY_PORT" --root "$WORK/ringyard" --quiet \
+# Access logs off here as for the peers (distribution: accesslog disabled; nginx: access_log
+# off); their cost is measured on its own (README, Logs).
+"$RINGYARD" serve --listen "127.0.0.1:$RY_PORT" --root "$WORK/ringyard" --quiet --no-access-log \
     2>"$WORK/ringyard.log" &
 RY_PID=$!
 PIDS+=("$RY_PID")
