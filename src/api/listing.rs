@@ -8,7 +8,7 @@ use crate::http::request::Request;
 use crate::http::response::Response;
 
 pub fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response> {
-    let q = parse_page_query(&req.query)?;
+    let q = parse_page_query(req.query())?;
     let limit = q.limit(reg.limits.max_page);
     let (tags, more) = reg
         .meta
@@ -25,7 +25,7 @@ pub fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response> {
 }
 
 pub fn catalog(reg: &Registry, req: &Request) -> Result<Response> {
-    let q = parse_page_query(&req.query)?;
+    let q = parse_page_query(req.query())?;
     let limit = q.limit(reg.limits.max_page);
     let (repos, more) = reg.meta.repositories_after(q.last.as_deref(), limit);
     let body = serde_json::json!({ "repositories": repos });

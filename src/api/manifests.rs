@@ -36,8 +36,8 @@ pub fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> Result
         .manifest(name, &digest)
         .ok_or_else(|| unknown(reg, name, &reference))?;
     let mut resp = Response::new(200)
-        .header("Content-Type", record.media_type.clone())
-        .header("Docker-Content-Digest", digest.as_str());
+        .header("Content-Type", media_type_value(&record.media_type))
+        .header("Docker-Content-Digest", digest.to_string());
     if req.method == Method::Head {
         resp.body = RespBody::LengthOnly(record.size);
         return Ok(resp);
@@ -125,11 +125,23 @@ pub async fn put(
     reg.meta.put_manifest(name, record, refs, tag).await?;
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))
-        .header("Docker-Content-Digest", digest.as_str());
+        .header("Docker-Content-Digest", digest.to_string());
     if let Some(s) = &parsed.subject {
-        resp = resp.header("OCI-Subject", s.digest.as_str());
+        resp = resp.header("OCI-Subject", s.digest.to_string());
     }
     Ok(resp)
+}
+
+/// The stored media type as a header value: the common ones are constants, so answering a
+/// pull allocates nothing for them.
+fn media_type_value(media_type: &str) -> std::borrow::Cow<'static, str> {
+    match crate::oci::media::KNOWN_MANIFEST_TYPES
+        .into_iter()
+        .find(|known| *known == media_type)
+    {
+        Some(known) => known.into(),
+        None => media_type.to_string().into(),
+    }
 }
 
 /// Layers that clients must fetch from elsewhere (Windows foreign layers) are never pushed,

@@ -115,7 +115,7 @@ pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version",
 
 /// Answers one request. Never fails: every error becomes the spec's JSON error response.
 pub async fn handle(reg: &Registry, site: Site, req: &Request, body: &mut Body<'_>) -> Response {
-    let result = match (ops_endpoint(&req.path), site) {
+    let result = match (ops_endpoint(req.path()), site) {
         (Some(endpoint), _) => ops(reg, req, endpoint).await,
         (None, Site::Registry) => dispatch(reg, req, body).await,
         (None, Site::Ops) => Err(no_such_endpoint(req)),
@@ -134,7 +134,7 @@ pub async fn handle(reg: &Registry, site: Site, req: &Request, body: &mut Body<'
 
 async fn dispatch(reg: &Registry, req: &Request, body: &mut Body<'_>) -> Result<Response> {
     use Method::*;
-    let route = router::route(&req.path);
+    let route = router::route(req.path());
     if let Some(name) = route_name(&route) {
         validate_name(name)?;
     }
@@ -177,7 +177,7 @@ fn no_such_endpoint(req: &Request) -> Error {
     Error::new(ErrorCode::NameUnknown)
         .with_status(404)
         .with_message("no such endpoint")
-        .with_detail(req.path.chars().take(256).collect::<String>())
+        .with_detail(req.path().chars().take(256).collect::<String>())
 }
 
 fn method_not_allowed(req: &Request) -> Error {

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 pub fn list(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Response> {
     let subject = Digest::parse(digest)?;
-    let filter = query_get(&req.query, "artifactType").filter(|f| !f.is_empty());
+    let filter = query_get(req.query(), "artifactType").filter(|f| !f.is_empty());
     let records = reg.meta.referrers(name, &subject);
     let manifests: Vec<Value> = records
         .iter()

@@ -24,9 +24,9 @@ pub async fn start(
     body: &mut Body<'_>,
     name: &str,
 ) -> Result<Response> {
-    if let Some(mount) = query_get(&req.query, "mount") {
+    if let Some(mount) = query_get(req.query(), "mount") {
         let digest = Digest::parse(&mount)?;
-        if let Some(from) = query_get(&req.query, "from") {
+        if let Some(from) = query_get(req.query(), "from") {
             if validate_name(&from).is_ok() {
                 if let Some(size) = reg.meta.blob_in_repo(&from, &digest) {
                     reg.meta.link_blob(name, &digest, size).await?;
@@ -36,7 +36,7 @@ pub async fn start(
         }
         // Not mountable from there: the spec says to answer with an ordinary session.
     }
-    if let Some(digest) = query_get(&req.query, "digest") {
+    if let Some(digest) = query_get(req.query(), "digest") {
         let digest = Digest::parse(&digest)?;
         let session = reg.uploads.start(&reg.pool, &reg.meta, name, false).await?;
         let mut lease = reg.uploads.lease(session.clone())?;
@@ -81,7 +81,7 @@ pub async fn finish(
     id: &str,
 ) -> Result<Response> {
     let session = reg.uploads.get(name, id)?;
-    let digest = query_get(&req.query, "digest").ok_or_else(|| {
+    let digest = query_get(req.query(), "digest").ok_or_else(|| {
         Error::new(ErrorCode::DigestInvalid)
             .with_message("the digest query parameter is required to complete an upload")
     })?;
@@ -103,7 +103,7 @@ pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
 fn created(name: &str, digest: &Digest) -> Response {
     Response::new(201)
         .header("Location", format!("/v2/{name}/blobs/{digest}"))
-        .header("Docker-Content-Digest", digest.as_str())
+        .header("Docker-Content-Digest", digest.to_string())
 }
 
 /// Location, Range and id of a session. `Range` is `0-<last byte>`, and `0-0` for an empty

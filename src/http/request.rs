@@ -45,26 +45,48 @@ pub enum BodyKind {
     Chunked,
 }
 
+/// A parsed request head. Its text (path, query, header names lowercased, header values) is
+/// kept in one buffer with offsets into it: two allocations per request, not two per header,
+/// on a path that runs a quarter of a million times a second.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
-    pub path: String,
-    pub query: String,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
-    /// Names lowercased, values as sent (lossy UTF-8).
-    pub headers: Vec<(String, String)>,
     pub body: BodyKind,
     pub keep_alive: bool,
     pub expect_continue: bool,
+    text: String,
+    path_end: usize,
+    query_end: usize,
+    /// (name start, name end = value start, value end) in `text`.
+    headers: Vec<(u32, u32, u32)>,
 }
 
 impl Request {
+    /// The path of the target, without the query.
+    pub fn path(&self) -> &str {
+        &self.text[..self.path_end]
+    }
+
+    /// The query of the target, without the `?`; empty when there is none.
+    pub fn query(&self) -> &str {
+        &self.text[self.path_end..self.query_end]
+    }
+
+    /// Every header as sent: names lowercased, values trimmed (lossy UTF-8).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|&(a, b, c)| {
+            (
+                &self.text[a as usize..b as usize],
+                &self.text[b as usize..c as usize],
+            )
+        })
+    }
+
+    /// The first header of that (lowercase) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// True when the request carries body bytes (or may: chunked).
@@ -111,22 +133,39 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request, usize)
             "request target must be an absolute path",
         ));
     }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), q.to_string()),
-        None => (target.to_string(), String::new()),
-    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let version = parsed.version.unwrap_or(1);
+    let text_len = path.len()
+        + query.len()
+        + parsed
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>();
+    let mut text = String::with_capacity(text_len);
+    text.push_str(path);
+    let path_end = text.len();
+    text.push_str(query);
+    let query_end = text.len();
     let mut headers = Vec::with_capacity(parsed.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut connection_close = version == 0;
     let mut expect_continue = false;
     for h in parsed.headers.iter() {
-        let name = h.name.to_ascii_lowercase();
-        let value = String::from_utf8_lossy(h.value).trim().to_string();
-        match name.as_str() {
+        let name_start = text.len();
+        text.extend(h.name.chars().map(|c| c.to_ascii_lowercase()));
+        let value_start = text.len();
+        match std::str::from_utf8(h.value) {
+            Ok(v) => text.push_str(v.trim()),
+            Err(_) => text.push_str(String::from_utf8_lossy(h.value).trim()),
+        }
+        let value_end = text.len();
+        let name = &text[name_start..value_start];
+        let value = &text[value_start..value_end];
+        match name {
             "content-length" => {
-                let v = parse_content_length(&value)?;
+                let v = parse_content_length(value)?;
                 if content_length.is_some_and(|old| old != v) {
                     return Err(HeadError::Malformed("conflicting Content-Length headers"));
                 }
@@ -151,19 +190,20 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request, usize)
                 }
                 chunked = true;
             }
-            "connection" => {
-                for token in value.split(',').map(|t| t.trim().to_ascii_lowercase()) {
-                    if token == "close" {
-                        connection_close = true;
-                    }
-                }
+            "connection"
+                if value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("close")) =>
+            {
+                connection_close = true;
             }
             "expect" if value.eq_ignore_ascii_case("100-continue") => {
                 expect_continue = version >= 1;
             }
             _ => {}
         }
-        headers.push((name, value));
+        // A head is at most a few MiB (the configured limit), so offsets fit in u32.
+        headers.push((name_start as u32, value_start as u32, value_end as u32));
     }
     if chunked && content_length.is_some() {
         // RFC 9112 6.3: a request with both is a smuggling vector; refuse it.
@@ -182,13 +222,14 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Result<Option<(Request, usize)
     Ok(Some((
         Request {
             method,
-            path,
-            query,
             version,
-            headers,
             body,
             keep_alive: !connection_close,
             expect_continue: expect_continue && body != BodyKind::Length(0),
+            text,
+            path_end,
+            query_end,
+            headers,
         },
         n,
     )))
@@ -231,8 +272,8 @@ mod tests {
         let (r, n) = parse(&format!("{head}rest")).unwrap().unwrap();
         assert_eq!(n, head.len());
         assert_eq!(r.method, Method::Get);
-        assert_eq!(r.path, "/v2/a/b/tags/list");
-        assert_eq!(r.query, "n=2");
+        assert_eq!(r.path(), "/v2/a/b/tags/list");
+        assert_eq!(r.query(), "n=2");
         assert!(r.keep_alive);
         assert_eq!(r.body, BodyKind::Length(0));
         assert_eq!(r.header("host"), Some("x"));
@@ -243,10 +284,10 @@ mod tests {
         let (r, _) = parse("GET http://h:5000/v2/x/tags/list?n=1 HTTP/1.1\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(r.path, "/v2/x/tags/list");
-        assert_eq!(r.query, "n=1");
+        assert_eq!(r.path(), "/v2/x/tags/list");
+        assert_eq!(r.query(), "n=1");
         let (r, _) = parse("GET HTTP://h HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        assert_eq!(r.path, "/");
+        assert_eq!(r.path(), "/");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use super::conn::Conn;
 use crate::error::Error;
 use crate::store::blobs::BlobFile;
-use std::io::{self, Write};
+use std::borrow::Cow;
+use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -36,7 +37,9 @@ impl Body {
 
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    /// Values borrowed where they are constants (media types, the API version) so that a
+    /// response does not allocate for them.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Body,
 }
 
@@ -44,19 +47,20 @@ impl Response {
     pub fn new(status: u16) -> Response {
         Response {
             status,
-            headers: Vec::new(),
+            // Room for what the common answers carry, so the list is allocated once.
+            headers: Vec::with_capacity(8),
             body: Body::Empty,
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Response {
         self.headers.push((name, value.into()));
         self
     }
 
-    pub fn with_body(mut self, content_type: &str, body: Vec<u8>) -> Response {
+    pub fn with_body(mut self, content_type: &'static str, body: Vec<u8>) -> Response {
         self.headers
-            .push(("Content-Type", content_type.to_string()));
+            .push(("Content-Type", Cow::Borrowed(content_type)));
         self.body = Body::Bytes(body);
         self
     }
@@ -117,7 +121,7 @@ pub fn head_bytes(resp: &Response, keep_alive: bool) -> Vec<u8> {
 fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, room: usize) {
     out.reserve(256 + resp.headers.len() * 64 + room);
     out.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(out, "{}", resp.status);
+    crate::log::push_u64(out, resp.status.into());
     out.push(b' ');
     out.extend_from_slice(reason(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -125,11 +129,18 @@ fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, room: usize)
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         // Header values come from our own code, but never let a CR or LF split the head.
-        out.extend(value.bytes().filter(|b| *b != b'\r' && *b != b'\n'));
+        let v = value.as_bytes();
+        if v.iter().any(|b| *b == b'\r' || *b == b'\n') {
+            out.extend(v.iter().filter(|b| **b != b'\r' && **b != b'\n'));
+        } else {
+            out.extend_from_slice(v);
+        }
         out.extend_from_slice(b"\r\n");
     }
     if resp.status != 204 && resp.status >= 200 {
-        let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
+        out.extend_from_slice(b"Content-Length: ");
+        crate::log::push_u64(out, resp.body.len());
+        out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");

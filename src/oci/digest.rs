@@ -36,6 +36,13 @@ pub struct Digest {
     algorithm: Algorithm,
 }
 
+/// A digest as a header value, without copying its text.
+impl From<Digest> for std::borrow::Cow<'static, str> {
+    fn from(d: Digest) -> Self {
+        std::borrow::Cow::Owned(d.text.into_string())
+    }
+}
+
 impl Digest {
     /// Parses `algorithm:hex`. Uppercase hex is rejected, as the image spec requires lowercase.
     pub fn parse(s: &str) -> Result<Digest> {

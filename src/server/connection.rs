@@ -62,7 +62,7 @@ async fn answer_unparsed(
     let id = ctx.obs.request_id(None);
     let mut resp = Response::error(err)
         .header(api::API_VERSION_HEADER.0, api::API_VERSION_HEADER.1)
-        .header(REQUEST_ID_HEADER, id.as_str());
+        .header(REQUEST_ID_HEADER, id.as_str().to_string());
     if let Some((name, value)) = extra {
         resp = resp.header(name, value);
     }
@@ -135,11 +135,11 @@ pub async fn serve(stream: TcpStream, remote: Option<SocketAddr>, site: Site, ct
             }
         };
         let id = ctx.obs.request_id(req.header("x-request-id"));
-        let (route, repository) = api::classify(site, &req.path);
+        let (route, repository) = api::classify(site, req.path());
         let mut body = Body::new(&mut conn, &req, settings.body_timeout);
         let resp = api::handle(&ctx.reg, site, &req, &mut body)
             .await
-            .header(REQUEST_ID_HEADER, id.as_str());
+            .header(REQUEST_ID_HEADER, id.as_str().to_string());
         let received = body.received();
         let reusable = body.finish().await;
         let keep_alive = req.keep_alive && reusable && !ctx.shutdown.fired();
