@@ -167,7 +167,10 @@ events { worker_connections 4096; }
 http {
     access_log off;
     sendfile on;
-    tcp_nopush on;
+    # nginx's own default. Debian's packaged config turns it on, but corking cost this
+    # workload 10-20% here (16 GETs of 1 GiB: 5.1-6.0 GB/s on, 6.2-7.5 off, same runs), and
+    # the ceiling must be nginx at its best.
+    tcp_nopush off;
     tcp_nodelay on;
     keepalive_requests 10000000;
     keepalive_timeout 120s;
