@@ -60,6 +60,25 @@ impl Generator {
         (mix(self.tag(blob)) as usize % pages) * PAGE
     }
 
+    /// Generates the whole of blob `blob` (`size` bytes) through `buf`, handing each filled
+    /// piece to `each` in order; stops at the first error.
+    pub fn stream<E>(
+        &self,
+        blob: u64,
+        size: u64,
+        buf: &mut [u8],
+        mut each: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut off = 0;
+        while off < size {
+            let n = (size - off).min(buf.len() as u64) as usize;
+            self.fill(blob, off, &mut buf[..n]);
+            each(&buf[..n])?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
     /// Writes bytes `offset..offset + out.len()` of blob `blob` into `out`.
     pub fn fill(&self, blob: u64, offset: u64, out: &mut [u8]) {
         let mask = self.base.len() - 1;

@@ -79,14 +79,11 @@ fn gen_speed(a: GenArgs) {
     let g = gen::Generator::new(1);
     let mut buf = vec![0u8; 1 << 20];
     let t = Instant::now();
-    let mut off = 0u64;
     let mut sink = 0u8;
-    while off < a.size {
-        let n = (a.size - off).min(buf.len() as u64) as usize;
-        g.fill(0, off, &mut buf[..n]);
-        sink ^= buf[n / 2];
-        off += n as u64;
-    }
+    let _ = g.stream(0, a.size, &mut buf, |piece| {
+        sink ^= piece[piece.len() / 2];
+        Ok::<(), std::convert::Infallible>(())
+    });
     let s = t.elapsed().as_secs_f64();
     println!(
         "generate {} bytes: {:.3} s, {:.2} GB/s (check {sink})",

@@ -85,40 +85,65 @@ fn ops_endpoint(path: &str) -> Option<OpsEndpoint> {
     }
 }
 
-/// The route class of a request and its repository (only if the name is valid), for the
-/// metrics and the access log.
-pub fn classify(site: Site, path: &str) -> (RouteClass, Option<&str>) {
-    match ops_endpoint(path) {
-        Some(OpsEndpoint::Metrics) => return (RouteClass::Metrics, None),
-        Some(_) => return (RouteClass::Probe, None),
-        None if site == Site::Ops => return (RouteClass::Other, None),
-        None => {}
-    }
-    let route = router::route(path);
-    let class = match route {
-        Route::Base => RouteClass::Base,
-        Route::Catalog => RouteClass::Catalog,
-        Route::Tags { .. } => RouteClass::Tags,
-        Route::Manifest { .. } => RouteClass::Manifest,
-        Route::Blob { .. } => RouteClass::Blob,
-        Route::UploadStart { .. } | Route::Upload { .. } => RouteClass::Upload,
-        Route::Referrers { .. } => RouteClass::Referrers,
-        Route::NotFound => RouteClass::Other,
+/// What a request asks for, worked out once from its path: what answers it, and its route
+/// class and repository (only if the name is valid) for the metrics and the access log.
+pub struct Target<'a> {
+    answer: Answer<'a>,
+    pub class: RouteClass,
+    pub repository: Option<&'a str>,
+}
+
+enum Answer<'a> {
+    Ops(OpsEndpoint),
+    Api(Route<'a>),
+    /// A path other than the operations endpoints on the operations listener.
+    Nothing,
+}
+
+pub fn target(site: Site, path: &str) -> Target<'_> {
+    let (answer, class) = match (ops_endpoint(path), site) {
+        (Some(OpsEndpoint::Metrics), _) => (Answer::Ops(OpsEndpoint::Metrics), RouteClass::Metrics),
+        (Some(endpoint), _) => (Answer::Ops(endpoint), RouteClass::Probe),
+        (None, Site::Ops) => (Answer::Nothing, RouteClass::Other),
+        (None, Site::Registry) => {
+            let route = router::route(path);
+            let class = match route {
+                Route::Base => RouteClass::Base,
+                Route::Catalog => RouteClass::Catalog,
+                Route::Tags { .. } => RouteClass::Tags,
+                Route::Manifest { .. } => RouteClass::Manifest,
+                Route::Blob { .. } => RouteClass::Blob,
+                Route::UploadStart { .. } | Route::Upload { .. } => RouteClass::Upload,
+                Route::Referrers { .. } => RouteClass::Referrers,
+                Route::NotFound => RouteClass::Other,
+            };
+            (Answer::Api(route), class)
+        }
     };
-    (
+    let repository = match &answer {
+        Answer::Api(route) => route_name(route).filter(|n| validate_name(n).is_ok()),
+        _ => None,
+    };
+    Target {
+        answer,
         class,
-        route_name(&route).filter(|n| validate_name(n).is_ok()),
-    )
+        repository,
+    }
 }
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 
 /// Answers one request. Never fails: every error becomes the spec's JSON error response.
-pub async fn handle(reg: &Registry, site: Site, req: &Request, body: &mut Body<'_>) -> Response {
-    let result = match (ops_endpoint(req.path()), site) {
-        (Some(endpoint), _) => ops(reg, req, endpoint).await,
-        (None, Site::Registry) => dispatch(reg, req, body).await,
-        (None, Site::Ops) => Err(no_such_endpoint(req)),
+pub async fn handle(
+    reg: &Registry,
+    target: Target<'_>,
+    req: &Request,
+    body: &mut Body<'_>,
+) -> Response {
+    let result = match target.answer {
+        Answer::Ops(endpoint) => ops(reg, req, endpoint).await,
+        Answer::Api(route) => dispatch(reg, route, target.repository, req, body).await,
+        Answer::Nothing => Err(no_such_endpoint(req)),
     };
     let resp = match result {
         Ok(r) => r,
@@ -132,10 +157,17 @@ pub async fn handle(reg: &Registry, site: Site, req: &Request, body: &mut Body<'
     }
 }
 
-async fn dispatch(reg: &Registry, req: &Request, body: &mut Body<'_>) -> Result<Response> {
+/// `repository` is the route's name when [`target`] found it valid; a name it left out is
+/// checked again here only to answer with its error.
+async fn dispatch(
+    reg: &Registry,
+    route: Route<'_>,
+    repository: Option<&str>,
+    req: &Request,
+    body: &mut Body<'_>,
+) -> Result<Response> {
     use Method::*;
-    let route = router::route(req.path());
-    if let Some(name) = route_name(&route) {
+    if let (Some(name), None) = (route_name(&route), repository) {
         validate_name(name)?;
     }
     if reg.limits.read_only && is_write(&route, req.method) {

@@ -1,5 +1,6 @@
-//! Responses: a status, headers and a body that is either small bytes or a slice of a
-//! memory-mapped blob. HEAD answers carry the real Content-Length and no body.
+//! Responses: a status, headers and a body that is either bytes or a slice of a committed
+//! blob (sent with `sendfile`, or from its mapping when small). HEAD answers carry the real
+//! Content-Length and no body.
 
 use super::conn::Conn;
 use crate::error::Error;
@@ -31,6 +32,14 @@ impl Body {
             Body::Bytes(b) => b.len() as u64,
             Body::Blob(_, start, end) => end - start,
             Body::LengthOnly(n) => *n,
+        }
+    }
+
+    /// The bytes that go on the wire after the head: a HEAD answer's length sends none.
+    pub fn wire_len(&self) -> u64 {
+        match self {
+            Body::LengthOnly(_) => 0,
+            body => body.len(),
         }
     }
 }

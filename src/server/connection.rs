@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorCode};
 use crate::http::body::Body;
 use crate::http::conn::{Conn, HeadOutcome};
 use crate::http::request::{HeadError, Method};
-use crate::http::response::{write_response, Body as ResponseBody, Response};
+use crate::http::response::{write_response, Response};
 use crate::observe::{Exchange, RouteClass, WorkerObs, REQUEST_ID_HEADER};
 use crate::server::signal::LocalSignal;
 use monoio::net::TcpStream;
@@ -40,15 +40,6 @@ pub struct ConnCtx {
     pub obs: WorkerObs,
 }
 
-/// Response body bytes that go on the wire (a HEAD answer sends none).
-fn body_bytes(resp: &Response) -> u64 {
-    match &resp.body {
-        ResponseBody::Bytes(b) => b.len() as u64,
-        ResponseBody::Blob(_, start, end) => end - start,
-        ResponseBody::Empty | ResponseBody::LengthOnly(_) => 0,
-    }
-}
-
 /// Writes an answer given before any request was understood (refusal, malformed head), with
 /// its request id, and records it.
 async fn answer_unparsed(
@@ -66,7 +57,7 @@ async fn answer_unparsed(
     if let Some((name, value)) = extra {
         resp = resp.header(name, value);
     }
-    let (status, sent) = (resp.status, body_bytes(&resp));
+    let (status, sent) = (resp.status, resp.body.wire_len());
     let written = write_response(conn, resp, false, ctx.settings.body_timeout)
         .await
         .is_ok();
@@ -135,15 +126,16 @@ pub async fn serve(stream: TcpStream, remote: Option<SocketAddr>, site: Site, ct
             }
         };
         let id = ctx.obs.request_id(req.header("x-request-id"));
-        let (route, repository) = api::classify(site, req.path());
+        let target = api::target(site, req.path());
+        let (route, repository) = (target.class, target.repository);
         let mut body = Body::new(&mut conn, &req, settings.body_timeout);
-        let resp = api::handle(&ctx.reg, site, &req, &mut body)
+        let resp = api::handle(&ctx.reg, target, &req, &mut body)
             .await
             .header(REQUEST_ID_HEADER, id.as_str().to_string());
         let received = body.received();
         let reusable = body.finish().await;
         let keep_alive = req.keep_alive && reusable && !ctx.shutdown.fired();
-        let (status, sent) = (resp.status, body_bytes(&resp));
+        let (status, sent) = (resp.status, resp.body.wire_len());
         let written = write_response(&mut conn, resp, keep_alive, settings.body_timeout).await;
         if let Err(e) = &written {
             crate::log::debug(format_args!(

@@ -231,13 +231,10 @@ pub fn prepass(gen: &Generator, size: u64, count: u64, threads: usize) -> Vec<St
 /// sha256 of generated blob `blob`, streamed through `buf`.
 pub fn blob_digest(gen: &Generator, blob: u64, size: u64, buf: &mut [u8]) -> String {
     let mut h = Sha256::new();
-    let mut off = 0;
-    while off < size {
-        let n = (size - off).min(buf.len() as u64) as usize;
-        gen.fill(blob, off, &mut buf[..n]);
-        h.update(&buf[..n]);
-        off += n as u64;
-    }
+    let _ = gen.stream(blob, size, buf, |piece| {
+        h.update(piece);
+        Ok::<(), std::convert::Infallible>(())
+    });
     digest::finish(h)
 }
 

@@ -59,15 +59,11 @@ pub fn write_blob_file(
         fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut h = Sha256::new();
-    let mut off = 0;
-    while off < size {
-        let n = (size - off).min(buf.len() as u64) as usize;
-        gen.fill(blob, off, &mut buf[..n]);
-        h.update(&buf[..n]);
-        f.write_all(&buf[..n])
-            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-        off += n as u64;
-    }
+    gen.stream(blob, size, &mut buf, |piece| {
+        h.update(piece);
+        f.write_all(piece)
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))
+    })?;
     drop(f);
     let d = digest::finish(h);
     let path = dir.join(&d);
