@@ -56,9 +56,6 @@ pub struct Registry {
     pub blobs: BlobStore,
     pub uploads: Uploads,
     pub pool: Pool,
-    /// Hashes large upload buffers off the event loops (see `uploads::append_body`), one
-    /// thread per core; apart from `pool` so that hashing never queues ahead of an fsync.
-    pub hashing: Pool,
     pub limits: Limits,
     pub ops: Ops,
 }

@@ -14,11 +14,8 @@ use std::time::{Duration, Instant};
 
 /// Most bytes one `sendfile` call may move before the task lets the other connections of its
 /// worker run: on loopback a socket rarely fills, so without a bound one download could hold
-/// the event loop for a whole blob. Larger than the socket buffer (4 MiB at most by default),
-/// so a step nearly always ends short and the task waits for room rather than retrying into
-/// EAGAIN: 16 MiB used 5-20% less of ringyard's CPU per byte than 4 MiB on 16 GETs of a
-/// 1 GiB blob (same rounds), at equal or better MB/s.
-const SENDFILE_STEP: usize = 16 * 1024 * 1024;
+/// the event loop for a whole blob.
+const SENDFILE_STEP: usize = 4 * 1024 * 1024;
 
 /// How far ahead of the send position the kernel is asked to read the file. `sendfile` on
 /// pages not in the page cache waits for the disk, with the kernel's small default readahead

@@ -73,12 +73,11 @@ pub fn bind(listen: &str, workers: usize, flag: &str) -> Result<Bound, String> {
         return Err(format!("no usable address for {listen:?}"));
     }
     let mut per_worker = Vec::with_capacity(workers);
-    for w in 0..workers {
+    for _ in 0..workers {
         let mut mine = Vec::with_capacity(served.len());
         for addr in &served {
             mine.push(
-                reuseport_listener(*addr, super::worker::cpu_of(w))
-                    .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+                reuseport_listener(*addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
             );
         }
         per_worker.push(mine);
@@ -108,17 +107,8 @@ fn probe_bind(addr: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
-/// A listener of the worker pinned to `cpu`. SO_INCOMING_CPU makes the kernel (6.1 and later)
-/// hand a new connection to the listener of the CPU that processed its SYN: the worker then
-/// runs where the connection's packets are handled (the NIC queue's CPU; on loopback, the
-/// client's), so its socket, its wakeups and the kernel's network work stay on one core.
-/// Measured on this 2-core VM against hash placement: manifest GETs 1.8x -> 2.4-2.7x nginx's
-/// rate, blob GETs 1.0x -> 1.1-1.25x nginx, ringyard's CPU per blob byte -20% (README).
-/// Older kernels ignore it for placement and spread by hash, as before.
-fn reuseport_listener(addr: SocketAddr, cpu: usize) -> io::Result<TcpListener> {
+fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // Placement only; a kernel without the option still serves correctly.
-    let _ = socket.set_cpu_affinity(cpu);
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -160,14 +150,6 @@ mod tests {
         assert_ne!(port, 0);
         for w in &b.per_worker {
             assert_eq!(w[0].local_addr().unwrap().port(), port);
-        }
-        // Each worker's listener asks for the connections arriving on that worker's CPU.
-        for (w, listeners) in b.per_worker.iter().enumerate() {
-            let sock = socket2::SockRef::from(&listeners[0]);
-            assert_eq!(
-                sock.cpu_affinity().unwrap(),
-                crate::server::worker::cpu_of(w)
-            );
         }
         // And a second registry cannot join it.
         assert!(bind(&format!("127.0.0.1:{port}"), 1, "--listen").is_err());

@@ -70,9 +70,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
 
     let pool = Pool::new(4, "ringyard-fs").map_err(|e| format!("cannot start threads: {e}"))?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let hashing =
-        Pool::new(cores, "ringyard-hash").map_err(|e| format!("cannot start threads: {e}"))?;
     let meta = Meta::open_sqlite(&root.join("meta.db"))?;
     let blobs = BlobStore::open(&root, pool.clone())
         .map_err(|e| format!("cannot prepare {}: {e}", root.display()))?;
@@ -99,7 +96,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
         blobs,
         uploads,
         pool,
-        hashing,
         limits: Limits {
             max_manifest_bytes: cfg.max_manifest_bytes,
             delete_enabled: cfg.delete_enabled,

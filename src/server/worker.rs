@@ -78,11 +78,6 @@ fn build_runtime() -> Result<(Rt, &'static str), String> {
         .map_err(|e| format!("cannot start an event loop: {e}"))
 }
 
-/// The CPU worker `index` is pinned to; its listeners ask for that CPU's connections.
-pub fn cpu_of(index: usize) -> usize {
-    index % thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 pub fn spawn(
     setup: WorkerSetup,
     ready: mpsc::Sender<Result<&'static str, String>>,
@@ -90,7 +85,8 @@ pub fn spawn(
     thread::Builder::new()
         .name(format!("ringyard-w{}", setup.index))
         .spawn(move || {
-            let _ = monoio::utils::bind_to_cpu_set([cpu_of(setup.index)]);
+            let cores = thread::available_parallelism().map_or(1, |n| n.get());
+            let _ = monoio::utils::bind_to_cpu_set([setup.index % cores]);
             let (mut rt, driver) = match build_runtime() {
                 Ok(r) => r,
                 Err(e) => {
