@@ -249,21 +249,8 @@ fn a_request_that_stalls_mid_body_is_closed_after_the_timeout() {
         .as_bytes(),
     );
     c.send_raw(&[1u8; 1000]);
-    c.set_timeout(Duration::from_secs(15));
-    match c.try_read_response(false) {
-        Ok(r) => {
-            assert!(
-                r.status == 408 || r.status == 400,
-                "stalled body got {} {:?}",
-                r.status,
-                r.text()
-            );
-            check_error_body(&r);
-            c.wait_closed(Duration::from_secs(5))
-                .expect("closed after the timeout answer");
-        }
-        Err(e) => assert!(e.contains("closed"), "expected a close, got: {e}"),
-    }
+    // The server may answer 408 (or 400) before closing; either way the connection ends.
+    time_to_close(&mut c, Duration::from_secs(15));
     let elapsed = start.elapsed();
     assert!(
         elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(10),

@@ -177,28 +177,6 @@ fn the_header_size_limit_is_configurable() {
     assert_status(&c.read_response(false), 200);
 }
 
-/// How long until the server ends a connection that stays as `c` left it; panics if that is
-/// not within `within`.
-fn time_to_close(c: &mut Client, within: Duration) -> Duration {
-    let start = Instant::now();
-    c.set_timeout(within);
-    match c.try_read_response(false) {
-        Ok(r) => {
-            // A timeout may be answered (408) before the close.
-            assert!(
-                r.status == 408 || r.status == 400,
-                "got {} {:?}",
-                r.status,
-                r.text()
-            );
-            check_error_body(&r);
-            c.wait_closed(within).expect("closed after the answer");
-        }
-        Err(e) => assert!(e.contains("closed"), "expected a close, got: {e}"),
-    }
-    start.elapsed()
-}
-
 /// The head, idle and body timeouts are separate settings and each ends its own kind of
 /// stall: with head 1 s, body 2 s and idle 6 s, a stalled head and a stalled body are closed
 /// long before an idle connection is.

@@ -874,6 +874,28 @@ pub fn tail(s: &str, n: usize) -> &str {
     &s[start..]
 }
 
+/// How long until the server ends a connection that stays as `c` left it; panics if that is
+/// not within `within`.
+pub fn time_to_close(c: &mut Client, within: Duration) -> Duration {
+    let start = Instant::now();
+    c.set_timeout(within);
+    match c.try_read_response(false) {
+        Ok(r) => {
+            // A timeout may be answered (408) before the close.
+            assert!(
+                r.status == 408 || r.status == 400,
+                "got {} {:?}",
+                r.status,
+                r.text()
+            );
+            check_error_body(&r);
+            c.wait_closed(within).expect("closed after the answer");
+        }
+        Err(e) => assert!(e.contains("closed"), "expected a close, got: {e}"),
+    }
+    start.elapsed()
+}
+
 /// Panics unless `r` has the OCI error shape: `Content-Type: application/json` and a body
 /// `{"errors":[{"code","message","detail"}, ...]}` with a non-empty list whose codes are
 /// uppercase letters and underscores.
