@@ -124,6 +124,11 @@ thread_local! {
 
 // SAFETY: the pointer is valid for `cap` bytes for the life of the value, which io_uring holds
 // by ownership while an operation is in flight.
+// SAFETY: an AlignedBuf owns its allocation alone (no aliases, no thread-local state inside
+// it), so moving it to another thread is moving a Box; uploads send full buffers to the
+// hashing pool and get them back.
+unsafe impl Send for AlignedBuf {}
+
 unsafe impl IoBuf for AlignedBuf {
     fn read_ptr(&self) -> *const u8 {
         self.ptr.as_ptr()

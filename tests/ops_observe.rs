@@ -323,12 +323,14 @@ fn readyz_is_503_while_the_metadata_engine_is_stuck() {
 // --- metrics --------------------------------------------------------------------------------
 
 /// Every family /metrics exposes.
-const FAMILIES: [&str; 13] = [
+const FAMILIES: [&str; 15] = [
     "ringyard_http_requests_total",
     "ringyard_http_request_duration_seconds",
     "ringyard_http_received_bytes_total",
     "ringyard_http_sent_bytes_total",
     "ringyard_connections_open",
+    "ringyard_worker_connections",
+    "ringyard_connections_moved_total",
     "ringyard_uploads_in_progress",
     "ringyard_stored_blobs",
     "ringyard_stored_blob_bytes",
@@ -501,6 +503,80 @@ fn metrics_can_be_turned_off() {
 }
 
 /// The address of the "metrics and probes also on ..." line.
+/// Pins the calling thread to the first CPU it may run on, so that every connection it opens
+/// has its SYN processed there.
+fn pin_to_one_cpu() {
+    // SAFETY: plain syscalls on a cpu_set_t we own; pid 0 means the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+            0
+        );
+        let first = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .expect("some CPU is allowed");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(first, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+    }
+}
+
+/// The kernel places a connection on the worker of the CPU that processed its SYN, so
+/// connections all opened from one CPU land on one worker; the workers then even out their
+/// shares by handing connections over, and a handed-over connection serves like any other.
+#[test]
+fn connections_opened_from_one_cpu_are_shared_by_the_workers() {
+    // Two workers (the tests' default).
+    let s = Server::start_in_temp(&[]);
+    // After the start: a child process inherits the spawning thread's affinity.
+    let pinned = std::thread::spawn(move || {
+        pin_to_one_cpu();
+        let mut clients: Vec<Client> = (0..16).map(|_| s.client()).collect();
+        for c in &mut clients {
+            assert_status(&c.get("/v2/"), 200);
+        }
+        let (_, m) = scrape(&mut clients[0]);
+        let w0 = value(&m, "ringyard_worker_connections{worker=\"0\"}");
+        let w1 = value(&m, "ringyard_worker_connections{worker=\"1\"}");
+        assert_eq!(w0 + w1, 16.0, "every open connection is counted once");
+        assert_eq!(value(&m, "ringyard_connections_open"), 16.0);
+        // The balancer's slack for 16 connections is 1 + 16/8.
+        assert!((w0 - w1).abs() <= 3.0, "workers hold {w0} and {w1}");
+        // Handed-over connections carry on like the rest, with bodies both ways.
+        let layer = pseudo_random(200_000, 5);
+        for (i, c) in clients.iter_mut().enumerate() {
+            let repo = format!("spread/c{i}");
+            push_image(c, &repo, "v1", &[&layer]);
+            let r = c.get(&format!("/v2/{repo}/blobs/{}", sha256_digest(&layer)));
+            assert_status(&r, 200);
+            assert!(r.body == layer, "connection {i}: blob differs");
+        }
+        drop(clients);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut probe = s.client();
+        loop {
+            let (_, m) = scrape(&mut probe);
+            let w0 = value(&m, "ringyard_worker_connections{worker=\"0\"}");
+            let w1 = value(&m, "ringyard_worker_connections{worker=\"1\"}");
+            if w0 + w1 == 1.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "closed connections still counted: {w0} and {w1}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    });
+    let s = pinned.join().expect("the pinned client thread");
+    assert_eq!(s.stop().code(), Some(0));
+}
+
 fn metrics_addr(server: &Server) -> SocketAddr {
     let line = log_lines(server, 1, |l| l.contains("metrics and probes also on "));
     let line = line

@@ -22,7 +22,6 @@ use crate::oci::name::validate_name;
 use crate::store::blobs::BlobStore;
 use crate::store::uploads::Uploads;
 use router::Route;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What the API may do, from configuration.
@@ -56,6 +55,9 @@ pub struct Registry {
     pub blobs: BlobStore,
     pub uploads: Uploads,
     pub pool: Pool,
+    /// Hashes large upload buffers off the event loops (see `uploads::append_body`), one
+    /// thread per core; apart from `pool` so that hashing never queues ahead of an fsync.
+    pub hashing: Pool,
     pub limits: Limits,
     pub ops: Ops,
 }
@@ -230,7 +232,15 @@ async fn ops(reg: &Registry, req: &Request, endpoint: OpsEndpoint) -> Result<Res
             let (stored_blobs, stored_blob_bytes) = reg.meta.blob_totals();
             let stats = reg.meta.write_stats();
             let gauges = metrics::Gauges {
-                connections_open: reg.ops.open_connections.load(Ordering::Relaxed) as u64,
+                connections_open: reg.ops.connections.open() as u64,
+                worker_connections: reg
+                    .ops
+                    .connections
+                    .per_worker()
+                    .into_iter()
+                    .map(|n| n as u64)
+                    .collect(),
+                connections_moved: reg.ops.connections.moved(),
                 uploads_in_progress: reg.uploads.active_sessions() as u64,
                 stored_blobs: stored_blobs as u64,
                 stored_blob_bytes,

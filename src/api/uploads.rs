@@ -12,7 +12,7 @@ use crate::http::query::query_get;
 use crate::http::range::parse_upload_range;
 use crate::http::request::Request;
 use crate::http::response::Response;
-use crate::oci::digest::{Algorithm, Digest};
+use crate::oci::digest::{Algorithm, Digest, Hasher};
 use crate::oci::name::validate_name;
 use crate::store::appender::{Appender, PendingWrite};
 use crate::store::uploads::{hash_file, Lease, Session};
@@ -41,7 +41,7 @@ pub async fn start(
         let session = reg.uploads.start(&reg.pool, &reg.meta, name, false).await?;
         let mut lease = reg.uploads.lease(session.clone())?;
         let outcome = async {
-            append_body(&mut lease, body).await?;
+            append_body(reg, &mut lease, body).await?;
             complete(reg, &mut lease, &digest).await
         }
         .await;
@@ -69,7 +69,7 @@ pub async fn patch(
 ) -> Result<Response> {
     let session = reg.uploads.get(name, id)?;
     let mut lease = reg.uploads.lease(session.clone())?;
-    append_chunk(req, body, &mut lease, name).await?;
+    append_chunk(reg, req, body, &mut lease, name).await?;
     Ok(session_response(202, name, &session, lease.offset))
 }
 
@@ -87,7 +87,7 @@ pub async fn finish(
     })?;
     let digest = Digest::parse(&digest)?;
     let mut lease = reg.uploads.lease(session.clone())?;
-    append_chunk(req, body, &mut lease, name).await?;
+    append_chunk(reg, req, body, &mut lease, name).await?;
     complete(reg, &mut lease, &digest).await?;
     Ok(created(name, &digest))
 }
@@ -158,13 +158,14 @@ fn check_chunk_range(
 /// A PATCH or final PUT body: checked against its Content-Range, appended, and its length
 /// checked against what the range announced.
 async fn append_chunk(
+    reg: &Registry,
     req: &Request,
     body: &mut Body<'_>,
     lease: &mut Lease,
     name: &str,
 ) -> Result<()> {
     let expected = check_chunk_range(req, body, lease, name)?;
-    append_body(lease, body).await?;
+    append_body(reg, lease, body).await?;
     match expected {
         Some(len) if len != body.received() => Err(Error::new(ErrorCode::SizeInvalid)
             .with_message("chunk length differs from its Content-Range")
@@ -173,13 +174,17 @@ async fn append_chunk(
     }
 }
 
-/// Streams the request body to the end of the session's data file: one buffer is read from
-/// the socket and hashed while the one before it is being written.
+/// Streams the request body to the end of the session's data file in three overlapping
+/// stages: the event loop reads buffer N+1 from the socket while buffer N is hashed on the
+/// hashing pool and buffer N-1 is written. Hashing a full buffer costs about as much as
+/// receiving it, so keeping it off the event loop lets one upload use a second core (and
+/// keeps a 1 MiB hash from stalling the loop's other connections); small buffers, a chunk's
+/// unaligned head or a small blob, are hashed in place, where the handoff would cost more.
 ///
 /// The session's hasher is taken out for the duration and put back only when every byte it
 /// saw was written: if this ends early (an error, or the request dropped at shutdown), the
 /// completion hashes the file instead, so the digest always covers exactly what is on disk.
-async fn append_body(lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
+async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
     if body.is_done() {
         return Ok(());
     }
@@ -187,31 +192,50 @@ async fn append_body(lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
         .await
         .map_err(|e| Error::internal("opening upload data", e))?;
     let mut hasher = lease.hasher.take();
-    let mut pending: Option<PendingWrite> = None;
+    let mut hashing: Option<Hashing> = None;
+    let mut writing: Option<PendingWrite> = None;
     let result = loop {
         let mut buf = AlignedBuf::take();
         let want = out.next_len();
         let mut read = Ok(());
         while buf.len() < want && !body.is_done() {
-            let before = buf.len();
-            let (r, b) = body.read_at_most(buf, want - before).await;
+            let room = want - buf.len();
+            let (r, b) = body.read_at_most(buf, room).await;
             buf = b;
             if let Err(e) = r {
                 read = Err(body_error(e));
                 break;
             }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf.as_slice()[before..]);
-            }
         }
-        if let Some(w) = pending.take() {
+        // The buffer before this one: its hash is done once the hasher is back; then it
+        // follows the one before it to the file.
+        let hashed = match hashing.take() {
+            Some(job) => match job.await {
+                Ok((h, done)) => {
+                    hasher = Some(h);
+                    Some(done)
+                }
+                Err(e) => {
+                    buf.give();
+                    break Err(e);
+                }
+            },
+            None => None,
+        };
+        if let Some(w) = writing.take() {
             if let Err(e) = settle(lease, w).await {
                 buf.give();
+                if let Some(done) = hashed {
+                    done.give();
+                }
                 break Err(e);
             }
         }
+        if let Some(done) = hashed {
+            writing = Some(out.write(done));
+        }
         if let Err(e) = read {
-            // What was read of this buffer is not written: the hash covers more than the file.
+            // What was read of this buffer is not written: the hash would not match the file.
             hasher = None;
             buf.give();
             break Err(e);
@@ -220,9 +244,27 @@ async fn append_body(lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
             buf.give();
             break Ok(());
         }
-        pending = Some(out.write(buf));
+        match hasher.take() {
+            Some(h) if buf.len() >= OFFLOAD_HASH_MIN => hashing = Some(hash_on_pool(reg, h, buf)),
+            mut h => {
+                if let Some(h) = h.as_mut() {
+                    h.update(buf.as_slice());
+                }
+                hasher = h;
+                if let Some(w) = writing.take() {
+                    if let Err(e) = settle(lease, w).await {
+                        buf.give();
+                        break Err(e);
+                    }
+                }
+                writing = Some(out.write(buf));
+            }
+        }
     };
-    let result = match (result, pending.take()) {
+    // Every exit above has taken back the buffer being hashed; only a write may be in
+    // flight, and it is counted whatever the result.
+    debug_assert!(hashing.is_none());
+    let result = match (result, writing.take()) {
         (Ok(()), Some(w)) => settle(lease, w).await,
         (r, Some(w)) => {
             let _ = settle(lease, w).await;
@@ -235,6 +277,23 @@ async fn append_body(lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
         lease.hasher = hasher;
     }
     result
+}
+
+/// Buffers at least this large are hashed on the hashing pool rather than on the event loop.
+const OFFLOAD_HASH_MIN: usize = 256 * 1024;
+
+/// A hash of one buffer on the hashing pool; it resolves with the hasher and the buffer.
+type Hashing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Hasher, AlignedBuf)>>>>;
+
+fn hash_on_pool(reg: &Registry, mut hasher: Hasher, buf: AlignedBuf) -> Hashing {
+    let pool = reg.hashing.clone();
+    Box::pin(async move {
+        pool.run(move || {
+            hasher.update(buf.as_slice());
+            (hasher, buf)
+        })
+        .await
+    })
 }
 
 /// Waits for a write and counts its bytes in the session's offset.

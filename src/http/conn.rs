@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Most bytes one `sendfile` call may move before the task lets the other connections of its
 /// worker run: on loopback a socket rarely fills, so without a bound one download could hold
 /// the event loop for a whole blob.
-const SENDFILE_STEP: usize = 4 * 1024 * 1024;
+const SENDFILE_STEP: usize = 16 * 1024 * 1024;
 
 /// How far ahead of the send position the kernel is asked to read the file. `sendfile` on
 /// pages not in the page cache waits for the disk, with the kernel's small default readahead

@@ -243,9 +243,12 @@ impl Totals {
 }
 
 /// Process-wide figures read at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub connections_open: u64,
+    /// Each worker's client connections.
+    pub worker_connections: Vec<u64>,
+    pub connections_moved: u64,
     pub uploads_in_progress: u64,
     pub stored_blobs: u64,
     pub stored_blob_bytes: u64,
@@ -344,12 +347,29 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         }
     }
 
-    let gauges: [(&str, &str, &str, u64); 8] = [
+    let name = "ringyard_worker_connections";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "Client connections served by each worker (one event loop per core).",
+    );
+    for (w, n) in g.worker_connections.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{worker=\"{w}\"}} {n}");
+    }
+
+    let gauges: [(&str, &str, &str, u64); 9] = [
         (
             "ringyard_connections_open",
             "gauge",
             "Client connections open on the registry listeners.",
             g.connections_open,
+        ),
+        (
+            "ringyard_connections_moved_total",
+            "counter",
+            "Connections passed from the worker that accepted them to a less loaded one.",
+            g.connections_moved,
         ),
         (
             "ringyard_uploads_in_progress",
@@ -468,6 +488,7 @@ mod tests {
         );
         let g = Gauges {
             connections_open: 3,
+            worker_connections: vec![1, 2],
             stored_blob_bytes: 1 << 40,
             ..Gauges::default()
         };
@@ -500,6 +521,7 @@ mod tests {
                 500.0,
             ),
             (s("ringyard_connections_open"), 3.0),
+            (s("ringyard_worker_connections{worker=\"1\"}"), 2.0),
             (s("ringyard_stored_blob_bytes"), (1u64 << 40) as f64),
         ];
         for (i, (got, want)) in expected.into_iter().enumerate() {

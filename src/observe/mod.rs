@@ -5,16 +5,17 @@
 //! [`Ops`] is the shared part (one per server, in the [`crate::api::Registry`]); each worker
 //! makes its own [`WorkerObs`] from it, through which its connections record every exchange.
 
+pub mod connections;
 pub mod health;
 pub mod metrics;
 
 pub use metrics::RouteClass;
 
 use crate::http::request::Method;
+use connections::Connections;
 use metrics::WorkerMetrics;
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,8 +28,8 @@ pub const MAX_REQUEST_ID: usize = 128;
 pub struct Ops {
     pub metrics_enabled: bool,
     pub access_log: bool,
-    /// Client connections open across the workers (the connection limit counts these).
-    pub open_connections: Arc<AtomicUsize>,
+    /// Client connections open on each worker (the connection limit counts their sum).
+    pub connections: Arc<Connections>,
     pub readiness: health::Readiness,
     /// Every worker's counters, summed at scrape time; a worker that stopped stays, so that
     /// counters never go down.
@@ -42,7 +43,7 @@ impl Ops {
     pub fn new(
         metrics_enabled: bool,
         access_log: bool,
-        open_connections: Arc<AtomicUsize>,
+        connections: Arc<Connections>,
         readiness: health::Readiness,
     ) -> Ops {
         let mut raw = [0u8; 8];
@@ -56,7 +57,7 @@ impl Ops {
         Ops {
             metrics_enabled,
             access_log,
-            open_connections,
+            connections,
             readiness,
             workers: Mutex::new(Vec::new()),
             id_prefix: u64::from_le_bytes(raw) & 0xffff_ffff_ffff,

@@ -2,6 +2,7 @@
 //! event loop per worker, and on SIGTERM or SIGINT stop accepting, let requests in flight
 //! finish (bounded), and exit cleanly.
 
+pub mod balance;
 pub mod connection;
 pub mod cpu_yield;
 pub mod listen;
@@ -12,6 +13,7 @@ use crate::api::{Limits, Registry};
 use crate::blocking::{block_on, Pool};
 use crate::config::Config;
 use crate::meta::Meta;
+use crate::observe::connections::Connections;
 use crate::observe::health::{Readiness, Timeouts};
 use crate::observe::Ops;
 use crate::store::blobs::BlobStore;
@@ -70,6 +72,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
     };
 
     let pool = Pool::new(4, "ringyard-fs").map_err(|e| format!("cannot start threads: {e}"))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hashing =
+        Pool::new(cores, "ringyard-hash").map_err(|e| format!("cannot start threads: {e}"))?;
     let meta = Meta::open_sqlite(&root.join("meta.db"))?;
     let blobs = BlobStore::open(&root, pool.clone())
         .map_err(|e| format!("cannot prepare {}: {e}", root.display()))?;
@@ -77,7 +82,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     for id in uploads.restore(meta.uploads()) {
         block_on(meta.delete_upload(&id)).map_err(|e| format!("cleaning upload {id}: {e}"))?;
     }
-    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connections = Arc::new(Connections::new(bound.per_worker.len()));
     let readiness = Readiness::new(
         root.clone(),
         !cfg.read_only,
@@ -89,13 +94,14 @@ pub fn run(cfg: Config) -> Result<(), String> {
         ops: Ops::new(
             cfg.metrics_enabled,
             cfg.access_log,
-            open_connections,
+            connections.clone(),
             readiness,
         ),
         meta: meta.clone(),
         blobs,
         uploads,
         pool,
+        hashing,
         limits: Limits {
             max_manifest_bytes: cfg.max_manifest_bytes,
             delete_enabled: cfg.delete_enabled,
@@ -121,8 +127,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
         None => (Vec::new(), Vec::new()),
     };
     ops_per_worker.resize_with(bound.per_worker.len(), Vec::new);
-    let per_worker = bound.per_worker.into_iter().zip(ops_per_worker);
-    for (index, (listeners, ops_listeners)) in per_worker.enumerate() {
+    let (balancer, inboxes) = balance::Balancer::new(connections);
+    let per_worker = bound
+        .per_worker
+        .into_iter()
+        .zip(ops_per_worker)
+        .zip(inboxes);
+    for (index, ((listeners, ops_listeners), inbox)) in per_worker.enumerate() {
         let (stop_tx, stop_rx) = futures_channel::oneshot::channel();
         stops.push(stop_tx);
         let setup = worker::WorkerSetup {
@@ -135,6 +146,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
             grace: cfg.shutdown_grace,
             sweep_uploads: (index == 0).then_some(sweep_every),
             max_connections: cfg.max_connections.max(1),
+            balancer: balancer.clone(),
+            inbox,
         };
         handles.push(
             worker::spawn(setup, ready_tx.clone())

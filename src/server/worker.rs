@@ -1,14 +1,15 @@
 //! One worker: a thread pinned to a core running its own monoio event loop, accepting on its
-//! own SO_REUSEPORT listeners. Nothing is shared between workers but the registry handle.
+//! own SO_REUSEPORT listeners. Nothing is shared between workers but the registry handle and
+//! the balancer's counts.
 
+use super::balance::{Balancer, Handoff, Slot};
 use super::connection::{refuse, serve, ConnCtx, ConnSettings};
 use super::signal::LocalSignal;
 use crate::api::{Registry, Site};
 use crate::meta::now_millis;
-use futures_channel::oneshot;
+use futures_channel::{mpsc as async_mpsc, oneshot};
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,9 +26,11 @@ pub struct WorkerSetup {
     /// Worker 0 also expires abandoned upload sessions.
     pub sweep_uploads: Option<Duration>,
     /// Connections served at once by all workers together; more are refused with 503.
-    /// (They are counted in `registry.ops.open_connections`: one atomic add per connection,
-    /// not per request.)
+    /// (They are counted by the balancer: atomic adds per connection, not per request.)
     pub max_connections: usize,
+    pub balancer: Arc<Balancer>,
+    /// Connections other workers accepted and passed to this one.
+    pub inbox: async_mpsc::UnboundedReceiver<Handoff>,
 }
 
 /// Connections one worker serves at once on the operations listener; more are closed at once.
@@ -78,6 +81,11 @@ fn build_runtime() -> Result<(Rt, &'static str), String> {
         .map_err(|e| format!("cannot start an event loop: {e}"))
 }
 
+/// The CPU worker `index` is pinned to; its listeners ask for that CPU's connections.
+pub fn cpu_of(index: usize) -> usize {
+    index % thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 pub fn spawn(
     setup: WorkerSetup,
     ready: mpsc::Sender<Result<&'static str, String>>,
@@ -85,8 +93,7 @@ pub fn spawn(
     thread::Builder::new()
         .name(format!("ringyard-w{}", setup.index))
         .spawn(move || {
-            let cores = thread::available_parallelism().map_or(1, |n| n.get());
-            let _ = monoio::utils::bind_to_cpu_set([setup.index % cores]);
+            let _ = monoio::utils::bind_to_cpu_set([cpu_of(setup.index)]);
             let (mut rt, driver) = match build_runtime() {
                 Ok(r) => r,
                 Err(e) => {
@@ -122,13 +129,15 @@ async fn run(setup: WorkerSetup) {
         };
         let admission = Admission {
             active: active.clone(),
-            open: setup.registry.ops.open_connections.clone(),
             refusing: Rc::new(Cell::new(0)),
             ops_open: Rc::new(Cell::new(0)),
             max: setup.max_connections,
+            balancer: setup.balancer.clone(),
+            me: setup.index,
         };
         monoio::spawn(accept_loop(listener, site, ctx.clone(), admission));
     }
+    monoio::spawn(inbox_loop(setup.inbox, ctx.clone(), active.clone()));
     monoio::spawn(super::cpu_yield::run());
     if let Some(every) = setup.sweep_uploads {
         monoio::spawn(sweep_loop(setup.registry.clone(), every, signal.clone()));
@@ -159,33 +168,33 @@ async fn log_flush_loop() {
     }
 }
 
-/// The connection limit, as one worker applies it.
+/// The connection limit and balancing, as one worker applies them.
 struct Admission {
     /// This worker's connections (what a graceful stop waits for).
     active: Rc<Cell<usize>>,
-    /// All workers' client connections, against `max`.
-    open: Arc<AtomicUsize>,
     /// Connections this worker is answering 503; bounded too, so a flood cannot pile them up.
     refusing: Rc<Cell<usize>>,
     /// This listener's connections, when it is an operations listener.
     ops_open: Rc<Cell<usize>>,
     max: usize,
+    /// All workers' client connections, against `max`, and where each is served.
+    balancer: Arc<Balancer>,
+    /// This worker's index.
+    me: usize,
 }
 
-/// Runs `serve` for one connection, counting it in `counters` while it lasts.
+/// Runs `serve` for one connection, counting it in `counters` (and in the balancer through
+/// its slot) while it lasts.
 fn spawn_counted(
     stream: monoio::net::TcpStream,
     peer: Option<std::net::SocketAddr>,
     site: Site,
     ctx: &Rc<ConnCtx>,
     counters: Vec<Rc<Cell<usize>>>,
-    open: Option<Arc<AtomicUsize>>,
+    slot: Option<Slot>,
 ) {
     for c in &counters {
         c.set(c.get() + 1);
-    }
-    if let Some(open) = &open {
-        open.fetch_add(1, Ordering::Relaxed);
     }
     let ctx = ctx.clone();
     monoio::spawn(async move {
@@ -193,9 +202,7 @@ fn spawn_counted(
         for c in &counters {
             c.set(c.get() - 1);
         }
-        if let Some(open) = &open {
-            open.fetch_sub(1, Ordering::Relaxed);
-        }
+        drop(slot);
     });
 }
 
@@ -207,10 +214,11 @@ async fn accept_loop(
 ) {
     let Admission {
         active,
-        open,
         refusing,
         ops_open,
         max,
+        balancer,
+        me,
     } = admission;
     loop {
         let accepted = monoio::select! {
@@ -225,7 +233,7 @@ async fn accept_loop(
                     spawn_counted(stream, Some(peer), site, &ctx, counters, None);
                 }
             }
-            Ok((stream, peer)) if open.load(Ordering::Relaxed) >= max => {
+            Ok((stream, peer)) if balancer.open() >= max => {
                 if refusing.get() < max {
                     refusing.set(refusing.get() + 1);
                     let (refusing, ctx) = (refusing.clone(), ctx.clone());
@@ -236,14 +244,17 @@ async fn accept_loop(
                 }
             }
             Ok((stream, peer)) => {
-                spawn_counted(
-                    stream,
-                    Some(peer),
-                    site,
-                    &ctx,
-                    vec![active.clone()],
-                    Some(open.clone()),
-                );
+                let slot = balancer.admit(me);
+                if slot.worker() == me {
+                    let counters = vec![active.clone()];
+                    spawn_counted(stream, Some(peer), site, &ctx, counters, Some(slot));
+                } else {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: the descriptor was just taken out of the freshly accepted
+                    // stream, which no longer owns it; the std stream owns it from here.
+                    let stream = unsafe { std::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                    balancer.hand_off(Handoff { stream, peer, slot });
+                }
             }
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.
@@ -254,6 +265,39 @@ async fn accept_loop(
     }
     // Dropping the listener here closes the port for new connections at once.
     drop(listener);
+}
+
+/// Serves the connections other workers pass to this one, until the worker stops; any still
+/// queued then are closed with the inbox.
+async fn inbox_loop(
+    mut inbox: async_mpsc::UnboundedReceiver<Handoff>,
+    ctx: Rc<ConnCtx>,
+    active: Rc<Cell<usize>>,
+) {
+    use futures_core::Stream;
+    loop {
+        let next = monoio::select! {
+            h = std::future::poll_fn(|cx| std::pin::Pin::new(&mut inbox).poll_next(cx)) => h,
+            _ = ctx.shutdown.wait() => break,
+        };
+        let Some(Handoff { stream, peer, slot }) = next else {
+            break;
+        };
+        match monoio::net::TcpStream::from_std(stream) {
+            Ok(stream) => {
+                let counters = vec![active.clone()];
+                spawn_counted(
+                    stream,
+                    Some(peer),
+                    Site::Registry,
+                    &ctx,
+                    counters,
+                    Some(slot),
+                );
+            }
+            Err(e) => crate::log::warn(format_args!("taking over a connection: {e}")),
+        }
+    }
 }
 
 async fn sweep_loop(reg: Arc<Registry>, every: Duration, signal: LocalSignal) {
