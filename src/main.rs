@@ -4,8 +4,8 @@ use ringyard::config::{self, ConfigError, EXIT_CONFIG, EXIT_START};
 
 fn main() {
     let cli = Cli::parse();
-    let code = match cli.command {
-        Some(Command::Config(ConfigCommand::Check { file })) => match config::check(&file) {
+    let code = match &cli.command {
+        Some(Command::Config(ConfigCommand::Check { file })) => match config::check(file) {
             Ok(line) => {
                 println!("{line}");
                 0
@@ -16,8 +16,7 @@ fn main() {
             print!("{}", config::settings::defaults_file());
             0
         }
-        Some(Command::Serve(args)) => serve(&args),
-        None => serve(&cli.serve),
+        _ => serve(&cli.serve_args()),
     };
     std::process::exit(code);
 }

@@ -502,7 +502,6 @@ fn metrics_can_be_turned_off() {
     assert_eq!(c.get("/readyz").status, 200);
 }
 
-/// The address of the "metrics and probes also on ..." line.
 /// Pins the calling thread to the first CPU it may run on, so that every connection it opens
 /// has its SYN processed there.
 fn pin_to_one_cpu() {
@@ -577,6 +576,7 @@ fn connections_opened_from_one_cpu_are_shared_by_the_workers() {
     assert_eq!(s.stop().code(), Some(0));
 }
 
+/// The address of the "metrics and probes also on ..." line.
 fn metrics_addr(server: &Server) -> SocketAddr {
     let line = log_lines(server, 1, |l| l.contains("metrics and probes also on "));
     let line = line

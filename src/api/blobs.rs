@@ -16,7 +16,7 @@ pub fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Re
     let range = parse_range(req.header("range"), size);
     let base = |status: u16| {
         Response::new(status)
-            .header("Docker-Content-Digest", digest.to_string())
+            .header("Docker-Content-Digest", digest.as_str().to_owned())
             .header("Accept-Ranges", "bytes")
             .header("Content-Type", "application/octet-stream")
     };
@@ -58,5 +58,5 @@ pub async fn delete(reg: &Registry, name: &str, digest: &str) -> Result<Response
     if !reg.meta.unlink_blob(name, &digest).await? {
         return Err(Error::new(ErrorCode::BlobUnknown).with_detail(digest.as_str()));
     }
-    Ok(Response::new(202).header("Docker-Content-Digest", digest.to_string()))
+    Ok(Response::new(202).header("Docker-Content-Digest", digest))
 }

@@ -37,7 +37,7 @@ pub fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> Result
         .ok_or_else(|| unknown(reg, name, &reference))?;
     let mut resp = Response::new(200)
         .header("Content-Type", media_type_value(&record.media_type))
-        .header("Docker-Content-Digest", digest.to_string());
+        .header("Docker-Content-Digest", digest.as_str().to_owned());
     if req.method == Method::Head {
         resp.body = RespBody::LengthOnly(record.size);
         return Ok(resp);
@@ -125,9 +125,9 @@ pub async fn put(
     reg.meta.put_manifest(name, record, refs, tag).await?;
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))
-        .header("Docker-Content-Digest", digest.to_string());
+        .header("Docker-Content-Digest", digest);
     if let Some(s) = &parsed.subject {
-        resp = resp.header("OCI-Subject", s.digest.to_string());
+        resp = resp.header("OCI-Subject", s.digest.as_str().to_owned());
     }
     Ok(resp)
 }

@@ -103,7 +103,7 @@ pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
 fn created(name: &str, digest: &Digest) -> Response {
     Response::new(201)
         .header("Location", format!("/v2/{name}/blobs/{digest}"))
-        .header("Docker-Content-Digest", digest.to_string())
+        .header("Docker-Content-Digest", digest.as_str().to_owned())
 }
 
 /// Location, Range and id of a session. `Range` is `0-<last byte>`, and `0-0` for an empty
@@ -222,17 +222,9 @@ async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> 
             },
             None => None,
         };
-        if let Some(w) = writing.take() {
-            if let Err(e) = settle(lease, w).await {
-                buf.give();
-                if let Some(done) = hashed {
-                    done.give();
-                }
-                break Err(e);
-            }
-        }
-        if let Some(done) = hashed {
-            writing = Some(out.write(done));
+        if let Err(e) = write_after(lease, &mut out, &mut writing, hashed).await {
+            buf.give();
+            break Err(e);
         }
         if let Err(e) = read {
             // What was read of this buffer is not written: the hash would not match the file.
@@ -251,13 +243,9 @@ async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> 
                     h.update(buf.as_slice());
                 }
                 hasher = h;
-                if let Some(w) = writing.take() {
-                    if let Err(e) = settle(lease, w).await {
-                        buf.give();
-                        break Err(e);
-                    }
+                if let Err(e) = write_after(lease, &mut out, &mut writing, Some(buf)).await {
+                    break Err(e);
                 }
-                writing = Some(out.write(buf));
             }
         }
     };
@@ -294,6 +282,26 @@ fn hash_on_pool(reg: &Registry, mut hasher: Hasher, buf: AlignedBuf) -> Hashing 
         })
         .await
     })
+}
+
+/// Waits for the write in flight (counting it), then starts writing `next` after it: one write
+/// at a time keeps them in file order. On an error `next` is given back unwritten.
+async fn write_after(
+    lease: &mut Lease,
+    out: &mut Appender,
+    writing: &mut Option<PendingWrite>,
+    next: Option<AlignedBuf>,
+) -> Result<()> {
+    if let Some(w) = writing.take() {
+        if let Err(e) = settle(lease, w).await {
+            if let Some(buf) = next {
+                buf.give();
+            }
+            return Err(e);
+        }
+    }
+    *writing = next.map(|buf| out.write(buf));
+    Ok(())
 }
 
 /// Waits for a write and counts its bytes in the session's offset.

@@ -101,11 +101,12 @@ pub struct ServeArgs {
     pub flags: Vec<Assignment>,
 }
 
-fn setting_arg(s: &'static Setting, flag: Flag) -> Arg {
-    let d = Config::default();
+/// `defaults` is computed once by the caller: each computation asks the system for the
+/// core count, and clap builds these flags twice per run.
+fn setting_arg(s: &'static Setting, flag: Flag, defaults: &Config) -> Arg {
     match flag {
         Flag::Value(name) => {
-            let default = match s.show(&d).trim_matches('"') {
+            let default = match s.show(defaults).trim_matches('"') {
                 "" => String::new(),
                 v => format!(" [default: {v}]"),
             };
@@ -145,9 +146,10 @@ impl Args for ServeArgs {
                      every setting [env: RINGYARD_CONFIG]",
                 ),
         );
+        let defaults = Config::default();
         let cmd = SETTINGS
             .iter()
-            .filter_map(|s| Some(setting_arg(s, s.flag?)))
+            .filter_map(|s| Some(setting_arg(s, s.flag?, &defaults)))
             .fold(cmd, |cmd, arg| cmd.arg(arg));
         SHORTCUTS
             .iter()

@@ -16,7 +16,7 @@ pub const PREFIX: &str = "RINGYARD_";
 pub const OTHER_VARIABLES: &[&str] = &["RINGYARD_CONFIG", "RINGYARD_DRIVER", "RINGYARD_BENCH_DIR"];
 
 /// `http.timeouts` as in a variable name: `HTTP_TIMEOUTS`.
-fn upper(path: &str) -> String {
+pub(super) fn upper(path: &str) -> String {
     path.replace('.', "_").to_ascii_uppercase()
 }
 

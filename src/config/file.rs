@@ -209,7 +209,8 @@ impl Reader<'_> {
                     }
                 }
             } else {
-                let here: Vec<String> = children(prefix)
+                let known = children(prefix);
+                let here: Vec<String> = known
                     .iter()
                     .map(|c| {
                         if prefix.is_empty() {
@@ -222,7 +223,7 @@ impl Reader<'_> {
                 let hint = did_you_mean(k.as_str(), here.iter().map(String::as_str));
                 let what = if prefix.is_empty() { "section" } else { "key" };
                 let hint = if hint.is_empty() {
-                    format!(" (known here: {})", children(prefix).join(", "))
+                    format!(" (known here: {})", known.join(", "))
                 } else {
                     hint
                 };

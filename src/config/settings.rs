@@ -198,11 +198,7 @@ pub fn leaf(key: &str) -> &str {
 impl Setting {
     /// `RINGYARD_` and the key path in capitals, `_` between parts.
     pub fn env(&self) -> String {
-        format!(
-            "{}{}",
-            super::env::PREFIX,
-            self.key.replace('.', "_").to_ascii_uppercase()
-        )
+        format!("{}{}", super::env::PREFIX, super::env::upper(self.key))
     }
 
     /// The flag's value name, and what a value should be (for "expected ..., found a list").

@@ -116,9 +116,9 @@ pub fn resolve(
     }
 }
 
-/// Adds `e` unless the same message is already there (a flag that sets two settings).
-pub fn push_once(errors: &mut Vec<ConfigError>, e: ConfigError) {
-    if !errors.iter().any(|x| x.to_string() == e.to_string()) {
+/// Adds `e` unless the same error is already there (a flag that sets two settings).
+fn push_once(errors: &mut Vec<ConfigError>, e: ConfigError) {
+    if !errors.contains(&e) {
         errors.push(e);
     }
 }
