@@ -10,8 +10,12 @@
 //! logger thread over a bounded channel when it fills up, and every ~100 ms by the worker's
 //! timer ([`flush_thread`]). When that channel is full the buffer is dropped, never waited for,
 //! and its lines are counted ([`dropped_lines`], a metric). Other threads (startup, shutdown,
-//! the metadata engine) write their rare lines directly, with a single `write` under the stderr
-//! lock that the logger thread also takes, so lines never interleave.
+//! the metadata engine) write their rare lines at once, under the lock the logger thread also
+//! writes under, so lines never interleave.
+//!
+//! Lines come out in timestamp order across threads: the logger thread holds each line for
+//! [`HOLD`], longer than a worker keeps its buffer, and merges the buffers of all workers by
+//! time; a line written at once first lets out the held lines older than it.
 
 use crate::config::{LogFormat, LogLevel};
 use crate::observe::Exchange;
@@ -68,13 +72,15 @@ pub fn debug(args: Arguments<'_>) {
 
 fn log(level: LogLevel, args: Arguments<'_>) {
     if enabled(level) {
-        deliver(|out| format_line(out, level, args, json(), SystemTime::now()));
+        let at = SystemTime::now();
+        deliver(at, |out| format_line(out, level, args, json(), at));
     }
 }
 
 /// Writes the access line of one request (callers check whether the access log is on).
 pub fn access(x: &Exchange<'_>) {
-    deliver(|out| format_access(out, x, json(), SystemTime::now()));
+    let at = SystemTime::now();
+    deliver(at, |out| format_access(out, x, json(), at));
 }
 
 /// Lines dropped because the logger thread fell behind, since the start.
@@ -321,15 +327,116 @@ fn civil_from_days(days: i64) -> (i64, u8, u8) {
 
 // --- delivery -------------------------------------------------------------------------------
 
+/// How long the logger thread holds a line before writing it, so that lines buffered on other
+/// workers at the same moment (handed over up to a flush period later) can be merged in
+/// front of it: each worker hands its buffer over every ~100 ms, so lines older than this have
+/// all arrived unless an event loop stalled.
+const HOLD: Duration = Duration::from_millis(300);
+/// How often the logger thread looks for lines past [`HOLD`] when nothing arrives.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Lines of one buffer with the time of each: `marks[i]` is (unix microseconds, end offset of
+/// line `i` in `buf`). Lines of one thread are in time order within it.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    marks: Vec<(u64, usize)>,
+}
+
+impl Batch {
+    fn with_capacity() -> Batch {
+        Batch {
+            buf: Vec::with_capacity(BUFFER_CAPACITY),
+            marks: Vec::with_capacity(BUFFER_CAPACITY / 128),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.marks.clear();
+    }
+}
+
+fn micros(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The reorder buffer: batches from every thread, written out in timestamp order.
+#[derive(Default)]
+struct Merge {
+    /// Each batch with the index of its next unwritten line.
+    pending: Vec<(Batch, usize)>,
+}
+
+impl Merge {
+    fn push(&mut self, batch: Batch) {
+        if !batch.marks.is_empty() {
+            self.pending.push((batch, 0));
+        }
+    }
+
+    /// Appends to `out`, oldest first, every pending line stamped at or before `until`, and
+    /// gives back the batches that were written out whole. A few batches are pending at a time
+    /// (about one per worker per flush), so a scan for the oldest head is enough.
+    fn drain_until(&mut self, until: u64, out: &mut Vec<u8>) -> Vec<Batch> {
+        let mut done = Vec::new();
+        loop {
+            let oldest = self
+                .pending
+                .iter()
+                .enumerate()
+                .map(|(i, (b, next))| (b.marks[*next].0, i))
+                .min();
+            let Some((_, i)) = oldest.filter(|(at, _)| *at <= until) else {
+                return done;
+            };
+            let (batch, next) = &mut self.pending[i];
+            let begin = if *next == 0 {
+                0
+            } else {
+                batch.marks[*next - 1].1
+            };
+            out.extend_from_slice(&batch.buf[begin..batch.marks[*next].1]);
+            *next += 1;
+            if *next == batch.marks.len() {
+                done.push(self.pending.swap_remove(i).0);
+            }
+        }
+    }
+}
+
 enum Msg {
-    Lines(Vec<u8>),
+    Lines(Batch),
     Flush(Sender<()>),
 }
 
 struct Logger {
     tx: Sender<Msg>,
-    /// Empty buffers coming back from the logger thread, so workers do not allocate new ones.
-    spare: Receiver<Vec<u8>>,
+    /// Empty batches coming back from the logger thread, so workers do not allocate new ones.
+    spare: Receiver<Batch>,
+    /// The lines held back for ordering. Its lock is also held while writing to stderr, so a
+    /// line written at once by another thread (see [`deliver`]) goes out after the held lines
+    /// older than it and never inside another write.
+    merge: std::sync::Arc<std::sync::Mutex<Merge>>,
+}
+
+fn lock(merge: &std::sync::Mutex<Merge>) -> std::sync::MutexGuard<'_, Merge> {
+    merge
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes the held lines stamped at or before `until`, then `extra`, in one write.
+fn write_out(merge: &std::sync::Mutex<Merge>, until: u64, extra: &[u8]) -> Vec<Batch> {
+    let mut merge = lock(merge);
+    let mut out = Vec::new();
+    let done = merge.drain_until(until, &mut out);
+    out.extend_from_slice(extra);
+    if !out.is_empty() {
+        let _ = std::io::stderr().lock().write_all(&out);
+    }
+    done
 }
 
 fn logger() -> Option<&'static Logger> {
@@ -337,32 +444,44 @@ fn logger() -> Option<&'static Logger> {
     LOGGER
         .get_or_init(|| {
             let (tx, rx) = crossbeam_channel::bounded::<Msg>(QUEUED_BUFFERS);
-            let (spare_tx, spare) = crossbeam_channel::bounded::<Vec<u8>>(QUEUED_BUFFERS);
+            let (spare_tx, spare) = crossbeam_channel::bounded::<Batch>(QUEUED_BUFFERS);
+            let merge = std::sync::Arc::new(std::sync::Mutex::new(Merge::default()));
+            let held = merge.clone();
             std::thread::Builder::new()
                 .name("ringyard-log".into())
-                .spawn(move || {
-                    for msg in rx {
-                        match msg {
-                            Msg::Lines(mut buf) => {
-                                let _ = std::io::stderr().lock().write_all(&buf);
-                                buf.clear();
-                                let _ = spare_tx.try_send(buf);
-                            }
-                            Msg::Flush(done) => {
-                                let _ = done.send(());
-                            }
+                .spawn(move || loop {
+                    let until = match rx.recv_timeout(TICK) {
+                        Ok(Msg::Lines(batch)) => {
+                            lock(&held).push(batch);
+                            micros(SystemTime::now() - HOLD)
                         }
+                        Ok(Msg::Flush(done)) => {
+                            write_out(&held, u64::MAX, &[]);
+                            let _ = done.send(());
+                            continue;
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            micros(SystemTime::now() - HOLD)
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            write_out(&held, u64::MAX, &[]);
+                            return;
+                        }
+                    };
+                    for mut batch in write_out(&held, until, &[]) {
+                        batch.clear();
+                        let _ = spare_tx.try_send(batch);
                     }
                 })
                 .ok()
-                .map(|_| Logger { tx, spare })
+                .map(|_| Logger { tx, spare, merge })
         })
         .as_ref()
 }
 
 /// A worker thread's pending lines.
 struct Local {
-    buf: Vec<u8>,
+    batch: Batch,
     lines: u64,
 }
 
@@ -370,8 +489,9 @@ thread_local! {
     static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
 }
 
-/// Builds one line into this thread's buffer if it has one, else writes it at once.
-fn deliver(build: impl FnOnce(&mut Vec<u8>)) {
+/// Builds one line stamped `at` into this thread's buffer if it has one, else writes it at
+/// once, after the held lines older than it.
+fn deliver(at: SystemTime, build: impl FnOnce(&mut Vec<u8>)) {
     let mut build = Some(build);
     let buffered = LOCAL.with(|local| {
         let Ok(mut local) = local.try_borrow_mut() else {
@@ -381,10 +501,11 @@ fn deliver(build: impl FnOnce(&mut Vec<u8>)) {
             return false;
         };
         if let Some(build) = build.take() {
-            build(&mut local.buf);
+            build(&mut local.batch.buf);
+            local.batch.marks.push((micros(at), local.batch.buf.len()));
             local.lines += 1;
         }
-        if local.buf.len() >= HAND_OFF_AT {
+        if local.batch.buf.len() >= HAND_OFF_AT {
             hand_off(local);
         }
         true
@@ -393,7 +514,14 @@ fn deliver(build: impl FnOnce(&mut Vec<u8>)) {
         if let Some(build) = build.take() {
             let mut line = Vec::with_capacity(256);
             build(&mut line);
-            let _ = std::io::stderr().lock().write_all(&line);
+            match logger() {
+                Some(logger) => {
+                    write_out(&logger.merge, micros(at), &line);
+                }
+                None => {
+                    let _ = std::io::stderr().lock().write_all(&line);
+                }
+            }
         }
     }
 }
@@ -401,27 +529,27 @@ fn deliver(build: impl FnOnce(&mut Vec<u8>)) {
 /// Gives the buffer to the logger thread without waiting; if it cannot take it, the lines
 /// are counted as dropped and the buffer is reused.
 fn hand_off(local: &mut Local) {
-    if local.buf.is_empty() {
+    if local.batch.marks.is_empty() {
         return;
     }
     let lines = std::mem::take(&mut local.lines);
     let Some(logger) = logger() else {
         DROPPED.fetch_add(lines, Ordering::Relaxed);
-        local.buf.clear();
+        local.batch.clear();
         return;
     };
     let fresh = logger
         .spare
         .try_recv()
-        .unwrap_or_else(|_| Vec::with_capacity(BUFFER_CAPACITY));
-    let full = std::mem::replace(&mut local.buf, fresh);
+        .unwrap_or_else(|_| Batch::with_capacity());
+    let full = std::mem::replace(&mut local.batch, fresh);
     match logger.tx.try_send(Msg::Lines(full)) {
         Ok(()) => {}
         Err(TrySendError::Full(Msg::Lines(mut full)))
         | Err(TrySendError::Disconnected(Msg::Lines(mut full))) => {
             DROPPED.fetch_add(lines, Ordering::Relaxed);
             full.clear();
-            local.buf = full;
+            local.batch = full;
         }
         Err(_) => {}
     }
@@ -432,7 +560,7 @@ fn hand_off(local: &mut Local) {
 pub fn buffer_this_thread() {
     LOCAL.with(|local| {
         *local.borrow_mut() = Some(Local {
-            buf: Vec::with_capacity(BUFFER_CAPACITY),
+            batch: Batch::with_capacity(),
             lines: 0,
         });
     });
@@ -455,11 +583,11 @@ pub fn end_thread() {
     let Some(local) = LOCAL.with(|local| local.borrow_mut().take()) else {
         return;
     };
-    if local.buf.is_empty() {
+    if local.batch.marks.is_empty() {
         return;
     }
     let sent = logger().is_some_and(|l| {
-        l.tx.send_timeout(Msg::Lines(local.buf), Duration::from_secs(1))
+        l.tx.send_timeout(Msg::Lines(local.batch), Duration::from_secs(1))
             .is_ok()
     });
     if !sent {
@@ -467,8 +595,8 @@ pub fn end_thread() {
     }
 }
 
-/// Waits (bounded) until every line queued for the logger thread is written: at shutdown,
-/// after the event loops ended.
+/// Waits (bounded) until every line queued for the logger thread is written, held ones
+/// included: at shutdown, after the event loops ended.
 pub fn flush() {
     flush_thread();
     let Some(logger) = logger() else { return };
@@ -592,12 +720,45 @@ mod tests {
         );
     }
 
+    fn batch(lines: &[(u64, &str)]) -> Batch {
+        let mut b = Batch::default();
+        for (at, text) in lines {
+            b.buf.extend_from_slice(text.as_bytes());
+            b.marks.push((*at, b.buf.len()));
+        }
+        b
+    }
+
+    /// Buffers of two workers covering the same moments come out as one ordered stream; lines
+    /// newer than the limit stay held until a later drain.
+    #[test]
+    fn held_lines_merge_in_time_order() {
+        let mut m = Merge::default();
+        m.push(batch(&[(10, "a10\n"), (30, "a30\n"), (50, "a50\n")]));
+        m.push(batch(&[(20, "b20\n"), (30, "b30\n"), (60, "b60\n")]));
+        m.push(Batch::default());
+        let mut out = Vec::new();
+        let done = m.drain_until(40, &mut out);
+        assert_eq!(out, b"a10\nb20\na30\nb30\n");
+        assert!(done.is_empty());
+        m.push(batch(&[(45, "c45\n")]));
+        out.clear();
+        let done = m.drain_until(u64::MAX, &mut out);
+        assert_eq!(out, b"c45\na50\nb60\n");
+        assert_eq!(
+            done.len(),
+            3,
+            "batches written out whole come back for reuse"
+        );
+        assert!(m.pending.is_empty());
+    }
+
     #[test]
     fn a_buffering_thread_counts_its_lines_and_ends_cleanly() {
         std::thread::spawn(|| {
             buffer_this_thread();
             for _ in 0..10 {
-                deliver(|o| o.extend_from_slice(b""));
+                deliver(SystemTime::now(), |o| o.extend_from_slice(b""));
             }
             let pending = LOCAL.with(|l| l.borrow().as_ref().map(|l| l.lines));
             assert_eq!(pending, Some(10));

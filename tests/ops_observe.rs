@@ -856,3 +856,42 @@ fn shutdown_flushes_the_access_log() {
         "access lines come before the final line"
     );
 }
+
+/// Workers buffer their access lines and hand them over every ~100 ms; the logger merges them,
+/// so a log read top to bottom is in time order even when both workers answered at once.
+#[test]
+fn log_lines_come_out_in_time_order_across_workers() {
+    let s = Server::start();
+    let per_thread = 150;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = s.client();
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    assert_eq!(c.get("/v2/").status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let lines = log_lines(&s, 8 * per_thread, |l| l.contains(" info access "));
+    assert_eq!(lines.len(), 8 * per_thread, "{}", s.stderr());
+    let stderr = s.stderr();
+    // Every line starts with its RFC 3339 timestamp, whose text order is time order.
+    let stamps: Vec<&str> = stderr.lines().map(|l| &l[..24]).collect();
+    for pair in stamps.windows(2) {
+        assert!(
+            pair[0] <= pair[1],
+            "{} after {}:\n{stderr}",
+            pair[1],
+            pair[0]
+        );
+    }
+    let workers: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.split("request_id=").nth(1)?.split('-').nth(1))
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers answered: {workers:?}");
+}
