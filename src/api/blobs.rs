@@ -9,10 +9,14 @@ use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Response};
 use crate::oci::digest::Digest;
 
-pub fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Response> {
+pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Response> {
     let digest = Digest::parse(digest)?;
     let unknown = || Error::new(ErrorCode::BlobUnknown).with_detail(digest.as_str());
-    let size = reg.meta.blob_in_repo(name, &digest).ok_or_else(unknown)?;
+    let size = reg
+        .meta
+        .blob_in_repo(name, &digest)
+        .await?
+        .ok_or_else(unknown)?;
     let range = parse_range(req.header("range"), size);
     let base = |status: u16| {
         Response::new(status)
@@ -41,7 +45,7 @@ pub fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Re
     let blob = reg
         .blobs
         .get(&digest)
-        .map_err(|e| Error::internal("opening blob", e))?
+        .await?
         .ok_or_else(|| Error::internal("blob file missing", digest.as_str()))?;
     if blob.len() != size {
         return Err(Error::internal(

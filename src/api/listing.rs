@@ -7,12 +7,13 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::http::request::Request;
 use crate::http::response::Response;
 
-pub fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response> {
+pub async fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response> {
     let q = parse_page_query(req.query())?;
     let limit = q.limit(reg.limits.max_page);
     let (tags, more) = reg
         .meta
         .tags_after(name, q.last.as_deref(), limit)
+        .await?
         .ok_or_else(|| Error::new(ErrorCode::NameUnknown).with_detail(name))?;
     let body = serde_json::json!({ "name": name, "tags": tags });
     Ok(with_link(
@@ -24,10 +25,13 @@ pub fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response> {
     ))
 }
 
-pub fn catalog(reg: &Registry, req: &Request) -> Result<Response> {
+pub async fn catalog(reg: &Registry, req: &Request) -> Result<Response> {
     let q = parse_page_query(req.query())?;
     let limit = q.limit(reg.limits.max_page);
-    let (repos, more) = reg.meta.repositories_after(q.last.as_deref(), limit);
+    let (repos, more) = reg
+        .meta
+        .repositories_after(q.last.as_deref(), limit)
+        .await?;
     let body = serde_json::json!({ "repositories": repos });
     Ok(with_link(
         Response::json(200, &body),

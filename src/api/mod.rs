@@ -3,6 +3,7 @@
 //! (`/healthz`, `/readyz`, `/metrics`) are routed here too, before the OCI routes; on the
 //! separate operations listener ([`Site::Ops`]) they are the only ones.
 
+pub mod access;
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
@@ -172,36 +173,34 @@ async fn dispatch(
     if let (Some(name), None) = (route_name(&route), repository) {
         validate_name(name)?;
     }
-    if reg.limits.read_only && is_write(&route, req.method) {
-        return Err(Error::new(ErrorCode::Unsupported)
-            .with_message("the registry is in read-only mode: pushes and deletes are refused")
-            .with_detail(req.method.as_str()));
-    }
+    authorize(
+        reg,
+        &access::needed(&route, req.method, req.query()),
+        req.method,
+    )?;
     match (route, req.method) {
         (Route::Base, Get | Head) => Ok(Response::json(200, &serde_json::json!({}))),
-        (Route::Catalog, Get | Head) => listing::catalog(reg, req),
-        (Route::Tags { name }, Get | Head) => listing::tags(reg, req, name),
+        (Route::Catalog, Get | Head) => listing::catalog(reg, req).await,
+        (Route::Tags { name }, Get | Head) => listing::tags(reg, req, name).await,
         (Route::Manifest { name, reference }, Get | Head) => {
-            manifests::get(reg, req, name, reference)
+            manifests::get(reg, req, name, reference).await
         }
         (Route::Manifest { name, reference }, Put) => {
             manifests::put(reg, req, body, name, reference).await
         }
         (Route::Manifest { name, reference }, Delete) => {
-            check_delete(reg)?;
             manifests::delete(reg, name, reference).await
         }
-        (Route::Blob { name, digest }, Get | Head) => blobs::get(reg, req, name, digest),
-        (Route::Blob { name, digest }, Delete) => {
-            check_delete(reg)?;
-            blobs::delete(reg, name, digest).await
-        }
+        (Route::Blob { name, digest }, Get | Head) => blobs::get(reg, req, name, digest).await,
+        (Route::Blob { name, digest }, Delete) => blobs::delete(reg, name, digest).await,
         (Route::UploadStart { name }, Post) => uploads::start(reg, req, body, name).await,
         (Route::Upload { name, id }, Get) => uploads::status(reg, name, id),
         (Route::Upload { name, id }, Patch) => uploads::patch(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Put) => uploads::finish(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Delete) => uploads::cancel(reg, name, id).await,
-        (Route::Referrers { name, digest }, Get | Head) => referrers::list(reg, req, name, digest),
+        (Route::Referrers { name, digest }, Get | Head) => {
+            referrers::list(reg, req, name, digest).await
+        }
         (Route::NotFound, _) => Err(no_such_endpoint(req)),
         _ => Err(method_not_allowed(req)),
     }
@@ -229,8 +228,7 @@ async fn ops(reg: &Registry, req: &Request, endpoint: OpsEndpoint) -> Result<Res
         OpsEndpoint::Readyz => Ok(health::readyz(reg.ops.readiness.status().await)),
         OpsEndpoint::Metrics if !reg.ops.metrics_enabled => Err(no_such_endpoint(req)),
         OpsEndpoint::Metrics => {
-            let (stored_blobs, stored_blob_bytes) = reg.meta.blob_totals();
-            let stats = reg.meta.write_stats();
+            let stats = reg.meta.stats();
             let gauges = metrics::Gauges {
                 connections_open: reg.ops.connections.open() as u64,
                 worker_connections: reg
@@ -242,9 +240,9 @@ async fn ops(reg: &Registry, req: &Request, endpoint: OpsEndpoint) -> Result<Res
                     .collect(),
                 connections_moved: reg.ops.connections.moved(),
                 uploads_in_progress: reg.uploads.active_sessions() as u64,
-                stored_blobs: stored_blobs as u64,
-                stored_blob_bytes,
-                metadata_queue_depth: reg.meta.queue_len() as u64,
+                stored_blobs: stats.blobs,
+                stored_blob_bytes: stats.blob_bytes,
+                metadata_queue_depth: stats.queue_depth,
                 metadata_commits: stats.commits,
                 metadata_write_ops: stats.ops,
                 ..metrics::Gauges::default()
@@ -267,25 +265,20 @@ fn route_name<'a>(route: &Route<'a>) -> Option<&'a str> {
     }
 }
 
-/// Requests that change what the registry stores. Starting an upload counts, so that a
-/// client learns of read-only mode before it sends any bytes.
-fn is_write(route: &Route<'_>, method: Method) -> bool {
-    match route {
-        Route::Manifest { .. } | Route::Blob { .. } => {
-            matches!(method, Method::Put | Method::Delete)
-        }
-        Route::UploadStart { .. } | Route::Upload { .. } => method != Method::Get,
-        _ => false,
+/// The one decision on whether a request may proceed, from the access it needs (see
+/// [`access`]). Today the registry's modes decide; issue 6 adds the caller's identity and rules
+/// here, before any handler runs.
+fn authorize(reg: &Registry, needed: &access::Needed<'_>, method: Method) -> Result<()> {
+    if reg.limits.read_only && access::changes(needed, method) {
+        return Err(Error::new(ErrorCode::Unsupported)
+            .with_message("the registry is in read-only mode: pushes and deletes are refused")
+            .with_detail(method.as_str()));
     }
-}
-
-fn check_delete(reg: &Registry) -> Result<()> {
-    if reg.limits.delete_enabled {
-        Ok(())
-    } else {
-        Err(Error::new(ErrorCode::Unsupported)
-            .with_message("deletion is disabled on this registry"))
+    if !reg.limits.delete_enabled && needed.action() == Some(access::Action::Delete) {
+        return Err(Error::new(ErrorCode::Unsupported)
+            .with_message("deletion is disabled on this registry"));
     }
+    Ok(())
 }
 
 /// Maps a body read failure to the client-visible error.
@@ -302,6 +295,64 @@ pub fn body_error(e: BodyError) -> Error {
         BodyError::TooLarge => Error::new(ErrorCode::SizeInvalid)
             .with_status(413)
             .with_message("request body too large"),
+    }
+}
+
+/// The metadata's failures as the client sees them: a refused manifest names what it lacks;
+/// the store's own troubles are logged and answered without their internals.
+impl From<crate::meta::Error> for Error {
+    fn from(e: crate::meta::Error) -> Error {
+        use crate::meta::{Conflict, Error as Meta};
+        match e {
+            Meta::Conflict(Conflict::Missing { digest, kind }) => {
+                let e = Error::new(ErrorCode::ManifestBlobUnknown).with_detail(digest.as_str());
+                if kind == crate::meta::RefKind::Manifest {
+                    e.with_message("the index lists a manifest unknown to this repository")
+                } else {
+                    e
+                }
+            }
+            Meta::Conflict(Conflict::SizeMismatch {
+                digest,
+                declared,
+                stored,
+            }) => Error::new(ErrorCode::ManifestInvalid)
+                .with_message("a descriptor's size differs from the stored content")
+                .with_detail(serde_json::json!({
+                    "digest": digest.as_str(),
+                    "descriptor_size": declared,
+                    "stored_size": stored,
+                })),
+            Meta::Unavailable { cause, .. } => {
+                crate::log::warn(format_args!("{cause}"));
+                Error::new(ErrorCode::Unavailable)
+                    .with_message("the metadata store is unavailable; retry later")
+            }
+            other => Error::internal("metadata", other),
+        }
+    }
+}
+
+/// The store's failures as the client sees them: a full disk and an unavailable backend say
+/// so (an operator and a client can act on them); the rest is logged and answered without
+/// its internals.
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Error {
+        use crate::store::Error as Store;
+        match e {
+            Store::Full(cause) => {
+                crate::log::warn(format_args!("{cause}"));
+                Error::new(ErrorCode::Unavailable)
+                    .with_status(507)
+                    .with_message("storage is full; retry once space is freed")
+            }
+            Store::Unavailable { cause, .. } => {
+                crate::log::warn(format_args!("{cause}"));
+                Error::new(ErrorCode::Unavailable)
+                    .with_message("storage is unavailable; retry later")
+            }
+            other => Error::internal("storage", other),
+        }
     }
 }
 

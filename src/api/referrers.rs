@@ -12,10 +12,10 @@ use crate::oci::digest::Digest;
 use crate::oci::media::OCI_INDEX;
 use serde_json::{json, Map, Value};
 
-pub fn list(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Response> {
+pub async fn list(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Response> {
     let subject = Digest::parse(digest)?;
     let filter = query_get(req.query(), "artifactType").filter(|f| !f.is_empty());
-    let records = reg.meta.referrers(name, &subject);
+    let records = reg.meta.referrers(name, &subject).await?;
     let manifests: Vec<Value> = records
         .iter()
         .filter(|r| match &filter {

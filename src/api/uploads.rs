@@ -27,11 +27,8 @@ pub async fn start(
     if let Some(mount) = query_get(req.query(), "mount") {
         let digest = Digest::parse(&mount)?;
         if let Some(from) = query_get(req.query(), "from") {
-            if validate_name(&from).is_ok() {
-                if let Some(size) = reg.meta.blob_in_repo(&from, &digest) {
-                    reg.meta.link_blob(name, &digest, size).await?;
-                    return Ok(created(name, &digest));
-                }
+            if validate_name(&from).is_ok() && reg.meta.mount_blob(&from, name, &digest).await? {
+                return Ok(created(name, &digest));
             }
         }
         // Not mountable from there: the spec says to answer with an ordinary session.

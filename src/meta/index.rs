@@ -7,7 +7,10 @@
 //! reference the SQL side is tested against: loading the database must give back an equal
 //! `Index` (see the `load_*` methods, used only by engines at startup).
 
-use super::{ManifestRecord, RefKind, UploadRecord, WriteOp, WriteOutcome};
+use super::{
+    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, TagInfo, UploadRecord, WriteOp,
+    WriteOutcome,
+};
 use crate::oci::digest::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
@@ -15,9 +18,10 @@ use std::sync::Arc;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Index {
-    /// Sizes of every blob known anywhere, manifests included. Never shrinks through a write op:
-    /// forgetting a blob is garbage collection's decision, not an unlink's.
-    blobs: HashMap<Digest, u64>,
+    /// Every blob known anywhere, manifests included, with its size and when something last
+    /// linked or referenced it. Never shrinks through a write op: forgetting a blob is garbage
+    /// collection's decision, not an unlink's.
+    blobs: HashMap<Digest, BlobInfo>,
     /// Sum of the sizes in `blobs`, kept with it so that metrics read it in O(1).
     blob_bytes: u64,
     /// A `BTreeMap` so that the catalog pages come out in order without sorting.
@@ -31,7 +35,9 @@ struct Repo {
     blobs: HashSet<Digest>,
     /// `Arc` so that a read hands out the record without copying annotations under the lock.
     manifests: HashMap<Digest, Arc<ManifestRecord>>,
-    tags: BTreeMap<String, Digest>,
+    tags: BTreeMap<String, TagInfo>,
+    /// When each manifest was last pulled (coalesced by [`super::Meta::note_pull`]).
+    pulls: HashMap<Digest, i64>,
     /// subject -> manifests naming it; a `BTreeSet` because the referrers API is read in digest
     /// order and must be stable across calls.
     referrers: HashMap<Digest, BTreeSet<Digest>>,
@@ -107,6 +113,38 @@ impl Repo {
 }
 
 impl Index {
+    /// The checks a write must pass against the state it would change, for engines whose
+    /// transaction is this index (the in-memory engine); the SQL engines run the same checks in
+    /// SQL inside their transaction. Pure: the index is not changed.
+    pub fn check(&self, op: &WriteOp) -> Result<(), Conflict> {
+        match op {
+            WriteOp::PutManifest { repo, requires, .. } => requires
+                .iter()
+                .try_for_each(|r| self.check_required(repo, r)),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_required(&self, repo: &str, r: &Required) -> Result<(), Conflict> {
+        let stored = if r.kind == RefKind::Manifest {
+            self.manifest(repo, &r.digest).map(|m| m.size)
+        } else {
+            self.blob_in_repo(repo, &r.digest)
+        };
+        match stored {
+            None => Err(Conflict::Missing {
+                digest: r.digest.clone(),
+                kind: r.kind,
+            }),
+            Some(stored) if stored != r.size => Err(Conflict::SizeMismatch {
+                digest: r.digest.clone(),
+                declared: r.size,
+                stored,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Applies one committed write and says whether its target existed before.
     ///
     /// For puts, `existed` reports an already present link, manifest or upload; for deletes,
@@ -119,9 +157,17 @@ impl Index {
     pub fn apply(&mut self, op: &WriteOp, now: i64) -> WriteOutcome {
         let existed = match op {
             WriteOp::LinkBlob { repo, digest, size } => {
-                self.record_blob(digest, *size);
+                self.record_blob(digest, *size, now);
                 !self.repo_mut(repo).blobs.insert(digest.clone())
             }
+            WriteOp::MountBlob { from, repo, digest } => match self.blob_in_repo(from, digest) {
+                Some(size) => {
+                    self.record_blob(digest, size, now);
+                    self.repo_mut(repo).blobs.insert(digest.clone());
+                    true
+                }
+                None => false,
+            },
             WriteOp::UnlinkBlob { repo, digest } => self
                 .repos
                 .get_mut(repo.as_str())
@@ -131,9 +177,15 @@ impl Index {
                 record,
                 refs,
                 tag,
+                requires: _,
             } => {
                 let digest = &record.digest;
-                self.record_blob(digest, record.size);
+                self.record_blob(digest, record.size, now);
+                for (child, kind) in refs {
+                    if matches!(kind, RefKind::Config | RefKind::Layer) {
+                        self.touch_blob(child, now);
+                    }
+                }
                 let r = self.repo_mut(repo);
                 r.blobs.insert(digest.clone());
                 let previous = r.manifests.get(digest).cloned();
@@ -149,7 +201,11 @@ impl Index {
                     }
                 }
                 if let Some(tag) = tag {
-                    r.tags.insert(tag.clone(), digest.clone());
+                    let info = TagInfo {
+                        digest: digest.clone(),
+                        updated: now,
+                    };
+                    r.tags.insert(tag.clone(), info);
                 }
                 previous.is_some()
             }
@@ -160,7 +216,8 @@ impl Index {
                 match r.manifests.remove(digest) {
                     Some(record) => {
                         r.unlink_manifest(&record);
-                        r.tags.retain(|_, d| d != digest);
+                        r.tags.retain(|_, t| &t.digest != digest);
+                        r.pulls.remove(digest);
                         true
                     }
                     None => false,
@@ -177,15 +234,39 @@ impl Index {
                 .insert(record.id.clone(), record.clone())
                 .is_some(),
             WriteOp::DeleteUpload { id } => self.uploads.remove(id.as_str()).is_some(),
+            WriteOp::RecordPulls(pulls) => {
+                for Pull { repo, digest, at } in pulls {
+                    let Some(r) = self.repos.get_mut(repo.as_str()) else {
+                        continue;
+                    };
+                    if r.manifests.contains_key(digest) {
+                        let last = r.pulls.entry(digest.clone()).or_insert(*at);
+                        *last = (*last).max(*at);
+                    }
+                }
+                false
+            }
         };
         WriteOutcome { existed }
     }
 
-    /// Records a blob's size on first sight (the first size is kept, as in SQL).
-    fn record_blob(&mut self, digest: &Digest, size: u64) {
+    /// Records a blob's size on first sight (the first size is kept, as in SQL) and that it
+    /// was referenced at `now`.
+    fn record_blob(&mut self, digest: &Digest, size: u64, now: i64) {
         if !self.blobs.contains_key(digest) {
-            self.blobs.insert(digest.clone(), size);
+            let info = BlobInfo {
+                size,
+                last_referenced: now,
+            };
+            self.blobs.insert(digest.clone(), info);
             self.blob_bytes = self.blob_bytes.saturating_add(size);
+        }
+        self.touch_blob(digest, now);
+    }
+
+    fn touch_blob(&mut self, digest: &Digest, now: i64) {
+        if let Some(info) = self.blobs.get_mut(digest) {
+            info.last_referenced = info.last_referenced.max(now);
         }
     }
 
@@ -203,8 +284,12 @@ impl Index {
         self.repo_mut(name);
     }
 
-    pub fn load_blob(&mut self, digest: Digest, size: u64) {
-        let previous = self.blobs.insert(digest, size).unwrap_or(0);
+    pub fn load_blob(&mut self, digest: Digest, size: u64, last_referenced: i64) {
+        let info = BlobInfo {
+            size,
+            last_referenced,
+        };
+        let previous = self.blobs.insert(digest, info).map_or(0, |b| b.size);
         self.blob_bytes = (self.blob_bytes - previous).saturating_add(size);
     }
 
@@ -224,8 +309,14 @@ impl Index {
         }
     }
 
-    pub fn load_tag(&mut self, repo: &str, name: String, digest: Digest) {
-        self.repo_mut(repo).tags.insert(name, digest);
+    pub fn load_tag(&mut self, repo: &str, name: String, digest: Digest, updated: i64) {
+        self.repo_mut(repo)
+            .tags
+            .insert(name, TagInfo { digest, updated });
+    }
+
+    pub fn load_pull(&mut self, repo: &str, digest: Digest, at: i64) {
+        self.repo_mut(repo).pulls.insert(digest, at);
     }
 
     pub fn load_upload(&mut self, record: UploadRecord) {
@@ -241,18 +332,30 @@ impl Index {
     pub fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Option<u64> {
         let linked = self.repos.get(repo)?.blobs.contains(digest);
         if linked {
-            self.blobs.get(digest).copied()
+            self.blob_size(digest)
         } else {
             None
         }
     }
 
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        self.blobs.get(digest).map(|b| b.size)
+    }
+
+    pub fn blob(&self, digest: &Digest) -> Option<BlobInfo> {
         self.blobs.get(digest).copied()
     }
 
     pub fn resolve_tag(&self, repo: &str, tag: &str) -> Option<Digest> {
+        self.tag(repo, tag).map(|t| t.digest)
+    }
+
+    pub fn tag(&self, repo: &str, tag: &str) -> Option<TagInfo> {
         self.repos.get(repo)?.tags.get(tag).cloned()
+    }
+
+    pub fn last_pulled(&self, repo: &str, digest: &Digest) -> Option<i64> {
+        self.repos.get(repo)?.pulls.get(digest).copied()
     }
 
     pub fn manifest(&self, repo: &str, digest: &Digest) -> Option<Arc<ManifestRecord>> {
@@ -296,7 +399,7 @@ impl Index {
         self.repos.get(repo).map_or_else(Vec::new, |r| {
             r.tags
                 .iter()
-                .filter(|(_, d)| *d == digest)
+                .filter(|(_, t)| &t.digest == digest)
                 .map(|(t, _)| t.clone())
                 .collect()
         })
@@ -361,6 +464,7 @@ pub(crate) mod tests {
             ],
             record: rec,
             tag: tag.map(str::to_string),
+            requires: vec![],
         }
     }
 
@@ -454,6 +558,7 @@ pub(crate) mod tests {
                 (dg("m2"), RefKind::Manifest),
             ],
             tag: None,
+            requires: vec![],
         };
         existed(&mut ix, index_op, 1);
         assert_eq!(ix.tags_of("r", &dg("m1")), vec!["a", "b"]);
@@ -511,6 +616,7 @@ pub(crate) mod tests {
                 .map(|c| (dg(c), RefKind::Manifest))
                 .collect(),
             tag: None,
+            requires: vec![],
         };
         existed(&mut ix, idx(&["a", "b"]), 1);
         assert_eq!(ix.manifest_parents("r", &dg("a")), vec![dg("idx")]);
@@ -643,6 +749,7 @@ pub(crate) mod tests {
                 record: record("idx", Some("s")),
                 refs: vec![(dg("c"), RefKind::Manifest), (dg("l"), RefKind::Layer)],
                 tag: Some("t".into()),
+                requires: vec![],
             },
             5,
         );
@@ -664,7 +771,7 @@ pub(crate) mod tests {
             started: 1,
             expires: 2,
         });
-        loaded.load_tag("r", "t".into(), dg("idx"));
+        loaded.load_tag("r", "t".into(), dg("idx"), 5);
         loaded.load_reference("r", &dg("idx"), &dg("c"), RefKind::Manifest);
         loaded.load_reference("r", &dg("idx"), &dg("l"), RefKind::Layer);
         let mut rec = record("idx", Some("s"));
@@ -672,13 +779,13 @@ pub(crate) mod tests {
         loaded.load_manifest("r", rec.clone());
         loaded.load_link("r", dg("idx"));
         loaded.load_link("r", dg("l"));
-        loaded.load_blob(dg("l"), 7);
-        loaded.load_blob(dg("idx"), rec.size);
+        loaded.load_blob(dg("l"), 7, 5);
+        loaded.load_blob(dg("idx"), rec.size, 5);
         loaded.load_repository("r");
         assert_eq!(loaded, applied);
         assert_eq!(loaded.blob_bytes(), 7 + rec.size);
         // A row loaded twice (never in practice) must not count twice.
-        loaded.load_blob(dg("l"), 7);
+        loaded.load_blob(dg("l"), 7, 5);
         assert_eq!(loaded.blob_bytes(), 7 + rec.size);
     }
 }

@@ -7,17 +7,20 @@
 //!
 //! The SQL sticks to what PostgreSQL also accepts (`ON CONFLICT`, partial indexes, no
 //! `INSERT OR ...`), so the PostgreSQL engine can share the statements' meaning, if not the text.
+//! Outcomes (did the target exist) and the checks a write must pass come from these statements,
+//! inside the transaction; the in-memory [`Index`] is updated from the committed ops after.
 
-use super::{Engine, Index, ManifestRecord, RefKind, UploadRecord, WriteOp};
-use crate::error::{Error, ErrorCode, Result};
+use super::indexed::{Database, OpResult};
+use super::{Conflict, Error, Index, ManifestRecord, Pull, RefKind, Required, Result};
+use super::{UploadRecord, WriteOp, WriteOutcome};
 use crate::oci::digest::Digest;
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
 
 /// Stored in `PRAGMA user_version`. Bump it with a migration step in [`migrate`] whenever the
 /// schema changes shape.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS repositories (
@@ -26,9 +29,10 @@ CREATE TABLE IF NOT EXISTS repositories (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS blobs (
-    digest  TEXT PRIMARY KEY NOT NULL,
-    size    INTEGER NOT NULL,
-    created INTEGER NOT NULL
+    digest          TEXT PRIMARY KEY NOT NULL,
+    size            INTEGER NOT NULL,
+    created         INTEGER NOT NULL,
+    last_referenced INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS repository_blobs (
@@ -49,6 +53,7 @@ CREATE TABLE IF NOT EXISTS manifests (
     size          INTEGER NOT NULL,
     annotations   TEXT,
     created       INTEGER NOT NULL,
+    last_pulled   INTEGER,
     PRIMARY KEY (repository, digest)
 ) WITHOUT ROWID;
 -- Referrers API.
@@ -137,17 +142,45 @@ fn migrate(conn: &Connection) -> Result<(), String> {
             "schema version {version} is newer than this binary supports ({SCHEMA_VERSION})"
         ));
     }
+    // Version 2 added the times garbage collection and retention read.
+    let upgrade = if version == 1 {
+        "ALTER TABLE blobs ADD COLUMN last_referenced INTEGER NOT NULL DEFAULT 0;
+         UPDATE blobs SET last_referenced = created;
+         ALTER TABLE manifests ADD COLUMN last_pulled INTEGER;"
+    } else {
+        ""
+    };
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        "BEGIN IMMEDIATE; {upgrade} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     ))
     .map_err(|e| e.to_string())
+}
+
+/// This layer's reading of an SQLite failure: full and busy are what an operator can act on.
+fn sql_error(what: &str, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode as C;
+    let text = format!("{what}: {e}");
+    match e.sqlite_error_code() {
+        Some(C::DiskFull) => Error::Full(text),
+        Some(C::DatabaseBusy | C::DatabaseLocked) => Error::Unavailable {
+            retry: true,
+            cause: text,
+        },
+        Some(C::DatabaseCorrupt | C::NotADatabase) => Error::Corrupt(text),
+        Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied) => Error::Unavailable {
+            retry: false,
+            cause: text,
+        },
+        _ if matches!(e, rusqlite::Error::ToSqlConversionFailure(_)) => Error::Invalid(text),
+        _ => Error::Io(text),
+    }
 }
 
 fn int(v: u64) -> rusqlite::Result<i64> {
     i64::try_from(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-fn ensure_repository(tx: &Transaction<'_>, repo: &str, now: i64) -> rusqlite::Result<()> {
+fn ensure_repository(tx: &Connection, repo: &str, now: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO repositories (name, created) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
     )?
@@ -155,45 +188,109 @@ fn ensure_repository(tx: &Transaction<'_>, repo: &str, now: i64) -> rusqlite::Re
     Ok(())
 }
 
-/// Records the blob (first size and time win) and links it to `repo`.
+/// Records the blob (first size and time win, the reference time moves) and links it to
+/// `repo`; `true` if the link was there already.
 fn link(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     repo: &str,
     digest: &Digest,
     size: u64,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     ensure_repository(tx, repo, now)?;
+    // `max` is SQLite's two-argument scalar; PostgreSQL spells it GREATEST.
     tx.prepare_cached(
-        "INSERT INTO blobs (digest, size, created) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        "INSERT INTO blobs (digest, size, created, last_referenced) VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT (digest) DO UPDATE SET
+            last_referenced = max(last_referenced, excluded.last_referenced)",
     )?
     .execute(params![digest.as_str(), int(size)?, now])?;
+    let added = tx
+        .prepare_cached(
+            "INSERT INTO repository_blobs (repository, digest, created) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![repo, digest.as_str(), now])?;
+    Ok(added == 0)
+}
+
+/// Size of `digest` if `repo` may serve it.
+fn linked_size(tx: &Connection, repo: &str, digest: &Digest) -> rusqlite::Result<Option<u64>> {
     tx.prepare_cached(
-        "INSERT INTO repository_blobs (repository, digest, created) VALUES (?1, ?2, ?3)
-         ON CONFLICT DO NOTHING",
+        "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+         WHERE rb.repository = ?1 AND rb.digest = ?2",
     )?
-    .execute(params![repo, digest.as_str(), now])?;
-    Ok(())
+    .query_row(params![repo, digest.as_str()], |r| r.get::<_, i64>(0))
+    .optional()
+    .map(|size| size.map(|s| s as u64))
+}
+
+/// The same check as [`Index::check`], in SQL, inside the write's transaction.
+fn check_required(tx: &Connection, repo: &str, r: &Required) -> rusqlite::Result<Option<Conflict>> {
+    let stored = if r.kind == RefKind::Manifest {
+        tx.prepare_cached("SELECT size FROM manifests WHERE repository = ?1 AND digest = ?2")?
+            .query_row(params![repo, r.digest.as_str()], |row| row.get::<_, i64>(0))
+            .optional()?
+            .map(|s| s as u64)
+    } else {
+        linked_size(tx, repo, &r.digest)?
+    };
+    Ok(match stored {
+        None => Some(Conflict::Missing {
+            digest: r.digest.clone(),
+            kind: r.kind,
+        }),
+        Some(stored) if stored != r.size => Some(Conflict::SizeMismatch {
+            digest: r.digest.clone(),
+            declared: r.size,
+            stored,
+        }),
+        Some(_) => None,
+    })
+}
+
+fn exists(tx: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<bool> {
+    tx.prepare_cached(sql)?
+        .query_row(p, |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
 }
 
 /// The SQL meaning of one op; [`Index::apply`] is the in-memory meaning and the two must agree
 /// (the tests load the database back and compare).
-pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Result<()> {
-    match op {
+pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<OpResult> {
+    let existed = match op {
         WriteOp::LinkBlob { repo, digest, size } => link(tx, repo, digest, *size, now)?,
+        WriteOp::MountBlob { from, repo, digest } => match linked_size(tx, from, digest)? {
+            Some(size) => {
+                link(tx, repo, digest, size, now)?;
+                true
+            }
+            None => false,
+        },
         WriteOp::UnlinkBlob { repo, digest } => {
-            tx.prepare_cached(
-                "DELETE FROM repository_blobs WHERE repository = ?1 AND digest = ?2",
-            )?
-            .execute(params![repo, digest.as_str()])?;
+            tx.prepare_cached("DELETE FROM repository_blobs WHERE repository = ?1 AND digest = ?2")?
+                .execute(params![repo, digest.as_str()])?
+                > 0
         }
         WriteOp::PutManifest {
             repo,
             record,
             refs,
             tag,
+            requires,
         } => {
+            for r in requires {
+                if let Some(conflict) = check_required(tx, repo, r)? {
+                    return Ok(Err(conflict));
+                }
+            }
             let digest = record.digest.as_str();
+            let existed = exists(
+                tx,
+                "SELECT 1 FROM manifests WHERE repository = ?1 AND digest = ?2",
+                params![repo, digest],
+            )?;
             link(tx, repo, &record.digest, record.size, now)?;
             let annotations = record
                 .annotations
@@ -231,8 +328,14 @@ pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Resu
                 "INSERT INTO manifest_references (repository, manifest, child_digest, kind)
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             )?;
+            let mut touch = tx.prepare_cached(
+                "UPDATE blobs SET last_referenced = max(last_referenced, ?2) WHERE digest = ?1",
+            )?;
             for (child, kind) in refs {
                 insert.execute(params![repo, digest, child.as_str(), kind.as_str()])?;
+                if matches!(kind, RefKind::Config | RefKind::Layer) {
+                    touch.execute(params![child.as_str(), now])?;
+                }
             }
             if let Some(tag) = tag {
                 tx.prepare_cached(
@@ -242,6 +345,7 @@ pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Resu
                 )?
                 .execute(params![repo, tag, digest, now])?;
             }
+            existed
         }
         WriteOp::DeleteManifest { repo, digest } => {
             let key = params![repo, digest.as_str()];
@@ -252,11 +356,13 @@ pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Resu
             )?
             .execute(key)?;
             tx.prepare_cached("DELETE FROM manifests WHERE repository = ?1 AND digest = ?2")?
-                .execute(key)?;
+                .execute(key)?
+                > 0
         }
         WriteOp::DeleteTag { repo, tag } => {
             tx.prepare_cached("DELETE FROM tags WHERE repository = ?1 AND name = ?2")?
-                .execute(params![repo, tag])?;
+                .execute(params![repo, tag])?
+                > 0
         }
         WriteOp::PutUpload(UploadRecord {
             id,
@@ -264,6 +370,7 @@ pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Resu
             started,
             expires,
         }) => {
+            let existed = exists(tx, "SELECT 1 FROM uploads WHERE id = ?1", params![id])?;
             tx.prepare_cached(
                 "INSERT INTO uploads (id, repository, started, expires) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET
@@ -272,13 +379,25 @@ pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Resu
                     expires = excluded.expires",
             )?
             .execute(params![id, repository, started, expires])?;
+            existed
         }
         WriteOp::DeleteUpload { id } => {
             tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
-                .execute(params![id])?;
+                .execute(params![id])?
+                > 0
         }
-    }
-    Ok(())
+        WriteOp::RecordPulls(pulls) => {
+            let mut update = tx.prepare_cached(
+                "UPDATE manifests SET last_pulled = max(coalesce(last_pulled, ?3), ?3)
+                 WHERE repository = ?1 AND digest = ?2",
+            )?;
+            for Pull { repo, digest, at } in pulls {
+                update.execute(params![repo, digest.as_str(), at])?;
+            }
+            false
+        }
+    };
+    Ok(Ok(WriteOutcome { existed }))
 }
 
 /// For the log line of a failed op: the kind and target, not the whole record.
@@ -291,15 +410,17 @@ fn describe(op: &WriteOp) -> String {
         }
         WriteOp::DeleteManifest { repo, digest } => format!("delete manifest {repo}@{digest}"),
         WriteOp::DeleteTag { repo, tag } => format!("delete tag {repo}:{tag}"),
-        WriteOp::PutUpload(r) => format!("put upload {}", r.id),
-        WriteOp::DeleteUpload { id } => format!("delete upload {id}"),
+        WriteOp::MountBlob { from, repo, digest } => format!("mount {from}@{digest} in {repo}"),
+        WriteOp::PutUpload(r) => format!("put upload in {}", r.repository),
+        WriteOp::DeleteUpload { .. } => "delete upload".into(),
+        WriteOp::RecordPulls(p) => format!("record {} pulls", p.len()),
     }
 }
 
 /// A load error carries its cause in the message: it is shown to the operator at startup and
 /// never reaches a client.
 fn load_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorCode::Unknown).with_message(format!("reading {what}: {e}"))
+    Error::Corrupt(format!("reading {what}: {e}"))
 }
 
 fn digest_col(table: &str, text: &str) -> Result<Digest> {
@@ -319,17 +440,16 @@ fn for_rows<T, P: rusqlite::Params>(
     read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     mut each: impl FnMut(T) -> Result<()>,
 ) -> Result<()> {
-    let mut stmt = conn.prepare(sql).map_err(|e| load_error(table, e))?;
-    let rows = stmt
-        .query_map(params, read)
-        .map_err(|e| load_error(table, e))?;
+    let failed = |e| sql_error(&format!("reading {table}"), e);
+    let mut stmt = conn.prepare(sql).map_err(failed)?;
+    let rows = stmt.query_map(params, read).map_err(failed)?;
     for row in rows {
         each(row.map_err(|e| load_error(table, e))?)?;
     }
     Ok(())
 }
 
-impl Engine for SqliteEngine {
+impl Database for SqliteEngine {
     fn load(&mut self) -> Result<Index> {
         let conn = &self.conn;
         let mut ix = Index::default();
@@ -347,11 +467,12 @@ impl Engine for SqliteEngine {
         for_rows(
             conn,
             "blobs",
-            "SELECT digest, size FROM blobs",
+            "SELECT digest, size, last_referenced FROM blobs",
             [],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-            |(d, size)| {
-                ix.load_blob(digest_col("blobs", &d)?, size_col("blobs", size)?);
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?)),
+            |(d, size, referenced)| {
+                let digest = digest_col("blobs", &d)?;
+                ix.load_blob(digest, size_col("blobs", size)?, referenced);
                 Ok(())
             },
         )?;
@@ -375,12 +496,13 @@ impl Engine for SqliteEngine {
             i64,
             Option<String>,
             i64,
+            Option<i64>,
         );
         for_rows(
             conn,
             "manifests",
             "SELECT repository, digest, media_type, artifact_type, subject, size, annotations,
-                    created
+                    created, last_pulled
              FROM manifests",
             [],
             |r| -> rusqlite::Result<ManifestRow> {
@@ -393,9 +515,10 @@ impl Engine for SqliteEngine {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             },
-            |(repo, d, media_type, artifact_type, subject, size, annotations, created)| {
+            |(repo, d, media_type, artifact_type, subject, size, annotations, created, pulled)| {
                 let annotations = annotations
                     .map(|text| serde_json::from_str(&text))
                     .transpose()
@@ -409,6 +532,9 @@ impl Engine for SqliteEngine {
                     annotations,
                     created,
                 };
+                if let Some(at) = pulled {
+                    ix.load_pull(&repo, record.digest.clone(), at);
+                }
                 ix.load_manifest(&repo, record);
                 Ok(())
             },
@@ -441,17 +567,18 @@ impl Engine for SqliteEngine {
         for_rows(
             conn,
             "tags",
-            "SELECT repository, name, digest FROM tags",
+            "SELECT repository, name, digest, updated FROM tags",
             [],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
                 ))
             },
-            |(repo, name, d)| {
-                ix.load_tag(&repo, name, digest_col("tags", &d)?);
+            |(repo, name, d, updated)| {
+                ix.load_tag(&repo, name, digest_col("tags", &d)?, updated);
                 Ok(())
             },
         )?;
@@ -477,20 +604,29 @@ impl Engine for SqliteEngine {
     }
 
     /// One `BEGIN IMMEDIATE` transaction for the whole batch: taking the write lock up front
-    /// means a busy database fails (or waits) at the start, not halfway through. Dropping the
+    /// means a busy database fails (or waits) at the start, not halfway through. Each op runs
+    /// in a savepoint, so an op refused by its checks is undone alone. Dropping the
     /// transaction on any error rolls it back.
-    fn apply_batch(&mut self, ops: &[WriteOp], now: i64) -> Result<()> {
-        let tx = self
+    fn apply_batch(&mut self, ops: &[WriteOp], now: i64) -> Result<Vec<OpResult>> {
+        let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| Error::internal("metadata begin", e))?;
+            .map_err(|e| sql_error("metadata begin", e))?;
+        let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            apply_sql(&tx, op, now).map_err(|e| {
-                Error::internal("metadata write", format_args!("{}: {e}", describe(op)))
-            })?;
+            let failed = |e| sql_error(&format!("metadata write ({})", describe(op)), e);
+            let sp = tx.savepoint().map_err(failed)?;
+            let result = apply_sql(&sp, op, now).map_err(failed)?;
+            if result.is_ok() {
+                sp.commit().map_err(failed)?;
+            } else {
+                // Dropping the savepoint rolls it back.
+                drop(sp);
+            }
+            results.push(result);
         }
-        tx.commit()
-            .map_err(|e| Error::internal("metadata commit", e))
+        tx.commit().map_err(|e| sql_error("metadata commit", e))?;
+        Ok(results)
     }
 
     /// A read through the connection: proves the database file is open and readable. Needs
@@ -501,14 +637,14 @@ impl Engine for SqliteEngine {
                 r.get::<_, i64>(0)
             })
             .map(|_| ())
-            .map_err(|e| Error::internal("metadata ping", e))
+            .map_err(|e| sql_error("metadata ping", e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::index::tests::{dg, record};
-    use super::super::tests::TempDir;
+    use super::super::suite::TempDir;
     use super::*;
 
     fn open(dir: &TempDir) -> SqliteEngine {
@@ -588,6 +724,7 @@ mod tests {
                     (dg("s"), RefKind::Subject),
                 ],
                 tag: Some("t".into()),
+                requires: vec![],
             },
         ];
         e.apply_batch(&ops, 1234).unwrap();
@@ -617,6 +754,7 @@ mod tests {
             record: rec.clone(),
             refs: vec![(dg("config"), RefKind::Config)],
             tag: Some("t".into()),
+            requires: vec![],
         };
         e.apply_batch(std::slice::from_ref(&reput), 5000).unwrap();
         assert_eq!(count(&e, "SELECT created FROM manifests"), 1234);
@@ -687,12 +825,14 @@ mod tests {
                     record: record("m1", None),
                     refs: vec![(dg("l"), RefKind::Layer)],
                     tag: Some("one".into()),
+                    requires: vec![],
                 },
                 WriteOp::PutManifest {
                     repo: "a".into(),
                     record: record("idx", Some("m1")),
                     refs: vec![(dg("m1"), RefKind::Manifest), (dg("m2"), RefKind::Manifest)],
                     tag: Some("one".into()),
+                    requires: vec![],
                 },
                 WriteOp::PutUpload(upload("u1")),
                 WriteOp::PutUpload(upload("u2")),
@@ -708,6 +848,7 @@ mod tests {
                     record: record("m1", None),
                     refs: vec![],
                     tag: Some("x".into()),
+                    requires: vec![],
                 },
                 WriteOp::DeleteTag {
                     repo: "b".into(),
@@ -731,18 +872,85 @@ mod tests {
         assert_eq!(ix.referrers("a", &dg("m1")).len(), 1);
     }
 
+    /// A database written by the previous schema opens, gains the new columns, and keeps its
+    /// rows (the reference time of old blobs starts at their creation).
+    #[test]
+    fn a_version_1_database_is_upgraded() {
+        let dir = TempDir::new("v1");
+        let path = dir.0.join("meta.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE blobs (digest TEXT PRIMARY KEY NOT NULL, size INTEGER NOT NULL,
+                                 created INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE repositories (name TEXT PRIMARY KEY NOT NULL,
+                                        created INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE manifests (repository TEXT NOT NULL, digest TEXT NOT NULL,
+                 media_type TEXT NOT NULL, artifact_type TEXT, subject TEXT,
+                 size INTEGER NOT NULL, annotations TEXT, created INTEGER NOT NULL,
+                 PRIMARY KEY (repository, digest)) WITHOUT ROWID;
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO blobs (digest, size, created) VALUES (?1, 5, 77)",
+            [dg("old").as_str()],
+        )
+        .unwrap();
+        drop(conn);
+        let mut e = open(&dir);
+        assert_eq!(pragma(&e, "user_version"), SCHEMA_VERSION.to_string());
+        let ix = e.load().unwrap();
+        assert_eq!(
+            ix.blob(&dg("old")),
+            Some(super::super::BlobInfo {
+                size: 5,
+                last_referenced: 77
+            })
+        );
+    }
+
+    /// One op refused by its in-transaction check rolls back alone; the batch commits the rest.
+    #[test]
+    fn a_refused_op_leaves_its_batch_to_commit() {
+        let dir = TempDir::new("refused");
+        let mut e = open(&dir);
+        let link = |label: &str| WriteOp::LinkBlob {
+            repo: "r".into(),
+            digest: dg(label),
+            size: 1,
+        };
+        let refused = WriteOp::PutManifest {
+            repo: "r".into(),
+            record: record("m", None),
+            refs: vec![(dg("missing"), RefKind::Layer)],
+            tag: Some("t".into()),
+            requires: vec![Required {
+                digest: dg("missing"),
+                size: 1,
+                kind: RefKind::Layer,
+            }],
+        };
+        let results = e.apply_batch(&[link("a"), refused, link("b")], 1).unwrap();
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(matches!(results[1], Err(Conflict::Missing { .. })));
+        assert_eq!(count(&e, "SELECT count(*) FROM manifests"), 0);
+        assert_eq!(count(&e, "SELECT count(*) FROM tags"), 0);
+        assert_eq!(count(&e, "SELECT count(*) FROM repository_blobs"), 2);
+    }
+
     #[test]
     fn a_corrupt_row_is_reported_by_table() {
         let dir = TempDir::new("corrupt");
         let mut e = open(&dir);
         e.conn
             .execute(
-                "INSERT INTO blobs (digest, size, created) VALUES ('sha256:nope', 1, 1)",
+                "INSERT INTO blobs (digest, size, created, last_referenced)
+                 VALUES ('sha256:nope', 1, 1, 1)",
                 [],
             )
             .unwrap();
-        let err = e.load().unwrap_err();
-        assert!(err.message.contains("blobs"), "{}", err.message);
-        assert!(err.message.contains("sha256:nope"), "{}", err.message);
+        let err = e.load().unwrap_err().to_string();
+        assert!(err.contains("blobs"), "{err}");
+        assert!(err.contains("sha256:nope"), "{err}");
     }
 }

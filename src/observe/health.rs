@@ -269,8 +269,8 @@ pub fn readyz(status: Status) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Result;
-    use crate::meta::{Engine, Index, WriteOp};
+    use crate::meta::indexed::{Database, Indexed, OpResult};
+    use crate::meta::{Index, Result, WriteOp, WriteOutcome};
 
     #[test]
     fn free_space_threshold() {
@@ -299,13 +299,13 @@ mod tests {
     /// An engine whose writes block until released: a stuck metadata store.
     struct Stuck(crossbeam_channel::Receiver<()>);
 
-    impl Engine for Stuck {
+    impl Database for Stuck {
         fn load(&mut self) -> Result<Index> {
             Ok(Index::default())
         }
-        fn apply_batch(&mut self, _: &[WriteOp], _: i64) -> Result<()> {
+        fn apply_batch(&mut self, ops: &[WriteOp], _: i64) -> Result<Vec<OpResult>> {
             let _ = self.0.recv();
-            Ok(())
+            Ok(ops.iter().map(|_| Ok(WriteOutcome::default())).collect())
         }
     }
 
@@ -320,7 +320,9 @@ mod tests {
     fn a_stuck_or_stopped_metadata_engine_is_not_ready() {
         let dir = tempfile::tempdir().unwrap();
         let (release, stuck) = crossbeam_channel::unbounded();
-        let meta = Meta::with_engine(Box::new(Stuck(stuck))).unwrap();
+        let meta = Meta::new(std::sync::Arc::new(
+            Indexed::start(Box::new(Stuck(stuck))).unwrap(),
+        ));
         let timeouts = Timeouts {
             cache_for: Duration::from_millis(100),
             storage: Duration::from_secs(5),

@@ -79,7 +79,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let blobs = BlobStore::open(&root, pool.clone())
         .map_err(|e| format!("cannot prepare {}: {e}", root.display()))?;
     let uploads = Uploads::new(blobs.staging_dir().to_path_buf(), cfg.upload_expiry);
-    for id in uploads.restore(meta.uploads()) {
+    let records = block_on(meta.uploads()).map_err(|e| format!("reading upload sessions: {e}"))?;
+    for id in uploads.restore(records) {
         block_on(meta.delete_upload(&id)).map_err(|e| format!("cleaning upload {id}: {e}"))?;
     }
     let connections = Arc::new(Connections::new(bound.per_worker.len()));

@@ -109,6 +109,7 @@ pub fn spawn(
 async fn run(setup: WorkerSetup) {
     crate::log::buffer_this_thread();
     monoio::spawn(log_flush_loop());
+    monoio::spawn(pull_flush_loop(setup.registry.clone()));
     let signal = LocalSignal::new();
     let active = Rc::new(Cell::new(0usize));
     let ctx = Rc::new(ConnCtx {
@@ -156,6 +157,7 @@ async fn run(setup: WorkerSetup) {
             active.get()
         ));
     }
+    setup.registry.meta.flush_pulls();
     crate::log::end_thread();
 }
 
@@ -165,6 +167,17 @@ async fn log_flush_loop() {
     loop {
         monoio::time::sleep(LOG_FLUSH_EVERY).await;
         crate::log::flush_thread();
+    }
+}
+
+/// How often a worker writes the manifest pulls it noted (see `Meta::note_pull`).
+const PULL_FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes this worker's noted pulls now and then; ends with the event loop.
+async fn pull_flush_loop(reg: Arc<Registry>) {
+    loop {
+        monoio::time::sleep(PULL_FLUSH_EVERY).await;
+        reg.meta.flush_pulls();
     }
 }
 

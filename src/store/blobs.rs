@@ -1,13 +1,19 @@
-//! The content-addressed blob tree: `<root>/blobs/<algorithm>/<first two hex>/<hex>`.
-//! A file appears there only by an atomic rename of a fully written, fsynced file, followed by
-//! an fsync of its directory, so a crash never leaves a partial blob under its digest's name.
-//! Files are never modified after that, which is what makes serving them by `sendfile` or from
-//! mmap safe. Open blobs are cached per worker; the S3 tier of the scale-out issue plugs in
-//! behind the same `open`/`commit` pair, with this tree as its local cache.
+//! `BlobStore`: a local hot tier over a [`BlobBackend`]. Every blob is served from the tier
+//! (this machine's tree, [`FsBackend`]): by `sendfile` from the page cache, or from a mapping
+//! when small. With the filesystem backend the tier *is* the backend. With a remote backend
+//! (S3, an upstream registry), a miss is fetched once into staging, verified, committed to
+//! the tier and then served; however many requests miss on the same blob at once, one fetch
+//! runs and the others wait for it. Evicting from the tier is a component of its own (the
+//! scale-out issue's cache), not this type's job.
+//!
+//! Open blobs are cached per worker, so a hot blob costs no `open` per request.
 
+use super::backend::BlobBackend;
+use super::error::{Error, Result};
+use super::fs::FsBackend;
 use crate::blocking::Pool;
-use crate::error::{Error, Result};
-use crate::oci::digest::Digest;
+use crate::oci::digest::{Digest, Hasher};
+use futures_channel::oneshot;
 use memmap2::Mmap;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -15,6 +21,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Blobs kept open per worker. Past this the cache is emptied: opening is cheap to redo, and a
 /// bound keeps descriptors and address space in check.
@@ -62,167 +69,429 @@ impl BlobFile {
     }
 }
 
+/// Fetches in progress from the remote backend, by digest: whoever finds one running waits
+/// for its answer instead of starting another.
+type Fills = Mutex<HashMap<Digest, Vec<oneshot::Sender<Result<(), String>>>>>;
+
 #[derive(Clone)]
 pub struct BlobStore {
-    blobs_dir: PathBuf,
-    staging_dir: PathBuf,
-    pool: Pool,
+    tier: Arc<FsBackend>,
+    /// None: the tier is the backend.
+    remote: Option<Arc<dyn BlobBackend>>,
+    fills: Arc<Fills>,
 }
 
 impl BlobStore {
-    /// Creates the tree's top directories (at startup, before any event loop runs).
+    /// The filesystem deployment: the tree under `root` is tier and backend at once.
     pub fn open(root: &Path, pool: Pool) -> io::Result<BlobStore> {
-        let blobs_dir = root.join("blobs");
-        let staging_dir = root.join("uploads");
-        fs::create_dir_all(&blobs_dir)?;
-        fs::create_dir_all(&staging_dir)?;
         Ok(BlobStore {
-            blobs_dir,
-            staging_dir,
-            pool,
+            tier: Arc::new(FsBackend::open(root, pool)?),
+            remote: None,
+            fills: Arc::default(),
+        })
+    }
+
+    /// The tree under `root` as a hot tier over `remote`, which holds every blob durably.
+    pub fn with_remote(
+        root: &Path,
+        pool: Pool,
+        remote: Arc<dyn BlobBackend>,
+    ) -> io::Result<BlobStore> {
+        Ok(BlobStore {
+            remote: Some(remote),
+            ..BlobStore::open(root, pool)?
         })
     }
 
     pub fn path_of(&self, digest: &Digest) -> PathBuf {
-        shard_path(&self.blobs_dir, digest)
+        self.tier.path_of(digest)
     }
 
     /// Where upload sessions keep their data (`<root>/uploads`).
     pub fn staging_dir(&self) -> &Path {
-        &self.staging_dir
+        self.tier.staging_dir()
     }
 
-    /// The blob, open. `Ok(None)` when the file is absent.
-    pub fn get(&self, digest: &Digest) -> io::Result<Option<Rc<BlobFile>>> {
-        if let Some(b) = OPEN.with(|c| c.borrow().get(digest).cloned()) {
+    /// The blob, open for serving from the tier; `Ok(None)` when no backend holds it.
+    pub async fn get(&self, digest: &Digest) -> Result<Option<Rc<BlobFile>>> {
+        if let Some(b) = open_local(&self.tier, digest)? {
             return Ok(Some(b));
         }
-        let file = match fs::File::open(self.path_of(digest)) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(remote) = &self.remote else {
+            return Ok(None);
         };
-        let len = file.metadata()?.len();
-        let blob = Rc::new(BlobFile {
-            file,
-            len,
-            map: OnceCell::new(),
-        });
-        OPEN.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= OPEN_CACHE_ENTRIES {
-                c.clear();
-            }
-            c.insert(digest.clone(), blob.clone());
-        });
-        Ok(Some(blob))
+        match remote.stat(digest).await {
+            Ok(_) => {}
+            Err(Error::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        self.fill(remote.as_ref(), digest).await?;
+        open_local(&self.tier, digest)
     }
 
-    /// Moves a fully written and fsynced file into the tree under `digest`. When the blob is
-    /// already there (same content by definition), the staged file is simply removed.
+    /// Makes a fully written and fsynced staged file the blob `digest`: moved into the tier,
+    /// and stored in the remote backend (when there is one) before this resolves, since the
+    /// remote is what must survive.
     pub async fn commit(&self, staged: PathBuf, digest: &Digest) -> Result<()> {
-        let dest = self.path_of(digest);
-        self.pool
-            .run(move || commit_blocking(&staged, &dest))
-            .await?
-            .map_err(|e| Error::internal("committing blob", e))
+        self.tier.adopt(staged, digest).await?;
+        if let Some(remote) = &self.remote {
+            remote.put_file(&self.tier.path_of(digest), digest).await?;
+        }
+        Ok(())
     }
 
     /// Writes small content (a manifest) durably under its digest.
     pub async fn put_bytes(&self, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
         let dest = self.path_of(digest);
         let staged = self
-            .staging_dir
-            .join(format!("manifest-{}", crate::store::uploads::new_id()));
-        self.pool
-            .run(move || -> io::Result<()> {
-                if dest.exists() {
-                    return Ok(());
-                }
-                let mut f = fs::File::create(&staged)?;
+            .staging_dir()
+            .join(format!("manifest-{}", super::uploads::new_id()));
+        if !dest.exists() {
+            let s = staged.clone();
+            run_blocking(&self.tier, "writing manifest", move || {
+                let mut f = fs::File::create(&s)?;
                 f.write_all(&bytes)?;
-                f.sync_all()?;
-                drop(f);
-                commit_blocking(&staged, &dest)
+                f.sync_all()
             })
-            .await?
-            .map_err(|e| Error::internal("writing manifest", e))
+            .await?;
+            self.tier.adopt(staged, digest).await?;
+        }
+        if let Some(remote) = &self.remote {
+            remote.put_file(&dest, digest).await?;
+        }
+        Ok(())
     }
-}
 
-pub fn shard_path(blobs_dir: &Path, digest: &Digest) -> PathBuf {
-    let hex = digest.hex();
-    blobs_dir
-        .join(digest.algorithm().as_str())
-        .join(&hex[..2])
-        .join(hex)
-}
-
-/// rename + fsync of the directory (and of the parents we had to create), in that order, so
-/// the name is durable before the caller acknowledges anything.
-fn commit_blocking(staged: &Path, dest: &Path) -> io::Result<()> {
-    if dest.exists() {
-        fs::remove_file(staged)?;
-        return Ok(());
+    /// One fetch per digest at a time: the first caller fetches, later ones wait for it. A
+    /// fetch abandoned midway (its request went away) answers its waiters with an error
+    /// rather than leaving them waiting.
+    async fn fill(&self, remote: &dyn BlobBackend, digest: &Digest) -> Result<()> {
+        let waiting = {
+            let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+            match fills.get_mut(digest) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    fills.insert(digest.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = waiting {
+            return match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Error::Io(e)),
+                Err(_) => Err(Error::Io(
+                    "the fetch this request waited for stopped".into(),
+                )),
+            };
+        }
+        struct Done<'a> {
+            fills: &'a Fills,
+            digest: &'a Digest,
+            answer: Result<(), String>,
+        }
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let waiters = self
+                    .fills
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(self.digest)
+                    .unwrap_or_default();
+                for w in waiters {
+                    let _ = w.send(self.answer.clone());
+                }
+            }
+        }
+        let mut done = Done {
+            fills: &self.fills,
+            digest,
+            answer: Err("the fetch was abandoned".into()),
+        };
+        let result = self.fetch(remote, digest).await;
+        done.answer = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        result
     }
-    let shard = dest
-        .parent()
-        .ok_or_else(|| io::Error::other("blob path has no parent"))?;
-    if !shard.exists() {
-        fs::create_dir_all(shard)?;
-        if let Some(alg_dir) = shard.parent() {
-            fsync_dir(alg_dir)?;
-            if let Some(blobs) = alg_dir.parent() {
-                fsync_dir(blobs)?;
+
+    /// Copies the blob from the remote into staging, checking its digest on the way, then
+    /// commits it to the tier.
+    async fn fetch(&self, remote: &dyn BlobBackend, digest: &Digest) -> Result<()> {
+        let size = remote.stat(digest).await?;
+        let staged = self
+            .staging_dir()
+            .join(format!("fetch-{}", super::uploads::new_id()));
+        let s = staged.clone();
+        let file = run_blocking(&self.tier, "staging a fetch", move || fs::File::create(s)).await?;
+        let mut file = Some(file);
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut chunks = remote.read(digest, 0..size).await?;
+        let mut received = 0u64;
+        let written = async {
+            while let Some(piece) = chunks.next().await? {
+                hasher.update(&piece);
+                received += piece.len() as u64;
+                let mut f = file.take().expect("file is put back after each write");
+                let (f, r) = self
+                    .tier_pool_write(move || {
+                        let r = f.write_all(&piece);
+                        (f, r)
+                    })
+                    .await?;
+                file = Some(f);
+                r.map_err(|e| Error::io("staging a fetch", e))?;
+            }
+            let f = file.take().expect("file present");
+            run_blocking(&self.tier, "staging a fetch", move || f.sync_all()).await
+        }
+        .await;
+        let checked = written.and_then(|()| {
+            let actual = hasher.finish();
+            if &actual != digest || received != size {
+                Err(Error::Corrupt(format!(
+                    "the backend's {digest} reads back as {actual}, {received} of {size} bytes"
+                )))
+            } else {
+                Ok(())
+            }
+        });
+        match checked {
+            Ok(()) => self.tier.adopt(staged, digest).await,
+            Err(e) => {
+                let _ = run_blocking(&self.tier, "dropping a fetch", move || {
+                    fs::remove_file(staged)
+                })
+                .await;
+                Err(e)
             }
         }
     }
-    fs::rename(staged, dest)?;
-    fsync_dir(shard)?;
-    if let Some(staging) = staged.parent() {
-        // The source directory lost an entry; not needed for durability of the blob, but keeps
-        // a restart from seeing a stale staged name.
-        let _ = fsync_dir(staging);
+
+    async fn tier_pool_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        self.tier
+            .pool()
+            .run(f)
+            .await
+            .map_err(|_| Error::Io("the blocking pool stopped".into()))
     }
-    Ok(())
 }
 
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+async fn run_blocking<T: Send + 'static>(
+    tier: &FsBackend,
+    what: &'static str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tier.pool()
+        .run(f)
+        .await
+        .map_err(|_| Error::Io(format!("{what}: the blocking pool stopped")))?
+        .map_err(|e| Error::io(what, e))
+}
+
+/// The tier's file for `digest`, from this worker's cache or opened now; `Ok(None)` when the
+/// tier does not hold it.
+fn open_local(tier: &FsBackend, digest: &Digest) -> Result<Option<Rc<BlobFile>>> {
+    if let Some(b) = OPEN.with(|c| c.borrow().get(digest).cloned()) {
+        return Ok(Some(b));
+    }
+    let file = match fs::File::open(tier.path_of(digest)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening blob", e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("examining blob", e))?
+        .len();
+    let blob = Rc::new(BlobFile {
+        file,
+        len,
+        map: OnceCell::new(),
+    });
+    OPEN.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= OPEN_CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(digest.clone(), blob.clone());
+    });
+    Ok(Some(blob))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn shard_layout() {
-        let d = Digest::sha256_of(b"hello");
-        let p = shard_path(Path::new("/r/blobs"), &d);
-        assert_eq!(
-            p,
-            Path::new("/r/blobs/sha256/2c/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
-        );
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
     }
 
     #[test]
-    fn commit_then_map_empty_and_nonempty() {
+    fn commit_then_get_empty_and_nonempty() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path(), Pool::new(1, "t").unwrap()).unwrap();
-        for content in [&b""[..], b"some bytes"] {
-            let d = Digest::sha256_of(content);
-            let staged = store.staging_dir().join("x");
-            fs::write(&staged, content).unwrap();
-            commit_blocking(&staged, &store.path_of(&d)).unwrap();
-            assert!(!staged.exists());
-            let b = store.get(&d).unwrap().unwrap();
-            assert_eq!(b.len(), content.len() as u64);
-            assert_eq!(b.bytes().unwrap(), content);
-            // Committing the same content again keeps one copy and removes the staged file.
-            fs::write(&staged, content).unwrap();
-            commit_blocking(&staged, &store.path_of(&d)).unwrap();
-            assert!(!staged.exists());
+        runtime().block_on(async {
+            for content in [&b""[..], b"some bytes"] {
+                let d = Digest::sha256_of(content);
+                let staged = store.staging_dir().join("x");
+                fs::write(&staged, content).unwrap();
+                store.commit(staged.clone(), &d).await.unwrap();
+                assert!(!staged.exists());
+                let b = store.get(&d).await.unwrap().unwrap();
+                assert_eq!(b.len(), content.len() as u64);
+                assert_eq!(b.bytes().unwrap(), content);
+                // Committing the same content again keeps one copy and removes the staged file.
+                fs::write(&staged, content).unwrap();
+                store.commit(staged.clone(), &d).await.unwrap();
+                assert!(!staged.exists());
+            }
+            let absent = Digest::sha256_of(b"absent");
+            assert!(store.get(&absent).await.unwrap().is_none());
+        });
+    }
+
+    /// A tier over a remote (another tree standing in for S3): what only the remote holds is
+    /// fetched into the tier once, however many ask at once, and then served locally; a
+    /// commit lands in both.
+    #[test]
+    fn a_miss_on_the_remote_is_fetched_once_into_the_tier() {
+        let tier_dir = tempfile::tempdir().unwrap();
+        let remote_dir = tempfile::tempdir().unwrap();
+        let pool = Pool::new(2, "t").unwrap();
+        let remote = Arc::new(Counting {
+            inner: FsBackend::open(remote_dir.path(), pool.clone()).unwrap(),
+            reads: Default::default(),
+        });
+        let store = BlobStore::with_remote(tier_dir.path(), pool, remote.clone()).unwrap();
+        let content: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+        let d = Digest::sha256_of(&content);
+        let src = remote_dir.path().join("src");
+        fs::write(&src, &content).unwrap();
+        runtime().block_on(async {
+            remote.put_file(&src, &d).await.unwrap();
+            assert!(!store.path_of(&d).exists());
+            let gets = (0..8).map(|_| store.get(&d));
+            let got = futures_join_all(gets).await;
+            for b in got {
+                let b = b.unwrap().unwrap();
+                assert_eq!(b.len(), content.len() as u64);
+            }
+            assert!(fs::read(store.path_of(&d)).unwrap() == content);
+            assert_eq!(
+                remote.reads.load(Ordering::SeqCst),
+                1,
+                "one fetch for eight misses"
+            );
+            store.get(&d).await.unwrap().unwrap();
+            assert_eq!(
+                remote.reads.load(Ordering::SeqCst),
+                1,
+                "a hit reads nothing remote"
+            );
+            assert!(store.fills.lock().unwrap().is_empty());
+            let staged_left = fs::read_dir(store.staging_dir()).unwrap().count();
+            assert_eq!(staged_left, 0, "no fetch leftovers");
+
+            // A remote blob whose bytes do not match its name is refused, not served.
+            let bad = Digest::sha256_of(b"claimed");
+            fs::write(&src, b"other bytes").unwrap();
+            let bad_path = remote.inner.path_of(&bad);
+            fs::create_dir_all(bad_path.parent().unwrap()).unwrap();
+            fs::copy(&src, &bad_path).unwrap();
+            assert!(matches!(store.get(&bad).await, Err(Error::Corrupt(_))));
+            assert!(!store.path_of(&bad).exists());
+
+            // Commits go to both.
+            let fresh = b"pushed through the tier";
+            let fd = Digest::sha256_of(fresh);
+            let staged = store.staging_dir().join("push");
+            fs::write(&staged, fresh).unwrap();
+            store.commit(staged, &fd).await.unwrap();
+            assert_eq!(remote.stat(&fd).await.unwrap(), fresh.len() as u64);
+            assert!(store.path_of(&fd).exists());
+            store
+                .put_bytes(&Digest::sha256_of(b"{}"), b"{}".to_vec())
+                .await
+                .unwrap();
+            assert_eq!(remote.stat(&Digest::sha256_of(b"{}")).await.unwrap(), 2);
+        });
+    }
+
+    /// A backend that counts the reads reaching it.
+    struct Counting {
+        inner: FsBackend,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    use std::sync::atomic::Ordering;
+
+    impl BlobBackend for Counting {
+        fn stat<'a>(&'a self, d: &'a Digest) -> super::super::backend::Fut<'a, u64> {
+            self.inner.stat(d)
         }
-        assert!(store.get(&Digest::sha256_of(b"absent")).unwrap().is_none());
+        fn read<'a>(
+            &'a self,
+            d: &'a Digest,
+            range: std::ops::Range<u64>,
+        ) -> super::super::backend::Fut<'a, Box<dyn super::super::backend::Chunks + 'a>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.read(d, range)
+        }
+        fn put_file<'a>(
+            &'a self,
+            src: &'a Path,
+            d: &'a Digest,
+        ) -> super::super::backend::Fut<'a, ()> {
+            self.inner.put_file(src, d)
+        }
+        fn delete<'a>(&'a self, d: &'a Digest) -> super::super::backend::Fut<'a, bool> {
+            self.inner.delete(d)
+        }
+        fn list<'a>(
+            &'a self,
+            after: Option<&'a Digest>,
+            limit: usize,
+        ) -> super::super::backend::Fut<'a, Vec<(Digest, u64)>> {
+            self.inner.list(after, limit)
+        }
+    }
+
+    /// Polls every future to completion on this thread, concurrently.
+    async fn futures_join_all<F: std::future::Future>(
+        futs: impl Iterator<Item = F>,
+    ) -> Vec<F::Output> {
+        let handles: Vec<_> = futs.map(|f| Box::pin(f)).collect();
+        let mut out: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+        let mut handles: Vec<Option<_>> = handles.into_iter().map(Some).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (slot, h) in out.iter_mut().zip(handles.iter_mut()) {
+                if let Some(f) = h {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => {
+                            *slot = Some(v);
+                            *h = None;
+                        }
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        out.into_iter().map(|v| v.unwrap()).collect()
     }
 }

@@ -1,6 +1,12 @@
-//! Storage of bytes: the content-addressed blob tree and upload sessions. Metadata (which
-//! repository may see which blob, tags, manifests) is in `meta`, not here.
+//! Storage of bytes: committed blobs (a local hot tier over a [`backend::BlobBackend`]) and
+//! upload sessions. Metadata (which repository may see which blob, tags, manifests) is in
+//! `meta`, not here. Errors are this layer's own ([`Error`]); `api` maps them.
 
 pub mod appender;
+pub mod backend;
 pub mod blobs;
+pub mod error;
+pub mod fs;
 pub mod uploads;
+
+pub use error::Error;

@@ -1,0 +1,127 @@
+//! Where committed blobs live: the seam under [`super::blobs::BlobStore`]. About the size of
+//! distribution's storage driver: stat, read a range, put a committed blob, delete, and an
+//! enumeration for orphan sweeps. This machine's sharded tree ([`super::fs::FsBackend`]) is
+//! the first implementation; S3 and an upstream registry (a pull-through cache) come next.
+//! Registry logic (which repository may serve a blob, manifests, tags) stays above it, in
+//! `meta` and `api`: a backend knows digests and bytes only.
+//!
+//! The methods are async and return boxed futures so that the trait stays object-safe (the
+//! server picks a backend at start) and a backend may wait on anything (a pool thread, a
+//! socket to S3). They run on the caller's event loop and need not be `Send`.
+
+use super::error::Result;
+use crate::oci::digest::Digest;
+use std::future::Future;
+use std::ops::Range;
+use std::path::Path;
+use std::pin::Pin;
+
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + 'a>>;
+
+pub trait BlobBackend: Send + Sync {
+    /// The blob's size; [`super::Error::NotFound`] when the backend does not hold it.
+    fn stat<'a>(&'a self, digest: &'a Digest) -> Fut<'a, u64>;
+
+    /// Bytes `range` of the blob, delivered piece by piece (a piece is at most a few MiB, so a
+    /// large read holds little memory).
+    fn read<'a>(&'a self, digest: &'a Digest, range: Range<u64>) -> Fut<'a, Box<dyn Chunks + 'a>>;
+
+    /// Stores the content of `src` (complete, fsynced, already verified against `digest`)
+    /// under `digest`, durably before it resolves. `src` is left in place. Storing a digest
+    /// the backend already holds succeeds without rewriting it (content is immutable).
+    fn put_file<'a>(&'a self, src: &'a Path, digest: &'a Digest) -> Fut<'a, ()>;
+
+    /// Removes the blob; `true` if it was there.
+    fn delete<'a>(&'a self, digest: &'a Digest) -> Fut<'a, bool>;
+
+    /// Blobs in digest order strictly after `after`, at most `limit`, with their sizes: a
+    /// sweep pages through the whole backend with this.
+    fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<(Digest, u64)>>;
+}
+
+/// The pieces of one read, in order.
+pub trait Chunks {
+    /// The next piece, or `None` after the last.
+    fn next(&mut self) -> Fut<'_, Option<Vec<u8>>>;
+}
+
+/// Every backend answers these the same way: the suite each implementation's tests run
+/// (as distribution's storage-driver suite runs on every driver). `staging` is a directory on
+/// the machine where the test can write source files.
+#[cfg(test)]
+pub(crate) async fn suite(backend: &dyn BlobBackend, staging: &Path) {
+    use super::error::Error;
+
+    async fn read_all(b: &dyn BlobBackend, d: &Digest, range: Range<u64>) -> Vec<u8> {
+        let mut chunks = b.read(d, range).await.expect("read");
+        let mut out = Vec::new();
+        while let Some(piece) = chunks.next().await.expect("next piece") {
+            assert!(!piece.is_empty(), "empty pieces are not sent");
+            out.extend_from_slice(&piece);
+        }
+        out
+    }
+
+    let contents: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"small".to_vec(),
+        (0..5 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect(),
+    ];
+    let mut digests = Vec::new();
+    for (i, content) in contents.iter().enumerate() {
+        let d = Digest::sha256_of(content);
+        assert!(matches!(backend.stat(&d).await, Err(Error::NotFound)));
+        let src = staging.join(format!("suite-src-{i}"));
+        std::fs::write(&src, content).unwrap();
+        backend.put_file(&src, &d).await.expect("put");
+        assert!(src.exists(), "the source is left in place");
+        // Again: a digest names one content, so this is a no-op that succeeds.
+        backend.put_file(&src, &d).await.expect("put again");
+        std::fs::remove_file(&src).unwrap();
+        assert_eq!(backend.stat(&d).await.unwrap(), content.len() as u64);
+        assert!(read_all(backend, &d, 0..content.len() as u64).await == *content);
+        digests.push(d);
+    }
+    let big = &contents[2];
+    let d = &digests[2];
+    let mid = 1024 * 1024 + 3..3 * 1024 * 1024 + 11;
+    let got = read_all(backend, d, mid.clone()).await;
+    assert!(got == big[mid.start as usize..mid.end as usize]);
+    assert!(read_all(backend, d, 10..10).await.is_empty());
+    assert!(backend
+        .read(&Digest::sha256_of(b"absent"), 0..1)
+        .await
+        .is_err());
+
+    let mut sorted = digests.clone();
+    sorted.sort();
+    let listed: Vec<Digest> = backend
+        .list(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(listed, sorted);
+    let page = backend.list(Some(&sorted[0]), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].0, sorted[1]);
+    let sizes: Vec<u64> = backend
+        .list(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let total: u64 = contents.iter().map(|c| c.len() as u64).sum();
+    assert_eq!(sizes.iter().sum::<u64>(), total);
+    assert!(backend.list(Some(&sorted[2]), 5).await.unwrap().is_empty());
+
+    assert!(backend.delete(&digests[1]).await.unwrap());
+    assert!(!backend.delete(&digests[1]).await.unwrap());
+    assert!(matches!(
+        backend.stat(&digests[1]).await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(backend.list(None, 100).await.unwrap().len(), 2);
+}

@@ -1,0 +1,81 @@
+//! What can go wrong storing bytes, in the store's own terms. Nothing here knows HTTP: `api`
+//! maps each case to an OCI code and status once.
+
+use std::fmt;
+use std::io;
+
+#[derive(Debug)]
+pub enum Error {
+    /// No blob under that digest (in this backend).
+    NotFound,
+    /// No room left: the disk, a quota, or a bucket limit. May clear when space is freed.
+    Full(String),
+    /// The backend cannot serve now. With `retry`, the same request may succeed later (too
+    /// many open files, a remote that timed out); without, not until an operator acts (a
+    /// read-only filesystem).
+    Unavailable { retry: bool, cause: String },
+    /// Stored bytes that are not what their name says (a size or digest that does not match).
+    Corrupt(String),
+    /// Any other failure; the text is for the operator's log.
+    Io(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Reads an I/O error in these terms; `what` says what was being done, for the log.
+    pub fn io(what: &str, e: io::Error) -> Error {
+        let text = format!("{what}: {e}");
+        if e.kind() == io::ErrorKind::NotFound {
+            return Error::NotFound;
+        }
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Error::Full(text),
+            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => Error::Unavailable {
+                retry: true,
+                cause: text,
+            },
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => Error::Unavailable {
+                retry: false,
+                cause: text,
+            },
+            _ => Error::Io(text),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("blob not found"),
+            Error::Full(m) => write!(f, "storage is full: {m}"),
+            Error::Unavailable { cause, .. } => write!(f, "storage unavailable: {cause}"),
+            Error::Corrupt(m) => write!(f, "stored blob is corrupt: {m}"),
+            Error::Io(m) => write!(f, "storage: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_read_as_what_an_operator_can_act_on() {
+        let os = |code| io::Error::from_raw_os_error(code);
+        assert!(matches!(Error::io("w", os(libc::ENOSPC)), Error::Full(_)));
+        assert!(matches!(Error::io("w", os(libc::EDQUOT)), Error::Full(_)));
+        assert!(matches!(
+            Error::io("o", os(libc::EMFILE)),
+            Error::Unavailable { retry: true, .. }
+        ));
+        assert!(matches!(
+            Error::io("w", os(libc::EROFS)),
+            Error::Unavailable { retry: false, .. }
+        ));
+        assert!(matches!(Error::io("o", os(libc::ENOENT)), Error::NotFound));
+        assert!(matches!(Error::io("r", os(libc::EIO)), Error::Io(_)));
+    }
+}
