@@ -8,6 +8,7 @@ pub mod buf;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod log;
 pub mod meta;
 pub mod observe;

@@ -323,7 +323,7 @@ fn readyz_is_503_while_the_metadata_engine_is_stuck() {
 // --- metrics --------------------------------------------------------------------------------
 
 /// Every family /metrics exposes.
-const FAMILIES: [&str; 15] = [
+const FAMILIES: [&str; 19] = [
     "ringyard_http_requests_total",
     "ringyard_http_request_duration_seconds",
     "ringyard_http_received_bytes_total",
@@ -338,6 +338,10 @@ const FAMILIES: [&str; 15] = [
     "ringyard_metadata_commits_total",
     "ringyard_metadata_write_ops_total",
     "ringyard_log_lines_dropped_total",
+    "ringyard_job_runs_total",
+    "ringyard_job_failures_total",
+    "ringyard_job_last_success_timestamp_seconds",
+    "ringyard_job_duration_seconds",
     "ringyard_build_info",
 ];
 
@@ -490,6 +494,72 @@ fn metrics_count_exactly_the_requests_made() {
         requests(&m2, "DELETE", "upload", "204") - requests(&m1, "DELETE", "upload", "204"),
         1.0
     );
+}
+
+// --- background jobs ------------------------------------------------------------------------
+
+/// Upload expiry is a background job: an abandoned session goes (404 BLOB_UPLOAD_UNKNOWN), the
+/// job's series count its passes, and its log line names the repository, the idle time and the
+/// bytes discarded, never the session id (the secret in the upload URL).
+#[test]
+fn upload_expiry_is_a_job_with_metrics_and_a_log_line_without_the_session_id() {
+    let s = Server::start_in_temp(&["--upload-expiry", "1"]);
+    let mut c = s.client();
+    let loc = start_upload(&mut c, "jobs/abandoned");
+    let data = pseudo_random(12_345, 7);
+    let r = c.patch(&loc, &[("Content-Type", "application/octet-stream")], &data);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = location_path(must_header(&r, "location"));
+    let id = loc.split('?').next().unwrap().rsplit('/').next().unwrap();
+    assert_eq!(id.len(), 32, "a session id at the end of {loc}");
+
+    let start = Instant::now();
+    loop {
+        let r = c.get(&loc);
+        if r.status == 404 {
+            assert_error(&r, 404, &["BLOB_UPLOAD_UNKNOWN"]);
+            break;
+        }
+        assert_eq!(r.status, 204, "{}", r.text());
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the session did not expire within 15 s of --upload-expiry 1"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let lines = log_lines(&s, 1, |l| {
+        l.contains("upload session in jobs/abandoned expired")
+    });
+    assert_eq!(lines.len(), 1, "one expiry line:\n{}", s.stderr());
+    assert!(
+        lines[0].contains("idle ") && lines[0].contains("12345 bytes discarded"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        !s.stderr().contains(id),
+        "the session id is in the log:\n{}",
+        s.stderr()
+    );
+
+    let (_, m) = scrape(&mut c);
+    let series = |family: &str| value(&m, &format!("{family}{{job=\"upload_expiry\"}}"));
+    let runs = series("ringyard_job_runs_total");
+    assert!(runs > 0.0, "runs {runs}");
+    assert_eq!(series("ringyard_job_failures_total"), 0.0);
+    let last = series("ringyard_job_last_success_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        last > now - 60.0 && last < now + 1.0,
+        "last success {last}, now {now}"
+    );
+    assert_eq!(series("ringyard_job_duration_seconds_count"), runs);
+    assert!(series("ringyard_job_duration_seconds_sum") >= 0.0);
+    assert!(s.stop().success());
 }
 
 #[test]

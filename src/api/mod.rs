@@ -61,6 +61,8 @@ pub struct Registry {
     pub hashing: Pool,
     pub limits: Limits,
     pub ops: Ops,
+    /// The background jobs' counters, for `/metrics`.
+    pub jobs: crate::jobs::Board,
 }
 
 /// Which listener a request came in on.
@@ -245,6 +247,7 @@ async fn ops(reg: &Registry, req: &Request, endpoint: OpsEndpoint) -> Result<Res
                 metadata_queue_depth: stats.queue_depth,
                 metadata_commits: stats.commits,
                 metadata_write_ops: stats.ops,
+                jobs: reg.jobs.figures(),
                 ..metrics::Gauges::default()
             };
             let text = reg.ops.render_metrics(gauges);

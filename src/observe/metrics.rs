@@ -258,6 +258,20 @@ pub struct Gauges {
     pub log_lines_dropped: u64,
     /// Unix seconds.
     pub start_time: f64,
+    pub jobs: Vec<JobFigures>,
+}
+
+/// One background job's counters (see [`crate::jobs`]).
+#[derive(Debug, Clone, Default)]
+pub struct JobFigures {
+    pub name: &'static str,
+    /// Passes ended, failed ones included.
+    pub runs: u64,
+    pub failures: u64,
+    /// Unix seconds at the end of the last successful pass; 0 before the first.
+    pub last_success: f64,
+    /// Time spent in all those passes.
+    pub duration_seconds: f64,
 }
 
 /// Content type of [`render`]'s output.
@@ -417,6 +431,7 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
     for (name, kind, help, value) in gauges {
         single(&mut out, name, kind, help, value);
     }
+    render_jobs(&mut out, &g.jobs);
     single(
         &mut out,
         "ringyard_process_start_time_seconds",
@@ -436,6 +451,51 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out
+}
+
+/// The background jobs' series, one per job and family. Pass durations are a summary without
+/// quantiles (`_sum` and `_count`): passes are few, and their lengths vary too much by job
+/// for one set of histogram buckets.
+fn render_jobs(out: &mut String, jobs: &[JobFigures]) {
+    type Value = fn(&JobFigures) -> String;
+    let families: [(&str, &str, &str, Value); 3] = [
+        (
+            "ringyard_job_runs_total",
+            "counter",
+            "Passes of each background job, failed ones included.",
+            |j| j.runs.to_string(),
+        ),
+        (
+            "ringyard_job_failures_total",
+            "counter",
+            "Passes of each background job that failed or panicked.",
+            |j| j.failures.to_string(),
+        ),
+        (
+            "ringyard_job_last_success_timestamp_seconds",
+            "gauge",
+            "End of each background job's last successful pass, in unix seconds (0: none yet).",
+            |j| j.last_success.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        for j in jobs {
+            let _ = writeln!(out, "{name}{{job=\"{}\"}} {}", j.name, value(j));
+        }
+    }
+    let name = "ringyard_job_duration_seconds";
+    family(
+        out,
+        name,
+        "summary",
+        "Time spent in each background job's passes.",
+    );
+    for j in jobs {
+        let job = j.name;
+        let _ = writeln!(out, "{name}_sum{{job=\"{job}\"}} {}", j.duration_seconds);
+        let _ = writeln!(out, "{name}_count{{job=\"{job}\"}} {}", j.runs);
+    }
 }
 
 #[cfg(test)]
@@ -490,6 +550,13 @@ mod tests {
             connections_open: 3,
             worker_connections: vec![1, 2],
             stored_blob_bytes: 1 << 40,
+            jobs: vec![JobFigures {
+                name: "upload_expiry",
+                runs: 4,
+                failures: 1,
+                last_success: 1_700_000_000.5,
+                duration_seconds: 0.25,
+            }],
             ..Gauges::default()
         };
         let text = render(&[a, b], &g);
@@ -523,6 +590,20 @@ mod tests {
             (s("ringyard_connections_open"), 3.0),
             (s("ringyard_worker_connections{worker=\"1\"}"), 2.0),
             (s("ringyard_stored_blob_bytes"), (1u64 << 40) as f64),
+            (s("ringyard_job_runs_total{job=\"upload_expiry\"}"), 4.0),
+            (s("ringyard_job_failures_total{job=\"upload_expiry\"}"), 1.0),
+            (
+                s("ringyard_job_last_success_timestamp_seconds{job=\"upload_expiry\"}"),
+                1_700_000_000.5,
+            ),
+            (
+                s("ringyard_job_duration_seconds_sum{job=\"upload_expiry\"}"),
+                0.25,
+            ),
+            (
+                s("ringyard_job_duration_seconds_count{job=\"upload_expiry\"}"),
+                4.0,
+            ),
         ];
         for (i, (got, want)) in expected.into_iter().enumerate() {
             assert_eq!(got, Some(want), "expectation {i}");

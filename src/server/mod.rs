@@ -1,6 +1,6 @@
 //! Process lifecycle: lock the data directory, open the stores, bind the listeners, start one
-//! event loop per worker, and on SIGTERM or SIGINT stop accepting, let requests in flight
-//! finish (bounded), and exit cleanly.
+//! event loop per worker and the background jobs, and on SIGTERM or SIGINT stop accepting, let
+//! requests in flight finish (bounded), and exit cleanly.
 
 pub mod balance;
 pub mod connection;
@@ -12,6 +12,8 @@ pub mod worker;
 use crate::api::{Limits, Registry};
 use crate::blocking::{block_on, Pool};
 use crate::config::Config;
+use crate::jobs::upload_expiry::UploadExpiry;
+use crate::jobs::{Board, Jobs};
 use crate::meta::Meta;
 use crate::observe::connections::Connections;
 use crate::observe::health::{Readiness, Timeouts};
@@ -23,7 +25,6 @@ use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 /// Holds `<root>/LOCK` with flock for the life of the process: two registries on one data
 /// directory would corrupt each other's view of it.
@@ -110,6 +111,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             body_timeout: cfg.body_timeout,
             ..Limits::default()
         },
+        jobs: Board::default(),
     });
     let settings = ConnSettings {
         max_head: cfg.max_header_bytes,
@@ -121,8 +123,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut stops = Vec::new();
     let mut handles = Vec::new();
-    let sweep_every =
-        (cfg.upload_expiry / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
     let (ops_addrs, mut ops_per_worker) = match ops_bound {
         Some(b) => (b.addrs, b.per_worker),
         None => (Vec::new(), Vec::new()),
@@ -145,7 +145,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
             settings,
             shutdown: stop_rx,
             grace: cfg.shutdown_grace,
-            sweep_uploads: (index == 0).then_some(sweep_every),
             max_connections: cfg.max_connections.max(1),
             balancer: balancer.clone(),
             inbox,
@@ -164,6 +163,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
             Err(_) => return Err("a worker failed to start".into()),
         }
     }
+    // Off the event loops: a job may block on the filesystem or the metadata engine.
+    let expiry = UploadExpiry::new(registry.clone(), cfg.upload_expiry);
+    let jobs = Jobs::start(&registry.jobs, vec![Box::new(expiry)])
+        .map_err(|e| format!("cannot start threads: {e}"))?;
     if driver == "epoll" {
         crate::log::info(format_args!(
             "io_uring is unavailable here; using the epoll driver"
@@ -193,6 +196,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     for s in stops {
         let _ = s.send(());
     }
+    // While the workers finish their requests; before the metadata store closes.
+    jobs.stop(cfg.shutdown_grace);
     for h in handles {
         let _ = h.join();
     }

@@ -6,7 +6,6 @@ use super::balance::{Balancer, Handoff, Slot};
 use super::connection::{refuse, serve, ConnCtx, ConnSettings};
 use super::signal::LocalSignal;
 use crate::api::{Registry, Site};
-use crate::meta::now_millis;
 use futures_channel::{mpsc as async_mpsc, oneshot};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -23,8 +22,6 @@ pub struct WorkerSetup {
     pub settings: ConnSettings,
     pub shutdown: oneshot::Receiver<()>,
     pub grace: Duration,
-    /// Worker 0 also expires abandoned upload sessions.
-    pub sweep_uploads: Option<Duration>,
     /// Connections served at once by all workers together; more are refused with 503.
     /// (They are counted by the balancer: atomic adds per connection, not per request.)
     pub max_connections: usize,
@@ -140,9 +137,6 @@ async fn run(setup: WorkerSetup) {
     }
     monoio::spawn(inbox_loop(setup.inbox, ctx.clone(), active.clone()));
     monoio::spawn(super::cpu_yield::run());
-    if let Some(every) = setup.sweep_uploads {
-        monoio::spawn(sweep_loop(setup.registry.clone(), every, signal.clone()));
-    }
     // A dropped sender means the process is going down as well.
     let _ = setup.shutdown.await;
     signal.fire();
@@ -309,21 +303,6 @@ async fn inbox_loop(
                 );
             }
             Err(e) => crate::log::warn(format_args!("taking over a connection: {e}")),
-        }
-    }
-}
-
-async fn sweep_loop(reg: Arc<Registry>, every: Duration, signal: LocalSignal) {
-    loop {
-        monoio::select! {
-            _ = monoio::time::sleep(every) => {},
-            _ = signal.wait() => return,
-        }
-        for session in reg.uploads.take_expired(now_millis()) {
-            match reg.uploads.discard(&reg.pool, &reg.meta, &session).await {
-                Ok(()) => crate::log::info(format_args!("upload session {} expired", session.id)),
-                Err(e) => crate::log::warn(format_args!("expiring upload {}: {e}", session.id)),
-            }
         }
     }
 }

@@ -289,16 +289,40 @@ impl Uploads {
     ) -> Result<()> {
         self.forget(&session.id);
         let dir = session.dir.clone();
-        pool.run(move || match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await?
-        .map_err(|e| Error::internal("removing upload session", e))?;
+        pool.run(move || remove_session_dir(&dir))
+            .await?
+            .map_err(|e| Error::internal("removing upload session", e))?;
         if session.persisted {
             meta.delete_upload(&session.id).await?;
         }
         Ok(())
+    }
+
+    /// [`Uploads::discard`] for a thread that may block (a background job's). The error says
+    /// what failed, never the session id (it is the secret in the upload URL).
+    pub fn discard_blocking(&self, meta: &Meta, session: &Session) -> Result<(), String> {
+        self.forget(&session.id);
+        remove_session_dir(&session.dir).map_err(|e| format!("removing its files: {e}"))?;
+        if session.persisted {
+            crate::blocking::block_on(meta.delete_upload(&session.id))
+                .map_err(|e| format!("removing its metadata: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Unix milliseconds when the session was last released by a request (or started, or
+    /// restored after a restart).
+    pub fn last_used(&self, session: &Session) -> i64 {
+        let state = session.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.expires - self.expiry_ms()
+    }
+}
+
+/// A session's directory and everything in it; one already gone is no error.
+fn remove_session_dir(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
