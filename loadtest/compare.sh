@@ -16,7 +16,10 @@
 #   blob      16 parallel GETs of a cached 1 GiB blob (all three)
 #   push      1 GiB blob pushed as docker does (POST, streamed PATCH, PUT ?digest=), 3 times,
 #             against openssl's sha256 speed on the same machine (ringyard and distribution)
-#   huge      10 GiB push then pull, each server's peak RSS over the two (ringyard, distribution)
+#   huge      10 GiB push then pull, each server's peak RSS over the two (ringyard, distribution);
+#             the page cache is dropped before each pull (when this runs as root), so the pull
+#             reads the disk, and the disk's own O_DIRECT read speed (dd, 4 MiB reads of the
+#             same file) is measured right after as the yardstick
 #
 # It installs what it needs (Debian packages docker-registry, nginx, jq) when missing, binds to
 # 127.0.0.1 only, bounds every run in time (loadtest's --max-seconds and --timeout), and stops
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
         --smoke) SMOKE=1 ;;
         --skip-huge) SKIP_HUGE=1 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -296,6 +299,10 @@ peak_rss_mib() { # PID -> VmHWM in MiB
 reset_peak() { # PID: VmHWM starts again from the current RSS (Linux 4.0+)
     echo 5 >"/proc/$1/clear_refs"
 }
+drop_caches() { # so that the next read comes from the disk; only root may, elsewhere a no-op
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
 
 if [ "$SKIP_HUGE" = 0 ]; then
     say "huge: $HUGE_SIZE push, then pull, peak RSS of each server"
@@ -306,10 +313,19 @@ if [ "$SKIP_HUGE" = 0 ]; then
         lt "huge-push-$srv" seed --registry "${!srv}" --image bench/huge --blob-only "$HUGE_SIZE" \
             --max-seconds 1200 --timeout 300
         digest=$(jq -r .digest "$OUT/huge-push-$srv.json")
+        drop_caches
         lt "huge-pull-$srv" get --url "${!srv}/v2/bench/huge/blobs/$digest" --connections 1 \
             --requests 1 --max-seconds 1200 --timeout 300
         peak_rss_mib "$pid" >"$OUT/huge-rss-$srv.txt"
     done
+    # The yardstick for a cold pull: the disk reading the same file with O_DIRECT, 4 MiB at a
+    # time, as fast as it can (dd prints bytes and seconds on its last line).
+    hex=${digest#sha256:}
+    HUGE_FILE="$WORK/ringyard/blobs/sha256/${hex:0:2}/$hex"
+    drop_caches
+    dd if="$HUGE_FILE" of=/dev/null bs=4M iflag=direct 2>&1 | tail -n 1 |
+        awk '{printf "%.1f\n", $1 / $(NF-3) / 1e6}' >"$OUT/disk-direct-mb-per-s.txt"
+    [ -w /proc/sys/vm/drop_caches ] && echo 1 >"$OUT/cold.txt" || echo 0 >"$OUT/cold.txt"
 fi
 
 # --- the table ----------------------------------------------------------------------------------
@@ -334,6 +350,11 @@ def rss(srv):
         return float(f.read())
 s = {"smoke": smoke, "rounds": rounds, "openssl_sha256_mb_per_s": sha, "sizes": {
     "push": push_size, "blob": blob_size, "huge": huge_size, "pull_clients": int(pull_clients)}}
+if not skip_huge:
+    with open(os.path.join(out, "disk-direct-mb-per-s.txt")) as f:
+        s["disk_direct_read_mb_per_s"] = float(f.read())
+    with open(os.path.join(out, "cold.txt")) as f:
+        s["huge_pull_cold"] = f.read().strip() == "1"
 for srv in ["RY", "DIST"]:
     p, errors, all_p99 = median_round(f"pull-{srv}", lambda r: r["pull"]["p99_ms"])
     s[f"pull_{srv}"] = {"p50_ms": p["pull"]["p50_ms"], "p99_ms": p["pull"]["p99_ms"],
@@ -402,6 +423,11 @@ if "huge_RY" in s:
         "-", "< 64 MiB")
     row("  push / pull MB/s", f"{h['RY']['push_mb_per_s']:.0f} / {h['RY']['pull_mb_per_s']:.0f}",
         f"{h['DIST']['push_mb_per_s']:.0f} / {h['DIST']['pull_mb_per_s']:.0f}", "-", "-", "-", "")
+    disk = s["disk_direct_read_mb_per_s"]
+    cold = "cold" if s["huge_pull_cold"] else "page cache not dropped (not root)"
+    row(f"  pull vs the disk's O_DIRECT read ({disk:.0f} MB/s), {cold}",
+        ratio(h["RY"]["pull_mb_per_s"], disk), ratio(h["DIST"]["pull_mb_per_s"], disk), "-", "-",
+        "-", ">= 0.6 of the disk")
 head = ("workload", "ringyard", "distribution", "nginx", "ry/dist", "ry/nginx", "target")
 w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
 def line(r):
