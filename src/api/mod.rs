@@ -149,7 +149,12 @@ pub async fn handle(
     };
     let resp = match result {
         Ok(r) => r,
-        Err(e) => Response::error(&e),
+        Err(e) => {
+            if e.is_storage_full() {
+                reg.ops.readiness.storage_full(&e.message);
+            }
+            Response::error(&e)
+        }
     };
     let resp = resp.header(API_VERSION_HEADER.0, API_VERSION_HEADER.1);
     if req.method == Method::Head {

@@ -483,14 +483,13 @@ impl Engine for SqliteEngine {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| Error::internal("metadata begin", e))?;
+            .map_err(|e| Error::sqlite("metadata begin", &e))?;
         for op in ops {
-            apply_sql(&tx, op, now).map_err(|e| {
-                Error::internal("metadata write", format_args!("{}: {e}", describe(op)))
-            })?;
+            apply_sql(&tx, op, now)
+                .map_err(|e| Error::sqlite(format_args!("metadata write: {}", describe(op)), &e))?;
         }
         tx.commit()
-            .map_err(|e| Error::internal("metadata commit", e))
+            .map_err(|e| Error::sqlite("metadata commit", &e))
     }
 
     /// A read through the connection: proves the database file is open and readable. Needs

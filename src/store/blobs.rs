@@ -125,10 +125,11 @@ impl BlobStore {
         self.pool
             .run(move || commit_blocking(&staged, &dest))
             .await?
-            .map_err(|e| Error::internal("committing blob", e))
+            .map_err(|e| Error::io("committing blob", e))
     }
 
-    /// Writes small content (a manifest) durably under its digest.
+    /// Writes small content (a manifest) durably under its digest. A failed write (a full disk)
+    /// leaves no staged file behind.
     pub async fn put_bytes(&self, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
         let dest = self.path_of(digest);
         let staged = self
@@ -139,14 +140,18 @@ impl BlobStore {
                 if dest.exists() {
                     return Ok(());
                 }
-                let mut f = fs::File::create(&staged)?;
-                f.write_all(&bytes)?;
-                f.sync_all()?;
-                drop(f);
-                commit_blocking(&staged, &dest)
+                let written = fs::File::create(&staged).and_then(|mut f| {
+                    f.write_all(&bytes)?;
+                    f.sync_all()
+                });
+                let result = written.and_then(|()| commit_blocking(&staged, &dest));
+                if result.is_err() {
+                    let _ = fs::remove_file(&staged);
+                }
+                result
             })
             .await?
-            .map_err(|e| Error::internal("writing manifest", e))
+            .map_err(|e| Error::io("writing manifest", e))
     }
 }
 
