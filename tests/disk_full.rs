@@ -216,6 +216,10 @@ fn a_full_disk_refuses_pushes_with_507_and_recovers() {
     assert_status(&r, 202);
     let session = location_path(must_header(&r, "location"));
 
+    // Kept aside, to be given back later for a chunk that fits in part.
+    let reserve = mnt.join("reserve");
+    std::fs::write(&reserve, vec![0x5au8; 3 * MIB]).unwrap();
+
     // Push 4 MiB blobs, both ways by turns, until the disk is full.
     let mut stored: Vec<(String, Vec<u8>)> = Vec::new();
     let mut refused = false;
@@ -260,13 +264,7 @@ fn a_full_disk_refuses_pushes_with_507_and_recovers() {
 
     // Room for part of a chunk: the PATCH writes some of it, is refused, and the session is
     // back where it was acknowledged, its file included.
-    let len = std::fs::metadata(&ballast).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&ballast)
-        .unwrap()
-        .set_len(len - 3 * MIB as u64)
-        .unwrap();
+    std::fs::remove_file(&reserve).unwrap();
     let big = generated(3000, 8 * MIB);
     let r = c.patch(
         &session,
