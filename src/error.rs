@@ -1,9 +1,13 @@
 //! The one error type. Every failure a client can see is an [`Error`] carrying an OCI error code;
 //! the code decides the HTTP status and the message, so the mapping lives here and nowhere else.
 //! Internal failures (IO, SQL) become [`ErrorCode::Unknown`] with a generic message: their text is
-//! logged by the caller, never sent.
+//! logged by the caller, never sent. The one internal failure a client and an operator can act
+//! on, a full disk or quota, is told apart where IO errors are converted ([`Error::io`]; the
+//! store and metadata layers' own `Full` errors map here too) and answered as
+//! [`Error::storage_full`].
 
 use std::fmt;
+use std::io;
 
 /// OCI Distribution Spec v1.1 error codes, plus the few that distribution also uses
 /// (`UNKNOWN`, `PAGINATION_NUMBER_INVALID`, `RANGE_INVALID`, `TAG_INVALID`).
@@ -115,6 +119,10 @@ impl ErrorCode {
     }
 }
 
+/// `507 Insufficient Storage` (RFC 4918): docker, podman and skopeo show only the status
+/// line of a 5xx answer, and this one's reason phrase says what is wrong.
+const STORAGE_FULL_STATUS: u16 = 507;
+
 /// A client-visible failure: code, status, message and an optional JSON detail.
 #[derive(Debug, Clone)]
 pub struct Error {
@@ -157,6 +165,39 @@ impl Error {
         Error::new(ErrorCode::Unknown)
     }
 
+    /// A failed filesystem call: [`Error::storage_full`] when the disk or the quota is full,
+    /// else [`Error::internal`]. `context` says what was being done, without a path: in the
+    /// storage-full case it reaches the client.
+    pub fn io(context: &str, cause: io::Error) -> Self {
+        match cause.raw_os_error() {
+            Some(libc::ENOSPC) => Error::storage_full(context, "no space left on device"),
+            Some(libc::EDQUOT) => Error::storage_full(context, "disk quota exceeded"),
+            _ => Error::internal(context, cause),
+        }
+    }
+
+    /// A write refused because the storage is full: `507 Insufficient Storage` with
+    /// `UNAVAILABLE` (distribution's code for a request the registry cannot take now; the spec
+    /// has none for storage) and a message naming what failed, so that the client shows
+    /// something an operator can act on; [`Error::retry_after`] says when to try again. Not
+    /// logged here: the API marks the registry not ready, which logs it once per episode
+    /// rather than once per refused request.
+    pub fn storage_full(context: &str, cause: &str) -> Self {
+        Error::new(ErrorCode::Unavailable)
+            .with_status(STORAGE_FULL_STATUS)
+            .with_message(format!("storage is full: {context}: {cause}"))
+    }
+
+    pub fn is_storage_full(&self) -> bool {
+        self.status == STORAGE_FULL_STATUS
+    }
+
+    /// `Retry-After` seconds for an answer that may succeed later without the client changing
+    /// anything: space can be freed (garbage collection, an operator) at any time.
+    pub fn retry_after(&self) -> Option<&'static str> {
+        self.is_storage_full().then_some("60")
+    }
+
     /// The spec's error body: `{"errors":[{"code","message","detail"}]}`.
     pub fn body(&self) -> Vec<u8> {
         let detail = self.detail.clone().unwrap_or(serde_json::Value::Null);
@@ -192,6 +233,27 @@ mod tests {
         assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["detail"], "sha256:abc");
         assert_eq!(e.status, 404);
+    }
+
+    #[test]
+    fn full_disk_and_quota_are_storage_full() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = Error::io("writing upload data", io::Error::from_raw_os_error(errno));
+            assert!(e.is_storage_full());
+            assert_eq!((e.status, e.code.as_str()), (507, "UNAVAILABLE"));
+            assert!(
+                e.message
+                    .starts_with("storage is full: writing upload data: "),
+                "{}",
+                e.message
+            );
+            assert_eq!(e.retry_after(), Some("60"));
+        }
+        let e = Error::io(
+            "writing upload data",
+            io::Error::from_raw_os_error(libc::EIO),
+        );
+        assert_eq!((e.status, e.retry_after()), (500, None));
     }
 
     #[test]

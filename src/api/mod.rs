@@ -152,7 +152,12 @@ pub async fn handle(
     };
     let resp = match result {
         Ok(r) => r,
-        Err(e) => Response::error(&e),
+        Err(e) => {
+            if e.is_storage_full() {
+                reg.ops.readiness.storage_full(&e.message);
+            }
+            Response::error(&e)
+        }
     };
     let resp = resp.header(API_VERSION_HEADER.0, API_VERSION_HEADER.1);
     if req.method == Method::Head {
@@ -326,6 +331,7 @@ impl From<crate::meta::Error> for Error {
                     "descriptor_size": declared,
                     "stored_size": stored,
                 })),
+            Meta::Full(_) => Error::storage_full("writing metadata", "database or disk is full"),
             Meta::Unavailable { cause, .. } => {
                 crate::log::warn(format_args!("{cause}"));
                 Error::new(ErrorCode::Unavailable)
@@ -343,12 +349,8 @@ impl From<crate::store::Error> for Error {
     fn from(e: crate::store::Error) -> Error {
         use crate::store::Error as Store;
         match e {
-            Store::Full(cause) => {
-                crate::log::warn(format_args!("{cause}"));
-                Error::new(ErrorCode::Unavailable)
-                    .with_status(507)
-                    .with_message("storage is full; retry once space is freed")
-            }
+            // Logged once per episode where readiness is marked (see `handle`).
+            Store::Full { what, cause } => Error::storage_full(&what, cause),
             Store::Unavailable { cause, .. } => {
                 crate::log::warn(format_args!("{cause}"));
                 Error::new(ErrorCode::Unavailable)

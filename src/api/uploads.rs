@@ -181,13 +181,19 @@ async fn append_chunk(
 /// The session's hasher is taken out for the duration and put back only when every byte it
 /// saw was written: if this ends early (an error, or the request dropped at shutdown), the
 /// completion hashes the file instead, so the digest always covers exactly what is on disk.
+///
+/// A write that fails may have left part of its buffer in the file: the file is cut back to
+/// the bytes counted. A write refused for lack of space undoes the whole request: the session
+/// goes back to the offset and hash state this request found, so the client's 507 means the
+/// request had no effect and the upload stands where it was last acknowledged.
 async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
     if body.is_done() {
         return Ok(());
     }
     let mut out = Appender::open(&lease.session.data_path(), lease.offset)
         .await
-        .map_err(|e| Error::internal("opening upload data", e))?;
+        .map_err(|e| Error::io("opening upload data", e))?;
+    let found = (lease.offset, lease.hasher.clone());
     let mut hasher = lease.hasher.take();
     let mut hashing: Option<Hashing> = None;
     let mut writing: Option<PendingWrite> = None;
@@ -257,11 +263,45 @@ async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> 
         }
         (r, None) => r,
     };
+    let written_to = out.end();
     out.close().await;
-    if result.is_ok() {
-        lease.hasher = hasher;
+    match &result {
+        Ok(()) => lease.hasher = hasher,
+        Err(e) => {
+            if e.is_storage_full() {
+                (lease.offset, lease.hasher) = found;
+            }
+            if written_to > lease.offset {
+                cut_back(reg, lease).await;
+            }
+        }
     }
     result
+}
+
+/// Truncates the session's data file to its offset after a failed append. If even that
+/// fails, the session cannot be trusted and is discarded (the client starts over).
+async fn cut_back(reg: &Registry, lease: &Lease) {
+    let (path, len) = (lease.session.data_path(), lease.offset);
+    let cut = reg
+        .pool
+        .run(move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(len)
+        })
+        .await;
+    if !matches!(cut, Ok(Ok(()))) {
+        crate::log::warn(format_args!(
+            "upload {}: the data file could not be cut back to {len} bytes; discarding it",
+            lease.session.id
+        ));
+        let _ = reg
+            .uploads
+            .discard(&reg.pool, &reg.meta, &lease.session)
+            .await;
+    }
 }
 
 /// Buffers at least this large are hashed on the hashing pool rather than on the event loop.
@@ -305,24 +345,29 @@ async fn write_after(
 async fn settle(lease: &mut Lease, write: PendingWrite) -> Result<()> {
     let (r, buf) = write.await;
     buf.give();
-    let n = r.map_err(|e| Error::internal("writing upload data", e))?;
+    let n = r.map_err(|e| Error::io("writing upload data", e))?;
     lease.offset += n;
     Ok(())
 }
 
 /// Verifies the digest against the bytes received, then makes the blob durable and visible:
 /// fsync the data, rename it into the tree, fsync the directory, commit the metadata. On a
-/// mismatch nothing is stored and the session is removed.
+/// mismatch or a failed fsync nothing is stored and the session is removed; when a later step
+/// fails (a full disk) the session keeps its bytes and the completion can be retried.
 async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Result<u64> {
     let session: Arc<Session> = lease.session.clone();
     let path = session.data_path();
     let file = monoio::fs::File::open(&path)
         .await
-        .map_err(|e| Error::internal("opening upload data", e))?;
-    file.sync_all()
-        .await
-        .map_err(|e| Error::internal("fsync of upload data", e))?;
+        .map_err(|e| Error::io("opening upload data", e))?;
+    let synced = file.sync_all().await;
     let _ = file.close().await;
+    if let Err(e) = synced {
+        // After a failed fsync the kernel may have dropped the pages it could not write, and
+        // a second fsync would not say so: the data cannot be trusted any more.
+        let _ = reg.uploads.discard(&reg.pool, &reg.meta, &session).await;
+        return Err(Error::io("fsync of upload data", e));
+    }
     let actual = match (expected.algorithm(), lease.hasher.take()) {
         (Algorithm::Sha256, Some(h)) => h.finish(),
         (algorithm, _) => {
@@ -330,7 +375,7 @@ async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Resul
             reg.pool
                 .run(move || hash_file(&p, algorithm))
                 .await?
-                .map_err(|e| Error::internal("hashing upload data", e))?
+                .map_err(|e| Error::io("hashing upload data", e))?
         }
     };
     if &actual != expected {

@@ -80,7 +80,11 @@ impl Response {
     }
 
     pub fn error(e: &Error) -> Response {
-        Response::new(e.status).with_body("application/json", e.body())
+        let resp = Response::new(e.status).with_body("application/json", e.body());
+        match e.retry_after() {
+            Some(seconds) => resp.header("Retry-After", seconds),
+            None => resp,
+        }
     }
 
     /// Drops the body of a GET-shaped response for HEAD, keeping its length.

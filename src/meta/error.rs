@@ -14,7 +14,7 @@ pub enum Error {
     /// The store cannot answer now. With `retry`, the same request may succeed later (a lost
     /// connection, a busy database); without, it will not until an operator acts.
     Unavailable { retry: bool, cause: String },
-    /// No room left to write (disk or quota full).
+    /// No room left to write (disk or quota full); the text is for the operator's log.
     Full(String),
     /// Stored data that does not read back as what it must be.
     Corrupt(String),

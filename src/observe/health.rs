@@ -14,6 +14,11 @@
 //! In read-only mode nothing is written, so only the metadata round trip and that the data
 //! directory can be examined count.
 //!
+//! A request that finds the storage full (a write refused with ENOSPC, EDQUOT or SQLite's
+//! `SQLITE_FULL`) marks the registry not ready at once, [`Readiness::storage_full`], replacing
+//! the cached result: the next probe already answers 503 with that reason, and readiness
+//! returns when a fresh check, once the mark has aged like any result, sees enough space.
+//!
 //! The filesystem work runs on a dedicated one-thread pool (never on an event loop, and never
 //! behind long jobs of the main pool), bounded by a timeout. A result is reused for
 //! [`Timeouts::cache_for`] and at most one check runs at a time, so probes cannot hammer the
@@ -118,10 +123,15 @@ impl Readiness {
             }
         }
         let checking = Checking(&self.cache);
+        let began = Instant::now();
         let status = self.check().await;
         let previous = {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            cache.last.replace((Instant::now(), status.clone()))
+            match &cache.last {
+                // A request found the storage full while this check ran: that is newer.
+                Some((at, marked)) if *at > began => return marked.clone(),
+                _ => cache.last.replace((Instant::now(), status.clone())),
+            }
         };
         drop(checking);
         match (&status, previous.map(|(_, s)| s)) {
@@ -130,12 +140,34 @@ impl Readiness {
                 self.root.display()
             )),
             (Ok(()), Some(Err(_))) => crate::log::info(format_args!("ready again")),
-            (Err(reason), Some(Err(before))) if *reason != before => {
+            (Err(reason), Some(Err(before)))
+                if *reason != before
+                    && !(is_storage_reason(reason) && is_storage_reason(&before)) =>
+            {
                 crate::log::warn(format_args!("still not ready: {reason}"))
             }
             _ => {}
         }
         status
+    }
+
+    /// A request was refused because the storage is full (`reason` is its message): not ready
+    /// from now on, without waiting for the cached result to age. Logged when readiness turns
+    /// to a storage problem, not for every refused request.
+    pub fn storage_full(&self, reason: &str) {
+        let previous = {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            cache
+                .last
+                .replace((Instant::now(), Err(reason.to_string())))
+        };
+        let known = matches!(&previous, Some((_, Err(r))) if is_storage_reason(r));
+        if !known {
+            crate::log::warn(format_args!(
+                "not ready: {reason} (data directory {})",
+                self.root.display()
+            ));
+        }
     }
 
     async fn check(&self) -> Status {
@@ -172,6 +204,12 @@ impl Readiness {
             )),
         }
     }
+}
+
+/// Whether a not-ready reason is about space: a storage-full mark or a check below the
+/// free-space threshold (the texts below and [`crate::error::Error::storage_full`]'s).
+fn is_storage_reason(reason: &str) -> bool {
+    reason.starts_with("storage is full") || reason.starts_with("disk almost full")
 }
 
 /// The filesystem part of readiness; blocking. Reasons name no paths (they reach clients).
@@ -367,6 +405,33 @@ mod tests {
             monoio::time::sleep(Duration::from_millis(150)).await;
             let err = ready.status().await.unwrap_err();
             assert!(err.contains("does not answer"), "{err}");
+        });
+    }
+
+    #[test]
+    fn storage_full_is_not_ready_at_once_until_a_fresh_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_release, stuck) = crossbeam_channel::unbounded();
+        // Nothing is written here: the engine only answers pings.
+        let meta = Meta::new(std::sync::Arc::new(
+            Indexed::start(Box::new(Stuck(stuck))).unwrap(),
+        ));
+        let timeouts = Timeouts {
+            cache_for: Duration::from_millis(100),
+            ..Timeouts::default()
+        };
+        // Read-only, so that fresh checks do not depend on the temp filesystem's free space.
+        let ready = Readiness::new(dir.path().to_path_buf(), false, meta, timeouts).unwrap();
+        runtime().block_on(async {
+            assert_eq!(ready.status().await, Ok(()));
+            ready.storage_full("storage is full: writing upload data: no space left on device");
+            let err = ready.status().await.unwrap_err();
+            assert!(
+                err.starts_with("storage is full: writing upload data"),
+                "{err}"
+            );
+            monoio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(ready.status().await, Ok(()));
         });
     }
 

@@ -113,6 +113,7 @@ impl fmt::Debug for Digest {
 }
 
 /// Incremental hashing of a blob as its bytes stream in.
+#[derive(Clone)]
 pub enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),

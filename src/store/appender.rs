@@ -57,6 +57,11 @@ impl Appender {
         }
     }
 
+    /// Where the file ends once every write started so far is done.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
     /// Starts writing `buf` at the end of what was written so far.
     pub fn write(&mut self, buf: AlignedBuf) -> PendingWrite {
         let at = self.end;

@@ -148,10 +148,14 @@ impl BlobStore {
             .join(format!("manifest-{}", super::uploads::new_id()));
         if !dest.exists() {
             let s = staged.clone();
+            // A failed write (a full disk) leaves no staged file behind.
             run_blocking(&self.tier, "writing manifest", move || {
-                let mut f = fs::File::create(&s)?;
-                f.write_all(&bytes)?;
-                f.sync_all()
+                let written = fs::File::create(&s)
+                    .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+                if written.is_err() {
+                    let _ = fs::remove_file(&s);
+                }
+                written
             })
             .await?;
             self.tier.adopt(staged, digest).await?;

@@ -9,7 +9,8 @@ pub enum Error {
     /// No blob under that digest (in this backend).
     NotFound,
     /// No room left: the disk, a quota, or a bucket limit. May clear when space is freed.
-    Full(String),
+    /// `what` was being done (no path: it reaches the client), `cause` says which limit.
+    Full { what: String, cause: &'static str },
     /// The backend cannot serve now. With `retry`, the same request may succeed later (too
     /// many open files, a remote that timed out); without, not until an operator acts (a
     /// read-only filesystem).
@@ -30,7 +31,14 @@ impl Error {
             return Error::NotFound;
         }
         match e.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT) => Error::Full(text),
+            Some(libc::ENOSPC) => Error::Full {
+                what: what.to_string(),
+                cause: "no space left on device",
+            },
+            Some(libc::EDQUOT) => Error::Full {
+                what: what.to_string(),
+                cause: "disk quota exceeded",
+            },
             Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => Error::Unavailable {
                 retry: true,
                 cause: text,
@@ -48,7 +56,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NotFound => f.write_str("blob not found"),
-            Error::Full(m) => write!(f, "storage is full: {m}"),
+            Error::Full { what, cause } => write!(f, "storage is full: {what}: {cause}"),
             Error::Unavailable { cause, .. } => write!(f, "storage unavailable: {cause}"),
             Error::Corrupt(m) => write!(f, "stored blob is corrupt: {m}"),
             Error::Io(m) => write!(f, "storage: {m}"),
@@ -65,8 +73,8 @@ mod tests {
     #[test]
     fn os_errors_read_as_what_an_operator_can_act_on() {
         let os = |code| io::Error::from_raw_os_error(code);
-        assert!(matches!(Error::io("w", os(libc::ENOSPC)), Error::Full(_)));
-        assert!(matches!(Error::io("w", os(libc::EDQUOT)), Error::Full(_)));
+        assert!(matches!(Error::io("w", os(libc::ENOSPC)), Error::Full { .. }));
+        assert!(matches!(Error::io("w", os(libc::EDQUOT)), Error::Full { .. }));
         assert!(matches!(
             Error::io("o", os(libc::EMFILE)),
             Error::Unavailable { retry: true, .. }

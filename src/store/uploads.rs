@@ -163,7 +163,8 @@ impl Uploads {
     }
 
     /// Starts a session: its directory and empty data file, and (when `persist`) its metadata
-    /// row, so that it survives a restart.
+    /// row, so that it survives a restart. If any of it fails (a full disk), what was made is
+    /// removed again.
     pub async fn start(
         &self,
         pool: &crate::blocking::Pool,
@@ -175,21 +176,29 @@ impl Uploads {
         let dir = self.dir.join(&id);
         let d = dir.clone();
         pool.run(move || -> io::Result<()> {
-            fs::create_dir_all(&d)?;
-            fs::File::create(d.join("data"))?;
-            Ok(())
+            let made = fs::create_dir_all(&d).and_then(|()| fs::File::create(d.join("data")));
+            if made.is_err() {
+                let _ = fs::remove_dir_all(&d);
+            }
+            made.map(drop)
         })
         .await?
-        .map_err(|e| Error::internal("creating upload session", e))?;
+        .map_err(|e| Error::io("creating upload session", e))?;
         let started = now_millis();
         if persist {
-            meta.put_upload(UploadRecord {
-                id: id.clone(),
-                repository: repo.to_string(),
-                started,
-                expires: started + self.expiry_ms(),
-            })
-            .await?;
+            let row = meta
+                .put_upload(UploadRecord {
+                    id: id.clone(),
+                    repository: repo.to_string(),
+                    started,
+                    expires: started + self.expiry_ms(),
+                })
+                .await;
+            if let Err(e) = row {
+                let d = dir.clone();
+                let _ = pool.run(move || fs::remove_dir_all(d)).await;
+                return Err(e.into());
+            }
         }
         let session = Arc::new(Session {
             id: id.clone(),
