@@ -249,6 +249,13 @@ impl Meta {
         Meta::with_engine(Box::new(engine))
     }
 
+    /// Opens an existing SQLite database at `path` without writing it (read-only mode; see
+    /// [`sqlite::SqliteEngine::open_read_only`]), loads the index, starts the engine thread.
+    pub fn open_sqlite_read_only(path: &Path) -> Result<Meta, String> {
+        let engine = sqlite::SqliteEngine::open_read_only(path)?;
+        Meta::with_engine(Box::new(engine))
+    }
+
     /// Loads the index on the calling thread (startup may block), then hands the engine to its
     /// own thread.
     pub fn with_engine(mut engine: Box<dyn Engine>) -> Result<Meta, String> {
