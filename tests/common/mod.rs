@@ -666,7 +666,14 @@ impl Client {
             None => return Ok(0),
         };
         let mut tmp = vec![0u8; 64 * 1024];
-        let n = s.read(&mut tmp)?;
+        // A read with a socket timeout fails with EINTR when the process is stopped and resumed
+        // (signal(7)), even without handlers: that is no answer from the server, so read again.
+        let n = loop {
+            match s.read(&mut tmp) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(n)
     }
