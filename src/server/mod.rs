@@ -43,12 +43,11 @@ pub struct RootLock {
 pub fn lock_root(root: &Path, read_only: bool, created: &mut Created) -> Result<(), String> {
     let path = root.join("LOCK");
     let cannot = |e: std::io::Error| {
-        let hint = if e.raw_os_error() == Some(libc::EROFS) && !read_only {
-            "; to serve a data directory on a read-only filesystem, start with --read-only"
-        } else {
-            ""
-        };
-        format!("cannot open lock file {}: {e}{hint}", path.display())
+        format!(
+            "cannot open lock file {}: {e}{}",
+            path.display(),
+            read_only_hint(&e)
+        )
     };
     let file = if read_only {
         match File::open(&path) {
@@ -104,14 +103,24 @@ pub fn lock_root(root: &Path, read_only: bool, created: &mut Created) -> Result<
     Ok(())
 }
 
+/// What to do about a write refused by a read-only filesystem.
+fn read_only_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EROFS) {
+        "; to serve a data directory on a read-only filesystem, start with --read-only"
+    } else {
+        ""
+    }
+}
+
 pub fn run(cfg: Config) -> Result<(), String> {
     let nofile = nofile::raise_to_hard();
     // Undoes what this start creates on disk if it fails (and holds the lock meanwhile).
     let mut created = Created::default();
     if !cfg.read_only {
-        created
-            .dir_all(&cfg.root)
-            .map_err(|e| format!("cannot create data directory {}: {e}", cfg.root.display()))?;
+        created.dir_all(&cfg.root).map_err(|e| {
+            let (root, hint) = (cfg.root.display(), read_only_hint(&e));
+            format!("cannot create data directory {root}: {e}{hint}")
+        })?;
     }
     let root = cfg.root.canonicalize().map_err(|e| {
         let hint = if cfg.read_only {
