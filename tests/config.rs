@@ -196,10 +196,14 @@ fn assert_config_error(st: ExitStatus, stderr: &str, wants: &[&str], what: &str)
 // values take effect, with their precedence
 
 /// The file's listen address, root and read_only take effect: the server listens on the file's
-/// port, writes into the file's root, and answers an upload with 405.
+/// port, serves what an earlier run pushed into the file's root, and answers an upload with 405.
 #[test]
 fn file_settings_take_effect() {
     let dir = Dir::new();
+    // Read-only mode serves an existing data directory: an earlier run writes one.
+    let writer = Server::start_with(Path::new(&dir.root()), &[]);
+    let blob = push_blob(&mut writer.client(), "cfg/test", b"pushed before");
+    assert!(writer.stop().success());
     let port = free_port();
     let cfg = dir.file(
         "ringyard.yaml",
@@ -210,12 +214,13 @@ fn file_settings_take_effect() {
     );
     let s = Server::start_args(&["--config", &cfg]);
     assert_eq!(s.addr.port(), port, "the port of the file");
-    assert!(
-        Path::new(&dir.root()).join("LOCK").exists(),
-        "the root of the file"
-    );
     let mut c = s.client();
     assert_eq!(c.get("/v2/").status, 200);
+    let r = c.get(&format!("/v2/cfg/test/blobs/{blob}"));
+    assert!(
+        r.status == 200 && r.body == b"pushed before",
+        "the root of the file"
+    );
     let r = c.post("/v2/cfg/test/blobs/uploads/", &[], b"");
     assert_error(&r, 405, &["UNSUPPORTED"]);
     assert!(

@@ -227,3 +227,65 @@ fn head_idle_and_body_timeouts_apply_separately() {
     );
     assert_alive(&s);
 }
+
+/// Under an open-file limit of 256 (soft and hard, as `ulimit -n 256` leaves it), 400 distinct
+/// blobs pushed and then pulled back on 8 connections at once all come back 200 with their
+/// bytes, and a brand-new connection is answered afterwards: the open-blob cache is sized from
+/// the limit and gives way to requests and connections instead of starving them.
+#[test]
+fn pulls_and_new_connections_survive_a_low_open_file_limit() {
+    const BLOBS: usize = 400;
+    const CONNS: usize = 8;
+    let s = Server::start_in_temp_with_nofile(&[], 256);
+    let blobs: Vec<Vec<u8>> = (0..BLOBS)
+        .map(|i| pseudo_random(500 + i * 7, 1000 + i as u64))
+        .collect();
+    let digests: Vec<String> = blobs.iter().map(|b| sha256_digest(b)).collect();
+    std::thread::scope(|scope| {
+        for t in 0..CONNS {
+            let (s, blobs) = (&s, &blobs);
+            scope.spawn(move || {
+                let mut c = s.client();
+                for b in blobs.iter().skip(t).step_by(CONNS) {
+                    push_blob(&mut c, "fd/many", b);
+                }
+            });
+        }
+    });
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let pulls: Vec<_> = (0..CONNS)
+            .map(|t| {
+                let (s, blobs, digests) = (&s, &blobs, &digests);
+                scope.spawn(move || {
+                    let mut c = s.client();
+                    let mut bad = Vec::new();
+                    for i in (t..BLOBS).step_by(CONNS) {
+                        let r = c.get(&format!("/v2/fd/many/blobs/{}", digests[i]));
+                        if r.status != 200 || r.body != blobs[i] {
+                            bad.push(format!("blob {i}: {} {:?}", r.status, tail(&r.text(), 200)));
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        pulls.into_iter().flat_map(|p| p.join().unwrap()).collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {BLOBS} pulls failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let mut fresh = s.client();
+    fresh.set_timeout(Duration::from_secs(10));
+    assert_status(&fresh.get("/v2/"), 200);
+    let r = fresh.get(&format!("/v2/fd/many/blobs/{}", digests[0]));
+    assert_status(&r, 200);
+    assert!(r.body == blobs[0]);
+    let log = s.stderr();
+    assert!(
+        log.contains("open-file limit 256 (already the hard limit 256)"),
+        "no line saying the open-file limit: {log}"
+    );
+}

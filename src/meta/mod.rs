@@ -293,6 +293,14 @@ impl Meta {
         Meta::new(Arc::new(memory::MemoryEngine::default()))
     }
 
+    /// Opens an existing SQLite database at `path` without writing it (read-only mode; see
+    /// [`sqlite::SqliteEngine::open_read_only`]), loads its index, starts its writer (which
+    /// then has nothing to write but pulls, refused by the database).
+    pub fn open_sqlite_read_only(path: &Path) -> Result<Meta, String> {
+        let db = sqlite::SqliteEngine::open_read_only(path)?;
+        indexed::Indexed::start(Box::new(db)).map(|e| Meta::new(Arc::new(e)))
+    }
+
     pub async fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<Digest>> {
         Ok(self.tag(repo, tag).await?.map(|t| t.digest))
     }

@@ -112,6 +112,111 @@ impl SqliteEngine {
         migrate(&conn).map_err(|e| fail("schema", &e))?;
         Ok(SqliteEngine { conn })
     }
+
+    /// Opens the database for a read-only server, changing nothing on disk and, where SQLite
+    /// can help it, creating nothing. Two ways, each where it is the safe one (both were tried
+    /// on a read-only bind mount):
+    ///
+    /// - `immutable=1`, when the directory is not writable and no committed writes wait in
+    ///   `meta.db-wal`: SQLite then reads the file as a plain file, with no `-shm` and no locks,
+    ///   which is the only way to open a WAL database there after a clean stop (the last
+    ///   connection's checkpoint removed `-wal` and `-shm`, and a read-only connection must
+    ///   create `-shm` to read in WAL mode). Immutable means it also ignores any `-wal`: with a
+    ///   non-empty one it would read a database without its last commits (seen: missing
+    ///   tables), hence the condition. Nor may the file change under it: not through this
+    ///   directory, which is not writable, and a ringyard writing it elsewhere on this host
+    ///   holds the data directory's lock, which our shared lock excludes.
+    /// - `SQLITE_OPEN_READ_ONLY` otherwise: it reads `meta.db-wal` through `meta.db-shm`, so it
+    ///   sees the commits a server killed mid-run left there, and coordinates with any other
+    ///   reader. In a writable directory SQLite makes `-shm` and `-wal` if missing (the same
+    ///   files any reader makes, and nothing of the data). In a read-only one without `-shm`
+    ///   it cannot read the log at all, and the error says how to fold it in.
+    pub fn open_read_only(path: &Path) -> Result<SqliteEngine, String> {
+        use rusqlite::OpenFlags;
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            format!("metadata database {}: {what}: {e}", path.display())
+        };
+        if !path.is_file() {
+            return Err(format!(
+                "no metadata database at {}: --read-only serves a data directory that a \
+                 read-write run has written",
+                path.display()
+            ));
+        }
+        let wal = sibling(path, "-wal");
+        let pending = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if !pending && !writable(dir) {
+            Connection::open_with_flags(format!("{}?immutable=1", file_uri(path)), flags)
+        } else {
+            Connection::open_with_flags(path, flags)
+        };
+        let conn = conn.map_err(|e| {
+            if pending && !writable(dir) {
+                fail(
+                    "open",
+                    &format_args!(
+                        "{e}; {} holds commits not yet in the database, which a read-only \
+                         directory without its -shm file cannot show: run once read-write on \
+                         a writable copy to fold them in",
+                        wal.display()
+                    ),
+                )
+            } else {
+                fail("open", &e)
+            }
+        })?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| fail("configure", &e))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|e| fail("schema", &e))?;
+        if version != SCHEMA_VERSION {
+            return Err(fail(
+                "schema",
+                &format_args!(
+                    "version {version}, but this binary reads version {SCHEMA_VERSION} and \
+                     cannot migrate in read-only mode"
+                ),
+            ));
+        }
+        Ok(SqliteEngine { conn })
+    }
+}
+
+/// `meta.db` + `suffix`: SQLite's side files.
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// Whether this process may create files in `dir` (false on a read-only mount, even as root).
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid C string; access only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// A `file:` URI for `path`, every byte outside the unreserved set and `/` percent-encoded
+/// (`?`, `#` and `%` in a path would otherwise be read as URI syntax).
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
 }
 
 fn configure(conn: &Connection) -> Result<(), String> {

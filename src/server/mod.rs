@@ -5,7 +5,9 @@
 pub mod balance;
 pub mod connection;
 pub mod cpu_yield;
+pub mod created;
 pub mod listen;
+pub mod nofile;
 pub mod signal;
 pub mod worker;
 
@@ -19,10 +21,13 @@ use crate::observe::connections::Connections;
 use crate::observe::health::{Readiness, Timeouts};
 use crate::observe::Ops;
 use crate::store::blobs::BlobStore;
+use crate::store::open_cache;
 use crate::store::uploads::Uploads;
 use connection::ConnSettings;
+use created::Created;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 
@@ -32,34 +37,102 @@ pub struct RootLock {
     _file: File,
 }
 
-pub fn lock_root(root: &Path) -> Result<RootLock, String> {
+/// Takes the data directory's lock and gives it to `created` (which also learns whether this
+/// start made the file). Read-write: an exclusive lock, creating the file if needed.
+/// Read-only: a shared lock on the existing file, opened read-only, so read-only servers may
+/// share a directory but not with a server that writes (their index, loaded at start, would go
+/// stale under it); without a LOCK file (nothing may be created) no lock is taken.
+pub fn lock_root(root: &Path, read_only: bool, created: &mut Created) -> Result<(), String> {
     let path = root.join("LOCK");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+    let cannot = |e: std::io::Error| {
+        format!(
+            "cannot open lock file {}: {e}{}",
+            path.display(),
+            read_only_hint(&e)
+        )
+    };
+    let file = if read_only {
+        match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(cannot(e)),
+        }
+    } else {
+        match File::options().write(true).create_new(true).open(&path) {
+            Ok(f) => {
+                created.file(path.clone());
+                f
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                File::options().write(true).open(&path).map_err(cannot)?
+            }
+            Err(e) => return Err(cannot(e)),
+        }
+    };
+    let how = if read_only {
+        libc::LOCK_SH
+    } else {
+        libc::LOCK_EX
+    };
     // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    let rc = unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) };
     if rc != 0 {
+        let holder = if read_only {
+            "a ringyard that writes"
+        } else {
+            "another ringyard"
+        };
         return Err(format!(
-            "another ringyard is already using the data directory {} (its lock {} is held)",
+            "{holder} is already using the data directory {} (its lock {} is held)",
             root.display(),
             path.display()
         ));
     }
-    Ok(RootLock { _file: file })
+    // A failed start removes the LOCK it made (while still holding it); one that opened the
+    // file just before that removal holds a lock nobody else can see, and must not go on.
+    let same = |a: &fs::Metadata, b: &fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    let held = file.metadata().map_err(cannot)?;
+    match fs::metadata(&path) {
+        Ok(now) if same(&held, &now) => {}
+        _ => {
+            return Err(format!(
+                "the lock file {} was replaced while this start took it; start again",
+                path.display()
+            ))
+        }
+    }
+    created.hold(RootLock { _file: file });
+    Ok(())
+}
+
+/// What to do about a write refused by a read-only filesystem.
+fn read_only_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EROFS) {
+        "; to serve a data directory on a read-only filesystem, start with --read-only"
+    } else {
+        ""
+    }
 }
 
 pub fn run(cfg: Config) -> Result<(), String> {
-    fs::create_dir_all(&cfg.root)
-        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.root.display()))?;
-    let root = cfg
-        .root
-        .canonicalize()
-        .map_err(|e| format!("data directory {}: {e}", cfg.root.display()))?;
-    let _lock = lock_root(&root)?;
+    let nofile = nofile::raise_to_hard();
+    // Undoes what this start creates on disk if it fails (and holds the lock meanwhile).
+    let mut created = Created::default();
+    if !cfg.read_only {
+        created.dir_all(&cfg.root).map_err(|e| {
+            let (root, hint) = (cfg.root.display(), read_only_hint(&e));
+            format!("cannot create data directory {root}: {e}{hint}")
+        })?;
+    }
+    let root = cfg.root.canonicalize().map_err(|e| {
+        let hint = if cfg.read_only {
+            " (--read-only serves a data directory that a read-write run has written)"
+        } else {
+            ""
+        };
+        format!("data directory {}: {e}{hint}", cfg.root.display())
+    })?;
+    lock_root(&root, cfg.read_only, &mut created)?;
     // Installed before anything is announced, so a SIGTERM right after the listening line
     // is always a graceful stop.
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
@@ -76,13 +149,40 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hashing =
         Pool::new(cores, "ringyard-hash").map_err(|e| format!("cannot start threads: {e}"))?;
-    let meta = Meta::open_sqlite(&root.join("meta.db"))?;
-    let blobs = BlobStore::open(&root, pool.clone())
-        .map_err(|e| format!("cannot prepare {}: {e}", root.display()))?;
+    let cache = open_cache::size(nofile.now, bound.per_worker.len());
+    crate::log::info(format_args!(
+        "{nofile}; up to {cache} open blob files cached per worker"
+    ));
+    let meta_path = root.join("meta.db");
+    let meta = if cfg.read_only {
+        Meta::open_sqlite_read_only(&meta_path)?
+    } else {
+        if !meta_path.exists() {
+            for suffix in ["", "-wal", "-shm"] {
+                created.file(root.join(format!("meta.db{suffix}")));
+            }
+        }
+        Meta::open_sqlite(&meta_path)?
+    };
+    if !cfg.read_only {
+        for dir in BlobStore::top_dirs(&root) {
+            created
+                .dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    let blobs = BlobStore::at(&root, pool.clone());
     let uploads = Uploads::new(blobs.staging_dir().to_path_buf(), cfg.upload_expiry);
     let records = block_on(meta.uploads()).map_err(|e| format!("reading upload sessions: {e}"))?;
-    for id in uploads.restore(records) {
-        block_on(meta.delete_upload(&id)).map_err(|e| format!("cleaning upload {id}: {e}"))?;
+    let dead_rows = uploads.restore(records);
+    // Crash leftovers stay in read-only mode: nothing may be deleted there.
+    if !cfg.read_only {
+        uploads.remove_strays();
+        for id in dead_rows {
+            // Not the id in the message: it is the secret of the upload's URL.
+            block_on(meta.delete_upload(&id))
+                .map_err(|e| format!("cleaning an upload session without data: {e}"))?;
+        }
     }
     let connections = Arc::new(Connections::new(bound.per_worker.len()));
     let readiness = Readiness::new(
@@ -164,8 +264,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
     }
     // Off the event loops: a job may block on the filesystem or the metadata engine.
-    let expiry = UploadExpiry::new(registry.clone(), cfg.upload_expiry);
-    let jobs = Jobs::start(&registry.jobs, vec![Box::new(expiry)])
+    // Expiring sessions deletes them: never in read-only mode.
+    let mut background: Vec<Box<dyn crate::jobs::Job>> = Vec::new();
+    if !cfg.read_only {
+        background.push(Box::new(UploadExpiry::new(
+            registry.clone(),
+            cfg.upload_expiry,
+        )));
+    }
+    let jobs = Jobs::start(&registry.jobs, background)
         .map_err(|e| format!("cannot start threads: {e}"))?;
     if driver == "epoll" {
         crate::log::info(format_args!(
@@ -181,6 +288,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             addrs.join(", ")
         ));
     }
+    let _lock = created.keep();
     let addrs: Vec<String> = bound.addrs.iter().map(|a| a.to_string()).collect();
     crate::log::info(format_args!(
         "listening on {}; data in {}; {} workers ({driver})",

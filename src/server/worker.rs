@@ -6,6 +6,7 @@ use super::balance::{Balancer, Handoff, Slot};
 use super::connection::{refuse, serve, ConnCtx, ConnSettings};
 use super::signal::LocalSignal;
 use crate::api::{Registry, Site};
+use crate::store::open_cache;
 use futures_channel::{mpsc as async_mpsc, oneshot};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -34,8 +35,8 @@ pub struct WorkerSetup {
 /// Probes and scrapes need few, and this listener is outside the connection limit.
 const MAX_OPS_CONNECTIONS: usize = 64;
 
-/// How often a worker hands its buffered log lines to the logger thread.
-const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How often a worker does its periodic chores ([`tick_loop`]).
+const TICK_EVERY: Duration = Duration::from_millis(100);
 
 type Rt = monoio::FusionRuntime<
     monoio::time::TimeDriver<monoio::IoUringDriver>,
@@ -105,8 +106,10 @@ pub fn spawn(
 
 async fn run(setup: WorkerSetup) {
     crate::log::buffer_this_thread();
-    monoio::spawn(log_flush_loop());
-    monoio::spawn(pull_flush_loop(setup.registry.clone()));
+    monoio::spawn(tick_loop());
+    if !setup.registry.limits.read_only {
+        monoio::spawn(pull_flush_loop(setup.registry.clone()));
+    }
     let signal = LocalSignal::new();
     let active = Rc::new(Cell::new(0usize));
     let ctx = Rc::new(ConnCtx {
@@ -155,12 +158,14 @@ async fn run(setup: WorkerSetup) {
     crate::log::end_thread();
 }
 
-/// Hands the worker's buffered log lines to the logger thread now and then; ends with the
-/// event loop.
-async fn log_flush_loop() {
+/// Now and then hands the worker's buffered log lines to the logger thread, and closes its
+/// cached blob files if another worker ran out of descriptors (an idle worker would otherwise
+/// keep them); ends with the event loop.
+async fn tick_loop() {
     loop {
-        monoio::time::sleep(LOG_FLUSH_EVERY).await;
+        monoio::time::sleep(TICK_EVERY).await;
         crate::log::flush_thread();
+        open_cache::heed_pressure();
     }
 }
 
@@ -264,8 +269,15 @@ async fn accept_loop(
                 }
             }
             Err(e) => {
-                // Out of descriptors or similar: back off instead of spinning.
-                crate::log::warn(format_args!("accept: {e}"));
+                // Out of descriptors: cached blob files are the ones that can go, in every
+                // worker (the others close theirs within a tick). Either way, back off instead
+                // of spinning; the connection waits in the backlog meanwhile.
+                if open_cache::out_of_descriptors(&e) {
+                    open_cache::release();
+                    crate::log::warn(format_args!("accept: {e}; closing cached blob files"));
+                } else {
+                    crate::log::warn(format_args!("accept: {e}"));
+                }
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -6,30 +6,24 @@
 //! runs and the others wait for it. Evicting from the tier is a component of its own (the
 //! scale-out issue's cache), not this type's job.
 //!
-//! Open blobs are cached per worker, so a hot blob costs no `open` per request.
+//! Open blobs are cached per worker ([`super::open_cache`]), so a hot blob costs no `open` per
+//! request.
 
 use super::backend::BlobBackend;
 use super::error::{Error, Result};
 use super::fs::FsBackend;
+use super::open_cache;
 use crate::blocking::Pool;
 use crate::oci::digest::{Digest, Hasher};
 use futures_channel::oneshot;
 use memmap2::Mmap;
-use std::cell::{OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
-
-/// Blobs kept open per worker. Past this the cache is emptied: opening is cheap to redo, and a
-/// bound keeps descriptors and address space in check.
-const OPEN_CACHE_ENTRIES: usize = 4096;
-
-thread_local! {
-    static OPEN: RefCell<HashMap<Digest, Rc<BlobFile>>> = RefCell::new(HashMap::new());
-}
 
 /// A committed blob, open for serving. Large bodies go to the socket by `sendfile` straight
 /// from the page cache (no copy through this process, no pages mapped into it, so a 10 GB
@@ -82,13 +76,28 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// The filesystem deployment: the tree under `root` is tier and backend at once.
-    pub fn open(root: &Path, pool: Pool) -> io::Result<BlobStore> {
-        Ok(BlobStore {
-            tier: Arc::new(FsBackend::open(root, pool)?),
+    /// The directories of the tree under `root`: the blob tree and the staging area.
+    pub fn top_dirs(root: &Path) -> [PathBuf; 2] {
+        FsBackend::top_dirs(root)
+    }
+
+    /// The filesystem deployment over `root`, whose [`top_dirs`](Self::top_dirs) the caller
+    /// has made (or, in read-only mode, left as they are): the tree is tier and backend at
+    /// once. Touches nothing on disk.
+    pub fn at(root: &Path, pool: Pool) -> BlobStore {
+        BlobStore {
+            tier: Arc::new(FsBackend::at(root, pool)),
             remote: None,
             fills: Arc::default(),
-        })
+        }
+    }
+
+    /// Creates the top directories, then [`at`](Self::at).
+    pub fn open(root: &Path, pool: Pool) -> io::Result<BlobStore> {
+        for dir in Self::top_dirs(root) {
+            fs::create_dir_all(dir)?;
+        }
+        Ok(Self::at(root, pool))
     }
 
     /// The tree under `root` as a hot tier over `remote`, which holds every blob durably.
@@ -301,10 +310,10 @@ async fn run_blocking<T: Send + 'static>(
 /// The tier's file for `digest`, from this worker's cache or opened now; `Ok(None)` when the
 /// tier does not hold it.
 fn open_local(tier: &FsBackend, digest: &Digest) -> Result<Option<Rc<BlobFile>>> {
-    if let Some(b) = OPEN.with(|c| c.borrow().get(digest).cloned()) {
+    if let Some(b) = open_cache::get(digest) {
         return Ok(Some(b));
     }
-    let file = match fs::File::open(tier.path_of(digest)) {
+    let file = match open_cache::open_file(&tier.path_of(digest)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("opening blob", e)),
@@ -318,13 +327,7 @@ fn open_local(tier: &FsBackend, digest: &Digest) -> Result<Option<Rc<BlobFile>>>
         len,
         map: OnceCell::new(),
     });
-    OPEN.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= OPEN_CACHE_ENTRIES {
-            c.clear();
-        }
-        c.insert(digest.clone(), blob.clone());
-    });
+    open_cache::insert(digest, &blob);
     Ok(Some(blob))
 }
 

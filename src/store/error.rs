@@ -73,8 +73,14 @@ mod tests {
     #[test]
     fn os_errors_read_as_what_an_operator_can_act_on() {
         let os = |code| io::Error::from_raw_os_error(code);
-        assert!(matches!(Error::io("w", os(libc::ENOSPC)), Error::Full { .. }));
-        assert!(matches!(Error::io("w", os(libc::EDQUOT)), Error::Full { .. }));
+        assert!(matches!(
+            Error::io("w", os(libc::ENOSPC)),
+            Error::Full { .. }
+        ));
+        assert!(matches!(
+            Error::io("w", os(libc::EDQUOT)),
+            Error::Full { .. }
+        ));
         assert!(matches!(
             Error::io("o", os(libc::EMFILE)),
             Error::Unavailable { retry: true, .. }

@@ -25,18 +25,29 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
-    /// The tree under `root` (`blobs/`, and `uploads/` for staging), created when missing
-    /// (at startup, before any event loop runs).
-    pub fn open(root: &Path, pool: Pool) -> io::Result<FsBackend> {
-        let blobs_dir = root.join("blobs");
-        let staging_dir = root.join("uploads");
-        fs::create_dir_all(&blobs_dir)?;
-        fs::create_dir_all(&staging_dir)?;
-        Ok(FsBackend {
+    /// The tree's top directories under `root`: `blobs/`, and `uploads/` for staging.
+    pub fn top_dirs(root: &Path) -> [PathBuf; 2] {
+        [root.join("blobs"), root.join("uploads")]
+    }
+
+    /// The tree under `root` as it is: nothing is created (read-only mode starts on a
+    /// read-only filesystem).
+    pub fn at(root: &Path, pool: Pool) -> FsBackend {
+        let [blobs_dir, staging_dir] = Self::top_dirs(root);
+        FsBackend {
             blobs_dir,
             staging_dir,
             pool,
-        })
+        }
+    }
+
+    /// The tree under `root`, its top directories created when missing (at startup, before
+    /// any event loop runs).
+    pub fn open(root: &Path, pool: Pool) -> io::Result<FsBackend> {
+        for dir in Self::top_dirs(root) {
+            fs::create_dir_all(dir)?;
+        }
+        Ok(Self::at(root, pool))
     }
 
     pub fn path_of(&self, digest: &Digest) -> PathBuf {

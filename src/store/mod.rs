@@ -7,6 +7,7 @@ pub mod backend;
 pub mod blobs;
 pub mod error;
 pub mod fs;
+pub mod open_cache;
 pub mod uploads;
 
 pub use error::Error;

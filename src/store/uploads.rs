@@ -110,12 +110,12 @@ impl Uploads {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rebuilds the session table at startup from the metadata rows and the files on disk,
-    /// removing rows without data and directories without rows (crash leftovers).
-    /// Runs before any event loop starts, so plain blocking calls are fine here.
+    /// Rebuilds the session table at startup from the metadata rows and the files on disk;
+    /// returns the ids of rows without data (crash leftovers, for the caller to delete).
+    /// Changes nothing on disk (read-only mode calls it too). Runs before any event loop
+    /// starts, so plain blocking calls are fine here.
     pub fn restore(&self, records: Vec<UploadRecord>) -> Vec<String> {
         let mut dead_rows = Vec::new();
-        let mut keep = std::collections::HashSet::new();
         let now = now_millis();
         for r in records {
             let dir = self.dir.join(&r.id);
@@ -126,7 +126,6 @@ impl Uploads {
             };
             match len {
                 Some(offset) => {
-                    keep.insert(r.id.clone());
                     let session = Session {
                         id: r.id.clone(),
                         repo: r.repository.clone(),
@@ -146,10 +145,17 @@ impl Uploads {
                 None => dead_rows.push(r.id),
             }
         }
+        dead_rows
+    }
+
+    /// Removes what the staging area holds beyond the restored sessions (crash leftovers);
+    /// after [`restore`](Self::restore), before any event loop starts.
+    pub fn remove_strays(&self) {
+        let table = self.table();
         if let Ok(entries) = fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if !keep.contains(&name) {
+                if !table.contains_key(&name) {
                     let p = e.path();
                     let _ = if p.is_dir() {
                         fs::remove_dir_all(&p)
@@ -159,7 +165,6 @@ impl Uploads {
                 }
             }
         }
-        dead_rows
     }
 
     /// Starts a session: its directory and empty data file, and (when `persist`) its metadata

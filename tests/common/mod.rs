@@ -112,6 +112,28 @@ impl Server {
         }
     }
 
+    /// Like [`Server::start_in_temp`], with the process's open-file limit (soft and hard) set
+    /// to `nofile` before it runs, as `ulimit -n` would leave it.
+    pub fn start_in_temp_with_nofile(extra_args: &[&str], nofile: u64) -> Server {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let root = dir.path().join("root");
+        let root_s = root.to_str().expect("utf-8 root path");
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--root", root_s];
+        args.extend_from_slice(&["--workers", "2"]);
+        args.extend_from_slice(extra_args);
+        match Server::try_start_limited(&args, Some(nofile)) {
+            Ok(mut s) => {
+                s.root = root;
+                s._tempdir = Some(dir);
+                s
+            }
+            Err((status, stderr)) => panic!(
+                "ringyard {args:?} (open-file limit {nofile}) exited ({status}) before \
+                 listening; stderr:\n{stderr}"
+            ),
+        }
+    }
+
     /// Starts the binary with exactly `args`; panics if it does not come up.
     pub fn start_args(args: &[&str]) -> Server {
         match Server::try_start(args) {
@@ -126,11 +148,38 @@ impl Server {
     /// Starts the binary with exactly `args`. `Ok` once it logs its listening line; `Err` with the
     /// exit status and stderr if it exits first. Panics if neither happens within 30 s.
     pub fn try_start(args: &[&str]) -> Result<Server, (ExitStatus, String)> {
-        let mut child = Command::new(bin())
-            .args(args)
+        Server::try_start_limited(args, None)
+    }
+
+    /// [`Server::try_start`], with RLIMIT_NOFILE (soft and hard) set to `nofile` in the child
+    /// before it execs, when given.
+    pub fn try_start_limited(
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<Server, (ExitStatus, String)> {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: runs in the forked child before exec, and calls only setrlimit, which is
+            // async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin()));
         let stderr_pipe = child.stderr.take().expect("piped stderr");
@@ -617,7 +666,14 @@ impl Client {
             None => return Ok(0),
         };
         let mut tmp = vec![0u8; 64 * 1024];
-        let n = s.read(&mut tmp)?;
+        // A read with a socket timeout fails with EINTR when the process is stopped and resumed
+        // (signal(7)), even without handlers: that is no answer from the server, so read again.
+        let n = loop {
+            match s.read(&mut tmp) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
         self.buf.extend_from_slice(&tmp[..n]);
         Ok(n)
     }
