@@ -3,9 +3,7 @@
 //! the file and line with the key, the variable or the flag; exit status 2), and the
 //! `config check` and `config defaults` commands.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

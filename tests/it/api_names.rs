@@ -3,8 +3,7 @@
 //! reads of a manifest by an invalid tag: 404, a manifest that cannot exist), and no request
 //! can touch the filesystem outside the data directory.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 const OCTET: (&str, &str) = ("Content-Type", "application/octet-stream");

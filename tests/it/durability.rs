@@ -4,9 +4,7 @@
 //! blob file whose content does not match its name; expired upload sessions are gone with their
 //! data.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{self, Write};

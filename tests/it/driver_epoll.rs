@@ -3,9 +3,7 @@
 //! machines that do have io_uring. Its own test binary, because the variable is set for the
 //! whole process.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn epoll_driver_serves_push_and_pull() {

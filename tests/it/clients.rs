@@ -7,9 +7,7 @@
 //! Needs: skopeo, podman, buildah, umoci, jq, /bin/busybox (busybox-static). A missing tool fails
 //! the test with its name (`.ci/run` installs them).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,6 @@
 //! Tags list and catalog: order, `n`, `last`, `Link: <...>; rel="next"`, and their edges.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Tags one manifest with each of `tags` (in the given order).

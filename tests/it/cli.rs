@@ -3,9 +3,7 @@
 //! are refused), clear errors for invalid flags, and the no-argument default (localhost:5000,
 //! ./ringyard-data).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};

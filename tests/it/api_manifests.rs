@@ -2,8 +2,7 @@
 //! media type, missing blobs, size limit), subject, deletion by digest and by tag, unknown
 //! references, and `--no-delete`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const EMPTY_CONFIG_DIGEST: &str =

@@ -1,8 +1,7 @@
 //! `GET /v2/<name>/referrers/<digest>`: an image index of the manifests whose `subject` is that
 //! digest, with the `artifactType` filter.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 const EMPTY_CONFIG_DIGEST: &str =

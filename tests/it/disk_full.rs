@@ -12,9 +12,7 @@
 //!   so that the registry is ready before it fills (96 MiB free), is grown to 256 MiB to free
 //!   space (about 160 MiB free then, above the threshold), and is ready again.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};

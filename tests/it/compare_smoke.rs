@@ -5,9 +5,7 @@
 //!
 //! Needs: docker-registry, nginx, jq, python3, openssl (`.ci/run` installs them).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 #[test]

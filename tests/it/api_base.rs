@@ -1,7 +1,6 @@
 //! `/v2/` (API version check) and the shape of errors for requests outside the API.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn v2_get_answers_200_with_api_version_header() {

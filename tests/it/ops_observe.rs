@@ -6,9 +6,7 @@
 //! filled up (a small tmpfs mounted for the test), and a metadata engine stuck behind a
 //! database lock that this test holds.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;

@@ -1,9 +1,7 @@
 //! Read-only mode on a really read-only filesystem (a read-only bind mount; these tests run as
 //! root), and starts that fail leaving nothing behind, against the real binary.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

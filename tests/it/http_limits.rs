@@ -1,8 +1,7 @@
 //! Limits and malformed input: oversized header blocks, garbage, bad framing, stalled requests.
 //! After each, the server must still serve other connections.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 #[test]

@@ -1,8 +1,7 @@
 //! HTTP/1.1 behaviour the registry's own HTTP layer must get right: keep-alive, pipelining,
 //! chunked request bodies, `Expect: 100-continue`, HTTP/1.0 and `Connection: close`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 #[test]

@@ -1,9 +1,7 @@
 //! Operations: read-only mode, the connection limit, the header size limit and the three
 //! separately configured timeouts (head, idle, body), against the real binary.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 /// Pushes an image into a fresh root, then serves the same root read-only: everything reads

@@ -1,7 +1,6 @@
 //! Range requests on blob GET (RFC 9110 single ranges), and HEAD lengths.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn blob100() -> Vec<u8> {
     (0..100u32).map(|i| (i * 7 + 3) as u8).collect()

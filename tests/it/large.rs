@@ -12,9 +12,7 @@
 //! harness client holds bodies in memory), and are hashed on the client while they are sent and
 //! while they are received.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::TcpStream;

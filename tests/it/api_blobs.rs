@@ -2,8 +2,7 @@
 //! session status, cancel, unknown sessions, cross-repository mount, repository isolation,
 //! HEAD/GET/DELETE, and sessions spread over several workers.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const OCTET: (&str, &str) = ("Content-Type", "application/octet-stream");
 

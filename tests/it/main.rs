@@ -1,0 +1,26 @@
+//! The integration tests, one binary (as ripgrep's are): every module drives the real
+//! `ringyard` binary over real sockets, and the harness they share is [`common`]. One binary
+//! means a change compiles and links the tests once, not once per file.
+
+mod common;
+
+mod api_base;
+mod api_blobs;
+mod api_listing;
+mod api_manifests;
+mod api_names;
+mod api_range;
+mod api_referrers;
+mod cli;
+mod clients;
+mod compare_smoke;
+mod config;
+mod disk_full;
+mod driver_epoll;
+mod durability;
+mod http_limits;
+mod http_protocol;
+mod large;
+mod ops_limits;
+mod ops_observe;
+mod ops_read_only_mount;
