@@ -85,6 +85,12 @@ pub struct UploadRecord {
     pub started: i64,
     /// Unix milliseconds after which the session may be swept.
     pub expires: i64,
+    /// Bytes acknowledged to the client; durable in the data file when the record is written.
+    pub offset: u64,
+    /// The running hash of those bytes (`Hasher::save`), so a restart resumes it instead of
+    /// reading the file back. None when it was lost (a failed request) or not yet known (rows
+    /// from schema v1).
+    pub hash_state: Option<Vec<u8>>,
 }
 
 /// Every change the metadata accepts. One enum, so that the SQL side and the index side are two
@@ -1002,6 +1008,8 @@ mod tests {
                     repository: "uploads/only".into(),
                     started: 1,
                     expires: exp,
+                    offset: exp as u64 * 3,
+                    hash_state: Some(vec![1, 2, exp as u8]),
                 })
                 .await
                 .unwrap();

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Stored in `PRAGMA user_version`. Bump it with a migration step in [`migrate`] whenever the
 /// schema changes shape.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS repositories (
@@ -81,10 +81,12 @@ CREATE INDEX IF NOT EXISTS tags_digest ON tags (repository, digest);
 -- No foreign key to repositories: a session does not create its repository (the index's
 -- PutUpload says why).
 CREATE TABLE IF NOT EXISTS uploads (
-    id         TEXT PRIMARY KEY NOT NULL,
-    repository TEXT NOT NULL,
-    started    INTEGER NOT NULL,
-    expires    INTEGER NOT NULL
+    id            TEXT PRIMARY KEY NOT NULL,
+    repository    TEXT NOT NULL,
+    started       INTEGER NOT NULL,
+    expires       INTEGER NOT NULL,
+    upload_offset INTEGER NOT NULL DEFAULT 0,
+    hash_state    BLOB
 ) WITHOUT ROWID;
 -- Expiry sweep.
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
@@ -126,21 +128,42 @@ fn configure(conn: &Connection) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates what is missing and refuses a database written by a newer binary, whose schema this
-/// code would misread.
+/// v1 to v2: upload sessions record their acknowledged offset and hash state. Rows of v1
+/// get offset 0 and no state, which restore reads as "unknown: take the file as it is".
+const V1_TO_V2: &str = "
+ALTER TABLE uploads ADD COLUMN upload_offset INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE uploads ADD COLUMN hash_state BLOB;
+";
+
+/// Brings older schemas forward step by step, creates what is missing, and refuses a database
+/// written by a newer binary, whose schema this code would misread. All in one write
+/// transaction, with the version read inside it, so two processes opening an old database
+/// at once cannot both run a step.
 fn migrate(conn: &Connection) -> Result<(), String> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|e| e.to_string())?;
-    if version > SCHEMA_VERSION {
-        return Err(format!(
-            "schema version {version} is newer than this binary supports ({SCHEMA_VERSION})"
-        ));
+    let sql = |e: rusqlite::Error| e.to_string();
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+    let steps = || -> Result<(), String> {
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sql)?;
+        if version > SCHEMA_VERSION {
+            return Err(format!(
+                "schema version {version} is newer than this binary supports ({SCHEMA_VERSION})"
+            ));
+        }
+        if version == 1 {
+            conn.execute_batch(V1_TO_V2).map_err(sql)?;
+        }
+        conn.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+            .map_err(sql)
+    };
+    match steps() {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(sql),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-    ))
-    .map_err(|e| e.to_string())
 }
 
 fn int(v: u64) -> rusqlite::Result<i64> {
@@ -263,15 +286,27 @@ pub fn apply_sql(tx: &Transaction<'_>, op: &WriteOp, now: i64) -> rusqlite::Resu
             repository,
             started,
             expires,
+            offset,
+            hash_state,
         }) => {
             tx.prepare_cached(
-                "INSERT INTO uploads (id, repository, started, expires) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO uploads (id, repository, started, expires, upload_offset, hash_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET
                     repository = excluded.repository,
                     started = excluded.started,
-                    expires = excluded.expires",
+                    expires = excluded.expires,
+                    upload_offset = excluded.upload_offset,
+                    hash_state = excluded.hash_state",
             )?
-            .execute(params![id, repository, started, expires])?;
+            .execute(params![
+                id,
+                repository,
+                started,
+                expires,
+                int(*offset)?,
+                hash_state
+            ])?;
         }
         WriteOp::DeleteUpload { id } => {
             tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
@@ -458,7 +493,7 @@ impl Engine for SqliteEngine {
         for_rows(
             conn,
             "uploads",
-            "SELECT id, repository, started, expires FROM uploads",
+            "SELECT id, repository, started, expires, upload_offset, hash_state FROM uploads",
             [],
             |r| {
                 Ok(UploadRecord {
@@ -466,6 +501,8 @@ impl Engine for SqliteEngine {
                     repository: r.get(1)?,
                     started: r.get(2)?,
                     expires: r.get(3)?,
+                    offset: r.get(4)?,
+                    hash_state: r.get(5)?,
                 })
             },
             |record| {
@@ -549,6 +586,48 @@ mod tests {
         // Opening again is a no-op on an up-to-date schema.
         let e = open(&dir);
         assert_eq!(pragma(&e, "user_version"), SCHEMA_VERSION.to_string());
+    }
+
+    /// A database written by the v1 binary (its uploads table, a session in it) opens, moves
+    /// to v2 and keeps the session, with no offset or hash state known.
+    #[test]
+    fn migrates_v1_and_keeps_its_sessions() {
+        let dir = TempDir::new("v1");
+        let path = dir.0.join("meta.db");
+        let v1 = Connection::open(&path).unwrap();
+        v1.execute_batch(
+            "CREATE TABLE uploads (
+                id         TEXT PRIMARY KEY NOT NULL,
+                repository TEXT NOT NULL,
+                started    INTEGER NOT NULL,
+                expires    INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            INSERT INTO uploads VALUES ('u1', 'lib/app', 5, 6);
+            PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(v1);
+        let mut e = open(&dir);
+        assert_eq!(pragma(&e, "user_version"), "2");
+        let old = UploadRecord {
+            id: "u1".into(),
+            repository: "lib/app".into(),
+            started: 5,
+            expires: 6,
+            offset: 0,
+            hash_state: None,
+        };
+        assert_eq!(e.load().unwrap().uploads(), vec![old.clone()]);
+        let moved = UploadRecord {
+            offset: 77,
+            hash_state: Some(vec![1, 1, 2]),
+            ..old
+        };
+        e.apply_batch(&[WriteOp::PutUpload(moved.clone())], 7)
+            .unwrap();
+        drop(e);
+        let mut e = open(&dir);
+        assert_eq!(e.load().unwrap().uploads(), vec![moved]);
     }
 
     #[test]
@@ -669,11 +748,13 @@ mod tests {
         let dir = TempDir::new("equiv");
         let mut e = open(&dir);
         let mut ix = Index::default();
-        let upload = |id: &str| UploadRecord {
+        let upload = |id: &str, offset: u64| UploadRecord {
             id: id.into(),
             repository: "up".into(),
             started: 3,
             expires: 4,
+            offset,
+            hash_state: (offset > 0).then(|| vec![1, 1, offset as u8, 0]),
         };
         let batches: Vec<Vec<WriteOp>> = vec![
             vec![
@@ -694,8 +775,8 @@ mod tests {
                     refs: vec![(dg("m1"), RefKind::Manifest), (dg("m2"), RefKind::Manifest)],
                     tag: Some("one".into()),
                 },
-                WriteOp::PutUpload(upload("u1")),
-                WriteOp::PutUpload(upload("u2")),
+                WriteOp::PutUpload(upload("u1", 0)),
+                WriteOp::PutUpload(upload("u2", 0)),
             ],
             vec![
                 WriteOp::UnlinkBlob {
@@ -703,6 +784,7 @@ mod tests {
                     digest: dg("l"),
                 },
                 WriteOp::DeleteUpload { id: "u1".into() },
+                WriteOp::PutUpload(upload("u2", 3 << 40)),
                 WriteOp::PutManifest {
                     repo: "b".into(),
                     record: record("m1", None),

@@ -3,4 +3,5 @@
 
 pub mod appender;
 pub mod blobs;
+pub mod upload_writer;
 pub mod uploads;
