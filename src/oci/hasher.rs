@@ -28,14 +28,12 @@ const SHA512_INIT: [u64; 8] = [
 /// Version of the saved form; bump it whenever the layout changes.
 const STATE_VERSION: u8 = 1;
 
-#[derive(Clone)]
 enum Words {
     Sha256([u32; 8]),
     Sha512([u64; 8]),
 }
 
 /// Incremental hashing of a blob as its bytes stream in.
-#[derive(Clone)]
 pub struct Hasher {
     words: Words,
     /// The bytes of a block not yet complete: `pending` of them.
@@ -66,12 +64,8 @@ impl Hasher {
     }
 
     /// How many bytes this hasher has seen.
-    pub fn len(&self) -> u64 {
+    pub fn bytes_hashed(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     fn block_len(&self) -> usize {
@@ -242,7 +236,7 @@ mod tests {
                     piece = piece * 3 + 1;
                     h = Hasher::restore(&h.save()).expect("own state restores");
                 }
-                assert_eq!(h.len(), len as u64);
+                assert_eq!(h.bytes_hashed(), len as u64);
                 assert_eq!(h.finish(), want, "{algorithm:?} {len}");
             }
         }

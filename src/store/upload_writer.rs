@@ -69,9 +69,7 @@ impl UploadWriter<'_> {
         out.close().await;
         result?;
         if lease.session.persisted() {
-            self.meta
-                .put_upload(self.uploads.record(lease, lease.offset))
-                .await?;
+            self.meta.put_upload(self.uploads.record(lease)).await?;
         }
         Ok(())
     }

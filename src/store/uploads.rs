@@ -169,14 +169,14 @@ impl Uploads {
         dead_rows
     }
 
-    /// The session's row as it stands at `offset` with the lease's hash state.
-    pub fn record(&self, lease: &Lease, offset: u64) -> UploadRecord {
+    /// The session's row as the lease has it: offset and hash state.
+    pub fn record(&self, lease: &Lease) -> UploadRecord {
         UploadRecord {
             id: lease.session.id.clone(),
             repository: lease.session.repo.clone(),
             started: lease.session.started,
             expires: now_millis() + self.expiry_ms(),
-            offset,
+            offset: lease.offset,
             hash_state: lease.hasher.as_ref().map(Hasher::save),
         }
     }
@@ -335,7 +335,7 @@ fn resume(data: &Path, record: &UploadRecord) -> io::Result<(u64, Option<Hasher>
         .hash_state
         .as_deref()
         .and_then(Hasher::restore)
-        .filter(|h| h.len() == record.offset);
+        .filter(|h| h.bytes_hashed() == record.offset);
     match hasher {
         Some(h) if len > record.offset => {
             let cut = fs::OpenOptions::new()
