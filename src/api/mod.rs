@@ -21,6 +21,7 @@ use crate::meta::Meta;
 use crate::observe::{health, metrics, Ops, RouteClass};
 use crate::oci::name::validate_name;
 use crate::store::blobs::BlobStore;
+use crate::store::upload_writer::UploadWriter;
 use crate::store::uploads::Uploads;
 use router::Route;
 use std::time::Duration;
@@ -56,13 +57,26 @@ pub struct Registry {
     pub blobs: BlobStore,
     pub uploads: Uploads,
     pub pool: Pool,
-    /// Hashes large upload buffers off the event loops (see `uploads::append_body`), one
+    /// Hashes large upload buffers off the event loops (see `store::upload_writer`), one
     /// thread per core; apart from `pool` so that hashing never queues ahead of an fsync.
     pub hashing: Pool,
     pub limits: Limits,
     pub ops: Ops,
     /// The background jobs' counters, for `/metrics`.
     pub jobs: crate::jobs::Board,
+}
+
+impl Registry {
+    /// The upload pipeline over this registry's stores and pools.
+    pub fn upload_writer(&self) -> UploadWriter<'_> {
+        UploadWriter {
+            uploads: &self.uploads,
+            blobs: &self.blobs,
+            meta: &self.meta,
+            pool: &self.pool,
+            hashing: &self.hashing,
+        }
+    }
 }
 
 /// Which listener a request came in on.

@@ -1,8 +1,6 @@
 //! Blob uploads: monolithic (`POST ?digest=`), chunked and streamed (`PATCH`), completion
-//! (`PUT ?digest=`), status (`GET`), cancel (`DELETE`) and cross-repository mount.
-//! Bytes go to the session's file through io_uring (O_DIRECT where the filesystem allows) as
-//! they arrive and are hashed on the way, so completing a 10 GB upload costs an fsync and a
-//! rename, not a second read.
+//! (`PUT ?digest=`), status (`GET`), cancel (`DELETE`) and cross-repository mount. This is the
+//! HTTP side; the bytes' way to the blob tree is `store::upload_writer`.
 
 use super::{body_error, upload_location, Registry};
 use crate::buf::AlignedBuf;
@@ -12,11 +10,10 @@ use crate::http::query::query_get;
 use crate::http::range::parse_upload_range;
 use crate::http::request::Request;
 use crate::http::response::Response;
-use crate::oci::digest::{Algorithm, Digest, Hasher};
+use crate::oci::digest::Digest;
 use crate::oci::name::validate_name;
-use crate::store::appender::{Appender, PendingWrite};
-use crate::store::uploads::{hash_file, Lease, Session};
-use std::sync::Arc;
+use crate::store::upload_writer::ByteSource;
+use crate::store::uploads::{Lease, Session};
 
 pub async fn start(
     reg: &Registry,
@@ -171,225 +168,26 @@ async fn append_chunk(
     }
 }
 
-/// Streams the request body to the end of the session's data file in three overlapping
-/// stages: the event loop reads buffer N+1 from the socket while buffer N is hashed on the
-/// hashing pool and buffer N-1 is written. Hashing a full buffer costs about as much as
-/// receiving it, so keeping it off the event loop lets one upload use a second core (and
-/// keeps a 1 MiB hash from stalling the loop's other connections); small buffers, a chunk's
-/// unaligned head or a small blob, are hashed in place, where the handoff would cost more.
-///
-/// The session's hasher is taken out for the duration and put back only when every byte it
-/// saw was written: if this ends early (an error, or the request dropped at shutdown), the
-/// completion hashes the file instead, so the digest always covers exactly what is on disk.
-///
-/// A write that fails may have left part of its buffer in the file: the file is cut back to
-/// the bytes counted. A write refused for lack of space undoes the whole request: the session
-/// goes back to the offset and hash state this request found, so the client's 507 means the
-/// request had no effect and the upload stands where it was last acknowledged.
+/// A request body as the upload writer's source of bytes.
+struct BodySource<'a, 'b>(&'a mut Body<'b>);
+
+impl ByteSource for BodySource<'_, '_> {
+    async fn read_into(&mut self, buf: AlignedBuf, max: usize) -> (Result<usize>, AlignedBuf) {
+        let (r, buf) = self.0.read_at_most(buf, max).await;
+        (r.map_err(body_error), buf)
+    }
+
+    fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+}
+
 async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
-    if body.is_done() {
-        return Ok(());
-    }
-    let mut out = Appender::open(&lease.session.data_path(), lease.offset)
+    reg.upload_writer()
+        .append(lease, &mut BodySource(body))
         .await
-        .map_err(|e| Error::io("opening upload data", e))?;
-    let found = (lease.offset, lease.hasher.clone());
-    let mut hasher = lease.hasher.take();
-    let mut hashing: Option<Hashing> = None;
-    let mut writing: Option<PendingWrite> = None;
-    let result = loop {
-        let mut buf = AlignedBuf::take();
-        let want = out.next_len();
-        let mut read = Ok(());
-        while buf.len() < want && !body.is_done() {
-            let room = want - buf.len();
-            let (r, b) = body.read_at_most(buf, room).await;
-            buf = b;
-            if let Err(e) = r {
-                read = Err(body_error(e));
-                break;
-            }
-        }
-        // The buffer before this one: its hash is done once the hasher is back; then it
-        // follows the one before it to the file.
-        let hashed = match hashing.take() {
-            Some(job) => match job.await {
-                Ok((h, done)) => {
-                    hasher = Some(h);
-                    Some(done)
-                }
-                Err(e) => {
-                    buf.give();
-                    break Err(e);
-                }
-            },
-            None => None,
-        };
-        if let Err(e) = write_after(lease, &mut out, &mut writing, hashed).await {
-            buf.give();
-            break Err(e);
-        }
-        if let Err(e) = read {
-            // What was read of this buffer is not written: the hash would not match the file.
-            hasher = None;
-            buf.give();
-            break Err(e);
-        }
-        if buf.is_empty() {
-            buf.give();
-            break Ok(());
-        }
-        match hasher.take() {
-            Some(h) if buf.len() >= OFFLOAD_HASH_MIN => hashing = Some(hash_on_pool(reg, h, buf)),
-            mut h => {
-                if let Some(h) = h.as_mut() {
-                    h.update(buf.as_slice());
-                }
-                hasher = h;
-                if let Err(e) = write_after(lease, &mut out, &mut writing, Some(buf)).await {
-                    break Err(e);
-                }
-            }
-        }
-    };
-    // Every exit above has taken back the buffer being hashed; only a write may be in
-    // flight, and it is counted whatever the result.
-    debug_assert!(hashing.is_none());
-    let result = match (result, writing.take()) {
-        (Ok(()), Some(w)) => settle(lease, w).await,
-        (r, Some(w)) => {
-            let _ = settle(lease, w).await;
-            r
-        }
-        (r, None) => r,
-    };
-    let written_to = out.end();
-    out.close().await;
-    match &result {
-        Ok(()) => lease.hasher = hasher,
-        Err(e) => {
-            if e.is_storage_full() {
-                (lease.offset, lease.hasher) = found;
-            }
-            if written_to > lease.offset {
-                cut_back(reg, lease).await;
-            }
-        }
-    }
-    result
 }
 
-/// Truncates the session's data file to its offset after a failed append. If even that
-/// fails, the session cannot be trusted and is discarded (the client starts over).
-async fn cut_back(reg: &Registry, lease: &Lease) {
-    let (path, len) = (lease.session.data_path(), lease.offset);
-    let cut = reg
-        .pool
-        .run(move || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(len)
-        })
-        .await;
-    if !matches!(cut, Ok(Ok(()))) {
-        crate::log::warn(format_args!(
-            "upload {}: the data file could not be cut back to {len} bytes; discarding it",
-            lease.session.id
-        ));
-        let _ = reg
-            .uploads
-            .discard(&reg.pool, &reg.meta, &lease.session)
-            .await;
-    }
-}
-
-/// Buffers at least this large are hashed on the hashing pool rather than on the event loop.
-const OFFLOAD_HASH_MIN: usize = 256 * 1024;
-
-/// A hash of one buffer on the hashing pool; it resolves with the hasher and the buffer.
-type Hashing = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Hasher, AlignedBuf)>>>>;
-
-fn hash_on_pool(reg: &Registry, mut hasher: Hasher, buf: AlignedBuf) -> Hashing {
-    let pool = reg.hashing.clone();
-    Box::pin(async move {
-        pool.run(move || {
-            hasher.update(buf.as_slice());
-            (hasher, buf)
-        })
-        .await
-    })
-}
-
-/// Waits for the write in flight (counting it), then starts writing `next` after it: one write
-/// at a time keeps them in file order. On an error `next` is given back unwritten.
-async fn write_after(
-    lease: &mut Lease,
-    out: &mut Appender,
-    writing: &mut Option<PendingWrite>,
-    next: Option<AlignedBuf>,
-) -> Result<()> {
-    if let Some(w) = writing.take() {
-        if let Err(e) = settle(lease, w).await {
-            if let Some(buf) = next {
-                buf.give();
-            }
-            return Err(e);
-        }
-    }
-    *writing = next.map(|buf| out.write(buf));
-    Ok(())
-}
-
-/// Waits for a write and counts its bytes in the session's offset.
-async fn settle(lease: &mut Lease, write: PendingWrite) -> Result<()> {
-    let (r, buf) = write.await;
-    buf.give();
-    let n = r.map_err(|e| Error::io("writing upload data", e))?;
-    lease.offset += n;
-    Ok(())
-}
-
-/// Verifies the digest against the bytes received, then makes the blob durable and visible:
-/// fsync the data, rename it into the tree, fsync the directory, commit the metadata. On a
-/// mismatch or a failed fsync nothing is stored and the session is removed; when a later step
-/// fails (a full disk) the session keeps its bytes and the completion can be retried.
 async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Result<u64> {
-    let session: Arc<Session> = lease.session.clone();
-    let path = session.data_path();
-    let file = monoio::fs::File::open(&path)
-        .await
-        .map_err(|e| Error::io("opening upload data", e))?;
-    let synced = file.sync_all().await;
-    let _ = file.close().await;
-    if let Err(e) = synced {
-        // After a failed fsync the kernel may have dropped the pages it could not write, and
-        // a second fsync would not say so: the data cannot be trusted any more.
-        let _ = reg.uploads.discard(&reg.pool, &reg.meta, &session).await;
-        return Err(Error::io("fsync of upload data", e));
-    }
-    let actual = match (expected.algorithm(), lease.hasher.take()) {
-        (Algorithm::Sha256, Some(h)) => h.finish(),
-        (algorithm, _) => {
-            let p = path.clone();
-            reg.pool
-                .run(move || hash_file(&p, algorithm))
-                .await?
-                .map_err(|e| Error::io("hashing upload data", e))?
-        }
-    };
-    if &actual != expected {
-        reg.uploads.discard(&reg.pool, &reg.meta, &session).await?;
-        return Err(
-            Error::new(ErrorCode::DigestInvalid).with_detail(serde_json::json!({
-                "expected": expected.as_str(),
-                "received": actual.as_str(),
-            })),
-        );
-    }
-    let size = lease.offset;
-    reg.blobs.commit(path, expected).await?;
-    reg.meta.link_blob(&session.repo, expected, size).await?;
-    reg.uploads.discard(&reg.pool, &reg.meta, &session).await?;
-    Ok(size)
+    reg.upload_writer().complete(lease, expected).await
 }

@@ -649,6 +649,8 @@ pub(crate) mod tests {
             repository: "r".into(),
             started: 1,
             expires,
+            offset: expires as u64 * 10,
+            hash_state: Some(vec![expires as u8; 3]),
         };
         assert!(!existed(&mut ix, WriteOp::PutUpload(up("u2", 5)), 1));
         assert!(
@@ -657,7 +659,11 @@ pub(crate) mod tests {
         );
         assert!(!existed(&mut ix, WriteOp::PutUpload(up("u1", 5)), 1));
         assert!(existed(&mut ix, WriteOp::PutUpload(up("u2", 9)), 1));
-        assert_eq!(ix.upload("u2"), Some(up("u2", 9)));
+        assert_eq!(
+            ix.upload("u2"),
+            Some(up("u2", 9)),
+            "a re-put replaces offset and state"
+        );
         assert_eq!(ix.uploads(), vec![up("u1", 5), up("u2", 9)]);
         let del = WriteOp::DeleteUpload { id: "u1".into() };
         assert!(existed(&mut ix, del.clone(), 2));
@@ -760,6 +766,8 @@ pub(crate) mod tests {
                 repository: "q".into(),
                 started: 1,
                 expires: 2,
+                offset: 4096,
+                hash_state: Some(vec![1, 1, 7]),
             }),
             5,
         );
@@ -770,6 +778,8 @@ pub(crate) mod tests {
             repository: "q".into(),
             started: 1,
             expires: 2,
+            offset: 4096,
+            hash_state: Some(vec![1, 1, 7]),
         });
         loaded.load_tag("r", "t".into(), dg("idx"), 5);
         loaded.load_reference("r", &dg("idx"), &dg("c"), RefKind::Manifest);

@@ -93,6 +93,12 @@ pub struct UploadRecord {
     pub started: i64,
     /// Unix milliseconds after which the session may be swept.
     pub expires: i64,
+    /// Bytes acknowledged to the client; durable in the data file when the record is written.
+    pub offset: u64,
+    /// The running hash of those bytes (`Hasher::save`), so a restart resumes it instead of
+    /// reading the file back. None when it was lost (a failed request) or not yet known (rows
+    /// from schema v1).
+    pub hash_state: Option<Vec<u8>>,
 }
 
 /// Every change the metadata accepts. One enum, so that the SQL side and the index side are two

@@ -86,10 +86,12 @@ CREATE INDEX IF NOT EXISTS tags_digest ON tags (repository, digest);
 -- No foreign key to repositories: a session does not create its repository (the index's
 -- PutUpload says why).
 CREATE TABLE IF NOT EXISTS uploads (
-    id         TEXT PRIMARY KEY NOT NULL,
-    repository TEXT NOT NULL,
-    started    INTEGER NOT NULL,
-    expires    INTEGER NOT NULL
+    id            TEXT PRIMARY KEY NOT NULL,
+    repository    TEXT NOT NULL,
+    started       INTEGER NOT NULL,
+    expires       INTEGER NOT NULL,
+    upload_offset INTEGER NOT NULL DEFAULT 0,
+    hash_state    BLOB
 ) WITHOUT ROWID;
 -- Expiry sweep.
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
@@ -236,29 +238,47 @@ fn configure(conn: &Connection) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates what is missing and refuses a database written by a newer binary, whose schema this
-/// code would misread.
+/// v1 to v2: upload sessions record their acknowledged offset and hash state (rows of v1 get
+/// offset 0 and no state, which restore reads as "unknown: take the file as it is"); blobs
+/// record when they were last referenced (from their creation, for v1 rows) and manifests
+/// when they were last pulled, the times garbage collection and retention read.
+const V1_TO_V2: &str = "
+ALTER TABLE uploads ADD COLUMN upload_offset INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE uploads ADD COLUMN hash_state BLOB;
+ALTER TABLE blobs ADD COLUMN last_referenced INTEGER NOT NULL DEFAULT 0;
+UPDATE blobs SET last_referenced = created;
+ALTER TABLE manifests ADD COLUMN last_pulled INTEGER;
+";
+
+/// Brings older schemas forward step by step, creates what is missing, and refuses a database
+/// written by a newer binary, whose schema this code would misread. All in one write
+/// transaction, with the version read inside it, so two processes opening an old database
+/// at once cannot both run a step.
 fn migrate(conn: &Connection) -> Result<(), String> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|e| e.to_string())?;
-    if version > SCHEMA_VERSION {
-        return Err(format!(
-            "schema version {version} is newer than this binary supports ({SCHEMA_VERSION})"
-        ));
-    }
-    // Version 2 added the times garbage collection and retention read.
-    let upgrade = if version == 1 {
-        "ALTER TABLE blobs ADD COLUMN last_referenced INTEGER NOT NULL DEFAULT 0;
-         UPDATE blobs SET last_referenced = created;
-         ALTER TABLE manifests ADD COLUMN last_pulled INTEGER;"
-    } else {
-        ""
+    let sql = |e: rusqlite::Error| e.to_string();
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+    let steps = || -> Result<(), String> {
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sql)?;
+        if version > SCHEMA_VERSION {
+            return Err(format!(
+                "schema version {version} is newer than this binary supports ({SCHEMA_VERSION})"
+            ));
+        }
+        if version == 1 {
+            conn.execute_batch(V1_TO_V2).map_err(sql)?;
+        }
+        conn.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+            .map_err(sql)
     };
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {upgrade} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-    ))
-    .map_err(|e| e.to_string())
+    match steps() {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(sql),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// This layer's reading of an SQLite failure: full and busy are what an operator can act on.
@@ -474,16 +494,28 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             repository,
             started,
             expires,
+            offset,
+            hash_state,
         }) => {
             let existed = exists(tx, "SELECT 1 FROM uploads WHERE id = ?1", params![id])?;
             tx.prepare_cached(
-                "INSERT INTO uploads (id, repository, started, expires) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO uploads (id, repository, started, expires, upload_offset, hash_state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET
                     repository = excluded.repository,
                     started = excluded.started,
-                    expires = excluded.expires",
+                    expires = excluded.expires,
+                    upload_offset = excluded.upload_offset,
+                    hash_state = excluded.hash_state",
             )?
-            .execute(params![id, repository, started, expires])?;
+            .execute(params![
+                id,
+                repository,
+                started,
+                expires,
+                int(*offset)?,
+                hash_state
+            ])?;
             existed
         }
         WriteOp::DeleteUpload { id } => {
@@ -690,7 +722,7 @@ impl Database for SqliteEngine {
         for_rows(
             conn,
             "uploads",
-            "SELECT id, repository, started, expires FROM uploads",
+            "SELECT id, repository, started, expires, upload_offset, hash_state FROM uploads",
             [],
             |r| {
                 Ok(UploadRecord {
@@ -698,6 +730,8 @@ impl Database for SqliteEngine {
                     repository: r.get(1)?,
                     started: r.get(2)?,
                     expires: r.get(3)?,
+                    offset: r.get(4)?,
+                    hash_state: r.get(5)?,
                 })
             },
             |record| {
@@ -790,6 +824,69 @@ mod tests {
         // Opening again is a no-op on an up-to-date schema.
         let e = open(&dir);
         assert_eq!(pragma(&e, "user_version"), SCHEMA_VERSION.to_string());
+    }
+
+    /// A database written by the v1 binary (its tables as v1 made them, a blob and a session
+    /// in them) opens, moves to v2 and keeps its rows: the session with no offset or hash
+    /// state known, the blob referenced as of its creation.
+    #[test]
+    fn migrates_v1_and_keeps_its_rows() {
+        let dir = TempDir::new("v1");
+        let path = dir.0.join("meta.db");
+        let v1 = Connection::open(&path).unwrap();
+        v1.execute_batch(
+            "CREATE TABLE uploads (
+                id         TEXT PRIMARY KEY NOT NULL,
+                repository TEXT NOT NULL,
+                started    INTEGER NOT NULL,
+                expires    INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE blobs (digest TEXT PRIMARY KEY NOT NULL, size INTEGER NOT NULL,
+                                created INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE repositories (name TEXT PRIMARY KEY NOT NULL,
+                                       created INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE manifests (repository TEXT NOT NULL, digest TEXT NOT NULL,
+                media_type TEXT NOT NULL, artifact_type TEXT, subject TEXT,
+                size INTEGER NOT NULL, annotations TEXT, created INTEGER NOT NULL,
+                PRIMARY KEY (repository, digest)) WITHOUT ROWID;
+            INSERT INTO uploads VALUES ('u1', 'lib/app', 5, 6);
+            PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        v1.execute(
+            "INSERT INTO blobs (digest, size, created) VALUES (?1, 5, 77)",
+            [dg("old").as_str()],
+        )
+        .unwrap();
+        drop(v1);
+        let mut e = open(&dir);
+        assert_eq!(pragma(&e, "user_version"), "2");
+        assert_eq!(
+            e.load().unwrap().blob(&dg("old")),
+            Some(super::super::BlobInfo {
+                size: 5,
+                last_referenced: 77
+            })
+        );
+        let old = UploadRecord {
+            id: "u1".into(),
+            repository: "lib/app".into(),
+            started: 5,
+            expires: 6,
+            offset: 0,
+            hash_state: None,
+        };
+        assert_eq!(e.load().unwrap().uploads(), vec![old.clone()]);
+        let moved = UploadRecord {
+            offset: 77,
+            hash_state: Some(vec![1, 1, 2]),
+            ..old
+        };
+        e.apply_batch(&[WriteOp::PutUpload(moved.clone())], 7)
+            .unwrap();
+        drop(e);
+        let mut e = open(&dir);
+        assert_eq!(e.load().unwrap().uploads(), vec![moved]);
     }
 
     #[test]
@@ -912,11 +1009,13 @@ mod tests {
         let dir = TempDir::new("equiv");
         let mut e = open(&dir);
         let mut ix = Index::default();
-        let upload = |id: &str| UploadRecord {
+        let upload = |id: &str, offset: u64| UploadRecord {
             id: id.into(),
             repository: "up".into(),
             started: 3,
             expires: 4,
+            offset,
+            hash_state: (offset > 0).then(|| vec![1, 1, offset as u8, 0]),
         };
         let batches: Vec<Vec<WriteOp>> = vec![
             vec![
@@ -939,8 +1038,8 @@ mod tests {
                     tag: Some("one".into()),
                     requires: vec![],
                 },
-                WriteOp::PutUpload(upload("u1")),
-                WriteOp::PutUpload(upload("u2")),
+                WriteOp::PutUpload(upload("u1", 0)),
+                WriteOp::PutUpload(upload("u2", 0)),
             ],
             vec![
                 WriteOp::UnlinkBlob {
@@ -948,6 +1047,7 @@ mod tests {
                     digest: dg("l"),
                 },
                 WriteOp::DeleteUpload { id: "u1".into() },
+                WriteOp::PutUpload(upload("u2", 3 << 40)),
                 WriteOp::PutManifest {
                     repo: "b".into(),
                     record: record("m1", None),
@@ -975,43 +1075,6 @@ mod tests {
         }
         assert_eq!(ix.manifest_parents("a", &dg("m2")), vec![dg("idx")]);
         assert_eq!(ix.referrers("a", &dg("m1")).len(), 1);
-    }
-
-    /// A database written by the previous schema opens, gains the new columns, and keeps its
-    /// rows (the reference time of old blobs starts at their creation).
-    #[test]
-    fn a_version_1_database_is_upgraded() {
-        let dir = TempDir::new("v1");
-        let path = dir.0.join("meta.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE blobs (digest TEXT PRIMARY KEY NOT NULL, size INTEGER NOT NULL,
-                                 created INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE repositories (name TEXT PRIMARY KEY NOT NULL,
-                                        created INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE manifests (repository TEXT NOT NULL, digest TEXT NOT NULL,
-                 media_type TEXT NOT NULL, artifact_type TEXT, subject TEXT,
-                 size INTEGER NOT NULL, annotations TEXT, created INTEGER NOT NULL,
-                 PRIMARY KEY (repository, digest)) WITHOUT ROWID;
-             PRAGMA user_version = 1;",
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO blobs (digest, size, created) VALUES (?1, 5, 77)",
-            [dg("old").as_str()],
-        )
-        .unwrap();
-        drop(conn);
-        let mut e = open(&dir);
-        assert_eq!(pragma(&e, "user_version"), SCHEMA_VERSION.to_string());
-        let ix = e.load().unwrap();
-        assert_eq!(
-            ix.blob(&dg("old")),
-            Some(super::super::BlobInfo {
-                size: 5,
-                last_referenced: 77
-            })
-        );
     }
 
     /// One op refused by its in-transaction check rolls back alone; the batch commits the rest.

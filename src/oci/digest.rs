@@ -1,9 +1,9 @@
-//! Content digests (`algorithm:hex`) and the streaming hasher that produces them.
+//! Content digests (`algorithm:hex`); the streaming hasher that produces them is `hasher`.
 //! Only sha256 and sha512 are accepted: they are the algorithms the image spec registers, and a
 //! digest is also a path component in the blob tree, so its grammar is checked before any use.
 
+pub use super::hasher::Hasher;
 use crate::error::{Error, ErrorCode, Result};
-use sha2::Digest as _;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +98,21 @@ impl Digest {
         h.update(bytes);
         h.finish()
     }
+
+    /// The digest of a finished hash.
+    pub(crate) fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Digest {
+        let mut text = String::with_capacity(8 + raw.len() * 2);
+        text.push_str(algorithm.as_str());
+        text.push(':');
+        for &b in raw {
+            text.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+            text.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+        }
+        Digest {
+            text: text.into(),
+            algorithm,
+        }
+    }
 }
 
 impl fmt::Display for Digest {
@@ -109,47 +124,6 @@ impl fmt::Display for Digest {
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
-    }
-}
-
-/// Incremental hashing of a blob as its bytes stream in.
-#[derive(Clone)]
-pub enum Hasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
-}
-
-impl Hasher {
-    pub fn new(algorithm: Algorithm) -> Hasher {
-        match algorithm {
-            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-        }
-    }
-
-    pub fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(bytes),
-            Hasher::Sha512(h) => h.update(bytes),
-        }
-    }
-
-    pub fn finish(self) -> Digest {
-        let (algorithm, raw) = match self {
-            Hasher::Sha256(h) => (Algorithm::Sha256, h.finalize().to_vec()),
-            Hasher::Sha512(h) => (Algorithm::Sha512, h.finalize().to_vec()),
-        };
-        let mut text = String::with_capacity(8 + raw.len() * 2);
-        text.push_str(algorithm.as_str());
-        text.push(':');
-        for b in raw {
-            text.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
-            text.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
-        }
-        Digest {
-            text: text.into(),
-            algorithm,
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! Pure code: no IO, so every rule here is unit tested.
 
 pub mod digest;
+pub mod hasher;
 pub mod manifest;
 pub mod media;
 pub mod name;

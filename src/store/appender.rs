@@ -75,6 +75,11 @@ impl Appender {
         monoio::spawn(write_at(direct, plain, buf, at))
     }
 
+    /// fdatasync: the bytes of every settled write, and the file's length, are on the device.
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.plain.sync_data().await
+    }
+
     pub async fn close(self) {
         for f in [self.direct, Some(self.plain)].into_iter().flatten() {
             if let Ok(f) = Rc::try_unwrap(f) {

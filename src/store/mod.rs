@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod error;
 pub mod fs;
 pub mod open_cache;
+pub mod upload_writer;
 pub mod uploads;
 
 pub use error::Error;

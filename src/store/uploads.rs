@@ -1,8 +1,10 @@
 //! Upload sessions. Each lives in `<root>/uploads/<id>/data` with a row in the metadata store,
 //! and in a process-wide table so a PATCH may land on any worker. A session is leased by one
 //! request at a time; the lease carries the offset and the running sha256 and puts them back
-//! when the request ends, however it ends. After a restart the offset is the data file's
-//! length and the hash is recomputed from the file when the upload completes.
+//! when the request ends, however it ends. The row records the offset last acknowledged and
+//! the hash state at it (see `upload_writer`), so after a restart the session resumes both;
+//! when the state is missing or unusable, the offset is the data file's length and the hash is
+//! recomputed from the file when the upload completes.
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::meta::{now_millis, Meta, UploadRecord};
@@ -66,6 +68,11 @@ impl Session {
     pub fn offset(&self) -> u64 {
         self.state.lock().map(|s| s.offset).unwrap_or(0)
     }
+
+    /// Whether the session has a metadata row to keep up to date.
+    pub fn persisted(&self) -> bool {
+        self.persisted
+    }
 }
 
 pub struct Uploads {
@@ -119,13 +126,13 @@ impl Uploads {
         let now = now_millis();
         for r in records {
             let dir = self.dir.join(&r.id);
-            let len = if valid_id(&r.id) {
-                fs::metadata(dir.join("data")).map(|m| m.len()).ok()
+            let resumed = if valid_id(&r.id) {
+                resume(&dir.join("data"), &r).ok()
             } else {
                 None
             };
-            match len {
-                Some(offset) => {
+            match resumed {
+                Some((offset, hasher)) => {
                     let session = Session {
                         id: r.id.clone(),
                         repo: r.repository.clone(),
@@ -134,7 +141,7 @@ impl Uploads {
                         dir,
                         state: Mutex::new(State {
                             offset,
-                            hasher: None,
+                            hasher,
                             busy: false,
                             // A restart gives every session a fresh expiry window.
                             expires: now + self.expiry_ms(),
@@ -164,6 +171,18 @@ impl Uploads {
                     };
                 }
             }
+        }
+    }
+
+    /// The session's row as the lease has it: offset and hash state.
+    pub fn record(&self, lease: &Lease) -> UploadRecord {
+        UploadRecord {
+            id: lease.session.id.clone(),
+            repository: lease.session.repo.clone(),
+            started: lease.session.started,
+            expires: now_millis() + self.expiry_ms(),
+            offset: lease.offset,
+            hash_state: lease.hasher.as_ref().map(Hasher::save),
         }
     }
 
@@ -197,6 +216,8 @@ impl Uploads {
                     repository: repo.to_string(),
                     started,
                     expires: started + self.expiry_ms(),
+                    offset: 0,
+                    hash_state: Some(Hasher::new(Algorithm::Sha256).save()),
                 })
                 .await;
             if let Err(e) = row {
@@ -340,7 +361,37 @@ fn remove_session_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Hashes a whole file (used after a restart, or for sha512 digests): runs on the pool.
+/// Where a restored session stands: its offset, and its hasher when the recorded state is
+/// usable. With a state that covers exactly the recorded offset, the data file is cut back to
+/// that offset (bytes past it belong to a request that was never acknowledged) and hashing
+/// resumes. Without one (a failed request lost it, a v1 row, or it is corrupt), or when the
+/// file is shorter than the record says, the file is taken as it is and hashed at completion.
+/// An error: the data file is gone.
+fn resume(data: &Path, record: &UploadRecord) -> io::Result<(u64, Option<Hasher>)> {
+    let len = fs::metadata(data)?.len();
+    let hasher = record
+        .hash_state
+        .as_deref()
+        .and_then(Hasher::restore)
+        .filter(|h| h.bytes_hashed() == record.offset);
+    match hasher {
+        Some(h) if len > record.offset => {
+            let cut = fs::OpenOptions::new()
+                .write(true)
+                .open(data)
+                .and_then(|f| f.set_len(record.offset));
+            Ok(match cut {
+                Ok(()) => (record.offset, Some(h)),
+                Err(_) => (len, None),
+            })
+        }
+        Some(h) if len == record.offset => Ok((record.offset, Some(h))),
+        _ => Ok((len, None)),
+    }
+}
+
+/// Hashes a whole file (used when a session's hash state was lost, or for sha512 digests):
+/// runs on the pool.
 pub fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<Digest> {
     let mut f = fs::File::open(path)?;
     let mut h = Hasher::new(algorithm);

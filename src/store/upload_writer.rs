@@ -1,0 +1,508 @@
+//! The upload pipeline: request bytes to the session's data file, hashed on the way, and at
+//! completion into the blob tree. The API handlers keep HTTP (routes, Content-Range, headers,
+//! error responses) and hand the body in as a [`ByteSource`].
+//!
+//! Bytes go to the file through io_uring (O_DIRECT where the filesystem allows) as they
+//! arrive, so completing a 10 GB upload costs an fsync and a rename, not a second read. The end
+//! of each request on a resumable session makes its offset durable and records it with the
+//! hash state, so that after a restart the session also goes on without reading its bytes back.
+
+use crate::blocking::Pool;
+use crate::buf::AlignedBuf;
+use crate::error::{Error, ErrorCode, Result};
+use crate::meta::Meta;
+use crate::oci::digest::{Digest, Hasher};
+use crate::store::appender::{Appender, PendingWrite};
+use crate::store::blobs::BlobStore;
+use crate::store::uploads::{hash_file, Lease, Session, Uploads};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Where upload bytes come from (a request body): the store knows nothing of HTTP.
+pub trait ByteSource {
+    /// Appends up to `max` bytes to `buf` and gives it back with how many were added.
+    fn read_into(
+        &mut self,
+        buf: AlignedBuf,
+        max: usize,
+    ) -> impl Future<Output = (Result<usize>, AlignedBuf)>;
+
+    /// Every byte has been read.
+    fn is_done(&self) -> bool;
+}
+
+/// The stores an upload goes through; cheap to make for each request.
+pub struct UploadWriter<'a> {
+    pub uploads: &'a Uploads,
+    pub blobs: &'a BlobStore,
+    pub meta: &'a Meta,
+    /// Blocking file work: hashing a whole file when the running hash was lost, the commit.
+    pub pool: &'a Pool,
+    /// Hashes large buffers off the event loop.
+    pub hashing: &'a Pool,
+}
+
+/// Buffers at least this large are hashed on the hashing pool rather than on the event loop.
+const OFFLOAD_HASH_MIN: usize = 256 * 1024;
+
+/// A hash of one buffer on the hashing pool; it resolves with the hasher and the buffer.
+type Hashing = std::pin::Pin<Box<dyn Future<Output = Result<(Hasher, AlignedBuf)>>>>;
+
+impl UploadWriter<'_> {
+    /// Appends everything `src` has to the session, then (for a resumable session) makes it
+    /// durable and records the new offset and hash state: once this returns Ok, the offset
+    /// the client is told survives a crash and matches the recorded hash.
+    ///
+    /// A write that fails may have left part of its buffer in the file: the file is cut back
+    /// to the bytes counted. A write refused for lack of space undoes the whole request: the
+    /// session goes back to the offset and hash state this request found, so the client's 507
+    /// means the request had no effect and the upload stands where it was last acknowledged.
+    pub async fn append(&self, lease: &mut Lease, src: &mut impl ByteSource) -> Result<()> {
+        if src.is_done() {
+            return Ok(());
+        }
+        let mut out = Appender::open(&lease.session.data_path(), lease.offset)
+            .await
+            .map_err(|e| Error::io("opening upload data", e))?;
+        let found = (lease.offset, lease.hasher.as_ref().map(Hasher::save));
+        let mut result = self.stream(lease, &mut out, src).await;
+        if result.is_ok() && lease.session.persisted() {
+            result = out
+                .sync_data()
+                .await
+                .map_err(|e| Error::io("fdatasync of upload data", e));
+        }
+        let written_to = out.end();
+        out.close().await;
+        if let Err(e) = &result {
+            if e.is_storage_full() {
+                lease.offset = found.0;
+                lease.hasher = found.1.as_deref().and_then(Hasher::restore);
+            }
+            if written_to > lease.offset {
+                self.cut_back(lease).await;
+            }
+        }
+        result?;
+        if lease.session.persisted() {
+            self.meta.put_upload(self.uploads.record(lease)).await?;
+        }
+        Ok(())
+    }
+
+    /// Streams `src` to the end of the data file in three overlapping stages: the event loop
+    /// reads buffer N+1 while buffer N is hashed on the hashing pool and buffer N-1 is
+    /// written. Hashing a full buffer costs about as much as receiving it, so keeping it off
+    /// the event loop lets one upload use a second core (and keeps a 1 MiB hash from stalling
+    /// the loop's other connections); small buffers, a chunk's unaligned head or a small blob,
+    /// are hashed in place, where the handoff would cost more.
+    ///
+    /// The session's hasher is taken out for the duration and put back only when every byte it
+    /// saw was written: if this ends early (an error, or the request dropped at shutdown), the
+    /// completion hashes the file instead, so the digest always covers exactly what is on disk.
+    async fn stream(
+        &self,
+        lease: &mut Lease,
+        out: &mut Appender,
+        src: &mut impl ByteSource,
+    ) -> Result<()> {
+        let mut hasher = lease.hasher.take();
+        let mut hashing: Option<Hashing> = None;
+        let mut writing: Option<PendingWrite> = None;
+        let result = loop {
+            let mut buf = AlignedBuf::take();
+            let want = out.next_len();
+            let mut read = Ok(());
+            while buf.len() < want && !src.is_done() {
+                let room = want - buf.len();
+                let (r, b) = src.read_into(buf, room).await;
+                buf = b;
+                if let Err(e) = r {
+                    read = Err(e);
+                    break;
+                }
+            }
+            // The buffer before this one: its hash is done once the hasher is back; then it
+            // follows the one before it to the file.
+            let hashed = match hashing.take() {
+                Some(job) => match job.await {
+                    Ok((h, done)) => {
+                        hasher = Some(h);
+                        Some(done)
+                    }
+                    Err(e) => {
+                        buf.give();
+                        break Err(e);
+                    }
+                },
+                None => None,
+            };
+            if let Err(e) = write_after(lease, out, &mut writing, hashed).await {
+                buf.give();
+                break Err(e);
+            }
+            if let Err(e) = read {
+                // What was read of this buffer is not written: the hash would not match the file.
+                hasher = None;
+                buf.give();
+                break Err(e);
+            }
+            if buf.is_empty() {
+                buf.give();
+                break Ok(());
+            }
+            match hasher.take() {
+                Some(h) if buf.len() >= OFFLOAD_HASH_MIN => {
+                    hashing = Some(hash_on_pool(self.hashing, h, buf))
+                }
+                mut h => {
+                    if let Some(h) = h.as_mut() {
+                        h.update(buf.as_slice());
+                    }
+                    hasher = h;
+                    if let Err(e) = write_after(lease, out, &mut writing, Some(buf)).await {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        // Every exit above has taken back the buffer being hashed; only a write may be in
+        // flight, and it is counted whatever the result.
+        debug_assert!(hashing.is_none());
+        let result = match (result, writing.take()) {
+            (Ok(()), Some(w)) => settle(lease, w).await,
+            (r, Some(w)) => {
+                let _ = settle(lease, w).await;
+                r
+            }
+            (r, None) => r,
+        };
+        if result.is_ok() {
+            lease.hasher = hasher;
+        }
+        result
+    }
+
+    /// Truncates the session's data file to its offset after a failed append. If even that
+    /// fails, the session cannot be trusted and is discarded (the client starts over).
+    async fn cut_back(&self, lease: &Lease) {
+        let (path, len) = (lease.session.data_path(), lease.offset);
+        let cut = self
+            .pool
+            .run(move || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(len)
+            })
+            .await;
+        if !matches!(cut, Ok(Ok(()))) {
+            crate::log::warn(format_args!(
+                "an upload session in {}: its data file could not be cut back to {len} bytes; \
+                 discarding it",
+                lease.session.repo
+            ));
+            let _ = self
+                .uploads
+                .discard(self.pool, self.meta, &lease.session)
+                .await;
+        }
+    }
+
+    /// Verifies the digest against the bytes received, then makes the blob durable and
+    /// visible: fsync the data, rename it into the tree, fsync the directory, commit the
+    /// metadata. On a mismatch or a failed fsync nothing is stored and the session is removed;
+    /// when a later step fails (a full disk) the session keeps its bytes and the completion
+    /// can be retried. Returns the size.
+    pub async fn complete(&self, lease: &mut Lease, expected: &Digest) -> Result<u64> {
+        let session: Arc<Session> = lease.session.clone();
+        let path = session.data_path();
+        let file = monoio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::io("opening upload data", e))?;
+        let synced = file.sync_all().await;
+        let _ = file.close().await;
+        if let Err(e) = synced {
+            // After a failed fsync the kernel may have dropped the pages it could not write,
+            // and a second fsync would not say so: the data cannot be trusted any more.
+            let _ = self.uploads.discard(self.pool, self.meta, &session).await;
+            return Err(Error::io("fsync of upload data", e));
+        }
+        let actual = match lease.hasher.take() {
+            Some(h) if h.algorithm() == expected.algorithm() => h.finish(),
+            _ => {
+                let (p, algorithm) = (path.clone(), expected.algorithm());
+                self.pool
+                    .run(move || hash_file(&p, algorithm))
+                    .await?
+                    .map_err(|e| Error::io("hashing upload data", e))?
+            }
+        };
+        if &actual != expected {
+            self.uploads.discard(self.pool, self.meta, &session).await?;
+            return Err(
+                Error::new(ErrorCode::DigestInvalid).with_detail(serde_json::json!({
+                    "expected": expected.as_str(),
+                    "received": actual.as_str(),
+                })),
+            );
+        }
+        let size = lease.offset;
+        self.blobs.commit(path, expected).await?;
+        self.meta.link_blob(&session.repo, expected, size).await?;
+        self.uploads.discard(self.pool, self.meta, &session).await?;
+        Ok(size)
+    }
+}
+
+fn hash_on_pool(pool: &Pool, mut hasher: Hasher, buf: AlignedBuf) -> Hashing {
+    let pool = pool.clone();
+    Box::pin(async move {
+        pool.run(move || {
+            hasher.update(buf.as_slice());
+            (hasher, buf)
+        })
+        .await
+    })
+}
+
+/// Waits for the write in flight (counting it), then starts writing `next` after it: one write
+/// at a time keeps them in file order. On an error `next` is given back unwritten.
+async fn write_after(
+    lease: &mut Lease,
+    out: &mut Appender,
+    writing: &mut Option<PendingWrite>,
+    next: Option<AlignedBuf>,
+) -> Result<()> {
+    if let Some(w) = writing.take() {
+        if let Err(e) = settle(lease, w).await {
+            if let Some(buf) = next {
+                buf.give();
+            }
+            return Err(e);
+        }
+    }
+    *writing = next.map(|buf| out.write(buf));
+    Ok(())
+}
+
+/// Waits for a write and counts its bytes in the session's offset.
+async fn settle(lease: &mut Lease, write: PendingWrite) -> Result<()> {
+    let (r, buf) = write.await;
+    buf.give();
+    let n = r.map_err(|e| Error::io("writing upload data", e))?;
+    lease.offset += n;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::FillBuf;
+    use crate::meta::UploadRecord;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// Bytes from memory, handed out in whatever pieces the writer asks for.
+    struct Bytes<'a>(&'a [u8]);
+
+    impl ByteSource for Bytes<'_> {
+        async fn read_into(
+            &mut self,
+            mut buf: AlignedBuf,
+            max: usize,
+        ) -> (Result<usize>, AlignedBuf) {
+            let n = max.min(buf.room()).min(self.0.len());
+            buf.extend_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            (Ok(n), buf)
+        }
+
+        fn is_done(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    struct Stores {
+        _root: tempfile::TempDir,
+        meta: Meta,
+        blobs: BlobStore,
+        pool: Pool,
+    }
+
+    impl Stores {
+        fn new() -> Stores {
+            let root = tempfile::tempdir().unwrap();
+            let pool = Pool::new(2, "test-fs").unwrap();
+            Stores {
+                meta: Meta::open_sqlite(&root.path().join("meta.db")).unwrap(),
+                blobs: BlobStore::open(root.path(), pool.clone()).unwrap(),
+                pool,
+                _root: root,
+            }
+        }
+
+        /// A session table as a (re)started server builds it: from the metadata rows.
+        fn restart(&self) -> Uploads {
+            let uploads = Uploads::new(
+                self.blobs.staging_dir().to_path_buf(),
+                Duration::from_secs(60),
+            );
+            let records = crate::blocking::block_on(self.meta.uploads()).unwrap();
+            assert_eq!(uploads.restore(records), Vec::<String>::new());
+            uploads
+        }
+
+        fn writer<'a>(&'a self, uploads: &'a Uploads) -> UploadWriter<'a> {
+            UploadWriter {
+                uploads,
+                blobs: &self.blobs,
+                meta: &self.meta,
+                pool: &self.pool,
+                hashing: &self.pool,
+            }
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 13 + i / 4099) as u8).collect()
+    }
+
+    fn run<F: Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Starts a resumable session and appends `first` to it, as a PATCH does; returns its id.
+    async fn start_with(s: &Stores, uploads: &Uploads, first: &[u8]) -> String {
+        let session = uploads.start(&s.pool, &s.meta, "r", true).await.unwrap();
+        let mut lease = uploads.lease(session.clone()).unwrap();
+        s.writer(uploads)
+            .append(&mut lease, &mut Bytes(first))
+            .await
+            .unwrap();
+        assert_eq!(lease.offset, first.len() as u64);
+        session.id.clone()
+    }
+
+    /// Appends `rest` and completes with `digest`, as the final PATCH and PUT do.
+    async fn finish(
+        s: &Stores,
+        uploads: &Uploads,
+        id: &str,
+        rest: &[u8],
+        digest: &Digest,
+    ) -> Result<u64> {
+        let session = uploads.get("r", id)?;
+        let mut lease = uploads.lease(session)?;
+        let w = s.writer(uploads);
+        w.append(&mut lease, &mut Bytes(rest)).await?;
+        w.complete(&mut lease, digest).await
+    }
+
+    fn data_path(s: &Stores, id: &str) -> std::path::PathBuf {
+        s.blobs.staging_dir().join(id).join("data")
+    }
+
+    fn overwrite_head(path: &Path) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(b"not what was sent", 0).unwrap();
+    }
+
+    /// After a restart the session goes on with the recorded hash: the file's first bytes are
+    /// overwritten behind its back and the completion still yields the digest of the bytes
+    /// sent, which it could not if it read the file back.
+    #[test]
+    fn a_restored_session_resumes_its_hash_without_reading_back() {
+        let data = pattern(3 * 1024 * 1024 + 4321);
+        let first = 1024 * 1024 + 123;
+        let s = Stores::new();
+        run(async {
+            let id = start_with(&s, &s.restart(), &data[..first]).await;
+            let record = crate::blocking::block_on(s.meta.upload(&id))
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.offset, first as u64);
+            let uploads = s.restart();
+            assert_eq!(uploads.get("r", &id).unwrap().offset(), first as u64);
+            overwrite_head(&data_path(&s, &id));
+            let digest = Digest::sha256_of(&data);
+            let size = finish(&s, &uploads, &id, &data[first..], &digest)
+                .await
+                .unwrap();
+            assert_eq!(size, data.len() as u64);
+            assert!(
+                crate::blocking::block_on(s.meta.upload(&id))
+                    .unwrap()
+                    .is_none(),
+                "a completed session has no row"
+            );
+        });
+    }
+
+    /// Bytes past the recorded offset (a PATCH never acknowledged) are cut off at restore.
+    #[test]
+    fn restore_truncates_unacknowledged_bytes() {
+        let data = pattern(2 * 1024 * 1024 + 77);
+        let first = 700_000;
+        let s = Stores::new();
+        run(async {
+            let id = start_with(&s, &s.restart(), &data[..first]).await;
+            let path = data_path(&s, &id);
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            std::io::Write::write_all(&mut f, &[0xee; 50_000]).unwrap();
+            drop(f);
+            let uploads = s.restart();
+            assert_eq!(uploads.get("r", &id).unwrap().offset(), first as u64);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), first as u64);
+            let digest = Digest::sha256_of(&data);
+            finish(&s, &uploads, &id, &data[first..], &digest)
+                .await
+                .unwrap();
+            assert!(std::fs::read(s.blobs.path_of(&digest)).unwrap() == data);
+        });
+    }
+
+    /// A state that cannot be used (corrupt, or from a v1 row: none) leaves today's way: the
+    /// file as it is, hashed at completion.
+    #[test]
+    fn an_unusable_state_falls_back_to_hashing_the_file() {
+        let data = pattern(1024 * 1024 + 5);
+        let first = 300_001;
+        for state in [Some(vec![1, 1, 0xff, 3]), Some(vec![7; 90]), None] {
+            let s = Stores::new();
+            run(async {
+                let id = start_with(&s, &s.restart(), &data[..first]).await;
+                let record = crate::blocking::block_on(s.meta.upload(&id))
+                    .unwrap()
+                    .unwrap();
+                s.meta
+                    .put_upload(UploadRecord {
+                        offset: 0,
+                        hash_state: state.clone(),
+                        ..record
+                    })
+                    .await
+                    .unwrap();
+                let uploads = s.restart();
+                assert_eq!(
+                    uploads.get("r", &id).unwrap().offset(),
+                    first as u64,
+                    "{state:?}: the file's length, not the recorded offset"
+                );
+                let digest = Digest::sha256_of(&data);
+                finish(&s, &uploads, &id, &data[first..], &digest)
+                    .await
+                    .unwrap();
+                assert!(std::fs::read(s.blobs.path_of(&digest)).unwrap() == data);
+            });
+        }
+    }
+}
