@@ -6,8 +6,8 @@
 use super::section::{Filled, Problems, Section, SECTIONS};
 use super::settings::{self, Setting, SETTINGS};
 use super::source::{Assignment, ConfigError, Origin};
-use super::Config;
 use super::value::closest;
+use super::Config;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoadError, LoaderOptions, Node};
 
@@ -50,7 +50,13 @@ pub fn parse_with<C>(path: &str, text: &str, sections: &'static [Section<C>]) ->
         .prevent_coercion(true);
     let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
         Ok(root) => root,
-        Err(e) => return (Vec::new(), Vec::new(), vec![load_error(&at, text, e, &keys)]),
+        Err(e) => {
+            return (
+                Vec::new(),
+                Vec::new(),
+                vec![load_error(&at, text, e, &keys)],
+            )
+        }
     };
     let mut reader = Reader {
         at: &at,

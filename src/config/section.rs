@@ -14,8 +14,8 @@
 
 use super::file::{is_null, line_of, what};
 use super::settings::{self, wrap, Kind, Value};
-use super::value::closest;
 use super::source::{ConfigError, Origin};
+use super::value::closest;
 use super::Config;
 use marked_yaml::types::MarkedMappingNode;
 use marked_yaml::Node;
@@ -64,9 +64,17 @@ impl Str {
 /// strings.
 #[derive(Debug, Clone, Copy)]
 pub enum Type {
-    Duration { zero_ok: bool },
-    Size { min: u64, max: u64 },
-    Count { min: u64, max: u64 },
+    Duration {
+        zero_ok: bool,
+    },
+    Size {
+        min: u64,
+        max: u64,
+    },
+    Count {
+        min: u64,
+        max: u64,
+    },
     Bool,
     /// `HOST:PORT`.
     Address,
@@ -368,7 +376,7 @@ impl Record {
 /// A section the file has, with its records, to be stored once the whole configuration is
 /// known to be good.
 pub struct Filled<C: 'static> {
-    pub section: &'static Section<C>,
+    section: &'static Section<C>,
     pub records: Vec<Record>,
 }
 
@@ -409,8 +417,8 @@ fn child(path: &str, name: &str) -> String {
 }
 
 impl<C> Section<C> {
-    /// Reads the section's `node` (its key on `line`) into records; every problem goes to
-    /// `problems`, and reading goes on past it.
+    /// Reads the section's `node` (its key on `line`) into records; every problem goes to `p`,
+    /// and reading goes on past it.
     pub(super) fn read(&'static self, node: &Node, line: usize, p: &mut Problems) -> Filled<C> {
         let mut records = Vec::new();
         match (self.shape, node) {
@@ -450,11 +458,15 @@ impl<C> Section<C> {
         self.check_unique(&records, p);
         Filled {
             section: self,
-            records,
+            records: records
+                .into_iter()
+                .filter_map(|(r, ok)| ok.then_some(r))
+                .collect(),
         }
     }
 
-    /// One record; None when it has a problem (reported).
+    /// One record, with whether it is whole (no problem, all reported, in the fields it has);
+    /// None when it is not even a mapping.
     fn record(
         &self,
         name: Option<String>,
@@ -462,11 +474,15 @@ impl<C> Section<C> {
         node: &Node,
         line: usize,
         p: &mut Problems,
-    ) -> Option<Record> {
+    ) -> Option<(Record, bool)> {
         let Node::Mapping(map) = node else {
             let names = self.field_names();
             let found = what(node);
-            p.add(line, &path, format!("expected a record ({names}), found {found}"));
+            p.add(
+                line,
+                &path,
+                format!("expected a record ({names}), found {found}"),
+            );
             return None;
         };
         let problems = p.errors.len();
@@ -500,22 +516,27 @@ impl<C> Section<C> {
                 Need::Default(yaml) => values.push((f.name, f.default_value(yaml), line)),
             }
         }
-        (p.errors.len() == problems).then(|| Record {
+        let record = Record {
             path,
             line,
             name,
             fields: self.fields,
             values,
-        })
+        };
+        Some((record, p.errors.len() == problems))
     }
 
-    fn check_unique(&self, records: &[Record], p: &mut Problems) {
+    /// Two records with the same value in a `unique` field: the second is an error.
+    fn check_unique(&self, records: &[(Record, bool)], p: &mut Problems) {
+        let records: Vec<&Record> = records.iter().map(|(r, _)| r).collect();
         for f in self.fields.iter().filter(|f| f.unique) {
             for (i, r) in records.iter().enumerate() {
                 let Some((d, line)) = r.value(f.name) else {
                     continue;
                 };
-                let first = records[..i].iter().find(|o| o.value(f.name).map(|v| v.0) == Some(d));
+                let first = records[..i]
+                    .iter()
+                    .find(|o| o.value(f.name).map(|v| v.0) == Some(d));
                 if let (Some(first), Datum::Text(t)) = (first, d) {
                     let message = format!(
                         "{t:?} again (first in {} on line {})",
@@ -536,7 +557,8 @@ impl Field {
                 let mut out = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     let line = line_of_node(item).unwrap_or(line);
-                    if let Some(Datum::Text(s)) = self.scalar(item, &format!("{path}[{i}]"), line, p)
+                    if let Some(Datum::Text(s)) =
+                        self.scalar(item, &format!("{path}[{i}]"), line, p)
                     {
                         out.push(s);
                     }
@@ -608,6 +630,7 @@ impl Field {
         let root = marked_yaml::parse_yaml(0, &text)
             .unwrap_or_else(|e| panic!("{}: default {yaml:?}: {e}", self.name));
         let node = root.as_mapping().and_then(|m| m.get_node("v")).expect("v");
+        // the problems only go into the panic message below
         let at = |_| Origin::Flag(self.name.to_string());
         let mut errors = Vec::new();
         let mut p = Problems {
@@ -631,7 +654,8 @@ impl<C> Section<C> {
                 format!("A mapping from names ({}) to records", names.expected())
             }
         };
-        let about = format!("{what}, set only in this file (no environment variable or flag); each has:");
+        let about =
+            format!("{what}, set only in this file (no environment variable or flag); each has:");
         let mut out = String::new();
         for line in wrap(words(self.doc).chain(words(&about)), width) {
             out.push_str(&format!("{indent}# {line}\n"));
@@ -719,3 +743,6 @@ pub fn markdown<C>(sections: &[Section<C>]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,10 +3,10 @@
 //! reference table in the README all come from [`SETTINGS`]; defaults come from
 //! [`Config::default`], so nothing is written down twice.
 
+use super::section::{self, Section, SECTIONS};
 use super::value::{
     check_listen, format_duration, format_size, parse_bool, parse_count, parse_duration, parse_size,
 };
-use super::section::{self, Section, SECTIONS};
 use super::{default_workers, Config, LogFormat, LogLevel};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -297,7 +297,6 @@ impl Kind {
             },
         }
     }
-
 }
 
 impl Setting {
@@ -381,8 +380,10 @@ enum Entry<'a, C: 'static> {
 /// its groups, so that no group (`storage:`) is opened twice.
 fn entries<C>(sections: &[Section<C>]) -> Vec<(&'static str, Entry<'_, C>)> {
     let groups = |key: &'static str| key.split('.').rev().skip(1).collect::<Vec<_>>();
-    let mut out: Vec<(&'static str, Entry<C>)> =
-        SETTINGS.iter().map(|s| (s.key, Entry::Setting(s))).collect();
+    let mut out: Vec<(&'static str, Entry<C>)> = SETTINGS
+        .iter()
+        .map(|s| (s.key, Entry::Setting(s)))
+        .collect();
     for sec in sections {
         let mine: Vec<&str> = groups(sec.key).into_iter().rev().collect();
         let shared = |key: &'static str| {
@@ -414,11 +415,7 @@ pub fn defaults_file_with<C>(sections: &[Section<C>]) -> String {
     for (key, entry) in entries(sections) {
         let parts: Vec<&str> = key.split('.').collect();
         let (groups, name) = parts.split_at(parts.len() - 1);
-        let common = open
-            .iter()
-            .zip(groups)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let common = open.iter().zip(groups).take_while(|(a, b)| a == b).count();
         if common == 0 {
             out.push('\n');
         }
