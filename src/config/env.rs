@@ -2,8 +2,10 @@
 //! (`RINGYARD_HTTP_TIMEOUTS_HEAD`). Names come from the settings table, never from splitting a
 //! variable on `_` (keys contain `_` themselves). A `RINGYARD_*` variable that looks like a
 //! setting but is none is an error naming it, so a typo cannot silently leave a default in
-//! place; other `RINGYARD_*` variables are not settings and are left alone.
+//! place; other `RINGYARD_*` variables are not settings and are left alone. Sections of records
+//! have no variables: one that names a section is refused with the reason.
 
+use super::section::{Section, SECTIONS};
 use super::settings::{self, Setting, SETTINGS};
 use super::source::{Assignment, ConfigError, Origin};
 use super::value::{closest, distance};
@@ -77,6 +79,14 @@ fn did_you_mean_env(name: &str) -> Option<String> {
 pub fn parse(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> (Vec<Assignment>, Vec<ConfigError>) {
+    parse_with(vars, SECTIONS)
+}
+
+/// [`parse`], refusing the variables of `sections` (the tests declare their own).
+pub fn parse_with<C>(
+    vars: impl IntoIterator<Item = (String, String)>,
+    sections: &[Section<C>],
+) -> (Vec<Assignment>, Vec<ConfigError>) {
     let mut found: Vec<(usize, Assignment)> = Vec::new();
     let mut errors = Vec::new();
     for (name, text) in vars {
@@ -93,6 +103,16 @@ pub fn parse(
                     origin,
                 },
             ));
+        } else if let Some(s) = sections
+            .iter()
+            .find(|s| name == s.env() || name.starts_with(&format!("{}_", s.env())))
+        {
+            let message = format!(
+                "{} is {} and can only be set in the configuration file",
+                s.key,
+                s.what()
+            );
+            errors.push(ConfigError::new(Origin::Env(name), None, message));
         } else if looks_like_a_setting(&name) {
             let hint = did_you_mean_env(&name)
                 .map(|h| format!(" (did you mean {h}?)"))

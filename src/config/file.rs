@@ -1,17 +1,33 @@
 //! The YAML file: text in, assignments out, every problem with the file name and line. The
 //! structure (sections, key names, scalar or mapping, YAML strings where a number or boolean
-//! belongs) is checked here; the values themselves by the settings table when resolved.
+//! belongs) is checked here; the values themselves by the settings table when resolved. A key
+//! declared as a list or map of records is handed, node and all, to its [`Section`].
 
+use super::section::{Filled, Problems, Section, SECTIONS};
 use super::settings::{self, Setting, SETTINGS};
 use super::source::{Assignment, ConfigError, Origin};
 use super::value::closest;
+use super::Config;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoadError, LoaderOptions, Node};
 
-/// Reads the file `path` holding `text` into assignments of settings, and the problems of its
-/// structure (the assignments of a file with problems are still worth checking: every mistake
-/// is reported at once).
-pub fn parse(path: &str, text: &str) -> (Vec<Assignment>, Vec<ConfigError>) {
+/// What a file holds: assignments of settings, the sections of records it has, and the
+/// problems of its structure and records (the assignments of a file with problems are still
+/// worth checking: every mistake is reported at once).
+pub type Parsed<C> = (Vec<Assignment>, Vec<Filled<C>>, Vec<ConfigError>);
+
+/// Reads the file `path` holding `text`, with the product's sections.
+pub fn parse(path: &str, text: &str) -> Parsed<Config> {
+    parse_with(path, text, SECTIONS)
+}
+
+/// Reads the file `path` holding `text`, with `sections` (the tests declare their own).
+pub fn parse_with<C>(path: &str, text: &str, sections: &'static [Section<C>]) -> Parsed<C> {
+    let keys: Vec<&'static str> = SETTINGS
+        .iter()
+        .map(|s| s.key)
+        .chain(sections.iter().map(|s| s.key))
+        .collect();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let at = |line: usize| Origin::File {
         path: path.to_string(),
@@ -23,22 +39,31 @@ pub fn parse(path: &str, text: &str) -> (Vec<Assignment>, Vec<ConfigError>) {
             None,
             "a second YAML document (---); the configuration is one document",
         );
-        return (Vec::new(), vec![e]);
+        return (Vec::new(), Vec::new(), vec![e]);
     }
     if !has_content(text) {
         // comments and document markers only (`---`): nothing set, as for an empty file
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), Vec::new(), Vec::new());
     }
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
         .prevent_coercion(true);
     let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
         Ok(root) => root,
-        Err(e) => return (Vec::new(), vec![load_error(&at, text, e)]),
+        Err(e) => {
+            return (
+                Vec::new(),
+                Vec::new(),
+                vec![load_error(&at, text, e, &keys)],
+            )
+        }
     };
     let mut reader = Reader {
         at: &at,
+        keys: &keys,
+        sections,
         out: Vec::new(),
+        filled: Vec::new(),
         errors: Vec::new(),
     };
     match &root {
@@ -46,15 +71,15 @@ pub fn parse(path: &str, text: &str) -> (Vec<Assignment>, Vec<ConfigError>) {
         // the loader insists on a mapping at the top; this is for completeness
         _ => reader
             .errors
-            .push(ConfigError::new(at(1), None, not_a_config())),
+            .push(ConfigError::new(at(1), None, not_a_config(&keys))),
     }
-    (reader.out, reader.errors)
+    (reader.out, reader.filled, reader.errors)
 }
 
-fn not_a_config() -> String {
+fn not_a_config(keys: &[&'static str]) -> String {
     format!(
         "not a ringyard configuration: the top level must be a mapping of sections ({})",
-        children("").join(", ")
+        children("", keys).join(", ")
     )
 }
 
@@ -62,11 +87,16 @@ const IPV6_QUOTES: &str = " (an IPv6 address needs quotes: \"[::]:5000\")";
 
 /// `e` at its line; one found at the very end (an unclosed bracket) is shown on the last line
 /// of `text`.
-fn load_error(at: &dyn Fn(usize) -> Origin, text: &str, e: LoadError) -> ConfigError {
+fn load_error(
+    at: &dyn Fn(usize) -> Origin,
+    text: &str,
+    e: LoadError,
+    keys: &[&'static str],
+) -> ConfigError {
     let lines = text.lines().count();
     let (line, message) = match e {
         LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => {
-            (m.line(), not_a_config())
+            (m.line(), not_a_config(keys))
         }
         LoadError::ScanError(m, e) if m.line() > lines => (
             lines.max(1),
@@ -134,14 +164,14 @@ fn second_document(text: &str) -> Option<usize> {
     None
 }
 
-/// The names directly under `prefix` (`""`: the sections), in table order.
-fn children(prefix: &str) -> Vec<&'static str> {
+/// The names directly under `prefix` (`""`: the sections) among `keys`, in table order.
+fn children(prefix: &str, keys: &[&'static str]) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for s in SETTINGS {
+    for &key in keys {
         let rest = if prefix.is_empty() {
-            Some(s.key)
+            Some(key)
         } else {
-            s.key.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'))
+            key.strip_prefix(prefix).and_then(|r| r.strip_prefix('.'))
         };
         if let Some(name) = rest.and_then(|r| r.split('.').next()) {
             if !out.contains(&name) {
@@ -152,17 +182,21 @@ fn children(prefix: &str) -> Vec<&'static str> {
     out
 }
 
-struct Reader<'a> {
+struct Reader<'a, C: 'static> {
     at: &'a dyn Fn(usize) -> Origin,
+    /// Every setting's and section's key.
+    keys: &'a [&'static str],
+    sections: &'static [Section<C>],
     out: Vec<Assignment>,
+    filled: Vec<Filled<C>>,
     errors: Vec<ConfigError>,
 }
 
-fn line_of(key: &MarkedScalarNode) -> usize {
+pub(super) fn line_of(key: &MarkedScalarNode) -> usize {
     key.span().start().map_or(1, |m| m.line())
 }
 
-fn what(node: &Node) -> &'static str {
+pub(super) fn what(node: &Node) -> &'static str {
     match node {
         Node::Mapping(_) => "a mapping",
         Node::Sequence(_) => "a list",
@@ -171,11 +205,11 @@ fn what(node: &Node) -> &'static str {
 }
 
 /// A plain `~`, `null` or nothing at all.
-fn is_null(s: &MarkedScalarNode) -> bool {
+pub(super) fn is_null(s: &MarkedScalarNode) -> bool {
     s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
 }
 
-impl Reader<'_> {
+impl<C> Reader<'_, C> {
     fn error(&mut self, line: usize, key: &str, message: String) {
         self.errors
             .push(ConfigError::new((self.at)(line), Some(key), message));
@@ -189,15 +223,22 @@ impl Reader<'_> {
             } else {
                 format!("{prefix}.{}", k.as_str())
             };
+            let group = format!("{key}.");
             if let Some(s) = settings::find(&key) {
                 self.value(s, line, v);
-            } else if settings::sections().contains(&key.as_str()) {
+            } else if let Some(s) = self.sections.iter().find(|s| s.key == key) {
+                let mut problems = Problems {
+                    at: self.at,
+                    errors: &mut self.errors,
+                };
+                self.filled.push(s.read(v, line, &mut problems));
+            } else if self.keys.iter().any(|k| k.starts_with(&group)) {
                 match v {
                     Node::Mapping(m) => self.section(m, &key),
                     // a section whose settings are all commented out
                     Node::Scalar(s) if is_null(s) => {}
                     other => {
-                        let names = children(&key).join(", ");
+                        let names = children(&key, self.keys).join(", ");
                         self.error(
                             line,
                             &key,
@@ -209,7 +250,7 @@ impl Reader<'_> {
                     }
                 }
             } else {
-                let known = children(prefix);
+                let known = children(prefix, self.keys);
                 let here: Vec<String> = known
                     .iter()
                     .map(|c| {
@@ -309,7 +350,7 @@ mod tests {
     use std::time::Duration;
 
     fn load(text: &str) -> Result<Config, Vec<String>> {
-        let (assignments, mut errors) = parse("ringyard.yaml", text);
+        let (assignments, _, mut errors) = parse("ringyard.yaml", text);
         match resolve(assignments) {
             Ok(cfg) if errors.is_empty() => return Ok(cfg),
             Ok(_) => {}

@@ -59,12 +59,14 @@ fn combine(
     flags: Vec<Assignment>,
 ) -> Result<Loaded, Vec<ConfigError>> {
     let mut all = Vec::new();
+    let mut sections = Vec::new();
     let file = path.map(|p| p.display().to_string());
     if let (Some(p), Some(name)) = (path, &file) {
         match read(p) {
             Ok(text) => {
-                let (a, e) = file::parse(name, &text);
+                let (a, s, e) = file::parse(name, &text);
                 all.extend(a);
+                sections = s;
                 errors.extend(e);
             }
             Err(e) => errors.push(e),
@@ -76,7 +78,12 @@ fn combine(
     all.extend(from_env);
     all.extend(flags);
     match resolve(all) {
-        Ok(config) if errors.is_empty() => Ok(Loaded { config, file, env }),
+        Ok(mut config) if errors.is_empty() => {
+            for s in &sections {
+                s.apply(&mut config);
+            }
+            Ok(Loaded { config, file, env })
+        }
         Ok(_) => Err(sorted(errors)),
         Err(e) => {
             errors.extend(e);

@@ -3,6 +3,8 @@
 //! environment variables ([`env`]), a YAML file ([`file`]), and [`Config::default`]. One table
 //! ([`settings::SETTINGS`]) says for every setting its key path, type, doc line, variable and
 //! flag, and drives all of them, `ringyard config defaults` and the README's reference table.
+//! Lists and maps of typed records (access rules, endpoints) are declared the same way, once,
+//! in [`section::SECTIONS`]; they are set only in the file.
 //! Values are parsed by the pure functions of [`value`]; a bad one stops the start with a
 //! [`ConfigError`] naming the file and line, the variable or the flag ([`source`]). Reading
 //! files and the environment happens only in [`load`].
@@ -11,6 +13,7 @@ pub mod cli;
 pub mod env;
 pub mod file;
 pub mod load;
+pub mod section;
 pub mod settings;
 pub mod source;
 pub mod value;

@@ -3,6 +3,7 @@
 //! reference table in the README all come from [`SETTINGS`]; defaults come from
 //! [`Config::default`], so nothing is written down twice.
 
+use super::section::{self, Section, SECTIONS};
 use super::value::{
     check_listen, format_duration, format_size, parse_bool, parse_count, parse_duration, parse_size,
 };
@@ -195,15 +196,10 @@ pub fn leaf(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
 
-impl Setting {
-    /// `RINGYARD_` and the key path in capitals, `_` between parts.
-    pub fn env(&self) -> String {
-        format!("{}{}", super::env::PREFIX, super::env::upper(self.key))
-    }
-
+impl Kind {
     /// The flag's value name, and what a value should be (for "expected ..., found a list").
     fn shape(&self) -> (&'static str, &'static str) {
-        match self.kind {
+        match *self {
             Kind::Address { .. } => ("HOST:PORT", "a HOST:PORT address"),
             Kind::Path => ("DIR", "a directory path"),
             Kind::Workers | Kind::Count { .. } => ("N", "a whole number"),
@@ -226,12 +222,12 @@ impl Setting {
     /// Whether a YAML string (a quoted scalar) is the wrong type here: numbers and booleans must
     /// be written plain, as in `workers: 4` and `delete: false`.
     pub fn wants_plain(&self) -> bool {
-        matches!(self.kind, Kind::Workers | Kind::Count { .. } | Kind::Bool)
+        matches!(self, Kind::Workers | Kind::Count { .. } | Kind::Bool)
     }
 
     /// Parses and checks `text`; the error names the value and the rule, not the key.
     pub fn parse(&self, text: &str) -> Result<Value, String> {
-        match self.kind {
+        match *self {
             Kind::Address { optional } => {
                 if optional && text.trim().is_empty() {
                     return Ok(Value::Optional(None));
@@ -301,6 +297,30 @@ impl Setting {
             },
         }
     }
+}
+
+impl Setting {
+    /// `RINGYARD_` and the key path in capitals, `_` between parts.
+    pub fn env(&self) -> String {
+        format!("{}{}", super::env::PREFIX, super::env::upper(self.key))
+    }
+
+    pub fn value_name(&self) -> &'static str {
+        self.kind.value_name()
+    }
+
+    pub fn expected(&self) -> &'static str {
+        self.kind.expected()
+    }
+
+    pub fn wants_plain(&self) -> bool {
+        self.kind.wants_plain()
+    }
+
+    /// Parses and checks `text`; the error names the value and the rule, not the key.
+    pub fn parse(&self, text: &str) -> Result<Value, String> {
+        self.kind.parse(text)
+    }
 
     pub fn apply(&self, cfg: &mut Config, v: Value) {
         (self.set)(cfg, v)
@@ -343,9 +363,45 @@ fn yaml_scalar(s: &str) -> String {
     }
 }
 
-/// `ringyard config defaults`: every setting with its default and doc line, as a file that
-/// `ringyard config check` accepts and that loads to exactly [`Config::default`].
+/// `ringyard config defaults`: every setting with its default and doc line, and every section
+/// of records with none, as a file that `ringyard config check` accepts and that loads to
+/// exactly [`Config::default`].
 pub fn defaults_file() -> String {
+    defaults_file_with(SECTIONS)
+}
+
+/// A setting or a section of records, for the order of the defaults file.
+enum Entry<'a, C: 'static> {
+    Setting(&'static Setting),
+    Section(&'a Section<C>),
+}
+
+/// The settings in table order, each of `sections` after the last setting that shares most of
+/// its groups, so that no group (`storage:`) is opened twice.
+fn entries<C>(sections: &[Section<C>]) -> Vec<(&'static str, Entry<'_, C>)> {
+    let groups = |key: &'static str| key.split('.').rev().skip(1).collect::<Vec<_>>();
+    let mut out: Vec<(&'static str, Entry<C>)> = SETTINGS
+        .iter()
+        .map(|s| (s.key, Entry::Setting(s)))
+        .collect();
+    for sec in sections {
+        let mine: Vec<&str> = groups(sec.key).into_iter().rev().collect();
+        let shared = |key: &'static str| {
+            let theirs: Vec<&str> = groups(key).into_iter().rev().collect();
+            mine.iter().zip(&theirs).take_while(|(a, b)| a == b).count()
+        };
+        let best = out.iter().map(|(k, _)| shared(k)).max().unwrap_or(0);
+        let at = match out.iter().rposition(|(k, _)| best > 0 && shared(k) == best) {
+            Some(i) => i + 1,
+            None => out.len(),
+        };
+        out.insert(at, (sec.key, Entry::Section(sec)));
+    }
+    out
+}
+
+/// [`defaults_file`] with `sections` (the tests declare their own).
+pub fn defaults_file_with<C>(sections: &[Section<C>]) -> String {
     let d = Config::default();
     let mut out = String::from(
         "# ringyard configuration: every setting with its default (`ringyard config defaults`).\n\
@@ -356,23 +412,26 @@ pub fn defaults_file() -> String {
          # Sizes: 1024 (a plain number is bytes), 512KiB, 4MiB, 1GiB, or decimal 10KB, 10MB, 10GB.\n",
     );
     let mut open: Vec<&str> = Vec::new();
-    for s in SETTINGS {
-        let parts: Vec<&str> = s.key.split('.').collect();
-        let (sections, name) = parts.split_at(parts.len() - 1);
-        let common = open
-            .iter()
-            .zip(sections)
-            .take_while(|(a, b)| a == b)
-            .count();
+    for (key, entry) in entries(sections) {
+        let parts: Vec<&str> = key.split('.').collect();
+        let (groups, name) = parts.split_at(parts.len() - 1);
+        let common = open.iter().zip(groups).take_while(|(a, b)| a == b).count();
         if common == 0 {
             out.push('\n');
         }
         open.truncate(common);
-        for (depth, section) in sections.iter().enumerate().skip(common) {
-            out.push_str(&format!("{}{section}:\n", "  ".repeat(depth)));
-            open.push(section);
+        for (depth, group) in groups.iter().enumerate().skip(common) {
+            out.push_str(&format!("{}{group}:\n", "  ".repeat(depth)));
+            open.push(group);
         }
-        let indent = "  ".repeat(sections.len());
+        let s = match entry {
+            Entry::Setting(s) => s,
+            Entry::Section(sec) => {
+                out.push_str(&sec.defaults(groups.len()));
+                continue;
+            }
+        };
+        let indent = "  ".repeat(groups.len());
         let flag = s
             .flag
             .map(|f| format!(", --{}", f.name()))
@@ -388,7 +447,7 @@ pub fn defaults_file() -> String {
 }
 
 /// `words` in lines of at most `width` characters (unless a word is longer).
-fn wrap(words: impl Iterator<Item = String>, width: usize) -> Vec<String> {
+pub(super) fn wrap(words: impl Iterator<Item = String>, width: usize) -> Vec<String> {
     let mut lines = vec![String::new()];
     for word in words {
         let line = lines.last_mut().expect("one line at least");
@@ -426,6 +485,7 @@ pub fn markdown_reference() -> String {
             s.doc.replace('|', "\\|")
         ));
     }
+    out.push_str(&section::markdown(SECTIONS));
     out
 }
 
