@@ -213,21 +213,17 @@ impl<'c> Body<'c> {
                     Ok(s) => s,
                     Err(m) => return (Err(BodyError::Malformed(m.0)), out),
                 };
-                let data = match &step.event {
-                    Event::Data(r) => {
-                        out.extend_from_slice(&buffered[r.clone()]);
-                        Some(r.len())
-                    }
-                    Event::NeedMore | Event::End => None,
-                };
+                if let Event::Data(r) = &step.event {
+                    out.extend_from_slice(&buffered[r.clone()]);
+                }
                 self.conn.consume(step.consumed);
                 if let Err(e) = self.arrived(step.consumed) {
                     return (Err(e), out);
                 }
-                match data {
-                    Some(n) => return (Ok(n), out),
-                    None if step.event == Event::End => return (Ok(0), out),
-                    None => {}
+                match step.event {
+                    Event::Data(r) => return (Ok(r.len()), out),
+                    Event::End => return (Ok(0), out),
+                    Event::NeedMore => {}
                 }
             }
             // Framing is read into the connection buffer, and decoded from there.

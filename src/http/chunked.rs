@@ -167,7 +167,7 @@ impl Decoder {
                 }
                 _ => {}
             }
-            self.framing_byte(input[i])?;
+            self.state = framing_byte(self.state, input[i])?;
             i += 1;
         }
         let event = if self.state == State::Done {
@@ -177,98 +177,90 @@ impl Decoder {
         };
         Ok(Step { consumed: i, event })
     }
+}
 
-    /// One byte of a size line, of the CRLF after data, or of the trailers.
-    fn framing_byte(&mut self, b: u8) -> Result<(), Malformed> {
-        self.state = match self.state {
+/// One byte of a size line, of the CRLF after data, or of the trailers.
+fn framing_byte(state: State, b: u8) -> Result<State, Malformed> {
+    let next = match state {
+        State::Size {
+            part,
+            value,
+            digits,
+            len,
+            cr,
+        } => {
+            if cr && b == b'\n' {
+                return match (digits, value) {
+                    (0, _) => Err(INVALID_SIZE),
+                    (_, 0) => Ok(TRAILERS_START),
+                    (_, n) => Ok(State::Data(n)),
+                };
+            }
+            let len = len + 1;
+            // The line's own CR is the one byte allowed past the limit.
+            if len > MAX_CHUNK_LINE + 1 {
+                return Err(Malformed("line too long in chunked body"));
+            }
+            let (part, value, digits) = match (part, b, hex(b)) {
+                // Extensions are skipped whole, a CR not before LF included.
+                (SizePart::Ext, _, _) => (part, value, digits),
+                // Outside an extension only the line's end may follow a CR.
+                _ if cr => return Err(INVALID_SIZE),
+                (_, b'\r', _) => (part, value, digits),
+                (SizePart::Lead | SizePart::Digits, _, Some(d)) => {
+                    if digits == MAX_SIZE_DIGITS {
+                        return Err(INVALID_SIZE);
+                    }
+                    (SizePart::Digits, (value << 4) | u64::from(d), digits + 1)
+                }
+                (SizePart::Lead | SizePart::Trail, b' ' | b'\t', _) => (part, value, digits),
+                (SizePart::Digits, b' ' | b'\t', _) => (SizePart::Trail, value, digits),
+                (SizePart::Digits | SizePart::Trail, b';', _) => (SizePart::Ext, value, digits),
+                _ => return Err(INVALID_SIZE),
+            };
             State::Size {
                 part,
                 value,
                 digits,
                 len,
-                cr,
-            } => {
-                if cr && b == b'\n' {
-                    return match (digits, value) {
-                        (0, _) => Err(INVALID_SIZE),
-                        (_, 0) => {
-                            self.state = TRAILERS_START;
-                            Ok(())
-                        }
-                        (_, n) => {
-                            self.state = State::Data(n);
-                            Ok(())
-                        }
-                    };
-                }
-                let len = len + 1;
-                // The line's own CR is the one byte allowed past the limit.
-                if len > MAX_CHUNK_LINE + 1 {
-                    return Err(Malformed("line too long in chunked body"));
-                }
-                let (part, value, digits) = match (part, b, hex(b)) {
-                    // Extensions are skipped whole, a CR not before LF included.
-                    (SizePart::Ext, _, _) => (part, value, digits),
-                    // Outside an extension only the line's end may follow a CR.
-                    _ if cr => return Err(INVALID_SIZE),
-                    (_, b'\r', _) => (part, value, digits),
-                    (SizePart::Lead | SizePart::Digits, _, Some(d)) => {
-                        if digits == MAX_SIZE_DIGITS {
-                            return Err(INVALID_SIZE);
-                        }
-                        (SizePart::Digits, (value << 4) | u64::from(d), digits + 1)
-                    }
-                    (SizePart::Lead | SizePart::Trail, b' ' | b'\t', _) => (part, value, digits),
-                    (SizePart::Digits, b' ' | b'\t', _) => (SizePart::Trail, value, digits),
-                    (SizePart::Digits | SizePart::Trail, b';', _) => (SizePart::Ext, value, digits),
-                    _ => return Err(INVALID_SIZE),
-                };
-                State::Size {
-                    part,
-                    value,
-                    digits,
-                    len,
-                    cr: b == b'\r',
-                }
+                cr: b == b'\r',
             }
-            State::DataCr if b == b'\r' => State::DataLf,
-            State::DataLf if b == b'\n' => SIZE_START,
-            State::DataCr | State::DataLf => {
-                return Err(Malformed("chunk data longer than its size"))
-            }
-            State::Trailers { total, line, cr } => {
-                if cr && b == b'\n' {
-                    if line == 1 {
-                        State::Done
-                    } else {
-                        // The line's CR is in `line`; its LF is this byte.
-                        let total = total + line + 1;
-                        if total > MAX_TRAILERS {
-                            return Err(TRAILERS_TOO_LARGE);
-                        }
-                        State::Trailers {
-                            total,
-                            line: 0,
-                            cr: false,
-                        }
-                    }
+        }
+        State::DataCr if b == b'\r' => State::DataLf,
+        State::DataLf if b == b'\n' => SIZE_START,
+        State::DataCr | State::DataLf => return Err(Malformed("chunk data longer than its size")),
+        State::Trailers { total, line, cr } => {
+            if cr && b == b'\n' {
+                if line == 1 {
+                    State::Done
                 } else {
-                    let line = line + 1;
-                    // Bounded before the line ends; the slack is for the final empty line.
-                    if total + line > MAX_TRAILERS + 1 {
+                    // The line's CR is in `line`; its LF is this byte.
+                    let total = total + line + 1;
+                    if total > MAX_TRAILERS {
                         return Err(TRAILERS_TOO_LARGE);
                     }
                     State::Trailers {
                         total,
-                        line,
-                        cr: b == b'\r',
+                        line: 0,
+                        cr: false,
                     }
                 }
+            } else {
+                let line = line + 1;
+                // Bounded before the line ends; the slack is for the final empty line.
+                if total + line > MAX_TRAILERS + 1 {
+                    return Err(TRAILERS_TOO_LARGE);
+                }
+                State::Trailers {
+                    total,
+                    line,
+                    cr: b == b'\r',
+                }
             }
-            State::Data(_) | State::Done => unreachable!("not framing"),
-        };
-        Ok(())
-    }
+        }
+        State::Data(_) | State::Done => unreachable!("not framing"),
+    };
+    Ok(next)
 }
 
 const INVALID_SIZE: Malformed = Malformed("invalid chunk size");
