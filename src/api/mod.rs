@@ -317,6 +317,9 @@ pub fn body_error(e: BodyError) -> Error {
         BodyError::TooLarge => Error::new(ErrorCode::SizeInvalid)
             .with_status(413)
             .with_message("request body too large"),
+        BodyError::TooSlow => Error::new(ErrorCode::BlobUploadInvalid)
+            .with_status(408)
+            .with_message("the request body arrived slower than the minimum rate"),
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// A request body or a response must make progress at least this often.
     pub body_timeout: Duration,
+    /// Bytes per second a request body must bring over each `body_timeout`; 0: any rate.
+    pub min_body_rate: usize,
     /// After SIGTERM or SIGINT, requests in flight get this long to finish.
     pub shutdown_grace: Duration,
 
@@ -92,6 +94,7 @@ impl Default for Config {
             head_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
             body_timeout: Duration::from_secs(60),
+            min_body_rate: 1024,
             shutdown_grace: Duration::from_secs(30),
             root: PathBuf::from("./ringyard-data"),
             delete_enabled: true,

@@ -143,6 +143,8 @@ pub static SETTINGS: &[Setting] = &[
         "Open client connections beyond this are answered 503 and closed."),
     setting!("http.max_header_size", max_header_bytes, Kind::Size { min: KIB, max: MIB }, Some(Takes("max-header-size")),
         "Largest request head (request line and headers); a larger one gets 431."),
+    setting!("http.min_body_rate", min_body_rate, Kind::Size { min: 0, max: GIB }, Some(Takes("min-body-rate")),
+        "Bytes per second a request body must bring over each http.timeouts.body window, else it ends as a stalled one (0: no minimum); 1KiB, near Apache mod_reqtimeout's 500 bytes/s, is far below any real link yet cuts off a trickle."),
     setting!("http.timeouts.head", head_timeout, TIMEOUT, Some(Takes("head-timeout")),
         "Once the first byte of a request head arrived, the rest must arrive within this."),
     setting!("http.timeouts.idle", idle_timeout, TIMEOUT, Some(Takes("idle-timeout")),

@@ -3,15 +3,14 @@
 //! Content-Length and chunked framing and sends `100 Continue` only when the handler first
 //! asks for bytes, so a request refused before its body never makes the client send it.
 
+use super::chunked::{Decoder, Event};
 use super::conn::Conn;
+use super::min_rate::MinRate;
 use super::request::{BodyKind, Request};
 use crate::buf::FillBuf;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Longest chunk-size line (with extensions) and trailer section we accept.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
 /// A body left unread smaller than this is read and discarded to keep the connection;
 /// anything larger closes the connection instead.
 const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -24,6 +23,8 @@ pub enum BodyError {
     Malformed(&'static str),
     /// More bytes than the caller allows (manifests).
     TooLarge,
+    /// Slower than `http.min_body_rate` over a window of the body timeout.
+    TooSlow,
 }
 
 impl std::fmt::Display for BodyError {
@@ -32,35 +33,35 @@ impl std::fmt::Display for BodyError {
             BodyError::Io(e) => write!(f, "reading request body: {e}"),
             BodyError::Malformed(m) => write!(f, "malformed request body: {m}"),
             BodyError::TooLarge => write!(f, "request body too large"),
+            BodyError::TooSlow => write!(f, "request body slower than the minimum rate"),
         }
     }
 }
 
+/// What a request body must keep up to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside chunk data, this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after chunk data.
-    DataEnd,
-    /// After the last chunk: trailers until an empty line.
-    Trailers,
-    Done,
+pub struct BodyLimits {
+    /// Each read must bring bytes within this.
+    pub timeout: Duration,
+    /// Bytes per second over each `timeout` window; 0: no minimum.
+    pub min_rate: u64,
 }
 
 pub struct Body<'c> {
     conn: &'c mut Conn,
     kind: BodyKind,
     remaining: u64,
-    chunked: Chunked,
+    chunked: Decoder,
     continue_pending: bool,
     timeout: Duration,
+    rate: MinRate,
     received: u64,
+    /// A read failed: what is left of the body is unknown, so it is never drained.
+    failed: bool,
 }
 
 impl<'c> Body<'c> {
-    pub fn new(conn: &'c mut Conn, req: &Request, timeout: Duration) -> Body<'c> {
+    pub fn new(conn: &'c mut Conn, req: &Request, limits: BodyLimits) -> Body<'c> {
         let remaining = match req.body {
             BodyKind::Length(n) => n,
             BodyKind::Chunked => 0,
@@ -69,10 +70,12 @@ impl<'c> Body<'c> {
             conn,
             kind: req.body,
             remaining,
-            chunked: Chunked::Size,
+            chunked: Decoder::new(),
             continue_pending: req.expect_continue,
-            timeout,
+            timeout: limits.timeout,
+            rate: MinRate::new(limits.min_rate, limits.timeout),
             received: 0,
+            failed: false,
         }
     }
 
@@ -92,7 +95,7 @@ impl<'c> Body<'c> {
     pub fn is_done(&self) -> bool {
         match self.kind {
             BodyKind::Length(_) => self.remaining == 0,
-            BodyKind::Chunked => self.chunked == Chunked::Done,
+            BodyKind::Chunked => self.chunked.is_done(),
         }
     }
 
@@ -123,11 +126,14 @@ impl<'c> Body<'c> {
             return (Ok(0), out);
         }
         if let Err(e) = self.send_continue().await {
+            self.failed = true;
             return (Err(e), out);
         }
+        self.rate.begin(Instant::now());
+        let max = max.min(out.room());
         let result = match self.kind {
             BodyKind::Length(_) => {
-                let want = self.remaining.min(max as u64);
+                let want = self.remaining.min(max as u64) as usize;
                 let (r, o) = self.read_data(out, want).await;
                 out = o;
                 r.inspect(|&n| self.remaining -= n as u64)
@@ -138,124 +144,101 @@ impl<'c> Body<'c> {
                 r
             }
         };
-        if let Ok(n) = result {
-            self.received += n as u64;
+        match result {
+            Ok(n) => self.received += n as u64,
+            Err(_) => self.failed = true,
         }
         (result, out)
     }
 
-    /// Data bytes, at most `want`: first from the connection buffer, then straight from the
-    /// socket into `out`.
+    /// Counts bytes taken from the connection (framing included) against the minimum rate.
+    fn arrived(&mut self, n: usize) -> Result<(), BodyError> {
+        if self.rate.record(n, Instant::now()) {
+            Ok(())
+        } else {
+            Err(BodyError::TooSlow)
+        }
+    }
+
+    /// Data bytes, at most `want` (more than 0, and no more than `out` has room for): first
+    /// from the connection buffer, then straight from the socket into `out`.
     async fn read_data<B: FillBuf>(
         &mut self,
         mut out: B,
-        want: u64,
+        want: usize,
     ) -> (Result<usize, BodyError>, B) {
-        let room = out.room() as u64;
-        let limit = room.min(want) as usize;
         let buffered = self.conn.buffered();
         if !buffered.is_empty() {
-            let n = buffered.len().min(limit);
+            let n = buffered.len().min(want);
             out.extend_from_slice(&buffered[..n]);
             self.conn.consume(n);
-            return (Ok(n), out);
+            return (self.arrived(n).map(|()| n), out);
         }
-        let (r, out) = self.conn.read_direct(out, limit, self.timeout).await;
-        match r {
-            Ok(0) => (
-                Err(BodyError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client closed before the body was complete",
-                ))),
-                out,
-            ),
-            Ok(n) => (Ok(n), out),
-            Err(e) => (Err(BodyError::Io(e)), out),
-        }
+        let (r, out) = self.conn.read_direct(out, want, self.timeout).await;
+        let r = match r {
+            Ok(0) => Err(BodyError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed before the body was complete",
+            ))),
+            Ok(n) => self.arrived(n).map(|()| n),
+            Err(e) => Err(BodyError::Io(e)),
+        };
+        (r, out)
     }
 
+    /// Chunk data, at most `max` bytes (more than 0, within `out`'s room), after whatever
+    /// framing comes first. Data the connection has not buffered yet is read straight into
+    /// `out`, as for a Content-Length body.
     async fn read_chunked<B: FillBuf>(
         &mut self,
-        out: B,
+        mut out: B,
         max: usize,
     ) -> (Result<usize, BodyError>, B) {
         loop {
-            match self.chunked {
-                Chunked::Done => return (Ok(0), out),
-                Chunked::Data(left) => {
-                    let (r, out) = self.read_data(out, left.min(max as u64)).await;
-                    if let Ok(n) = r {
-                        let left = left - n as u64;
-                        self.chunked = if left == 0 {
-                            Chunked::DataEnd
-                        } else {
-                            Chunked::Data(left)
-                        };
-                    }
-                    return (r, out);
-                }
-                Chunked::Size => {
-                    let line = match self.line(MAX_CHUNK_LINE).await {
-                        Ok(l) => l,
-                        Err(e) => return (Err(e), out),
-                    };
-                    match parse_chunk_size(&line) {
-                        Some(0) => self.chunked = Chunked::Trailers,
-                        Some(n) => self.chunked = Chunked::Data(n),
-                        None => return (Err(BodyError::Malformed("invalid chunk size")), out),
-                    }
-                }
-                Chunked::DataEnd => match self.line(2).await {
-                    Ok(l) if l.is_empty() => self.chunked = Chunked::Size,
-                    Ok(_) => {
-                        return (
-                            Err(BodyError::Malformed("chunk data longer than its size")),
-                            out,
-                        )
-                    }
-                    Err(e) => return (Err(e), out),
-                },
-                Chunked::Trailers => {
-                    let mut total = 0usize;
-                    loop {
-                        match self.line(MAX_TRAILERS).await {
-                            Ok(l) if l.is_empty() => break,
-                            Ok(l) => {
-                                total += l.len() + 2;
-                                if total > MAX_TRAILERS {
-                                    return (Err(BodyError::Malformed("trailers too large")), out);
-                                }
-                            }
-                            Err(e) => return (Err(e), out),
-                        }
-                    }
-                    self.chunked = Chunked::Done;
-                }
+            if self.chunked.is_done() {
+                return (Ok(0), out);
             }
-        }
-    }
-
-    /// One CRLF-terminated line from the connection buffer (without the CRLF).
-    async fn line(&mut self, max: usize) -> Result<Vec<u8>, BodyError> {
-        loop {
             let buffered = self.conn.buffered();
-            if let Some(i) = buffered.windows(2).position(|w| w == b"\r\n") {
-                let line = buffered[..i].to_vec();
-                self.conn.consume(i + 2);
-                return Ok(line);
+            if buffered.is_empty() {
+                if let Some(left) = self.chunked.data_left() {
+                    let want = left.min(max as u64) as usize;
+                    let (r, o) = self.read_data(out, want).await;
+                    if let Ok(n) = r {
+                        self.chunked.data_read(n as u64);
+                    }
+                    return (r, o);
+                }
+            } else {
+                let step = match self.chunked.feed_at_most(buffered, max) {
+                    Ok(s) => s,
+                    Err(m) => return (Err(BodyError::Malformed(m.0)), out),
+                };
+                if let Event::Data(r) = &step.event {
+                    out.extend_from_slice(&buffered[r.clone()]);
+                }
+                self.conn.consume(step.consumed);
+                if let Err(e) = self.arrived(step.consumed) {
+                    return (Err(e), out);
+                }
+                match step.event {
+                    Event::Data(r) => return (Ok(r.len()), out),
+                    Event::End => return (Ok(0), out),
+                    Event::NeedMore => {}
+                }
             }
-            if buffered.len() > max + 2 {
-                return Err(BodyError::Malformed("line too long in chunked body"));
-            }
+            // Framing is read into the connection buffer, and decoded from there.
             match self.conn.fill(self.timeout).await {
                 Ok(0) => {
-                    return Err(BodyError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "client closed inside a chunked body",
-                    )))
+                    return (
+                        Err(BodyError::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "client closed inside a chunked body",
+                        ))),
+                        out,
+                    )
                 }
                 Ok(_) => {}
-                Err(e) => return Err(BodyError::Io(e)),
+                Err(e) => return (Err(BodyError::Io(e)), out),
             }
         }
     }
@@ -285,8 +268,13 @@ impl<'c> Body<'c> {
     /// connection can carry the next request. False means the connection must close (the rest
     /// is large, or unknown, or the client was never told to send it).
     pub async fn finish(mut self) -> bool {
+        if self.failed || self.conn.is_broken() {
+            // A read failed (a stall, a close, broken framing, too slow): what is left is
+            // unknown, and waiting for it would hold the connection for another timeout.
+            return false;
+        }
         if self.is_done() {
-            return !self.conn.is_broken();
+            return true;
         }
         if self.continue_pending {
             // We never sent 100 Continue: the client may or may not send the body; closing is
@@ -306,39 +294,5 @@ impl<'c> Body<'c> {
             }
         }
         !self.conn.is_broken()
-    }
-}
-
-/// `1a;ext=1` -> 26. None for anything that is not hex digits followed by optional extensions.
-fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or(&[])
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &b in digits {
-        let d = (b as char).to_digit(16)? as u64;
-        n = n * 16 + d;
-    }
-    Some(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_chunk_size;
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(parse_chunk_size(b"0"), Some(0));
-        assert_eq!(parse_chunk_size(b"1a"), Some(26));
-        assert_eq!(parse_chunk_size(b"FF;name=value"), Some(255));
-        assert_eq!(parse_chunk_size(b""), None);
-        assert_eq!(parse_chunk_size(b"g"), None);
-        assert_eq!(parse_chunk_size(b"-1"), None);
-        assert_eq!(parse_chunk_size(b"ffffffffffffffffff"), None);
     }
 }

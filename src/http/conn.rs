@@ -151,6 +151,9 @@ impl Conn {
         max: usize,
         timeout: Duration,
     ) -> (io::Result<usize>, B) {
+        if let Err(e) = self.usable() {
+            return (Err(e), out);
+        }
         let len = out.filled();
         let end = len + out.room().min(max);
         let slice = SliceMut::new(out, len, end);

@@ -4,7 +4,9 @@
 //! moving 10 GB layers cannot use.
 
 pub mod body;
+pub mod chunked;
 pub mod conn;
+pub mod min_rate;
 pub mod query;
 pub mod range;
 pub mod request;

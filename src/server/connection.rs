@@ -9,7 +9,7 @@
 
 use crate::api::{self, Registry, Site};
 use crate::error::{Error, ErrorCode};
-use crate::http::body::Body;
+use crate::http::body::{Body, BodyLimits};
 use crate::http::conn::{Conn, HeadOutcome};
 use crate::http::request::{HeadError, Method};
 use crate::http::response::{write_response, Response};
@@ -30,6 +30,8 @@ pub struct ConnSettings {
     pub head_timeout: Duration,
     /// Progress timeout for request bodies and responses.
     pub body_timeout: Duration,
+    /// Bytes per second a request body must bring over each `body_timeout`; 0: any.
+    pub min_body_rate: u64,
 }
 
 /// What every connection of one worker shares.
@@ -128,7 +130,11 @@ pub async fn serve(stream: TcpStream, remote: Option<SocketAddr>, site: Site, ct
         let id = ctx.obs.request_id(req.header("x-request-id"));
         let target = api::target(site, req.path());
         let (route, repository) = (target.class, target.repository);
-        let mut body = Body::new(&mut conn, &req, settings.body_timeout);
+        let limits = BodyLimits {
+            timeout: settings.body_timeout,
+            min_rate: settings.min_body_rate,
+        };
+        let mut body = Body::new(&mut conn, &req, limits);
         let resp = api::handle(&ctx.reg, target, &req, &mut body)
             .await
             .header(REQUEST_ID_HEADER, id.as_str().to_string());

@@ -218,6 +218,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         idle_timeout: cfg.idle_timeout,
         head_timeout: cfg.head_timeout,
         body_timeout: cfg.body_timeout,
+        min_body_rate: cfg.min_body_rate as u64,
     };
 
     let (ready_tx, ready_rx) = mpsc::channel();

@@ -3,7 +3,6 @@
 //! response bodies through a reusable read buffer into a `Sink`. Every request runs against a
 //! deadline; a timed-out or broken connection is dropped and the next request reconnects.
 
-use super::chunked::ChunkedDecoder;
 use super::head::{parse_response_head, BodyKind, ResponseHead};
 use super::request::format_head;
 use super::sink::Sink;
@@ -12,6 +11,7 @@ use crate::url::Target;
 use monoio::buf::SliceMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use ringyard::http::chunked::{Decoder, Event};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -420,16 +420,17 @@ impl Conn {
                 Ok(())
             }
             BodyKind::Chunked => {
-                let mut dec = ChunkedDecoder::new();
+                let mut dec = Decoder::new();
                 loop {
-                    let step = dec.step(&self.rbuf[self.rpos..])?;
-                    if !step.data.is_empty() {
-                        sink.feed(
-                            &self.rbuf[self.rpos + step.data.start..self.rpos + step.data.end],
-                        )?;
+                    let avail = &self.rbuf[self.rpos..];
+                    let step = dec
+                        .feed(avail)
+                        .map_err(|m| Error::protocol(format!("chunked body: {m}")))?;
+                    if let Event::Data(r) = &step.event {
+                        sink.feed(&avail[r.clone()])?;
                     }
                     self.rpos += step.consumed;
-                    if step.done {
+                    if step.event == Event::End {
                         return Ok(());
                     }
                     if self.rpos == self.rbuf.len() && self.fill(deadline).await? == 0 {

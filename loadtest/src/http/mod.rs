@@ -1,8 +1,8 @@
 //! A hand-written HTTP/1.1 client for keep-alive load: request heads formatted into a buffer,
 //! response heads parsed with httparse, Content-Length and chunked bodies streamed through a
-//! reusable buffer into a sink that counts, hashes or (for manifests) collects.
+//! reusable buffer into a sink that counts, hashes or (for manifests) collects. Chunked bodies
+//! are decoded by the server's own decoder, `ringyard::http::chunked`.
 
-pub mod chunked;
 pub mod conn;
 pub mod head;
 pub mod request;

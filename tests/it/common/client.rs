@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ringyard::http::chunked;
 use sha2::{Digest as _, Sha256, Sha512};
 
 // ---------------------------------------------------------------------------------------------
@@ -354,24 +355,33 @@ impl Client {
         Ok(std::mem::replace(&mut self.buf, rest))
     }
 
-    fn read_line(&mut self, what: &str) -> Result<String, ReadError> {
+    /// A chunked body, decoded as the server decodes request bodies; what follows it stays in
+    /// the buffer for the next response.
+    fn read_chunked(&mut self) -> Result<Vec<u8>, ReadError> {
+        let mut dec = chunked::Decoder::new();
+        let mut body = Vec::new();
         loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.read_exact_buf(pos + 2, what)?;
-                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
+            let step = dec
+                .feed(&self.buf)
+                .map_err(|m| ReadError::Other(format!("bad chunked body: {m}")))?;
+            if let chunked::Event::Data(r) = &step.event {
+                body.extend_from_slice(&self.buf[r.clone()]);
             }
-            if self.buf.len() > 1 << 20 {
-                return Err(ReadError::Other(format!("{what}: line over 1 MiB")));
+            self.buf.drain(..step.consumed);
+            match step.event {
+                chunked::Event::End => return Ok(body),
+                chunked::Event::Data(_) if !self.buf.is_empty() => continue,
+                _ => {}
             }
             match self.fill() {
                 Ok(0) => {
                     return Err(ReadError::Other(format!(
-                        "connection closed in {what}: {:?}",
-                        String::from_utf8_lossy(&self.buf)
+                        "connection closed in a chunked body after {} bytes",
+                        body.len()
                     )))
                 }
                 Ok(_) => {}
-                Err(e) => return Err(ReadError::Other(format!("reading {what}: {e}"))),
+                Err(e) => return Err(ReadError::Other(format!("reading a chunked body: {e}"))),
             }
         }
     }
@@ -461,28 +471,7 @@ impl Client {
                 .map(|v| v.to_ascii_lowercase().contains("chunked"))
                 .unwrap_or(false);
             if chunked {
-                let mut body = Vec::new();
-                loop {
-                    let line = self.read_line("chunk size")?;
-                    let size_txt = line.split(';').next().unwrap_or("").trim();
-                    let size = usize::from_str_radix(size_txt, 16)
-                        .map_err(|_| ReadError::Other(format!("bad chunk size line {line:?}")))?;
-                    if size == 0 {
-                        // Trailers until the empty line.
-                        loop {
-                            if self.read_line("trailer")?.is_empty() {
-                                break;
-                            }
-                        }
-                        break;
-                    }
-                    body.extend(self.read_exact_buf(size, "chunk")?);
-                    let crlf = self.read_exact_buf(2, "chunk end")?;
-                    if crlf != b"\r\n" {
-                        return Err(ReadError::Other("chunk not followed by CRLF".into()));
-                    }
-                }
-                resp.body = body;
+                resp.body = self.read_chunked()?;
             } else if let Some(cl) = resp.header("content-length") {
                 let n: usize = cl
                     .parse()

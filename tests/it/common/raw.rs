@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ringyard::http::chunked;
 use sha2::{Digest as _, Sha256, Sha512};
 
 /// Encodes `body` with chunked transfer coding, split into chunks of the given sizes (cycled).
@@ -193,23 +194,23 @@ impl RawHead {
     }
 }
 
-/// Decodes a whole chunked body (trailers ignored).
-fn dechunk(mut b: &[u8]) -> io::Result<Vec<u8>> {
-    let bad = || invalid("bad chunked body".to_string());
+/// Decodes a whole chunked body (trailers dropped).
+fn dechunk(b: &[u8]) -> io::Result<Vec<u8>> {
+    let mut dec = chunked::Decoder::new();
     let mut out = Vec::new();
+    let mut at = 0;
     loop {
-        let nl = b.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
-        let size_s = String::from_utf8_lossy(&b[..nl]);
-        let size = usize::from_str_radix(size_s.split(';').next().unwrap().trim(), 16)
-            .map_err(|_| bad())?;
-        b = &b[nl + 2..];
-        if size == 0 {
-            return Ok(out);
+        let step = dec
+            .feed(&b[at..])
+            .map_err(|m| invalid(format!("bad chunked body: {m}")))?;
+        if let chunked::Event::Data(r) = &step.event {
+            out.extend_from_slice(&b[at + r.start..at + r.end]);
         }
-        if b.len() < size + 2 {
-            return Err(bad());
+        at += step.consumed;
+        match step.event {
+            chunked::Event::End => return Ok(out),
+            chunked::Event::NeedMore => return Err(invalid("chunked body cut short".into())),
+            chunked::Event::Data(_) => {}
         }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
     }
 }
