@@ -3,11 +3,23 @@
 //! Event loops hand a closure over a crossbeam channel and await a oneshot for the answer, so
 //! no worker thread ever waits on the filesystem's metadata paths.
 
-use crate::error::{Error, Result};
 use futures_channel::oneshot;
 use std::thread;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The pool's threads are gone (the process is stopping): the job did not run, or its answer
+/// was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the blocking pool stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 #[derive(Clone)]
 pub struct Pool {
@@ -31,8 +43,8 @@ impl Pool {
         Ok(Pool { tx })
     }
 
-    /// Runs `f` on the pool and resolves with its result.
-    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on the pool and resolves with its result; [`Stopped`] if the pool is gone.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, Stopped>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -41,12 +53,8 @@ impl Pool {
         let job: Job = Box::new(move || {
             let _ = reply.send(f());
         });
-        self.tx
-            .send(job)
-            .map_err(|_| Error::internal("blocking pool", "pool stopped"))?;
-        answer
-            .await
-            .map_err(|_| Error::internal("blocking pool", "job dropped without an answer"))
+        self.tx.send(job).map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
     }
 }
 

@@ -6,7 +6,6 @@ pub mod api;
 pub mod blocking;
 pub mod buf;
 pub mod config;
-pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod log;

@@ -3,7 +3,7 @@
 //! referenced in.
 
 use super::Registry;
-use crate::error::{Error, ErrorCode, Result};
+use crate::api::error::{Error, ErrorCode, Result};
 use crate::http::range::{content_range, parse_range, unsatisfied_range, ByteRange};
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Response};
@@ -31,7 +31,9 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Res
             let e = Error::new(ErrorCode::RangeInvalid)
                 .with_message("requested range not satisfiable")
                 .with_detail(format!("blob size is {size}"));
-            return Ok(Response::error(&e).header("Content-Range", unsatisfied_range(size)));
+            return Ok(e
+                .response()
+                .header("Content-Range", unsatisfied_range(size)));
         }
     };
     let mut resp = base(status);

@@ -3,7 +3,7 @@
 
 use super::pagination::{next_link, parse_page_query};
 use super::Registry;
-use crate::error::{Error, ErrorCode, Result};
+use crate::api::error::{Error, ErrorCode, Result};
 use crate::http::request::Request;
 use crate::http::response::Response;
 

@@ -3,7 +3,7 @@
 //! subject, artifact type) is in the metadata index, so a HEAD by tag touches no file.
 
 use super::{body_error, Registry};
-use crate::error::{Error, ErrorCode, Result};
+use crate::api::error::{Error, ErrorCode, Result};
 use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body as RespBody, Response};
@@ -64,10 +64,10 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> 
 /// with it serves the client better.
 async fn parse_for_read(reg: &Registry, name: &str, reference: &str) -> Result<Reference> {
     match Reference::parse(reference) {
-        Err(e) if e.code == ErrorCode::TagInvalid => {
+        Err(crate::oci::Error::TagInvalid { .. }) => {
             Err(unknown(reg, name, reference.chars().take(128).collect()).await)
         }
-        parsed => parsed,
+        parsed => Ok(parsed?),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod blobs;
+pub mod error;
 pub mod listing;
 pub mod manifests;
 pub mod pagination;
@@ -13,7 +14,6 @@ pub mod router;
 pub mod uploads;
 
 use crate::blocking::Pool;
-use crate::error::{Error, ErrorCode, Result};
 use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
@@ -23,6 +23,7 @@ use crate::oci::name::validate_name;
 use crate::store::blobs::BlobStore;
 use crate::store::upload_writer::UploadWriter;
 use crate::store::uploads::Uploads;
+use error::{Error, ErrorCode, Result};
 use router::Route;
 use std::time::Duration;
 
@@ -152,12 +153,14 @@ pub fn target(site: Site, path: &str) -> Target<'_> {
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 
-/// Answers one request. Never fails: every error becomes the spec's JSON error response.
+/// Answers one request. Never fails: every error becomes the spec's JSON error response, and
+/// an internal one's cause is logged here, once, with the request id.
 pub async fn handle(
     reg: &Registry,
     target: Target<'_>,
     req: &Request,
     body: &mut Body<'_>,
+    request_id: &str,
 ) -> Response {
     let result = match target.answer {
         Answer::Ops(endpoint) => ops(reg, req, endpoint).await,
@@ -170,7 +173,15 @@ pub async fn handle(
             if e.is_storage_full() {
                 reg.ops.readiness.storage_full(&e.message);
             }
-            Response::error(&e)
+            if let Some(cause) = &e.cause {
+                let level = if e.code == ErrorCode::Unknown {
+                    crate::log::error
+                } else {
+                    crate::log::warn
+                };
+                level(format_args!("request {request_id}: {cause}"));
+            }
+            e.response()
         }
     };
     let resp = resp.header(API_VERSION_HEADER.0, API_VERSION_HEADER.1);
@@ -227,8 +238,11 @@ async fn dispatch(
     }
 }
 
+/// 404 `UNSUPPORTED`: no operation of the API lives at this path. (Not `NAME_UNKNOWN`, which
+/// would tell the client a repository is missing; the spec's list has no code for an unknown
+/// path, and clients that read codes know only that list.)
 fn no_such_endpoint(req: &Request) -> Error {
-    Error::new(ErrorCode::NameUnknown)
+    Error::new(ErrorCode::Unsupported)
         .with_status(404)
         .with_message("no such endpoint")
         .with_detail(req.path().chars().take(256).collect::<String>())
@@ -313,68 +327,13 @@ pub fn body_error(e: BodyError) -> Error {
         BodyError::Io(e) => Error::new(ErrorCode::BlobUploadInvalid)
             .with_message("the request body could not be read")
             .with_detail(e.to_string()),
-        BodyError::Malformed(m) => Error::new(ErrorCode::BadRequest).with_detail(m),
+        BodyError::Malformed(m) => Error::malformed(m),
         BodyError::TooLarge => Error::new(ErrorCode::SizeInvalid)
             .with_status(413)
             .with_message("request body too large"),
         BodyError::TooSlow => Error::new(ErrorCode::BlobUploadInvalid)
             .with_status(408)
             .with_message("the request body arrived slower than the minimum rate"),
-    }
-}
-
-/// The metadata's failures as the client sees them: a refused manifest names what it lacks;
-/// the store's own troubles are logged and answered without their internals.
-impl From<crate::meta::Error> for Error {
-    fn from(e: crate::meta::Error) -> Error {
-        use crate::meta::{Conflict, Error as Meta};
-        match e {
-            Meta::Conflict(Conflict::Missing { digest, kind }) => {
-                let e = Error::new(ErrorCode::ManifestBlobUnknown).with_detail(digest.as_str());
-                if kind == crate::meta::RefKind::Manifest {
-                    e.with_message("the index lists a manifest unknown to this repository")
-                } else {
-                    e
-                }
-            }
-            Meta::Conflict(Conflict::SizeMismatch {
-                digest,
-                declared,
-                stored,
-            }) => Error::new(ErrorCode::ManifestInvalid)
-                .with_message("a descriptor's size differs from the stored content")
-                .with_detail(serde_json::json!({
-                    "digest": digest.as_str(),
-                    "descriptor_size": declared,
-                    "stored_size": stored,
-                })),
-            Meta::Full(_) => Error::storage_full("writing metadata", "database or disk is full"),
-            Meta::Unavailable { cause, .. } => {
-                crate::log::warn(format_args!("{cause}"));
-                Error::new(ErrorCode::Unavailable)
-                    .with_message("the metadata store is unavailable; retry later")
-            }
-            other => Error::internal("metadata", other),
-        }
-    }
-}
-
-/// The store's failures as the client sees them: a full disk and an unavailable backend say
-/// so (an operator and a client can act on them); the rest is logged and answered without
-/// its internals.
-impl From<crate::store::Error> for Error {
-    fn from(e: crate::store::Error) -> Error {
-        use crate::store::Error as Store;
-        match e {
-            // Logged once per episode where readiness is marked (see `handle`).
-            Store::Full { what, cause } => Error::storage_full(&what, cause),
-            Store::Unavailable { cause, .. } => {
-                crate::log::warn(format_args!("{cause}"));
-                Error::new(ErrorCode::Unavailable)
-                    .with_message("storage is unavailable; retry later")
-            }
-            other => Error::internal("storage", other),
-        }
     }
 }
 

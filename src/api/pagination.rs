@@ -9,7 +9,7 @@
 //! So when the server cap truncates a page, the caller must send a `Link` header; the `more`
 //! flag returned by [`paginate`] says exactly when.
 
-use crate::error::{Error, ErrorCode, Result};
+use crate::api::error::{Error, ErrorCode, Result};
 use crate::http::query::{percent_encode_component, percent_encode_except, query_get};
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -3,7 +3,7 @@
 //! unknown subject) is an empty index, as the spec requires.
 
 use super::Registry;
-use crate::error::Result;
+use crate::api::error::Result;
 use crate::http::query::query_get;
 use crate::http::request::Request;
 use crate::http::response::Response;

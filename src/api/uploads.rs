@@ -3,8 +3,8 @@
 //! HTTP side; the bytes' way to the blob tree is `store::upload_writer`.
 
 use super::{body_error, upload_location, Registry};
+use crate::api::error::{Error, ErrorCode, Result};
 use crate::buf::AlignedBuf;
-use crate::error::{Error, ErrorCode, Result};
 use crate::http::body::Body;
 use crate::http::query::query_get;
 use crate::http::range::parse_upload_range;
@@ -172,6 +172,8 @@ async fn append_chunk(
 struct BodySource<'a, 'b>(&'a mut Body<'b>);
 
 impl ByteSource for BodySource<'_, '_> {
+    type Error = Error;
+
     async fn read_into(&mut self, buf: AlignedBuf, max: usize) -> (Result<usize>, AlignedBuf) {
         let (r, buf) = self.0.read_at_most(buf, max).await;
         (r.map_err(body_error), buf)
@@ -183,11 +185,12 @@ impl ByteSource for BodySource<'_, '_> {
 }
 
 async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
-    reg.upload_writer()
+    Ok(reg
+        .upload_writer()
         .append(lease, &mut BodySource(body))
-        .await
+        .await?)
 }
 
 async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Result<u64> {
-    reg.upload_writer().complete(lease, expected).await
+    Ok(reg.upload_writer().complete(lease, expected).await?)
 }

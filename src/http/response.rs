@@ -3,7 +3,6 @@
 //! Content-Length and no body.
 
 use super::conn::Conn;
-use crate::error::Error;
 use crate::store::blobs::BlobFile;
 use std::borrow::Cow;
 use std::io;
@@ -77,14 +76,6 @@ impl Response {
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
         let body = serde_json::to_vec(value).unwrap_or_default();
         Response::new(status).with_body("application/json", body)
-    }
-
-    pub fn error(e: &Error) -> Response {
-        let resp = Response::new(e.status).with_body("application/json", e.body());
-        match e.retry_after() {
-            Some(seconds) => resp.header("Retry-After", seconds),
-            None => resp,
-        }
     }
 
     /// Drops the body of a GET-shaped response for HEAD, keeping its length.

@@ -207,7 +207,7 @@ impl Readiness {
 }
 
 /// Whether a not-ready reason is about space: a storage-full mark or a check below the
-/// free-space threshold (the texts below and [`crate::error::Error::storage_full`]'s).
+/// free-space threshold (the texts below and [`crate::api::error::Error::storage_full`]'s).
 fn is_storage_reason(reason: &str) -> bool {
     reason.starts_with("storage is full") || reason.starts_with("disk almost full")
 }

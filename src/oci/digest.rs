@@ -2,8 +2,8 @@
 //! Only sha256 and sha512 are accepted: they are the algorithms the image spec registers, and a
 //! digest is also a path component in the blob tree, so its grammar is checked before any use.
 
+use super::error::{Error, Result};
 pub use super::hasher::Hasher;
-use crate::error::{Error, ErrorCode, Result};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,19 +46,19 @@ impl From<Digest> for std::borrow::Cow<'static, str> {
 impl Digest {
     /// Parses `algorithm:hex`. Uppercase hex is rejected, as the image spec requires lowercase.
     pub fn parse(s: &str) -> Result<Digest> {
-        let invalid = || {
-            Error::new(ErrorCode::DigestInvalid)
-                .with_message("invalid digest")
-                .with_detail(s.chars().take(200).collect::<String>())
+        let invalid = || Error::DigestInvalid {
+            message: "invalid digest",
+            text: s.chars().take(200).collect(),
         };
         let (alg, hex) = s.split_once(':').ok_or_else(invalid)?;
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
             _ => {
-                return Err(Error::new(ErrorCode::DigestInvalid)
-                    .with_message("unsupported digest algorithm")
-                    .with_detail(alg.chars().take(64).collect::<String>()))
+                return Err(Error::DigestInvalid {
+                    message: "unsupported digest algorithm",
+                    text: alg.chars().take(64).collect(),
+                })
             }
         };
         if hex.len() != algorithm.hex_len()
@@ -158,7 +158,7 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85g",
         ] {
             let e = Digest::parse(bad).unwrap_err();
-            assert_eq!(e.code, ErrorCode::DigestInvalid, "{bad}");
+            assert!(matches!(e, Error::DigestInvalid { .. }), "{bad}");
         }
     }
 }

@@ -8,7 +8,7 @@
 //! deserialisation reports poorly. The manifest bytes themselves are stored untouched; this
 //! module only decides whether to accept them.
 
-use crate::error::{Error, ErrorCode, Result};
+use super::error::{Error, Result};
 use crate::oci::digest::Digest;
 use crate::oci::media::{self, ManifestKind};
 use serde_json::{Map, Value};
@@ -59,10 +59,7 @@ fn echo(s: &str) -> String {
 }
 
 fn invalid(what: impl Into<String>) -> Error {
-    let what = what.into();
-    Error::new(ErrorCode::ManifestInvalid)
-        .with_message(format!("manifest invalid: {what}"))
-        .with_detail(what)
+    Error::ManifestInvalid(what.into())
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -251,7 +248,7 @@ fn parse_descriptor(v: &Value, path: &str) -> Result<Descriptor> {
             invalid(format!(
                 "{path}.digest {:?} is not a valid digest ({})",
                 echo(s),
-                e.message
+                e
             ))
         })?,
         Some(other) => {
@@ -401,14 +398,13 @@ mod tests {
 
     fn parse_err(ct: Option<&str>, v: &Value) -> Error {
         let e = parse(ct, v).unwrap_err();
-        assert_eq!(e.code, ErrorCode::ManifestInvalid, "{}", e.message);
-        assert_eq!(e.status, 400);
+        assert!(matches!(e, Error::ManifestInvalid(_)), "{e}");
         e
     }
 
     fn err_bytes(ct: Option<&str>, body: &[u8]) -> Error {
         let e = parse_manifest(ct, body).unwrap_err();
-        assert_eq!(e.code, ErrorCode::ManifestInvalid, "{}", e.message);
+        assert!(matches!(e, Error::ManifestInvalid(_)), "{e}");
         e
     }
 
@@ -486,9 +482,9 @@ mod tests {
         .unwrap();
         assert_eq!(m.media_type, OCI_MANIFEST);
         let e = parse_err(None, &v);
-        assert!(e.message.contains("absent"), "{}", e.message);
+        assert!(e.to_string().contains("absent"), "{}", e);
         let e = parse_err(Some("application/json"), &v);
-        assert!(e.message.contains("application/json"), "{}", e.message);
+        assert!(e.to_string().contains("application/json"), "{}", e);
     }
 
     #[test]
@@ -502,9 +498,9 @@ mod tests {
     #[test]
     fn header_and_body_must_agree() {
         let e = parse_err(Some(OCI_INDEX), &image());
-        assert!(e.message.contains("does not match"), "{}", e.message);
+        assert!(e.to_string().contains("does not match"), "{}", e);
         let e = parse_err(Some(DOCKER_MANIFEST), &image());
-        assert!(e.message.contains("does not match"));
+        assert!(e.to_string().contains("does not match"));
         // Same type, different spelling: fine.
         let m = parse(
             Some(" Application/VND.oci.image.manifest.v1+json ;x=y"),
@@ -530,16 +526,16 @@ mod tests {
         v["mediaType"] = json!("application/vnd.example.thing+json");
         let e = parse_err(None, &v);
         assert!(
-            e.message.contains("application/vnd.example.thing+json"),
+            e.to_string().contains("application/vnd.example.thing+json"),
             "{}",
-            e.message
+            e.to_string()
         );
         v["mediaType"] = json!(42);
         let e = parse_err(Some(OCI_MANIFEST), &v);
-        assert!(e.message.contains("mediaType must be a string"));
+        assert!(e.to_string().contains("mediaType must be a string"));
         v["mediaType"] = json!("x".repeat(100_000));
         let e = parse_err(None, &v);
-        assert!(e.message.len() < 1000, "error echo is bounded");
+        assert!(e.to_string().len() < 1000, "error echo is bounded");
     }
 
     #[test]
@@ -548,12 +544,12 @@ mod tests {
         let mut v = index();
         v.as_object_mut().unwrap().remove("mediaType");
         let e = parse_err(Some(OCI_MANIFEST), &v);
-        assert!(e.message.contains("config is required"), "{}", e.message);
+        assert!(e.to_string().contains("config is required"), "{}", e);
         // An image body pushed as an index lacks manifests.
         let mut v = image();
         v.as_object_mut().unwrap().remove("mediaType");
         let e = parse_err(Some(OCI_INDEX), &v);
-        assert!(e.message.contains("manifests is required"), "{}", e.message);
+        assert!(e.to_string().contains("manifests is required"), "{}", e);
     }
 
     #[test]
@@ -572,20 +568,20 @@ mod tests {
             let mut v = image();
             v["schemaVersion"] = bad.clone();
             let e = parse_err(None, &v);
-            assert!(e.message.contains("schema"), "{bad}: {}", e.message);
+            assert!(e.to_string().contains("schema"), "{bad}: {}", e);
         }
         let mut v = image();
         v.as_object_mut().unwrap().remove("schemaVersion");
         let e = parse_err(None, &v);
-        assert!(e.message.contains("schemaVersion is required"));
+        assert!(e.to_string().contains("schemaVersion is required"));
         // schemaVersion 1 is called out as schema 1.
         let mut v = image();
         v["schemaVersion"] = json!(1);
         let e = parse_err(None, &v);
         assert!(
-            e.message.contains("schema 1 manifests are unsupported"),
+            e.to_string().contains("schema 1 manifests are unsupported"),
             "{}",
-            e.message
+            e.to_string()
         );
     }
 
@@ -597,15 +593,15 @@ mod tests {
         });
         for ct in [Some(DOCKER_SCHEMA1), Some(DOCKER_SCHEMA1_SIGNED), None] {
             let e = parse_err(ct, &schema1);
-            assert!(e.message.contains("unsupported"), "{}", e.message);
+            assert!(e.to_string().contains("unsupported"), "{}", e);
         }
         // Even with a schemaVersion 2 body, a schema 1 Content-Type or mediaType is refused.
         let e = parse_err(Some(DOCKER_SCHEMA1_SIGNED), &image());
-        assert!(e.message.contains("schema 1"));
+        assert!(e.to_string().contains("schema 1"));
         let mut v = image();
         v["mediaType"] = json!(DOCKER_SCHEMA1);
         let e = parse_err(None, &v);
-        assert!(e.message.contains("schema 1"));
+        assert!(e.to_string().contains("schema 1"));
     }
 
     #[test]
@@ -626,8 +622,8 @@ mod tests {
             err_bytes(Some(OCI_MANIFEST), body);
         }
         let e = err_bytes(None, b"[1,2]");
-        assert!(e.message.contains("JSON object"), "{}", e.message);
-        assert!(e.message.contains("array"));
+        assert!(e.to_string().contains("JSON object"), "{}", e);
+        assert!(e.to_string().contains("array"));
     }
 
     #[test]
@@ -645,31 +641,35 @@ mod tests {
     fn config_and_layers_are_required_and_typed() {
         let mut v = image();
         v.as_object_mut().unwrap().remove("config");
-        assert!(parse_err(None, &v).message.contains("config is required"));
+        assert!(parse_err(None, &v)
+            .to_string()
+            .contains("config is required"));
 
         let mut v = image();
         v.as_object_mut().unwrap().remove("layers");
-        assert!(parse_err(None, &v).message.contains("layers is required"));
+        assert!(parse_err(None, &v)
+            .to_string()
+            .contains("layers is required"));
 
         for bad in [json!({}), json!(null), json!("x"), json!(1)] {
             let mut v = image();
             v["layers"] = bad;
             assert!(parse_err(None, &v)
-                .message
+                .to_string()
                 .contains("layers must be an array"));
         }
         for bad in [json!([]), json!(null), json!("x")] {
             let mut v = image();
             v["config"] = bad;
             assert!(parse_err(None, &v)
-                .message
+                .to_string()
                 .contains("config must be a descriptor"));
         }
         for bad in [json!({}), json!(null)] {
             let mut v = index();
             v["manifests"] = bad;
             assert!(parse_err(None, &v)
-                .message
+                .to_string()
                 .contains("manifests must be an array"));
         }
     }
@@ -764,23 +764,24 @@ mod tests {
             let mut v = image();
             v["layers"][1][field] = bad.clone();
             let e = parse_err(None, &v);
-            assert!(e.message.contains(expected), "{field}={bad}: {}", e.message);
-            assert!(e.detail.is_some());
+            assert!(e.to_string().contains(expected), "{field}={bad}: {}", e);
         }
         for field in ["mediaType", "digest", "size"] {
             let mut v = index();
             v["manifests"][0].as_object_mut().unwrap().remove(field);
             let e = parse_err(None, &v);
             assert!(
-                e.message
+                e.to_string()
                     .contains(&format!("manifests[0].{field} is required")),
                 "{}",
-                e.message
+                e.to_string()
             );
             let mut v = image();
             v["config"].as_object_mut().unwrap().remove(field);
             let e = parse_err(None, &v);
-            assert!(e.message.contains(&format!("config.{field} is required")));
+            assert!(e
+                .to_string()
+                .contains(&format!("config.{field} is required")));
         }
     }
 
@@ -797,7 +798,7 @@ mod tests {
             .unwrap()
             .replace("\"size\":2", "\"size\":184467440737095516160000");
         let e = err_bytes(None, body.as_bytes());
-        assert!(e.message.contains("config.size"), "{}", e.message);
+        assert!(e.to_string().contains("config.size"), "{}", e);
     }
 
     #[test]
@@ -886,7 +887,7 @@ mod tests {
             let mut v = image();
             v[field] = bad;
             let e = parse_err(None, &v);
-            assert!(e.message.contains(expected), "{field}: {}", e.message);
+            assert!(e.to_string().contains(expected), "{field}: {}", e);
         }
         // null for artifactType/annotations is treated as absent.
         let mut v = image();
@@ -914,12 +915,12 @@ mod tests {
         let mut v = index();
         v["manifests"][1]["digest"] = json!("sha256:zz");
         let e = parse_err(None, &v);
-        assert!(e.message.contains("manifests[1].digest"), "{}", e.message);
+        assert!(e.to_string().contains("manifests[1].digest"), "{}", e);
         let mut v = index();
         v["manifests"][0] = json!(7);
         let e = parse_err(None, &v);
         assert!(e
-            .message
+            .to_string()
             .contains("manifests[0] must be a descriptor object"));
     }
 
@@ -931,7 +932,7 @@ mod tests {
             "application/x\\u000ay",
         );
         let e = err_bytes(None, body.as_bytes());
-        assert!(e.message.contains("config.mediaType"), "{}", e.message);
+        assert!(e.to_string().contains("config.mediaType"), "{}", e);
         let mut v = image();
         v["mediaType"] = json!("application/vnd.oci.image.manifest.v1+jsön");
         parse_err(None, &v);

@@ -1,8 +1,12 @@
 //! OCI grammar and models: digests, names and references, media types, manifests.
-//! Pure code: no IO, so every rule here is unit tested.
+//! Pure code: no IO, so every rule here is unit tested. Errors are this layer's own
+//! ([`Error`]); `api` maps them to OCI codes.
 
 pub mod digest;
+pub mod error;
 pub mod hasher;
 pub mod manifest;
 pub mod media;
 pub mod name;
+
+pub use error::Error;

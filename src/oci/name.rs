@@ -5,7 +5,7 @@
 //! are written by hand: the grammars are tiny, and a hand-written matcher is linear, cannot be
 //! made to backtrack, and needs no regex dependency.
 
-use crate::error::{Error, ErrorCode, Result};
+use super::error::{Error, Result};
 use crate::oci::digest::Digest;
 use std::fmt;
 
@@ -38,9 +38,10 @@ pub fn validate_name(name: &str) -> Result<()> {
     } else {
         "invalid repository name".to_string()
     };
-    Err(Error::new(ErrorCode::NameInvalid)
-        .with_message(message)
-        .with_detail(truncated(name)))
+    Err(Error::NameInvalid {
+        message,
+        name: truncated(name),
+    })
 }
 
 fn is_name_alnum(b: u8) -> bool {
@@ -107,9 +108,10 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     } else {
         "invalid tag".to_string()
     };
-    Err(Error::new(ErrorCode::TagInvalid)
-        .with_message(message)
-        .with_detail(truncated(tag)))
+    Err(Error::TagInvalid {
+        message,
+        tag: truncated(tag),
+    })
 }
 
 /// The `<reference>` of `/v2/<name>/manifests/<reference>`: a tag or a digest.
@@ -228,8 +230,11 @@ mod tests {
             "a/-b",
         ] {
             let e = validate_name(name).unwrap_err();
-            assert_eq!(e.code, ErrorCode::NameInvalid, "{name:?}");
-            assert_eq!(e.detail, Some(serde_json::Value::from(name)), "{name:?}");
+            assert!(matches!(e, Error::NameInvalid { .. }), "{name:?}");
+            assert!(
+                matches!(&e, Error::NameInvalid { name: n, .. } if n == name),
+                "{name:?}"
+            );
         }
     }
 
@@ -239,7 +244,7 @@ mod tests {
         assert!(validate_name(&ok).is_ok());
         let too_long = "a".repeat(256);
         let e = validate_name(&too_long).unwrap_err();
-        assert_eq!(e.code, ErrorCode::NameInvalid);
+        assert!(matches!(e, Error::NameInvalid { .. }));
         // Slashes count towards the length.
         let with_slashes = format!("{}/{}", "a".repeat(127), "b".repeat(127));
         assert_eq!(with_slashes.len(), 255);
@@ -251,12 +256,14 @@ mod tests {
     fn name_error_detail_is_truncated() {
         let huge = "Z".repeat(1_000_000);
         let e = validate_name(&huge).unwrap_err();
-        let detail = e.detail.unwrap();
-        assert_eq!(detail.as_str().unwrap().chars().count(), 256);
+        let Error::NameInvalid { name, .. } = e else {
+            panic!("{e}")
+        };
+        assert_eq!(name.chars().count(), 256);
         // Truncation counts characters, so multi-byte input is never cut mid-character.
         let wide = "é".repeat(1000);
         let e = validate_name(&wide).unwrap_err();
-        assert_eq!(e.detail.unwrap().as_str().unwrap(), "é".repeat(256));
+        assert!(matches!(e, Error::NameInvalid { name, .. } if name == "é".repeat(256)));
     }
 
     #[test]
@@ -293,13 +300,16 @@ mod tests {
             "tâg", "a@b", "a+b", "a%20",
         ] {
             let e = validate_tag(tag).unwrap_err();
-            assert_eq!(e.code, ErrorCode::TagInvalid, "{tag:?}");
-            assert_eq!(e.detail, Some(serde_json::Value::from(tag)));
+            assert!(matches!(e, Error::TagInvalid { .. }), "{tag:?}");
+            assert!(
+                matches!(&e, Error::TagInvalid { tag: t, .. } if t == tag),
+                "{tag:?}"
+            );
         }
         let e = validate_tag(&"a".repeat(129)).unwrap_err();
-        assert_eq!(e.code, ErrorCode::TagInvalid);
+        assert!(matches!(e, Error::TagInvalid { .. }));
         let e = validate_tag(&"a".repeat(100_000)).unwrap_err();
-        assert_eq!(e.detail.unwrap().as_str().unwrap().len(), 256);
+        assert!(matches!(e, Error::TagInvalid { tag, .. } if tag.len() == 256));
     }
 
     #[test]
@@ -326,11 +336,11 @@ mod tests {
             "sha256:../../etc",
         ] {
             let e = Reference::parse(bad).unwrap_err();
-            assert_eq!(e.code, ErrorCode::DigestInvalid, "{bad}");
+            assert!(matches!(e, Error::DigestInvalid { .. }), "{bad}");
         }
         for bad in ["", "../x", "-x", "x/y"] {
             let e = Reference::parse(bad).unwrap_err();
-            assert_eq!(e.code, ErrorCode::TagInvalid, "{bad}");
+            assert!(matches!(e, Error::TagInvalid { .. }), "{bad}");
         }
     }
 

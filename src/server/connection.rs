@@ -7,12 +7,12 @@
 //! repository, status, body bytes both ways, duration (head read to response written), id
 //! and peer.
 
+use crate::api::error::{Error, ErrorCode};
 use crate::api::{self, Registry, Site};
-use crate::error::{Error, ErrorCode};
 use crate::http::body::{Body, BodyLimits};
 use crate::http::conn::{Conn, HeadOutcome};
 use crate::http::request::{HeadError, Method};
-use crate::http::response::{write_response, Response};
+use crate::http::response::write_response;
 use crate::observe::{Exchange, RouteClass, WorkerObs, REQUEST_ID_HEADER};
 use crate::server::signal::LocalSignal;
 use monoio::net::TcpStream;
@@ -53,7 +53,8 @@ async fn answer_unparsed(
     started: Instant,
 ) -> bool {
     let id = ctx.obs.request_id(None);
-    let mut resp = Response::error(err)
+    let mut resp = err
+        .response()
         .header(api::API_VERSION_HEADER.0, api::API_VERSION_HEADER.1)
         .header(REQUEST_ID_HEADER, id.as_str().to_string());
     if let Some((name, value)) = extra {
@@ -117,10 +118,10 @@ pub async fn serve(stream: TcpStream, remote: Option<SocketAddr>, site: Site, ct
             HeadOutcome::Closed | HeadOutcome::TimedOut => return,
             HeadOutcome::Invalid(e) => {
                 let err = match e {
-                    HeadError::TooLarge => Error::new(ErrorCode::BadRequest)
+                    HeadError::TooLarge => Error::malformed("request head too large")
                         .with_status(431)
                         .with_message("request header fields too large"),
-                    HeadError::Malformed(m) => Error::new(ErrorCode::BadRequest).with_detail(m),
+                    HeadError::Malformed(m) => Error::malformed(m),
                 };
                 answer_unparsed(&mut conn, &err, None, remote, &ctx, started).await;
                 conn.linger_close().await;
@@ -135,7 +136,7 @@ pub async fn serve(stream: TcpStream, remote: Option<SocketAddr>, site: Site, ct
             min_rate: settings.min_body_rate,
         };
         let mut body = Body::new(&mut conn, &req, limits);
-        let resp = api::handle(&ctx.reg, target, &req, &mut body)
+        let resp = api::handle(&ctx.reg, target, &req, &mut body, id.as_str())
             .await
             .header(REQUEST_ID_HEADER, id.as_str().to_string());
         let received = body.received();

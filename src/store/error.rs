@@ -19,6 +19,30 @@ pub enum Error {
     Corrupt(String),
     /// Any other failure; the text is for the operator's log.
     Io(String),
+    /// No upload session with that id in that repository (or an id not of our shape); the
+    /// id as given, truncated.
+    UnknownUpload(String),
+    /// Another request is writing to the same upload session right now.
+    Busy,
+    /// Received bytes whose digest is not the one the client named; nothing was stored.
+    DigestMismatch { expected: String, actual: String },
+    /// The metadata rows that go with the bytes (upload sessions, blob links) failed.
+    Metadata(crate::meta::Error),
+}
+
+impl From<crate::meta::Error> for Error {
+    fn from(e: crate::meta::Error) -> Error {
+        Error::Metadata(e)
+    }
+}
+
+impl From<crate::blocking::Stopped> for Error {
+    fn from(e: crate::blocking::Stopped) -> Error {
+        Error::Unavailable {
+            retry: false,
+            cause: e.to_string(),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +84,12 @@ impl fmt::Display for Error {
             Error::Unavailable { cause, .. } => write!(f, "storage unavailable: {cause}"),
             Error::Corrupt(m) => write!(f, "stored blob is corrupt: {m}"),
             Error::Io(m) => write!(f, "storage: {m}"),
+            Error::UnknownUpload(_) => f.write_str("upload session unknown"),
+            Error::Busy => f.write_str("another request is writing to this upload session"),
+            Error::DigestMismatch { expected, actual } => {
+                write!(f, "the bytes received digest to {actual}, not {expected}")
+            }
+            Error::Metadata(e) => e.fmt(f),
         }
     }
 }

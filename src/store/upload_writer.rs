@@ -7,9 +7,9 @@
 //! of each request on a resumable session makes its offset durable and records it with the
 //! hash state, so that after a restart the session also goes on without reading its bytes back.
 
+use super::error::{Error, Result};
 use crate::blocking::Pool;
 use crate::buf::AlignedBuf;
-use crate::error::{Error, ErrorCode, Result};
 use crate::meta::Meta;
 use crate::oci::digest::{Digest, Hasher};
 use crate::store::appender::{Appender, PendingWrite};
@@ -18,17 +18,39 @@ use crate::store::uploads::{hash_file, Lease, Session, Uploads};
 use std::future::Future;
 use std::sync::Arc;
 
-/// Where upload bytes come from (a request body): the store knows nothing of HTTP.
+/// Where upload bytes come from (a request body): the store knows nothing of HTTP, and passes
+/// the source's own errors through untouched ([`AppendError::Source`]).
 pub trait ByteSource {
+    type Error;
+
     /// Appends up to `max` bytes to `buf` and gives it back with how many were added.
     fn read_into(
         &mut self,
         buf: AlignedBuf,
         max: usize,
-    ) -> impl Future<Output = (Result<usize>, AlignedBuf)>;
+    ) -> impl Future<Output = (Result<usize, Self::Error>, AlignedBuf)>;
 
     /// Every byte has been read.
     fn is_done(&self) -> bool;
+}
+
+/// Why an append stopped: the source failed (the client's body), or the store did.
+#[derive(Debug)]
+pub enum AppendError<E> {
+    Source(E),
+    Store(Error),
+}
+
+impl<E> From<Error> for AppendError<E> {
+    fn from(e: Error) -> Self {
+        AppendError::Store(e)
+    }
+}
+
+impl<E> From<crate::meta::Error> for AppendError<E> {
+    fn from(e: crate::meta::Error) -> Self {
+        AppendError::Store(e.into())
+    }
 }
 
 /// The stores an upload goes through; cheap to make for each request.
@@ -57,7 +79,11 @@ impl UploadWriter<'_> {
     /// to the bytes counted. A write refused for lack of space undoes the whole request: the
     /// session goes back to the offset and hash state this request found, so the client's 507
     /// means the request had no effect and the upload stands where it was last acknowledged.
-    pub async fn append(&self, lease: &mut Lease, src: &mut impl ByteSource) -> Result<()> {
+    pub async fn append<S: ByteSource>(
+        &self,
+        lease: &mut Lease,
+        src: &mut S,
+    ) -> Result<(), AppendError<S::Error>> {
         if src.is_done() {
             return Ok(());
         }
@@ -70,12 +96,12 @@ impl UploadWriter<'_> {
             result = out
                 .sync_data()
                 .await
-                .map_err(|e| Error::io("fdatasync of upload data", e));
+                .map_err(|e| Error::io("fdatasync of upload data", e).into());
         }
         let written_to = out.end();
         out.close().await;
         if let Err(e) = &result {
-            if e.is_storage_full() {
+            if matches!(e, AppendError::Store(Error::Full { .. })) {
                 lease.offset = found.0;
                 lease.hasher = found.1.as_deref().and_then(Hasher::restore);
             }
@@ -100,12 +126,12 @@ impl UploadWriter<'_> {
     /// The session's hasher is taken out for the duration and put back only when every byte it
     /// saw was written: if this ends early (an error, or the request dropped at shutdown), the
     /// completion hashes the file instead, so the digest always covers exactly what is on disk.
-    async fn stream(
+    async fn stream<S: ByteSource>(
         &self,
         lease: &mut Lease,
         out: &mut Appender,
-        src: &mut impl ByteSource,
-    ) -> Result<()> {
+        src: &mut S,
+    ) -> Result<(), AppendError<S::Error>> {
         let mut hasher = lease.hasher.take();
         let mut hashing: Option<Hashing> = None;
         let mut writing: Option<PendingWrite> = None;
@@ -118,7 +144,7 @@ impl UploadWriter<'_> {
                 let (r, b) = src.read_into(buf, room).await;
                 buf = b;
                 if let Err(e) = r {
-                    read = Err(e);
+                    read = Err(AppendError::Source(e));
                     break;
                 }
             }
@@ -132,14 +158,14 @@ impl UploadWriter<'_> {
                     }
                     Err(e) => {
                         buf.give();
-                        break Err(e);
+                        break Err(e.into());
                     }
                 },
                 None => None,
             };
             if let Err(e) = write_after(lease, out, &mut writing, hashed).await {
                 buf.give();
-                break Err(e);
+                break Err(e.into());
             }
             if let Err(e) = read {
                 // What was read of this buffer is not written: the hash would not match the file.
@@ -161,7 +187,7 @@ impl UploadWriter<'_> {
                     }
                     hasher = h;
                     if let Err(e) = write_after(lease, out, &mut writing, Some(buf)).await {
-                        break Err(e);
+                        break Err(e.into());
                     }
                 }
             }
@@ -170,7 +196,7 @@ impl UploadWriter<'_> {
         // flight, and it is counted whatever the result.
         debug_assert!(hashing.is_none());
         let result = match (result, writing.take()) {
-            (Ok(()), Some(w)) => settle(lease, w).await,
+            (Ok(()), Some(w)) => settle(lease, w).await.map_err(AppendError::Store),
             (r, Some(w)) => {
                 let _ = settle(lease, w).await;
                 r
@@ -240,12 +266,10 @@ impl UploadWriter<'_> {
         };
         if &actual != expected {
             self.uploads.discard(self.pool, self.meta, &session).await?;
-            return Err(
-                Error::new(ErrorCode::DigestInvalid).with_detail(serde_json::json!({
-                    "expected": expected.as_str(),
-                    "received": actual.as_str(),
-                })),
-            );
+            return Err(Error::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
         }
         let size = lease.offset;
         self.blobs.commit(path, expected).await?;
@@ -263,6 +287,7 @@ fn hash_on_pool(pool: &Pool, mut hasher: Hasher, buf: AlignedBuf) -> Hashing {
             (hasher, buf)
         })
         .await
+        .map_err(Error::from)
     })
 }
 
@@ -307,6 +332,8 @@ mod tests {
     struct Bytes<'a>(&'a [u8]);
 
     impl ByteSource for Bytes<'_> {
+        type Error = Error;
+
         async fn read_into(
             &mut self,
             mut buf: AlignedBuf,
@@ -399,7 +426,11 @@ mod tests {
         let session = uploads.get("r", id)?;
         let mut lease = uploads.lease(session)?;
         let w = s.writer(uploads);
-        w.append(&mut lease, &mut Bytes(rest)).await?;
+        w.append(&mut lease, &mut Bytes(rest))
+            .await
+            .map_err(|e| match e {
+                AppendError::Source(e) | AppendError::Store(e) => e,
+            })?;
         w.complete(&mut lease, digest).await
     }
 

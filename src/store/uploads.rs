@@ -6,7 +6,7 @@
 //! when the state is missing or unusable, the offset is the data file's length and the hash is
 //! recomputed from the file when the upload completes.
 
-use crate::error::{Error, ErrorCode, Result};
+use super::error::{Error, Result};
 use crate::meta::{now_millis, Meta, UploadRecord};
 use crate::oci::digest::{Algorithm, Digest, Hasher};
 use std::collections::HashMap;
@@ -248,10 +248,7 @@ impl Uploads {
     /// The session `id` of `repo`, if it exists (a session is not visible from another
     /// repository).
     pub fn get(&self, repo: &str, id: &str) -> Result<Arc<Session>> {
-        let unknown = || {
-            Error::new(ErrorCode::BlobUploadUnknown)
-                .with_detail(id.chars().take(64).collect::<String>())
-        };
+        let unknown = || Error::UnknownUpload(id.chars().take(64).collect());
         if !valid_id(id) {
             return Err(unknown());
         }
@@ -267,11 +264,9 @@ impl Uploads {
         let mut s = session
             .state
             .lock()
-            .map_err(|_| Error::internal("upload session", "poisoned lock"))?;
+            .map_err(|_| Error::Io("an upload session's lock is poisoned".into()))?;
         if s.busy {
-            return Err(Error::new(ErrorCode::BlobUploadInvalid)
-                .with_message("another request is writing to this upload session")
-                .with_status(409));
+            return Err(Error::Busy);
         }
         s.busy = true;
         let offset = s.offset;
@@ -326,7 +321,7 @@ impl Uploads {
         let dir = session.dir.clone();
         pool.run(move || remove_session_dir(&dir))
             .await?
-            .map_err(|e| Error::internal("removing upload session", e))?;
+            .map_err(|e| Error::io("removing upload session", e))?;
         if session.persisted {
             meta.delete_upload(&session.id).await?;
         }

@@ -963,3 +963,30 @@ fn log_lines_come_out_in_time_order_across_workers() {
         .collect();
     assert_eq!(workers.len(), 2, "both workers answered: {workers:?}");
 }
+
+/// An internal failure answers 500 UNKNOWN with nothing of its cause, and the cause is logged
+/// once, as an error naming the request id the client got: here a blob whose file went missing
+/// under the registry.
+#[test]
+fn an_internal_error_is_logged_once_with_its_request_id() {
+    let s = Server::start();
+    let mut c = s.client();
+    let blob = b"a blob whose file goes missing";
+    let digest = push_blob(&mut c, "lost/file", blob);
+    let hex = &digest["sha256:".len()..];
+    std::fs::remove_file(s.root.join("blobs/sha256").join(&hex[..2]).join(hex)).unwrap();
+    let r = c.get(&format!("/v2/lost/file/blobs/{digest}"));
+    assert_error(&r, 500, &["UNKNOWN"]);
+    assert!(
+        !r.text().contains(hex),
+        "the cause is not sent: {:?}",
+        r.text()
+    );
+    let id = must_header(&r, "x-request-id").to_string();
+    let lines = log_lines(&s, 1, |l| l.contains(" error ") && l.contains(&id));
+    assert_eq!(lines.len(), 1, "{}", s.stderr());
+    assert!(lines[0].contains("blob file missing"), "{}", lines[0]);
+    std::thread::sleep(Duration::from_millis(500));
+    let errors = s.stderr().lines().filter(|l| l.contains(" error ")).count();
+    assert_eq!(errors, 1, "logged once:\n{}", s.stderr());
+}

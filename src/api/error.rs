@@ -1,11 +1,15 @@
-//! The one error type. Every failure a client can see is an [`Error`] carrying an OCI error code;
-//! the code decides the HTTP status and the message, so the mapping lives here and nowhere else.
-//! Internal failures (IO, SQL) become [`ErrorCode::Unknown`] with a generic message: their text is
-//! logged by the caller, never sent. The one internal failure a client and an operator can act
-//! on, a full disk or quota, is told apart where IO errors are converted ([`Error::io`]; the
-//! store and metadata layers' own `Full` errors map here too) and answered as
+//! The one mapping of every layer's errors to what a client sees: an OCI error code, its HTTP
+//! status, a message and an optional JSON detail, in the spec's body. `oci`, `store`, `meta`
+//! and the blocking pool say what went wrong in their own terms; the `From` impls at the end of
+//! this module are the only place those become codes and statuses.
+//!
+//! Internal failures (IO, SQL) become [`ErrorCode::Unknown`] with a generic message. Their
+//! cause travels with the error ([`Error::cause`]) and is logged once, where the response is
+//! made, with the request id ([`super::handle`]); it is never sent. The one internal failure a
+//! client and an operator can act on, a full disk or quota, is answered as
 //! [`Error::storage_full`].
 
+use crate::http::response::Response;
 use std::fmt;
 use std::io;
 
@@ -32,8 +36,6 @@ pub enum ErrorCode {
     TagInvalid,
     PaginationNumberInvalid,
     RangeInvalid,
-    /// Malformed HTTP or a request the registry cannot make sense of.
-    BadRequest,
     /// Something failed inside the registry; details go to the log only.
     Unknown,
 }
@@ -59,7 +61,6 @@ impl ErrorCode {
             ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
-            ErrorCode::BadRequest => "UNSUPPORTED",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -79,8 +80,7 @@ impl ErrorCode {
             | ErrorCode::NameInvalid
             | ErrorCode::SizeInvalid
             | ErrorCode::TagInvalid
-            | ErrorCode::PaginationNumberInvalid
-            | ErrorCode::BadRequest => 400,
+            | ErrorCode::PaginationNumberInvalid => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
@@ -113,7 +113,6 @@ impl ErrorCode {
             ErrorCode::TagInvalid => "invalid tag",
             ErrorCode::PaginationNumberInvalid => "invalid number of results requested",
             ErrorCode::RangeInvalid => "invalid content range",
-            ErrorCode::BadRequest => "malformed request",
             ErrorCode::Unknown => "internal error",
         }
     }
@@ -130,6 +129,8 @@ pub struct Error {
     pub status: u16,
     pub message: String,
     pub detail: Option<serde_json::Value>,
+    /// What went wrong inside, for the operator's log line (never sent).
+    pub cause: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -141,7 +142,18 @@ impl Error {
             status: code.status(),
             message: code.default_message().to_string(),
             detail: None,
+            cause: None,
         }
+    }
+
+    /// A request the registry cannot make sense of (malformed HTTP, framing): 400 with
+    /// `UNSUPPORTED`, the spec's code for a request it will not carry out, since clients that
+    /// read error codes know only the spec's list.
+    pub fn malformed(what: impl Into<serde_json::Value>) -> Self {
+        Error::new(ErrorCode::Unsupported)
+            .with_status(400)
+            .with_message("malformed request")
+            .with_detail(what)
     }
 
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
@@ -159,10 +171,13 @@ impl Error {
         self
     }
 
-    /// An internal failure: the cause is logged here, the client sees only `UNKNOWN`.
+    /// An internal failure: the client sees only `UNKNOWN`; the cause goes to the log with the
+    /// request id when the response is made (once, and only if the request really fails).
     pub fn internal(context: &str, cause: impl fmt::Display) -> Self {
-        crate::log::error(format_args!("{context}: {cause}"));
-        Error::new(ErrorCode::Unknown)
+        Error {
+            cause: Some(format!("{context}: {cause}")),
+            ..Error::new(ErrorCode::Unknown)
+        }
     }
 
     /// A failed filesystem call: [`Error::storage_full`] when the disk or the quota is full,
@@ -198,6 +213,15 @@ impl Error {
         self.is_storage_full().then_some("60")
     }
 
+    /// The response for this error: the spec's body, and `Retry-After` where waiting helps.
+    pub fn response(&self) -> Response {
+        let resp = Response::new(self.status).with_body("application/json", self.body());
+        match self.retry_after() {
+            Some(seconds) => resp.header("Retry-After", seconds),
+            None => resp,
+        }
+    }
+
     /// The spec's error body: `{"errors":[{"code","message","detail"}]}`.
     pub fn body(&self) -> Vec<u8> {
         let detail = self.detail.clone().unwrap_or(serde_json::Value::Null);
@@ -221,6 +245,104 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The grammar's failures: each names what was wrong with the client's input.
+impl From<crate::oci::Error> for Error {
+    fn from(e: crate::oci::Error) -> Error {
+        use crate::oci::Error as Oci;
+        match e {
+            Oci::NameInvalid { message, name } => Error::new(ErrorCode::NameInvalid)
+                .with_message(message)
+                .with_detail(name),
+            Oci::TagInvalid { message, tag } => Error::new(ErrorCode::TagInvalid)
+                .with_message(message)
+                .with_detail(tag),
+            Oci::DigestInvalid { message, text } => Error::new(ErrorCode::DigestInvalid)
+                .with_message(message)
+                .with_detail(text),
+            Oci::ManifestInvalid(what) => Error::new(ErrorCode::ManifestInvalid)
+                .with_message(format!("manifest invalid: {what}"))
+                .with_detail(what),
+        }
+    }
+}
+
+/// The metadata's failures as the client sees them: a refused manifest names what it lacks;
+/// the store's own troubles are answered without their internals.
+impl From<crate::meta::Error> for Error {
+    fn from(e: crate::meta::Error) -> Error {
+        use crate::meta::{Conflict, Error as Meta};
+        match e {
+            Meta::Conflict(Conflict::Missing { digest, kind }) => {
+                let e = Error::new(ErrorCode::ManifestBlobUnknown).with_detail(digest.as_str());
+                if kind == crate::meta::RefKind::Manifest {
+                    e.with_message("the index lists a manifest unknown to this repository")
+                } else {
+                    e
+                }
+            }
+            Meta::Conflict(Conflict::SizeMismatch {
+                digest,
+                declared,
+                stored,
+            }) => Error::new(ErrorCode::ManifestInvalid)
+                .with_message("a descriptor's size differs from the stored content")
+                .with_detail(serde_json::json!({
+                    "digest": digest.as_str(),
+                    "descriptor_size": declared,
+                    "stored_size": stored,
+                })),
+            Meta::Full(_) => Error::storage_full("writing metadata", "database or disk is full"),
+            Meta::Unavailable { cause, .. } => Error {
+                cause: Some(cause),
+                ..Error::new(ErrorCode::Unavailable)
+                    .with_message("the metadata store is unavailable; retry later")
+            },
+            other => Error::internal("metadata", other),
+        }
+    }
+}
+
+/// The store's failures as the client sees them: a full disk and an unavailable backend say
+/// so (an operator and a client can act on them); the rest is answered without internals.
+impl From<crate::store::Error> for Error {
+    fn from(e: crate::store::Error) -> Error {
+        use crate::store::Error as Store;
+        match e {
+            // Logged once per episode where readiness is marked (see `handle`).
+            Store::Full { what, cause } => Error::storage_full(&what, cause),
+            Store::Unavailable { cause, .. } => Error {
+                cause: Some(cause),
+                ..Error::new(ErrorCode::Unavailable)
+                    .with_message("storage is unavailable; retry later")
+            },
+            Store::UnknownUpload(id) => Error::new(ErrorCode::BlobUploadUnknown).with_detail(id),
+            Store::Busy => Error::new(ErrorCode::BlobUploadInvalid)
+                .with_message("another request is writing to this upload session")
+                .with_status(409),
+            Store::DigestMismatch { expected, actual } => Error::new(ErrorCode::DigestInvalid)
+                .with_detail(serde_json::json!({ "expected": expected, "received": actual })),
+            Store::Metadata(e) => e.into(),
+            other => Error::internal("storage", other),
+        }
+    }
+}
+
+impl From<crate::store::upload_writer::AppendError<Error>> for Error {
+    fn from(e: crate::store::upload_writer::AppendError<Error>) -> Error {
+        use crate::store::upload_writer::AppendError;
+        match e {
+            AppendError::Source(e) => e,
+            AppendError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::blocking::Stopped> for Error {
+    fn from(e: crate::blocking::Stopped) -> Error {
+        Error::internal("blocking work", e)
+    }
+}
 
 #[cfg(test)]
 mod tests {
