@@ -14,4 +14,5 @@ pub mod meta;
 pub mod observe;
 pub mod oci;
 pub mod server;
+pub mod signal;
 pub mod store;

@@ -8,7 +8,6 @@ pub mod cpu_yield;
 pub mod created;
 pub mod listen;
 pub mod nofile;
-pub mod signal;
 pub mod worker;
 
 use crate::api::{Limits, Registry};
