@@ -16,6 +16,8 @@
 pub mod body;
 pub mod chunked;
 pub mod conn;
+#[cfg(test)]
+pub mod memory;
 pub mod min_rate;
 pub mod query;
 pub mod range;

@@ -8,6 +8,8 @@ pub mod cpu_yield;
 pub mod created;
 pub mod listen;
 pub mod nofile;
+#[cfg(test)]
+mod tests;
 pub mod worker;
 
 use crate::api::{Limits, Registry};
