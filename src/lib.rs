@@ -37,4 +37,5 @@ pub mod meta;
 pub mod observe;
 pub mod oci;
 pub mod server;
+pub mod signal;
 pub mod store;

@@ -55,7 +55,7 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Res
             digest.as_str(),
         ));
     }
-    resp.body = Body::Blob(blob, start, end);
+    resp.body = Body::File(blob, start, end);
     Ok(resp)
 }
 

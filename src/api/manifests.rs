@@ -7,6 +7,7 @@ use crate::api::error::{Error, ErrorCode, Result};
 use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body as RespBody, Response};
+use crate::http::transport::Transport;
 use crate::meta::{now_millis, ManifestRecord, RefKind, Required};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::{parse_manifest, Descriptor};
@@ -52,7 +53,7 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> 
         .await?
         .ok_or_else(|| Error::internal("manifest file missing", digest.as_str()))?;
     let len = blob.len();
-    resp.body = RespBody::Blob(blob, 0, len);
+    resp.body = RespBody::File(blob, 0, len);
     Ok(resp)
 }
 
@@ -71,10 +72,10 @@ async fn parse_for_read(reg: &Registry, name: &str, reference: &str) -> Result<R
     }
 }
 
-pub async fn put(
+pub async fn put<T: Transport>(
     reg: &Registry,
     req: &Request,
-    body: &mut Body<'_>,
+    body: &mut Body<'_, T>,
     name: &str,
     reference: &str,
 ) -> Result<Response> {

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod blobs;
 pub mod error;
+mod file_body;
 pub mod listing;
 pub mod manifests;
 pub mod pagination;
@@ -17,6 +18,7 @@ use crate::blocking::Pool;
 use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
+use crate::http::transport::Transport;
 use crate::meta::Meta;
 use crate::observe::{health, metrics, Ops, RouteClass};
 use crate::oci::name::validate_name;
@@ -155,11 +157,11 @@ pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version",
 
 /// Answers one request. Never fails: every error becomes the spec's JSON error response, and
 /// an internal one's cause is logged here, once, with the request id.
-pub async fn handle(
+pub async fn handle<T: Transport>(
     reg: &Registry,
     target: Target<'_>,
     req: &Request,
-    body: &mut Body<'_>,
+    body: &mut Body<'_, T>,
     request_id: &str,
 ) -> Response {
     let result = match target.answer {
@@ -194,12 +196,12 @@ pub async fn handle(
 
 /// `repository` is the route's name when [`target`] found it valid; a name it left out is
 /// checked again here only to answer with its error.
-async fn dispatch(
+async fn dispatch<T: Transport>(
     reg: &Registry,
     route: Route<'_>,
     repository: Option<&str>,
     req: &Request,
-    body: &mut Body<'_>,
+    body: &mut Body<'_, T>,
 ) -> Result<Response> {
     use Method::*;
     if let (Some(name), None) = (route_name(&route), repository) {

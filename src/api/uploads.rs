@@ -10,15 +10,16 @@ use crate::http::query::query_get;
 use crate::http::range::parse_upload_range;
 use crate::http::request::Request;
 use crate::http::response::Response;
+use crate::http::transport::Transport;
 use crate::oci::digest::Digest;
 use crate::oci::name::validate_name;
 use crate::store::upload_writer::ByteSource;
 use crate::store::uploads::{Lease, Session};
 
-pub async fn start(
+pub async fn start<T: Transport>(
     reg: &Registry,
     req: &Request,
-    body: &mut Body<'_>,
+    body: &mut Body<'_, T>,
     name: &str,
 ) -> Result<Response> {
     if let Some(mount) = query_get(req.query(), "mount") {
@@ -54,10 +55,10 @@ pub fn status(reg: &Registry, name: &str, id: &str) -> Result<Response> {
     Ok(session_response(204, name, &session, session.offset()))
 }
 
-pub async fn patch(
+pub async fn patch<T: Transport>(
     reg: &Registry,
     req: &Request,
-    body: &mut Body<'_>,
+    body: &mut Body<'_, T>,
     name: &str,
     id: &str,
 ) -> Result<Response> {
@@ -67,10 +68,10 @@ pub async fn patch(
     Ok(session_response(202, name, &session, lease.offset))
 }
 
-pub async fn finish(
+pub async fn finish<T: Transport>(
     reg: &Registry,
     req: &Request,
-    body: &mut Body<'_>,
+    body: &mut Body<'_, T>,
     name: &str,
     id: &str,
 ) -> Result<Response> {
@@ -111,9 +112,9 @@ fn session_response(status: u16, name: &str, session: &Session, offset: u64) -> 
 
 /// A chunk with `Content-Range` must start where the upload stands (416 otherwise, with the
 /// current Range so the client can resume). Returns the chunk length it announces.
-fn check_chunk_range(
+fn check_chunk_range<T: Transport>(
     req: &Request,
-    body: &Body<'_>,
+    body: &Body<'_, T>,
     lease: &Lease,
     name: &str,
 ) -> Result<Option<u64>> {
@@ -151,10 +152,10 @@ fn check_chunk_range(
 
 /// A PATCH or final PUT body: checked against its Content-Range, appended, and its length
 /// checked against what the range announced.
-async fn append_chunk(
+async fn append_chunk<T: Transport>(
     reg: &Registry,
     req: &Request,
-    body: &mut Body<'_>,
+    body: &mut Body<'_, T>,
     lease: &mut Lease,
     name: &str,
 ) -> Result<()> {
@@ -169,9 +170,9 @@ async fn append_chunk(
 }
 
 /// A request body as the upload writer's source of bytes.
-struct BodySource<'a, 'b>(&'a mut Body<'b>);
+struct BodySource<'a, 'b, T>(&'a mut Body<'b, T>);
 
-impl ByteSource for BodySource<'_, '_> {
+impl<T: Transport> ByteSource for BodySource<'_, '_, T> {
     type Error = Error;
 
     async fn read_into(&mut self, buf: AlignedBuf, max: usize) -> (Result<usize>, AlignedBuf) {
@@ -184,7 +185,11 @@ impl ByteSource for BodySource<'_, '_> {
     }
 }
 
-async fn append_body(reg: &Registry, lease: &mut Lease, body: &mut Body<'_>) -> Result<()> {
+async fn append_body<T: Transport>(
+    reg: &Registry,
+    lease: &mut Lease,
+    body: &mut Body<'_, T>,
+) -> Result<()> {
     Ok(reg
         .upload_writer()
         .append(lease, &mut BodySource(body))

@@ -7,6 +7,7 @@ use super::chunked::{Decoder, Event};
 use super::conn::Conn;
 use super::min_rate::MinRate;
 use super::request::{BodyKind, Request};
+use super::transport::Transport;
 use crate::buf::FillBuf;
 use std::io;
 use std::time::{Duration, Instant};
@@ -47,8 +48,8 @@ pub struct BodyLimits {
     pub min_rate: u64,
 }
 
-pub struct Body<'c> {
-    conn: &'c mut Conn,
+pub struct Body<'c, T> {
+    conn: &'c mut Conn<T>,
     kind: BodyKind,
     remaining: u64,
     chunked: Decoder,
@@ -60,8 +61,8 @@ pub struct Body<'c> {
     failed: bool,
 }
 
-impl<'c> Body<'c> {
-    pub fn new(conn: &'c mut Conn, req: &Request, limits: BodyLimits) -> Body<'c> {
+impl<'c, T: Transport> Body<'c, T> {
+    pub fn new(conn: &'c mut Conn<T>, req: &Request, limits: BodyLimits) -> Body<'c, T> {
         let remaining = match req.body {
             BodyKind::Length(n) => n,
             BodyKind::Chunked => 0,

@@ -1,25 +1,36 @@
-//! Responses: a status, headers and a body that is either bytes or a slice of a committed
-//! blob (sent with `sendfile`, or from its mapping when small). HEAD answers carry the real
-//! Content-Length and no body.
+//! Responses: a status, headers and a body that is either bytes or a range of a file (sent
+//! by the transport's file send, `sendfile` on TCP, or from its mapping when small). HEAD
+//! answers carry the real Content-Length and no body.
+//!
+//! A file body is a [`FileBody`], this module's own trait: HTTP knows nothing of the store
+//! that serves committed blobs (the API layer, which knows both, implements it for them).
 
 use super::conn::Conn;
-use crate::store::blobs::BlobFile;
+use super::transport::Transport;
 use std::borrow::Cow;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Bodies up to this size leave in the same write as the head, from the blob's mapping; larger
-/// ones follow it by `sendfile`.
+/// File bodies up to this size leave in the same write as the head, from the file's
+/// mapping; larger ones follow it by the transport's file send.
 const INLINE_BODY: u64 = 16 * 1024;
 /// In-memory bodies up to this size leave in the same write as the head.
 const INLINE_BYTES: usize = 64 * 1024;
 
+/// An open, immutable file a response can send a range of.
+pub trait FileBody {
+    fn file(&self) -> &std::fs::File;
+    /// The whole content in memory (a mapping), asked only for small ranges: they leave in
+    /// the same write as the head.
+    fn bytes(&self) -> io::Result<&[u8]>;
+}
+
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
-    /// `[start, end)` of a committed blob.
-    Blob(Rc<BlobFile>, u64, u64),
+    /// `[start, end)` of a file; the `Rc` is the caller's own (no allocation to wrap it).
+    File(Rc<dyn FileBody>, u64, u64),
     /// HEAD of something whose bytes we do not need to touch.
     LengthOnly(u64),
 }
@@ -29,7 +40,7 @@ impl Body {
         match self {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::Blob(_, start, end) => end - start,
+            Body::File(_, start, end) => end - start,
             Body::LengthOnly(n) => *n,
         }
     }
@@ -155,15 +166,15 @@ fn write_head(out: &mut Vec<u8>, resp: &Response, keep_alive: bool, room: usize)
 
 /// Writes the response. Small bodies go out in the same write as the head, from the
 /// connection's reusable head buffer (no allocation per response once it has grown).
-pub async fn write_response(
-    conn: &mut Conn,
+pub async fn write_response<T: Transport>(
+    conn: &mut Conn<T>,
     resp: Response,
     keep_alive: bool,
     timeout: Duration,
 ) -> io::Result<()> {
     let inline = match &resp.body {
         Body::Bytes(b) if b.len() <= INLINE_BYTES => b.len(),
-        Body::Blob(_, start, end) if end - start <= INLINE_BODY => (end - start) as usize,
+        Body::File(_, start, end) if end - start <= INLINE_BODY => (end - start) as usize,
         _ => 0,
     };
     let mut head = conn.take_write_buf();
@@ -180,13 +191,13 @@ pub async fn write_response(
                 return Ok(());
             }
         }
-        Body::Blob(blob, start, end) => {
+        Body::File(file, start, end) => {
             if end - start <= INLINE_BODY {
-                head.extend_from_slice(&blob.bytes()?[start as usize..end as usize]);
+                head.extend_from_slice(&file.bytes()?[start as usize..end as usize]);
             } else {
                 let head = conn.write_all(head, timeout).await?;
                 conn.return_write_buf(head);
-                conn.send_file(blob.file(), start..end, timeout).await?;
+                conn.send_file(file.file(), start..end, timeout).await?;
                 return Ok(());
             }
         }

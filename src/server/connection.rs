@@ -13,9 +13,9 @@ use crate::http::body::{Body, BodyLimits};
 use crate::http::conn::{Conn, HeadOutcome};
 use crate::http::request::{HeadError, Method};
 use crate::http::response::write_response;
+use crate::http::transport::Transport;
 use crate::observe::{Exchange, RouteClass, WorkerObs, REQUEST_ID_HEADER};
-use crate::server::signal::LocalSignal;
-use monoio::net::TcpStream;
+use crate::signal::LocalSignal;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,8 +44,8 @@ pub struct ConnCtx {
 
 /// Writes an answer given before any request was understood (refusal, malformed head), with
 /// its request id, and records it.
-async fn answer_unparsed(
-    conn: &mut Conn,
+async fn answer_unparsed<T: Transport>(
+    conn: &mut Conn<T>,
     err: &Error,
     extra: Option<(&'static str, &'static str)>,
     remote: Option<SocketAddr>,
@@ -80,10 +80,9 @@ async fn answer_unparsed(
 
 /// Answers a connection over the limit with 503 UNAVAILABLE and closes it, so that clients see
 /// why instead of a reset (they retry after `Retry-After`).
-pub async fn refuse(stream: TcpStream, remote: Option<SocketAddr>, ctx: Rc<ConnCtx>) {
+pub async fn refuse<T: Transport>(transport: T, remote: Option<SocketAddr>, ctx: Rc<ConnCtx>) {
     let started = Instant::now();
-    let _ = stream.set_nodelay(true);
-    let mut conn = Conn::new(stream);
+    let mut conn = Conn::new(transport);
     let err = Error::new(ErrorCode::Unavailable).with_message("too many connections; retry later");
     if answer_unparsed(
         &mut conn,
@@ -99,10 +98,16 @@ pub async fn refuse(stream: TcpStream, remote: Option<SocketAddr>, ctx: Rc<ConnC
     }
 }
 
-pub async fn serve(stream: TcpStream, remote: Option<SocketAddr>, site: Site, ctx: Rc<ConnCtx>) {
+/// Serves one connection over any transport: the worker's TCP connections, or a test's
+/// in-memory one.
+pub async fn serve<T: Transport>(
+    transport: T,
+    remote: Option<SocketAddr>,
+    site: Site,
+    ctx: Rc<ConnCtx>,
+) {
     let settings = ctx.settings;
-    let _ = stream.set_nodelay(true);
-    let mut conn = Conn::new(stream);
+    let mut conn = Conn::new(transport);
     loop {
         let outcome = conn
             .read_head(

@@ -8,7 +8,8 @@ pub mod cpu_yield;
 pub mod created;
 pub mod listen;
 pub mod nofile;
-pub mod signal;
+#[cfg(test)]
+mod tests;
 pub mod worker;
 
 use crate::api::{Limits, Registry};

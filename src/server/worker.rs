@@ -4,8 +4,9 @@
 
 use super::balance::{Balancer, Handoff, Slot};
 use super::connection::{refuse, serve, ConnCtx, ConnSettings};
-use super::signal::LocalSignal;
 use crate::api::{Registry, Site};
+use crate::http::transport::TcpTransport;
+use crate::signal::LocalSignal;
 use crate::store::open_cache;
 use futures_channel::{mpsc as async_mpsc, oneshot};
 use std::cell::Cell;
@@ -210,7 +211,7 @@ fn spawn_counted(
     }
     let ctx = ctx.clone();
     monoio::spawn(async move {
-        serve(stream, peer, site, ctx).await;
+        serve(TcpTransport::new(stream), peer, site, ctx).await;
         for c in &counters {
             c.set(c.get() - 1);
         }
@@ -250,7 +251,7 @@ async fn accept_loop(
                     refusing.set(refusing.get() + 1);
                     let (refusing, ctx) = (refusing.clone(), ctx.clone());
                     monoio::spawn(async move {
-                        refuse(stream, Some(peer), ctx).await;
+                        refuse(TcpTransport::new(stream), Some(peer), ctx).await;
                         refusing.set(refusing.get() - 1);
                     });
                 }

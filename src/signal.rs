@@ -1,5 +1,8 @@
 //! A worker-local one-shot signal: fired once (shutdown), awaited by any number of tasks on
 //! the same event loop. Single-threaded by design, so no atomics and no locks.
+//!
+//! A leaf of its own, not part of `server`: the server fires it, and `http`'s connections wait
+//! on it between requests, so it belongs to neither layer.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
