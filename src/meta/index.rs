@@ -434,6 +434,76 @@ impl Index {
     }
 }
 
+/// The read half of [`super::Engine`] for an engine that answers every read from an
+/// [`Index`] it holds, through its own `fn read<T>(&self, f: impl FnOnce(&Index) -> T) ->
+/// Answer<T>` (the SQLite engine and the in-memory one): one definition of what each read
+/// asks of the index.
+macro_rules! reads_from_index {
+    () => {
+        fn repo_exists(&self, repo: &str) -> Answer<bool> {
+            self.read(|ix| ix.repo_exists(repo))
+        }
+
+        fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Answer<Option<u64>> {
+            self.read(|ix| ix.blob_in_repo(repo, digest))
+        }
+
+        fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>> {
+            self.read(|ix| ix.blob(digest))
+        }
+
+        fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>> {
+            self.read(|ix| ix.tag(repo, tag))
+        }
+
+        fn manifest(&self, repo: &str, digest: &Digest) -> Answer<Option<Arc<ManifestRecord>>> {
+            self.read(|ix| ix.manifest(repo, digest))
+        }
+
+        fn last_pulled(&self, repo: &str, digest: &Digest) -> Answer<Option<i64>> {
+            self.read(|ix| ix.last_pulled(repo, digest))
+        }
+
+        fn tags_after(
+            &self,
+            repo: &str,
+            last: Option<&str>,
+            limit: usize,
+        ) -> Answer<Option<(Vec<String>, bool)>> {
+            self.read(|ix| ix.tags_after(repo, last, limit))
+        }
+
+        fn repositories_after(
+            &self,
+            last: Option<&str>,
+            limit: usize,
+        ) -> Answer<(Vec<String>, bool)> {
+            self.read(|ix| ix.repositories_after(last, limit))
+        }
+
+        fn referrers(&self, repo: &str, subject: &Digest) -> Answer<Vec<Arc<ManifestRecord>>> {
+            self.read(|ix| ix.referrers(repo, subject))
+        }
+
+        fn manifest_parents(&self, repo: &str, child: &Digest) -> Answer<Vec<Digest>> {
+            self.read(|ix| ix.manifest_parents(repo, child))
+        }
+
+        fn tags_of(&self, repo: &str, digest: &Digest) -> Answer<Vec<String>> {
+            self.read(|ix| ix.tags_of(repo, digest))
+        }
+
+        fn uploads(&self) -> Answer<Vec<UploadRecord>> {
+            self.read(|ix| ix.uploads())
+        }
+
+        fn upload(&self, id: &str) -> Answer<Option<UploadRecord>> {
+            self.read(|ix| ix.upload(id))
+        }
+    };
+}
+pub(super) use reads_from_index;
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
