@@ -4,7 +4,7 @@
 //! moving 10 GB layers cannot use.
 //!
 //! Connections run over a [`transport::Transport`]: plain TCP today (file bodies by
-//! `sendfile`), TLS next, and an in-memory one in tests, so that the real request loop and
+//! `sendfile` when in the page cache, by O_DIRECT reads ([`direct`]) when not), TLS next, and an in-memory one in tests, so that the real request loop and
 //! handlers are tested without a socket. A connection is generic over its transport, not
 //! boxed, so the seam costs the hot path nothing.
 //!
@@ -16,6 +16,7 @@
 pub mod body;
 pub mod chunked;
 pub mod conn;
+pub mod direct;
 #[cfg(test)]
 pub mod memory;
 pub mod min_rate;

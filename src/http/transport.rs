@@ -23,6 +23,8 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
+use super::direct::{self, DirectSend};
+
 // The futures are not `Send` and need not be: a connection lives on one worker's event loop.
 #[allow(async_fn_in_trait)]
 pub trait Transport {
@@ -85,7 +87,7 @@ pub async fn copy_range<T: Transport + ?Sized>(
     Ok(())
 }
 
-fn short_file() -> io::Error {
+pub(super) fn short_file() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         "blob file shorter than its recorded size",
@@ -125,9 +127,41 @@ impl Transport for TcpTransport {
         self.stream.shutdown().await
     }
 
-    /// `sendfile`: the kernel moves page-cache pages to the socket without a copy through
-    /// this process, as nginx does.
+    /// Window by window ahead: a range in the page cache goes out by `sendfile` (the kernel
+    /// moves its pages to the socket without a copy through this process, as nginx does);
+    /// one that is not, by large direct reads sent from their buffers ([`direct`]).
     async fn send_file(
+        &mut self,
+        file: &File,
+        Range { start, end }: Range<u64>,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        let mut direct: Option<DirectSend> = None;
+        // Set once direct reads are out of the question for this send.
+        let mut no_direct = false;
+        let mut at = start;
+        while at < end {
+            let window = at..direct::window_end(at, end);
+            if !no_direct && !direct::resident(file, window.clone()) {
+                if direct.is_none() {
+                    direct = DirectSend::open(file).await;
+                    no_direct = direct.is_none();
+                }
+                if let Some(d) = direct.as_mut() {
+                    at = d.send(self, file, at..end, timeout, &mut no_direct).await?;
+                    continue;
+                }
+            }
+            at = window.end;
+            self.sendfile(file, window, timeout).await?;
+        }
+        Ok(())
+    }
+}
+
+impl TcpTransport {
+    /// `sendfile` of `[start, end)`, with the kernel asked to read ahead of it.
+    async fn sendfile(
         &mut self,
         file: &File,
         Range { start, end }: Range<u64>,

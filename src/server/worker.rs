@@ -100,6 +100,9 @@ pub fn spawn(
                     return;
                 }
             };
+            if driver != "epoll" {
+                crate::http::direct::enable();
+            }
             let _ = ready.send(Ok(driver));
             rt.block_on(run(setup));
         })
