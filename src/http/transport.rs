@@ -136,6 +136,9 @@ impl Transport for TcpTransport {
         Range { start, end }: Range<u64>,
         timeout: Duration,
     ) -> io::Result<()> {
+        // Once for the whole send, not per window: a raw `sendfile` must not block the event
+        // loop, and the direct path's io_uring writes do not depend on the flag.
+        let _mode = NonBlocking::set(self.stream.as_raw_fd())?;
         let mut direct: Option<DirectSend> = None;
         // Set once direct reads are out of the question for this send.
         let mut no_direct = false;
@@ -160,7 +163,8 @@ impl Transport for TcpTransport {
 }
 
 impl TcpTransport {
-    /// `sendfile` of `[start, end)`, with the kernel asked to read ahead of it.
+    /// `sendfile` of `[start, end)`, with the kernel asked to read ahead of it. The socket is
+    /// in non-blocking mode ([`NonBlocking`], set by the caller for the whole send).
     async fn sendfile(
         &mut self,
         file: &File,
@@ -168,7 +172,6 @@ impl TcpTransport {
         timeout: Duration,
     ) -> io::Result<()> {
         let sock = self.stream.as_raw_fd();
-        let _mode = NonBlocking::set(sock)?;
         let mut at = start;
         let mut advised = start;
         while at < end {
