@@ -11,7 +11,6 @@
 
 use crate::http::response::Response;
 use std::fmt;
-use std::io;
 
 /// OCI Distribution Spec v1.1 error codes, plus the few that distribution also uses
 /// (`UNKNOWN`, `PAGINATION_NUMBER_INVALID`, `RANGE_INVALID`, `TAG_INVALID`).
@@ -180,17 +179,6 @@ impl Error {
         }
     }
 
-    /// A failed filesystem call: [`Error::storage_full`] when the disk or the quota is full,
-    /// else [`Error::internal`]. `context` says what was being done, without a path: in the
-    /// storage-full case it reaches the client.
-    pub fn io(context: &str, cause: io::Error) -> Self {
-        match cause.raw_os_error() {
-            Some(libc::ENOSPC) => Error::storage_full(context, "no space left on device"),
-            Some(libc::EDQUOT) => Error::storage_full(context, "disk quota exceeded"),
-            _ => Error::internal(context, cause),
-        }
-    }
-
     /// A write refused because the storage is full: `507 Insufficient Storage` with
     /// `UNAVAILABLE` (distribution's code for a request the registry cannot take now; the spec
     /// has none for storage) and a message naming what failed, so that the client shows
@@ -347,6 +335,7 @@ impl From<crate::blocking::Stopped> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     #[test]
     fn body_is_the_spec_shape() {
@@ -360,7 +349,8 @@ mod tests {
     #[test]
     fn full_disk_and_quota_are_storage_full() {
         for errno in [libc::ENOSPC, libc::EDQUOT] {
-            let e = Error::io("writing upload data", io::Error::from_raw_os_error(errno));
+            let cause = io::Error::from_raw_os_error(errno);
+            let e = Error::from(crate::store::Error::io("writing upload data", cause));
             assert!(e.is_storage_full());
             assert_eq!((e.status, e.code.as_str()), (507, "UNAVAILABLE"));
             assert!(
@@ -371,10 +361,8 @@ mod tests {
             );
             assert_eq!(e.retry_after(), Some("60"));
         }
-        let e = Error::io(
-            "writing upload data",
-            io::Error::from_raw_os_error(libc::EIO),
-        );
+        let cause = io::Error::from_raw_os_error(libc::EIO);
+        let e = Error::from(crate::store::Error::io("writing upload data", cause));
         assert_eq!((e.status, e.retry_after()), (500, None));
     }
 

@@ -155,20 +155,22 @@ impl BlobStore {
         let staged = self
             .staging_dir()
             .join(format!("manifest-{}", super::uploads::new_id()));
-        if !dest.exists() {
-            let s = staged.clone();
-            // A failed write (a full disk) leaves no staged file behind.
-            run_blocking(&self.tier, "writing manifest", move || {
-                let written = fs::File::create(&s)
-                    .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
-                if written.is_err() {
-                    let _ = fs::remove_file(&s);
-                }
-                written
-            })
-            .await?;
-            self.tier.adopt(staged, digest).await?;
-        }
+        let d = dest.clone();
+        // One trip to the pool: the existence check, the write and the commit are all file
+        // work. A failed write (a full disk) leaves no staged file behind.
+        run_blocking(&self.tier, "writing manifest", move || {
+            if d.exists() {
+                return Ok(());
+            }
+            let written = fs::File::create(&staged)
+                .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+            if written.is_err() {
+                let _ = fs::remove_file(&staged);
+            }
+            written?;
+            super::fs::commit_blocking(&staged, &d)
+        })
+        .await?;
         if let Some(remote) = &self.remote {
             remote.put_file(&dest, digest).await?;
         }

@@ -16,32 +16,17 @@ use crate::common::*;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
 const REPO: &str = "full/disk";
-
-fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    match Command::new(cmd).args(args).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
 
 /// A tmpfs mounted for the test, unmounted when dropped (lazily, should anything still hold it).
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let (ok, out) = run(
+        let (ok, out) = run_command(
             "mount",
             &[
                 "-t",
@@ -57,7 +42,7 @@ impl Tmpfs {
     }
 
     fn resize(&self, size: &str) {
-        let (ok, out) = run(
+        let (ok, out) = run_command(
             "mount",
             &[
                 "-o",
@@ -71,7 +56,7 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = run("umount", &["-l", self.0.to_str().unwrap()]);
+        let _ = run_command("umount", &["-l", self.0.to_str().unwrap()]);
     }
 }
 

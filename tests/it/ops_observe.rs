@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 // --- helpers --------------------------------------------------------------------------------
@@ -125,20 +124,6 @@ fn log_lines(server: &Server, n: usize, pred: impl Fn(&str) -> bool) -> Vec<Stri
     }
 }
 
-fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    match Command::new(cmd).args(args).output() {
-        Ok(o) => (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        ),
-        Err(e) => (false, format!("{cmd}: {e}")),
-    }
-}
-
 fn is_root() -> bool {
     // SAFETY: no arguments, no memory.
     unsafe { libc::geteuid() == 0 }
@@ -174,8 +159,8 @@ struct Unfreeze(PathBuf);
 impl Drop for Unfreeze {
     fn drop(&mut self) {
         let p = self.0.to_str().unwrap();
-        let _ = run("chattr", &["-i", p]);
-        let _ = run("chmod", &["u+w", p]);
+        let _ = run_command("chattr", &["-i", p]);
+        let _ = run_command("chmod", &["u+w", p]);
     }
 }
 
@@ -189,9 +174,9 @@ fn readyz_is_503_while_the_data_directory_is_not_writable() {
     // As root, permission bits stop nothing; the immutable attribute does (no entry may be
     // created in the directory, by anyone).
     let (ok, out) = if is_root() {
-        run("chattr", &["+i", &root])
+        run_command("chattr", &["+i", &root])
     } else {
-        run("chmod", &["a-w", &root])
+        run_command("chmod", &["a-w", &root])
     };
     if !ok {
         eprintln!("skipped: cannot make {root} unwritable here: {out}");
@@ -209,9 +194,9 @@ fn readyz_is_503_while_the_data_directory_is_not_writable() {
     let warned = log_lines(&s, 1, |l| l.contains("warn not ready"));
     assert!(!warned.is_empty(), "{}", s.stderr());
     let (ok, out) = if is_root() {
-        run("chattr", &["-i", &root])
+        run_command("chattr", &["-i", &root])
     } else {
-        run("chmod", &["u+w", &root])
+        run_command("chmod", &["u+w", &root])
     };
     assert!(ok, "{out}");
     assert_ready(&mut c);
@@ -223,7 +208,7 @@ struct Mount(PathBuf);
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = run("umount", &["-l", self.0.to_str().unwrap()]);
+        let _ = run_command("umount", &["-l", self.0.to_str().unwrap()]);
     }
 }
 
@@ -232,7 +217,7 @@ fn readyz_is_503_while_the_disk_is_almost_full() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let (ok, out) = run(
+    let (ok, out) = run_command(
         "mount",
         &[
             "-t",

@@ -383,3 +383,19 @@ pub fn assert_alive(server: &Server) {
         r.text()
     );
 }
+
+/// Runs a command (mount, umount, chattr) to its end: whether it succeeded, and what it
+/// printed on stdout and stderr.
+pub fn run_command(cmd: &str, args: &[&str]) -> (bool, String) {
+    match Command::new(cmd).args(args).output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, format!("{cmd}: {e}")),
+    }
+}
