@@ -129,3 +129,23 @@ fn complete_upload(bencher: Bencher, len: usize) {
             Committed(dest)
         });
 }
+
+/// The residency check a blob GET makes per window ahead (`mmap` + `mincore` + `munmap` of
+/// 16 MiB), on a window that is in the page cache: what a hot pull pays over plain
+/// `sendfile`. Its throughput set against a hot blob GET's (compare.sh's blob workload) is
+/// the share of a hot pull it costs.
+#[divan::bench(sample_count = 200)]
+fn residency_check_of_a_window(bencher: Bencher) {
+    use ringyard::http::direct::{resident, WINDOW};
+    let root = bench_root();
+    let path = root.path().join("window");
+    fs::write(&path, content(WINDOW as usize, 1)).unwrap();
+    let file = fs::File::open(&path).unwrap();
+    assert!(
+        resident(&file, 0..WINDOW),
+        "a file just written is in the page cache"
+    );
+    bencher
+        .counter(BytesCount::new(WINDOW))
+        .bench_local(|| resident(&file, 0..WINDOW));
+}

@@ -108,7 +108,8 @@ pub async fn put<T: Transport>(
     };
     // What must be in the repository is checked by the metadata write itself, inside its
     // transaction: a blob deleted or unlinked concurrently cannot leave the manifest
-    // pointing at nothing.
+    // pointing at nothing. The same checks run ahead from reads, so that a refused manifest
+    // leaves no file behind in the common case.
     let mut requires: Vec<Required> = parsed
         .referenced_blobs()
         .filter(|blob| !is_nondistributable(&blob.media_type))
@@ -128,6 +129,7 @@ pub async fn put<T: Transport>(
     if let Some(s) = &parsed.subject {
         refs.push((s.digest.clone(), RefKind::Subject));
     }
+    reg.meta.precheck(name, &requires).await?;
     reg.blobs.put_bytes(&digest, bytes.clone()).await?;
     let record = ManifestRecord {
         digest: digest.clone(),

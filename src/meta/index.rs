@@ -131,18 +131,7 @@ impl Index {
         } else {
             self.blob_in_repo(repo, &r.digest)
         };
-        match stored {
-            None => Err(Conflict::Missing {
-                digest: r.digest.clone(),
-                kind: r.kind,
-            }),
-            Some(stored) if stored != r.size => Err(Conflict::SizeMismatch {
-                digest: r.digest.clone(),
-                declared: r.size,
-                stored,
-            }),
-            Some(_) => Ok(()),
-        }
+        r.judge(stored)
     }
 
     /// Applies one committed write and says whether its target existed before.

@@ -164,6 +164,26 @@ pub struct Required {
     pub kind: RefKind,
 }
 
+impl Required {
+    /// The check itself, given the size of what the repository holds under the digest (a
+    /// linked blob, or a manifest for [`RefKind::Manifest`]): one rule for every engine and
+    /// for the read-only pre-check.
+    pub fn judge(&self, stored: Option<u64>) -> std::result::Result<(), Conflict> {
+        match stored {
+            None => Err(Conflict::Missing {
+                digest: self.digest.clone(),
+                kind: self.kind,
+            }),
+            Some(stored) if stored != self.size => Err(Conflict::SizeMismatch {
+                digest: self.digest.clone(),
+                declared: self.size,
+                stored,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pull {
     pub repo: String,
@@ -344,6 +364,22 @@ impl Meta {
         })
         .await
         .map(|o| o.existed)
+    }
+
+    /// The manifest PUT's checks run ahead from reads, so that a manifest sure to be refused
+    /// is refused before its bytes are written (which would leave an orphan file). The write
+    /// runs the same checks again inside its transaction, and that answer is the one that
+    /// counts: something deleted in between is still caught.
+    pub async fn precheck(&self, repo: &str, requires: &[Required]) -> Result<()> {
+        for r in requires {
+            let stored = if r.kind == RefKind::Manifest {
+                self.manifest(repo, &r.digest).await?.map(|m| m.size)
+            } else {
+                self.blob_in_repo(repo, &r.digest).await?
+            };
+            r.judge(stored).map_err(Error::Conflict)?;
+        }
+        Ok(())
     }
 
     pub async fn put_manifest(

@@ -360,18 +360,7 @@ fn check_required(tx: &Connection, repo: &str, r: &Required) -> rusqlite::Result
     } else {
         linked_size(tx, repo, &r.digest)?
     };
-    Ok(match stored {
-        None => Some(Conflict::Missing {
-            digest: r.digest.clone(),
-            kind: r.kind,
-        }),
-        Some(stored) if stored != r.size => Some(Conflict::SizeMismatch {
-            digest: r.digest.clone(),
-            declared: r.size,
-            stored,
-        }),
-        Some(_) => None,
-    })
+    Ok(r.judge(stored).err())
 }
 
 fn exists(tx: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<bool> {

@@ -1,6 +1,12 @@
 //! Storage of bytes: committed blobs (a local hot tier over a [`backend::BlobBackend`]) and
 //! upload sessions. Metadata (which repository may see which blob, tags, manifests) is in
 //! `meta`, not here. Errors are this layer's own ([`Error`]); `api` maps them.
+//!
+//! `store` sits above `meta`, never beside it: an upload session's state (offset, hash state)
+//! is a metadata row written through the engine's one commit path, and completing an upload
+//! links its blob in the same layer that owns the session, so sessions can be continued from
+//! the row by any process. `meta` imports nothing of `store`; the blob tier and its backends
+//! (`blobs`, `backend`, `fs`) use no metadata at all.
 
 pub mod appender;
 pub mod backend;

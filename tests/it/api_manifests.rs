@@ -455,6 +455,21 @@ fn missing_config_or_layer_is_manifest_blob_unknown() {
     for t in ["l", "c", "f"] {
         assert_manifest_unknown(&mut c, "missing", t);
     }
+    // A refused manifest leaves no file behind: its checks run before its bytes are written.
+    for refused in [
+        odd_bytes(&oci_manifest_value(&cfg, &missing_layer)),
+        odd_bytes(&oci_manifest_value(&ghost, &layers)),
+        odd_bytes(&oci_manifest_value(&cfg, &foreign_layer)),
+    ] {
+        let digest = sha256_digest(&refused);
+        let hex = &digest["sha256:".len()..];
+        let file = s.root.join("blobs/sha256").join(&hex[..2]).join(hex);
+        assert!(
+            !file.exists(),
+            "refused manifest stored at {}",
+            file.display()
+        );
+    }
 }
 
 #[test]
