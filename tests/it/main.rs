@@ -15,6 +15,7 @@ mod cli;
 mod clients;
 mod compare_smoke;
 mod config;
+mod conformance;
 mod disk_full;
 mod driver_epoll;
 mod durability;
