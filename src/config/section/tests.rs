@@ -1,7 +1,7 @@
-//! The model proven on a schema of its own: no section of records ships yet, so these tests
-//! declare a list section (`auth.access`, in a group of its own) and a map section
-//! (`storage.mirrors`, beside scalar settings) with every field type, and read files with them
-//! through the real reader. [`lint`] holds every declaration to its promises; it runs on
+//! The model proven on a schema of its own, apart from the product's sections (the access
+//! rules of [`crate::config::auth`]): these tests declare a list section (`auth.access`, after
+//! the settings of its group) and a map section (`storage.mirrors`, beside scalar settings) with
+//! every field type, and read files with them through the real reader. [`lint`] holds every declaration to its promises; it runs on
 //! [`SECTIONS`] too, so a section a feature adds is checked without a test of its own.
 
 use super::*;
