@@ -9,6 +9,9 @@
 //! - [`api`]: route -> access needed ([`api::access`], the one place where authorization
 //!   decides) -> handler, and [`api::error`], the one mapping of every layer's errors to OCI
 //!   codes and statuses, where internal errors are logged once with the request id.
+//! - [`auth`]: who a request is from (htpasswd users, Basic credentials; bearer tokens next)
+//!   and what the access rules let them do where; pure rules, bcrypt on a pool of its own.
+//!   It knows no HTTP: the API turns its answers into challenges and refusals.
 //! - [`store`]: bytes. `BlobStore` is a local hot tier (the sharded tree, served by `sendfile`)
 //!   over a [`store::backend::BlobBackend`] (the filesystem today; S3 next), fetching a miss
 //!   once; [`store::upload_writer`] is the upload pipeline, whose session offset and hash
@@ -27,6 +30,7 @@
 //! the way it is.
 
 pub mod api;
+pub mod auth;
 pub mod blocking;
 pub mod buf;
 pub mod config;

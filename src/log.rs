@@ -156,6 +156,8 @@ fn format_access(out: &mut Vec<u8>, x: &Exchange<'_>, json: bool, at: SystemTime
         ("duration_ms", Field::Millis(x.elapsed)),
         ("request_id", Field::Text(Some(x.request_id))),
         ("remote", Field::Addr(x.remote)),
+        // last, so that readers of the lines before authentication existed read on
+        ("user", Field::Text(x.user)),
     ];
     if json {
         out.extend_from_slice(b"{\"ts\":\"");
@@ -683,6 +685,7 @@ mod tests {
             method: Method::Put,
             route: RouteClass::Manifest,
             repository: Some("lib/app"),
+            user: Some("alice"),
             status: 201,
             received: 1234,
             sent: 0,
@@ -694,28 +697,31 @@ mod tests {
         assert_eq!(
             line,
             "2026-04-01T10:00:00.000Z info access method=PUT route=manifest repository=lib/app \
-             status=201 received=1234 sent=0 duration_ms=2.500 request_id=ab\"c remote=127.0.0.1:5555\n"
+             status=201 received=1234 sent=0 duration_ms=2.500 request_id=ab\"c remote=127.0.0.1:5555 \
+             user=alice\n"
         );
         let line = text(|o| format_access(o, &x, true, when));
         assert!(line.ends_with("}\n") && line.lines().count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let mut want = serde_json::json!({
             "ts": "2026-04-01T10:00:00.000Z", "level": "info", "msg": "access",
-            "method": "PUT", "route": "manifest", "repository": "lib/app", "status": 201,
+            "method": "PUT", "route": "manifest", "repository": "lib/app", "user": "alice", "status": 201,
             "received": 1234, "sent": 0, "duration_ms": 2.5, "request_id": "ab\"c",
             "remote": "127.0.0.1:5555"
         });
         assert_eq!(v, want);
         x.repository = None;
+        x.user = None;
         x.remote = None;
         let v: serde_json::Value =
             serde_json::from_str(&text(|o| format_access(o, &x, true, when))).unwrap();
         want["repository"] = serde_json::Value::Null;
+        want["user"] = serde_json::Value::Null;
         want["remote"] = serde_json::Value::Null;
         assert_eq!(v, want);
         let line = text(|o| format_access(o, &x, false, when));
         assert!(
-            line.contains(" repository=- ") && line.ends_with(" remote=-\n"),
+            line.contains(" repository=- ") && line.ends_with(" remote=- user=-\n"),
             "{line}"
         );
     }

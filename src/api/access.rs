@@ -1,7 +1,7 @@
 //! The access a request needs, worked out from its route and method alone, before anything is
-//! read or written: the one place where authorization decides (issue 6 adds who is asking and
-//! what their rules grant; today the registry's own modes decide: read-only refuses changes,
-//! `storage.delete: false` refuses deletes). The actions are those of Docker token scopes
+//! read or written: the one place where authorization decides (`api::authorize` asks the
+//! access rules of [`crate::auth`] whether the caller may, then the registry's own modes:
+//! read-only refuses changes, `storage.delete: false` refuses deletes). The actions are those of Docker token scopes
 //! (`repository:NAME:pull,push,delete`, `registry:catalog:*`), so a token's grant maps onto
 //! them one to one. Pure: unit-tested here.
 
@@ -9,23 +9,8 @@ use super::router::Route;
 use crate::http::query::query_get;
 use crate::http::request::Method;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Pull,
-    Push,
-    Delete,
-}
-
-impl Action {
-    /// The word in a token scope.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Pull => "pull",
-            Action::Push => "push",
-            Action::Delete => "delete",
-        }
-    }
-}
+/// The actions live with the rules that grant them.
+pub use crate::auth::Action;
 
 /// What answering a request requires.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -130,6 +130,8 @@ pub struct Error {
     pub detail: Option<serde_json::Value>,
     /// What went wrong inside, for the operator's log line (never sent).
     pub cause: Option<String>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<&'static str>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -142,6 +144,15 @@ impl Error {
             message: code.default_message().to_string(),
             detail: None,
             cause: None,
+            challenge: None,
+        }
+    }
+
+    /// 401 `UNAUTHORIZED` with its challenge, which makes docker send its stored credentials.
+    pub fn unauthorized(challenge: &'static str, message: impl Into<String>) -> Self {
+        Error {
+            challenge: Some(challenge),
+            ..Error::new(ErrorCode::Unauthorized).with_message(message)
         }
     }
 
@@ -204,6 +215,10 @@ impl Error {
     /// The response for this error: the spec's body, and `Retry-After` where waiting helps.
     pub fn response(&self) -> Response {
         let resp = Response::new(self.status).with_body("application/json", self.body());
+        let resp = match self.challenge {
+            Some(c) => resp.header("WWW-Authenticate", c),
+            None => resp,
+        };
         match self.retry_after() {
             Some(seconds) => resp.header("Retry-After", seconds),
             None => resp,

@@ -25,13 +25,25 @@ pub async fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response>
     ))
 }
 
-pub async fn catalog(reg: &Registry, req: &Request) -> Result<Response> {
+/// The catalog, of the repositories `visible` lets through when given (those the caller may
+/// pull, with access rules): pages are filled with visible ones only, so `n` and `Link` mean
+/// the same as without rules and a name the caller may not pull never shows, not even as a
+/// `last` in a link.
+pub async fn catalog(
+    reg: &Registry,
+    req: &Request,
+    visible: Option<&dyn Fn(&str) -> bool>,
+) -> Result<Response> {
     let q = parse_page_query(req.query())?;
     let limit = q.limit(reg.limits.max_page);
-    let (repos, more) = reg
-        .meta
-        .repositories_after(q.last.as_deref(), limit)
-        .await?;
+    let (repos, more) = match visible {
+        None => {
+            reg.meta
+                .repositories_after(q.last.as_deref(), limit)
+                .await?
+        }
+        Some(visible) => visible_page(reg, q.last, limit, visible).await?,
+    };
     let body = serde_json::json!({ "repositories": repos });
     Ok(with_link(
         Response::json(200, &body),
@@ -40,6 +52,32 @@ pub async fn catalog(reg: &Registry, req: &Request) -> Result<Response> {
         limit,
         repos.last(),
     ))
+}
+
+/// Up to `limit` visible repositories after `last`, and whether another visible one follows.
+async fn visible_page(
+    reg: &Registry,
+    mut last: Option<String>,
+    limit: usize,
+    visible: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<String>, bool)> {
+    let mut out = Vec::new();
+    let batch = limit.clamp(100, 10_000);
+    loop {
+        let (repos, more) = reg.meta.repositories_after(last.as_deref(), batch).await?;
+        last = repos.last().cloned();
+        for r in repos {
+            if visible(&r) {
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(r);
+            }
+        }
+        if !more {
+            return Ok((out, false));
+        }
+    }
 }
 
 fn with_link(resp: Response, more: bool, path: &str, n: usize, last: Option<&String>) -> Response {

@@ -2,6 +2,11 @@
 //! the one conversion of an [`Error`] into a response is here. The operations endpoints
 //! (`/healthz`, `/readyz`, `/metrics`) are routed here too, before the OCI routes; on the
 //! separate operations listener ([`Site::Ops`]) they are the only ones.
+//!
+//! With authentication configured ([`Registry::auth`]), every request but the probes is first
+//! identified from its `Authorization` header, then [`authorize`]d: no credentials where the
+//! rules want some is a 401 with a challenge, wrong credentials a 401 (never a fallback to
+//! anonymous), a user without the action a 403 `DENIED`. Without it none of that runs.
 
 pub mod access;
 pub mod blobs;
@@ -14,6 +19,7 @@ pub mod referrers;
 pub mod router;
 pub mod uploads;
 
+use crate::auth::{Auth, Identity, MetricsAccess, Refused, Who};
 use crate::blocking::Pool;
 use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
@@ -67,6 +73,8 @@ pub struct Registry {
     pub ops: Ops,
     /// The background jobs' counters, for `/metrics`.
     pub jobs: crate::jobs::Board,
+    /// Users and access rules; None: no authentication, every request is let in.
+    pub auth: Option<Auth>,
 }
 
 impl Registry {
@@ -155,18 +163,31 @@ pub fn target(site: Site, path: &str) -> Target<'_> {
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 
-/// Answers one request. Never fails: every error becomes the spec's JSON error response, and
-/// an internal one's cause is logged here, once, with the request id.
+/// Answers one request, with who it was from (for the access log). Never fails: every error
+/// becomes the spec's JSON error response, and an internal one's cause is logged here, once,
+/// with the request id.
 pub async fn handle<T: Transport>(
     reg: &Registry,
     target: Target<'_>,
     req: &Request,
     body: &mut Body<'_, T>,
     request_id: &str,
-) -> Response {
+) -> (Response, Identity) {
+    let mut caller = Identity::Anonymous;
     let result = match target.answer {
-        Answer::Ops(endpoint) => ops(reg, req, endpoint).await,
-        Answer::Api(route) => dispatch(reg, route, target.repository, req, body).await,
+        Answer::Ops(endpoint) => ops(reg, req, endpoint, &mut caller, request_id).await,
+        Answer::Api(route) => {
+            dispatch(
+                reg,
+                route,
+                target.repository,
+                req,
+                body,
+                &mut caller,
+                request_id,
+            )
+            .await
+        }
         Answer::Nothing => Err(no_such_endpoint(req)),
     };
     let resp = match result {
@@ -187,11 +208,52 @@ pub async fn handle<T: Transport>(
         }
     };
     let resp = resp.header(API_VERSION_HEADER.0, API_VERSION_HEADER.1);
-    if req.method == Method::Head {
+    let resp = if req.method == Method::Head {
         resp.into_head()
     } else {
         resp
-    }
+    };
+    (resp, caller)
+}
+
+/// Who sent `req`, into `caller`; Anonymous without authentication configured. Credentials
+/// that are refused are a 401, after `auth.fail_delay` when they were wrong.
+async fn identify(
+    reg: &Registry,
+    req: &Request,
+    caller: &mut Identity,
+    request_id: &str,
+) -> Result<()> {
+    let Some(auth) = &reg.auth else {
+        return Ok(());
+    };
+    let refused = match auth.identify(req.header("authorization")).await {
+        Ok(identity) => {
+            *caller = identity;
+            return Ok(());
+        }
+        Err(r) => r,
+    };
+    Err(match refused {
+        Refused::WrongCredentials { user } => {
+            crate::log::warn(format_args!(
+                "request {request_id}: wrong password or unknown user {user:?}"
+            ));
+            if !auth.fail_delay.is_zero() {
+                monoio::time::sleep(auth.fail_delay).await;
+            }
+            Error::unauthorized(auth.challenge, "invalid username or password")
+        }
+        Refused::Malformed(why) => {
+            Error::unauthorized(auth.challenge, "unreadable Authorization header").with_detail(why)
+        }
+        Refused::Bearer => Error::unauthorized(
+            auth.challenge,
+            "this registry does not accept Bearer tokens; send Basic credentials (docker login)",
+        ),
+        Refused::Unavailable => Error::new(ErrorCode::Unavailable)
+            .with_message("the registry is stopping; credentials cannot be checked"),
+    })
 }
 
 /// `repository` is the route's name when [`target`] found it valid; a name it left out is
@@ -202,19 +264,31 @@ async fn dispatch<T: Transport>(
     repository: Option<&str>,
     req: &Request,
     body: &mut Body<'_, T>,
+    caller: &mut Identity,
+    request_id: &str,
 ) -> Result<Response> {
     use Method::*;
+    identify(reg, req, caller, request_id).await?;
     if let (Some(name), None) = (route_name(&route), repository) {
         validate_name(name)?;
     }
-    authorize(
+    let may_mount = authorize(
         reg,
         &access::needed(&route, req.method, req.query()),
         req.method,
+        caller,
     )?;
     match (route, req.method) {
         (Route::Base, Get | Head) => Ok(Response::json(200, &serde_json::json!({}))),
-        (Route::Catalog, Get | Head) => listing::catalog(reg, req).await,
+        (Route::Catalog, Get | Head) => match reg.auth.as_ref() {
+            None => listing::catalog(reg, req, None).await,
+            Some(auth) => {
+                let who = caller.who();
+                let may_pull =
+                    |name: &str| auth.rules.allowed(who, name).contains(access::Action::Pull);
+                listing::catalog(reg, req, Some(&may_pull)).await
+            }
+        },
         (Route::Tags { name }, Get | Head) => listing::tags(reg, req, name).await,
         (Route::Manifest { name, reference }, Get | Head) => {
             manifests::get(reg, req, name, reference).await
@@ -227,7 +301,9 @@ async fn dispatch<T: Transport>(
         }
         (Route::Blob { name, digest }, Get | Head) => blobs::get(reg, req, name, digest).await,
         (Route::Blob { name, digest }, Delete) => blobs::delete(reg, name, digest).await,
-        (Route::UploadStart { name }, Post) => uploads::start(reg, req, body, name).await,
+        (Route::UploadStart { name }, Post) => {
+            uploads::start(reg, req, body, name, may_mount).await
+        }
         (Route::Upload { name, id }, Get) => uploads::status(reg, name, id),
         (Route::Upload { name, id }, Patch) => uploads::patch(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Put) => uploads::finish(reg, req, body, name, id).await,
@@ -256,9 +332,27 @@ fn method_not_allowed(req: &Request) -> Error {
         .with_detail(req.method.as_str())
 }
 
-async fn ops(reg: &Registry, req: &Request, endpoint: OpsEndpoint) -> Result<Response> {
+async fn ops(
+    reg: &Registry,
+    req: &Request,
+    endpoint: OpsEndpoint,
+    caller: &mut Identity,
+    request_id: &str,
+) -> Result<Response> {
     if !matches!(req.method, Method::Get | Method::Head) {
         return Err(method_not_allowed(req));
+    }
+    // The probes stay open: orchestrators have no credentials.
+    if let (OpsEndpoint::Metrics, Some(auth)) = (endpoint, &reg.auth) {
+        if auth.metrics == MetricsAccess::Authenticated {
+            identify(reg, req, caller, request_id).await?;
+            if *caller == Identity::Anonymous {
+                return Err(Error::unauthorized(
+                    auth.challenge,
+                    "authentication required (auth.metrics: authenticated)",
+                ));
+            }
+        }
     }
     match endpoint {
         OpsEndpoint::Healthz => Ok(health::healthz()),
@@ -304,9 +398,18 @@ fn route_name<'a>(route: &Route<'a>) -> Option<&'a str> {
 }
 
 /// The one decision on whether a request may proceed, from the access it needs (see
-/// [`access`]). Today the registry's modes decide; issue 6 adds the caller's identity and rules
-/// here, before any handler runs.
-fn authorize(reg: &Registry, needed: &access::Needed<'_>, method: Method) -> Result<()> {
+/// [`access`]): the caller's rules when authentication is on ([`permit`]), then the registry's
+/// modes. Whether a cross-repository mount may read its source.
+fn authorize(
+    reg: &Registry,
+    needed: &access::Needed<'_>,
+    method: Method,
+    caller: &Identity,
+) -> Result<bool> {
+    let may_mount = match &reg.auth {
+        Some(auth) => permit(auth, needed, caller.who())?,
+        None => true,
+    };
     if reg.limits.read_only && access::changes(needed, method) {
         return Err(Error::new(ErrorCode::Unsupported)
             .with_message("the registry is in read-only mode: pushes and deletes are refused")
@@ -316,7 +419,43 @@ fn authorize(reg: &Registry, needed: &access::Needed<'_>, method: Method) -> Res
         return Err(Error::new(ErrorCode::Unsupported)
             .with_message("deletion is disabled on this registry"));
     }
-    Ok(())
+    Ok(may_mount)
+}
+
+/// What the access rules say of `who` asking for `needed`: refused (401 with a challenge to
+/// an anonymous caller, who may have credentials to send; 403 to a user), or let through with
+/// whether a mount may read its source. An anonymous caller is challenged even where nothing
+/// is needed (`GET /v2/`): docker sends stored credentials only after a challenge there.
+fn permit(auth: &Auth, needed: &access::Needed<'_>, who: Who<'_>) -> Result<bool> {
+    use access::{Action, Needed};
+    let challenge = || Error::unauthorized(auth.challenge, "authentication required");
+    match (needed, who) {
+        (Needed::Nothing, Who::Anonymous) => Err(challenge()),
+        (Needed::Catalog, Who::Anonymous) if !auth.rules.anonymous_pulls_somewhere() => {
+            Err(challenge())
+        }
+        (Needed::Nothing | Needed::Catalog, _) => Ok(true),
+        (
+            Needed::Repository {
+                name,
+                action,
+                mount_from,
+            },
+            who,
+        ) => {
+            if !auth.rules.allowed(who, name).contains(*action) {
+                return Err(match who {
+                    Who::Anonymous => challenge(),
+                    Who::User(_) => Error::new(ErrorCode::Denied).with_detail(
+                        serde_json::json!({ "repository": name, "action": action.as_str() }),
+                    ),
+                });
+            }
+            Ok(mount_from
+                .as_deref()
+                .is_none_or(|from| auth.rules.allowed(who, from).contains(Action::Pull)))
+        }
+    }
 }
 
 /// Maps a body read failure to the client-visible error.

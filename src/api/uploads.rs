@@ -21,8 +21,10 @@ pub async fn start<T: Transport>(
     req: &Request,
     body: &mut Body<'_, T>,
     name: &str,
+    may_mount: bool,
 ) -> Result<Response> {
-    if let Some(mount) = query_get(req.query(), "mount") {
+    // Without pull on `from` (access rules), no mount: an ordinary session, as below.
+    if let Some(mount) = query_get(req.query(), "mount").filter(|_| may_mount) {
         let digest = Digest::parse(&mount)?;
         if let Some(from) = query_get(req.query(), "from") {
             if validate_name(&from).is_ok() && reg.meta.mount_blob(&from, name, &digest).await? {

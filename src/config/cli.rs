@@ -1,5 +1,5 @@
 //! The command line: `ringyard [serve] [FLAGS]`, `ringyard config check FILE`,
-//! `ringyard config defaults`. The serve flags come from the settings table (each setting's
+//! `ringyard config defaults`, `ringyard htpasswd add FILE USER`. The serve flags come from the settings table (each setting's
 //! flag, with its doc line, default and variable in the help) plus a few shortcuts; their values
 //! are checked by the same parsers as the file's, so `--upload-expiry 90m` and
 //! `--upload-expiry 5400` mean the same.
@@ -39,6 +39,24 @@ pub enum Command {
     /// Check a configuration file, or print one with every default.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage an htpasswd file of bcrypt entries (auth.htpasswd.path).
+    #[command(subcommand)]
+    Htpasswd(HtpasswdCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HtpasswdCommand {
+    /// Write USER's entry into FILE (created if missing; an existing entry is replaced, other
+    /// lines are kept), with the password read from standard input (one line; prompted for
+    /// without echo on a terminal). The file is replaced atomically, so a running registry
+    /// reloads either the old file or the new one.
+    Add {
+        file: PathBuf,
+        user: String,
+        /// bcrypt cost: each step doubles the time of a check (10: about 50 ms).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -345,5 +363,24 @@ mod tests {
         let cli = Cli::try_parse_from(["ringyard", "serve", "--config", "z.yaml"]).unwrap();
         assert_eq!(cli.serve_args().config, Some(PathBuf::from("z.yaml")));
         assert!(Cli::try_parse_from(["ringyard", "config", "check"]).is_err());
+    }
+
+    #[test]
+    fn htpasswd_commands() {
+        let cli = Cli::try_parse_from(["ringyard", "htpasswd", "add", "f", "alice"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Htpasswd(HtpasswdCommand::Add { file, user, cost: 10 }))
+                if file == Path::new("f") && user == "alice"
+        ));
+        let args = ["ringyard", "htpasswd", "add", "f", "bob", "--cost", "12"];
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Htpasswd(HtpasswdCommand::Add { cost: 12, .. }))
+        ));
+        let args = ["ringyard", "htpasswd", "add", "f", "bob", "--cost", "3"];
+        assert!(Cli::try_parse_from(args).is_err());
+        assert!(Cli::try_parse_from(["ringyard", "htpasswd", "add", "f"]).is_err());
     }
 }

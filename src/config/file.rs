@@ -286,7 +286,10 @@ impl<C> Reader<'_, C> {
             );
         };
         let text = if is_null(v) {
-            if !matches!(s.kind, settings::Kind::Address { optional: true }) {
+            if !matches!(
+                s.kind,
+                settings::Kind::Address { optional: true } | settings::Kind::OptionalFile
+            ) {
                 return self.error(
                     line,
                     s.key,
@@ -451,8 +454,8 @@ mod tests {
             "ringyard.yaml:3: http.timeouts.slowloris: unknown key (known here: head, idle, body, shutdown_grace)"
         );
         assert_eq!(
-            one_error("auth:\n  htpasswd: x\n"),
-            "ringyard.yaml:1: auth: unknown section (known here: http, storage, log, metrics)"
+            one_error("auht:\n  htpasswd: x\n"),
+            "ringyard.yaml:1: auht: unknown section (did you mean auth?)"
         );
     }
 
@@ -542,7 +545,7 @@ mod tests {
             "ringyard.yaml:2: not valid YAML: while parsing a flow sequence, expected ',' or ']' (at the end of the file)"
         );
         assert!(one_error("just some text\n").starts_with(
-            "ringyard.yaml:1: not a ringyard configuration: the top level must be a mapping of sections (http, storage, log, metrics)"
+            "ringyard.yaml:1: not a ringyard configuration: the top level must be a mapping of sections (http, storage, log, metrics, auth)"
         ));
         assert!(one_error("- http\n- storage\n").contains("not a ringyard configuration"));
         assert_eq!(

@@ -9,6 +9,7 @@
 //! [`ConfigError`] naming the file and line, the variable or the flag ([`source`]). Reading
 //! files and the environment happens only in [`load`].
 
+pub mod auth;
 pub mod cli;
 pub mod env;
 pub mod file;
@@ -74,7 +75,7 @@ pub struct Config {
     // log
     pub log_level: LogLevel,
     pub log_format: LogFormat,
-    /// One line per request (method, route, repository, status, bytes, duration, id, peer).
+    /// One line per request (method, route, repository, status, bytes, duration, id, peer, user).
     pub access_log: bool,
 
     // metrics
@@ -82,6 +83,18 @@ pub struct Config {
     pub metrics_enabled: bool,
     /// Serve `/metrics` (and the probes) on this address too; None: only on `listen`.
     pub metrics_listen: Option<String>,
+
+    // auth
+    /// `auth.htpasswd.path`: None is no authentication at all.
+    pub htpasswd: Option<String>,
+    /// A request with wrong credentials waits this long for its 401.
+    pub auth_fail_delay: Duration,
+    /// `authenticated` or `open`: who may read `/metrics` with authentication on.
+    pub auth_metrics: String,
+    /// `auth.access`, in file order.
+    pub access: Vec<auth::AccessRule>,
+    /// `auth.groups`, in file order.
+    pub groups: Vec<auth::Group>,
 }
 
 impl Default for Config {
@@ -106,6 +119,11 @@ impl Default for Config {
             access_log: true,
             metrics_enabled: true,
             metrics_listen: None,
+            htpasswd: None,
+            auth_fail_delay: Duration::from_secs(1),
+            auth_metrics: "authenticated".into(),
+            access: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }

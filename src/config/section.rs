@@ -16,10 +16,10 @@ use super::settings::{Kind, Value};
 use super::Config;
 use std::time::Duration;
 
-/// Every section of records, in the order `config defaults` shows them among the settings.
-/// None yet: the features that need one (access rules, notification endpoints, retention
-/// policies) declare theirs here.
-pub static SECTIONS: &[Section<Config>] = &[];
+/// Every section of records, in the order `config defaults` shows them among the settings:
+/// the access rules and their groups ([`super::auth`]); notification endpoints and retention
+/// policies will declare theirs here.
+pub static SECTIONS: &[Section<Config>] = &[super::auth::ACCESS, super::auth::GROUPS];
 
 /// What a string must be.
 #[derive(Debug, Clone, Copy)]

@@ -19,6 +19,10 @@ pub enum Kind {
         optional: bool,
     },
     Path,
+    /// A file path; empty means none (`auth.htpasswd.path`: no authentication).
+    OptionalFile,
+    /// Exactly one of these words.
+    Word(&'static [&'static str]),
     /// 0 (one per core) up to 1024.
     Workers,
     Count {
@@ -168,11 +172,17 @@ pub static SETTINGS: &[Setting] = &[
     setting!("log.format", log_format, Kind::Format, Some(Takes("log-format")),
         "text (one line per event) or json (one object per line)."),
     setting!("log.access", access_log, Kind::Bool, Some(Switch { name: "no-access-log", sets: "false", help: "No line per request (log.access: false)." }),
-        "One line per request (method, route, repository, status, bytes, duration, id, peer)."),
+        "One line per request (method, route, repository, status, bytes, duration, id, peer, user)."),
     setting!("metrics.enabled", metrics_enabled, Kind::Bool, Some(Switch { name: "no-metrics", sets: "false", help: "No GET /metrics (metrics.enabled: false)." }),
         "Serve GET /metrics in the Prometheus text format."),
     setting!("metrics.listen", metrics_listen, Kind::Address { optional: true }, Some(Takes("metrics-listen")),
         "Also serve /metrics and the probes on this HOST:PORT; empty: only on http.listen."),
+    setting!("auth.htpasswd.path", htpasswd, Kind::OptionalFile, Some(Takes("htpasswd")),
+        "An Apache htpasswd file of bcrypt entries (htpasswd -B, ringyard htpasswd add); set, every request needs credentials unless auth.access lets anonymous in; empty: no authentication. Reloaded when it changes."),
+    setting!("auth.fail_delay", auth_fail_delay, Kind::Duration { zero_ok: true }, Some(Takes("auth-fail-delay")),
+        "A request with wrong credentials is answered 401 only after this long (as zot's failDelay), which slows password guessing."),
+    setting!("auth.metrics", auth_metrics, Kind::Word(&["authenticated", "open"]), Some(Takes("auth-metrics")),
+        "With authentication on, who may read /metrics: authenticated (any user with valid credentials) or open (anyone, as the probes)."),
 ];
 
 pub fn find(key: &str) -> Option<&'static Setting> {
@@ -204,6 +214,8 @@ impl Kind {
         match *self {
             Kind::Address { .. } => ("HOST:PORT", "a HOST:PORT address"),
             Kind::Path => ("DIR", "a directory path"),
+            Kind::OptionalFile => ("FILE", "a file path (empty: none)"),
+            Kind::Word(_) => ("WORD", "one of the words listed in the doc line"),
             Kind::Workers | Kind::Count { .. } => ("N", "a whole number"),
             Kind::Size { .. } => ("SIZE", "a size (1024, 512KiB, 4MiB)"),
             Kind::Duration { .. } => ("DURATION", "a duration (30s, 5m, 1h)"),
@@ -243,6 +255,12 @@ impl Kind {
             }
             Kind::Path if text.trim().is_empty() => Err("the path is empty".into()),
             Kind::Path => Ok(Value::Path(PathBuf::from(text))),
+            Kind::OptionalFile if text.trim().is_empty() => Ok(Value::Optional(None)),
+            Kind::OptionalFile => Ok(Value::Optional(Some(text.to_string()))),
+            Kind::Word(words) => match words.iter().find(|w| text.trim() == **w) {
+                Some(w) => Ok(Value::Text(w.to_string())),
+                None => Err(format!("{text:?} is not one of {}", words.join(", "))),
+            },
             Kind::Workers => match parse_count(text)? {
                 0 => Ok(Value::Count(default_workers())),
                 n if n > 1024 => Err(format!("{text:?} is more than the maximum of 1024")),
@@ -525,7 +543,15 @@ mod tests {
         );
         assert_eq!(
             sections(),
-            ["http", "http.timeouts", "storage", "log", "metrics"]
+            [
+                "http",
+                "http.timeouts",
+                "storage",
+                "log",
+                "metrics",
+                "auth",
+                "auth.htpasswd"
+            ]
         );
         // a section is never also a setting
         for sec in sections() {

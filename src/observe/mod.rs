@@ -138,6 +138,8 @@ pub struct Exchange<'a> {
     pub route: RouteClass,
     /// Only a valid repository name (it comes from the URL).
     pub repository: Option<&'a str>,
+    /// Who the request was from, once authenticated; None for anonymous.
+    pub user: Option<&'a str>,
     pub status: u16,
     /// Request body bytes read.
     pub received: u64,

@@ -5,7 +5,7 @@
 //! Every answer carries an `X-Request-Id` and is recorded once written: counted in the
 //! worker's metrics and, when the access log is on, logged with its method, route class,
 //! repository, status, body bytes both ways, duration (head read to response written), id
-//! and peer.
+//! and peer, and the user when the request was authenticated.
 
 use crate::api::error::{Error, ErrorCode};
 use crate::api::{self, Registry, Site};
@@ -68,6 +68,7 @@ async fn answer_unparsed<T: Transport>(
         method: Method::Other,
         route: RouteClass::Other,
         repository: None,
+        user: None,
         status,
         received: 0,
         sent: if written { sent } else { 0 },
@@ -141,9 +142,8 @@ pub async fn serve<T: Transport>(
             min_rate: settings.min_body_rate,
         };
         let mut body = Body::new(&mut conn, &req, limits);
-        let resp = api::handle(&ctx.reg, target, &req, &mut body, id.as_str())
-            .await
-            .header(REQUEST_ID_HEADER, id.as_str().to_string());
+        let (resp, caller) = api::handle(&ctx.reg, target, &req, &mut body, id.as_str()).await;
+        let resp = resp.header(REQUEST_ID_HEADER, id.as_str().to_string());
         let received = body.received();
         let reusable = body.finish().await;
         let keep_alive = req.keep_alive && reusable && !ctx.shutdown.fired();
@@ -159,6 +159,7 @@ pub async fn serve<T: Transport>(
             method: req.method,
             route,
             repository,
+            user: caller.user(),
             status,
             received,
             sent: if written.is_ok() { sent } else { 0 },

@@ -116,6 +116,9 @@ fn read_only_hint(e: &std::io::Error) -> &'static str {
 }
 
 pub fn run(cfg: Config) -> Result<(), String> {
+    // First: a broken htpasswd file or rule stops the start, naming its line, before anything
+    // is created on disk.
+    let auth = crate::auth::Auth::start(&cfg)?;
     let nofile = nofile::raise_to_hard();
     // Undoes what this start creates on disk if it fails (and holds the lock meanwhile).
     let mut created = Created::default();
@@ -213,6 +216,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             ..Limits::default()
         },
         jobs: Board::default(),
+        auth,
     });
     let settings = ConnSettings {
         max_head: cfg.max_header_bytes,

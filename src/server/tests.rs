@@ -39,6 +39,7 @@ fn registry(root: &Path) -> Registry {
         hashing: Pool::new(1, "test-hash").unwrap(),
         limits: Limits::default(),
         jobs: Default::default(),
+        auth: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod api_manifests;
 mod api_names;
 mod api_range;
 mod api_referrers;
+mod auth;
 mod cli;
 mod clients;
 mod compare_smoke;

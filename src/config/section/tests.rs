@@ -1,7 +1,7 @@
-//! The model proven on a schema of its own: no section of records ships yet, so these tests
-//! declare a list section (`auth.access`, in a group of its own) and a map section
-//! (`storage.mirrors`, beside scalar settings) with every field type, and read files with them
-//! through the real reader. [`lint`] holds every declaration to its promises; it runs on
+//! The model proven on a schema of its own, apart from the product's sections (the access
+//! rules of [`crate::config::auth`]): these tests declare a list section (`auth.access`, after
+//! the settings of its group) and a map section (`storage.mirrors`, beside scalar settings) with
+//! every field type, and read files with them through the real reader. [`lint`] holds every declaration to its promises; it runs on
 //! [`SECTIONS`] too, so a section a feature adds is checked without a test of its own.
 
 use super::*;
@@ -443,7 +443,7 @@ fn wrong_shapes_and_refused_yaml() {
     );
     assert_eq!(
         one("auth: [x]\n"),
-        "ringyard.yaml:1: auth: expected a mapping of settings (access), found a list"
+        "ringyard.yaml:1: auth: expected a mapping of settings (htpasswd, fail_delay, metrics, access), found a list"
     );
     assert_eq!(
         one("storage:\n  mirrors:\n    a: {address: \"x:1\"}\n    a: {address: \"x:2\"}\n"),
@@ -500,12 +500,11 @@ fn defaults_show_every_section_and_change_nothing() {
 log:
 ";
     assert!(text.contains(mirrors), "{text}");
-    // a group of its own goes last; every example is in the file, commented (and valid: see
-    // lint)
-    let auth = text
-        .find("\nauth:\n  # Who may do what where;")
-        .expect("auth");
-    assert!(auth > text.find("\nmetrics:\n").unwrap());
+    // a section goes after the settings of its group; every example is in the file,
+    // commented (and valid: see lint)
+    let auth = text.find("\n  # Who may do what where;").expect("auth");
+    assert!(auth > text.find("\nauth:\n").unwrap());
+    assert!(auth > text.find("\n  metrics: authenticated\n").unwrap());
     for s in TEST {
         let indent = "  ".repeat(s.key.matches('.').count());
         let commented: String = s

@@ -1,0 +1,218 @@
+//! Authentication and access control, below the API and knowing nothing of HTTP: who a request
+//! is from ([`Auth::identify`], from the `Authorization` header's [`credentials`]) and what they
+//! may do where ([`rules`]). The API asks these before any handler runs (`api::authorize`) and
+//! turns their answers into 401 challenges and 403s.
+//!
+//! Identities come from an htpasswd file ([`htpasswd`]), reloaded while the registry runs. A
+//! bcrypt check runs on a pool of its own ([`crate::blocking`]), never on an event loop and
+//! never queued behind the filesystem's work; a successful one is remembered ([`cache`]) so a
+//! push pays one bcrypt, not one per request. Bearer tokens reach [`Credentials::Bearer`] and
+//! are refused until the token service (`auth::token`) is wired in here.
+//!
+//! Without `auth.htpasswd.path` there is no [`Auth`] at all, and the API's anonymous path does
+//! no work for it.
+
+pub mod cache;
+pub mod credentials;
+pub mod htpasswd;
+pub mod rules;
+
+use crate::blocking::Pool;
+use crate::config::Config;
+pub use credentials::Credentials;
+pub use rules::{Action, Actions, Rules, Who};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Who a request is from, once its credentials were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials.
+    Anonymous,
+    User(Arc<str>),
+}
+
+impl Identity {
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::User(u) => Some(u),
+        }
+    }
+
+    pub fn who(&self) -> Who<'_> {
+        match self {
+            Identity::Anonymous => Who::Anonymous,
+            Identity::User(u) => Who::User(u),
+        }
+    }
+}
+
+/// Why a request's credentials were not accepted. Never a silent fallback to anonymous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A user and password that do not match (or an unknown user: the answer is the same).
+    WrongCredentials { user: String },
+    /// A header that cannot be read as credentials.
+    Malformed(&'static str),
+    /// A Bearer token: not accepted until the token service is wired in.
+    Bearer,
+    /// The verifying threads are gone (the process is stopping).
+    Unavailable,
+}
+
+/// What `/metrics` needs with authentication on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    Authenticated,
+    Open,
+}
+
+/// The configured authentication: users, rules and what answers need.
+pub struct Auth {
+    users: Arc<htpasswd::Store>,
+    cache: Arc<cache::Cache>,
+    pub rules: Rules,
+    /// bcrypt's threads.
+    pool: Pool,
+    /// A request with wrong credentials waits this long for its 401.
+    pub fail_delay: Duration,
+    pub metrics: MetricsAccess,
+    /// The challenge of a 401.
+    pub challenge: &'static str,
+    _watcher: htpasswd::Watcher,
+}
+
+/// The `WWW-Authenticate` value of a 401: docker sends stored credentials only after one.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"ringyard\"";
+
+impl Auth {
+    /// The configured authentication, None without `auth.htpasswd.path`. Reads the file (a
+    /// broken one stops the start with its line named) and starts its watcher.
+    pub fn start(cfg: &Config) -> Result<Option<Auth>, String> {
+        let Some(path) = cfg.htpasswd.as_deref() else {
+            if let Some(at) = cfg
+                .access
+                .iter()
+                .map(|r| &r.at)
+                .chain(cfg.groups.iter().map(|g| &g.at))
+                .next()
+            {
+                return Err(format!(
+                    "{at}: access rules need auth.htpasswd.path (--htpasswd FILE): without \
+                     users every request is anonymous and nothing could be granted to anyone"
+                ));
+            }
+            return Ok(None);
+        };
+        let rules = Rules::new(&cfg.access, &cfg.groups).map_err(|e| e.join("; "))?;
+        let path = PathBuf::from(path);
+        let users = htpasswd::load(&path)?;
+        let n = users.len();
+        let users = Arc::new(htpasswd::Store::new(users));
+        let cache = Arc::new(cache::Cache::new(cache::TTL, cache::CAPACITY));
+        let forget = cache.clone();
+        let watcher = htpasswd::Watcher::start(path.clone(), users.clone(), move || forget.clear())
+            .map_err(|e| format!("cannot start threads: {e}"))?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = Pool::new(threads, "ringyard-auth")
+            .map_err(|e| format!("cannot start threads: {e}"))?;
+        let ruled = if rules.is_open() {
+            "no auth.access rules: every user may do everything, anonymous requests nothing"
+        } else {
+            "access by auth.access"
+        };
+        crate::log::info(format_args!(
+            "authentication: {n} users from {}; {ruled}",
+            path.display()
+        ));
+        Ok(Some(Auth {
+            users,
+            cache,
+            rules,
+            pool,
+            fail_delay: cfg.auth_fail_delay,
+            metrics: match cfg.auth_metrics.as_str() {
+                "open" => MetricsAccess::Open,
+                _ => MetricsAccess::Authenticated,
+            },
+            challenge: BASIC_CHALLENGE,
+            _watcher: watcher,
+        }))
+    }
+
+    /// Who sent a request with this `Authorization` header (None: no header, anonymous).
+    pub async fn identify(&self, authorization: Option<&str>) -> Result<Identity, Refused> {
+        let Some(header) = authorization else {
+            return Ok(Identity::Anonymous);
+        };
+        match credentials::parse(header).map_err(|m| Refused::Malformed(m.0))? {
+            Credentials::Bearer(_) => Err(Refused::Bearer),
+            Credentials::Basic { user, password } => self.basic(user, password).await,
+        }
+    }
+
+    async fn basic(&self, user: String, password: String) -> Result<Identity, Refused> {
+        let generation = self.users.generation();
+        let fp = self.cache.fingerprint(generation, &user, &password);
+        if let Some(known) = self.cache.get(&fp, Instant::now()) {
+            return Ok(Identity::User(known));
+        }
+        // The users and their generation together: an entry is cached under the generation
+        // of the users it was checked against.
+        let (checked_in, users) = self.users.snapshot();
+        let fp = if checked_in == generation {
+            fp
+        } else {
+            self.cache.fingerprint(checked_in, &user, &password)
+        };
+        let (ok, user) = self
+            .pool
+            .run(move || (users.verify(&user, &password), user))
+            .await
+            .map_err(|_| Refused::Unavailable)?;
+        if !ok {
+            return Err(Refused::WrongCredentials { user });
+        }
+        let user: Arc<str> = user.into();
+        self.cache.put(fp, user.clone(), Instant::now());
+        Ok(Identity::User(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{file, source};
+
+    /// The example of the README's Authentication section is a valid file, and its rules
+    /// decide as the prose around it says.
+    #[test]
+    fn readme_example_is_valid_and_decides_as_described() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Authentication").expect("the section")..];
+        let start = section.find("```yaml\n").expect("a yaml example") + 8;
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let (assignments, filled, errors) = file::parse("README.md", example);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut cfg = source::resolve(assignments).unwrap();
+        filled.iter().for_each(|f| f.apply(&mut cfg));
+        assert_eq!(cfg.htpasswd.as_deref(), Some("/etc/ringyard/htpasswd"));
+        let rules = Rules::new(&cfg.access, &cfg.groups).unwrap();
+        let can = |who: Who, repo: &str, a: Action| rules.allowed(who, repo).contains(a);
+        use Action::*;
+        assert!(can(Who::User("bob"), "team/app", Push));
+        assert!(!can(Who::User("bob"), "team/a/b", Push));
+        assert!(
+            can(Who::User("bob"), "team/a/b", Pull),
+            "** gives every user pull"
+        );
+        assert!(can(Who::User("ci-bot"), "team/app", Delete));
+        assert!(!can(Who::User("bob"), "team/secret", Pull));
+        assert!(can(Who::User("carol"), "team/secret", Pull));
+        assert!(can(Who::User("alice"), "team/secret", Delete), "admin");
+        assert!(can(Who::Anonymous, "public/x", Pull));
+        assert!(!can(Who::Anonymous, "team/app", Pull));
+    }
+}
