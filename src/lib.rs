@@ -27,6 +27,7 @@
 //! the way it is.
 
 pub mod api;
+pub mod auth;
 pub mod blocking;
 pub mod buf;
 pub mod config;

@@ -1,0 +1,2 @@
+//! Authentication and access control: identities, rules and challenges (issue 12).
+pub mod token;
