@@ -16,6 +16,7 @@ pub mod cache;
 pub mod credentials;
 pub mod htpasswd;
 pub mod rules;
+pub mod token;
 
 use crate::blocking::Pool;
 use crate::config::Config;
