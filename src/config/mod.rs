@@ -60,6 +60,12 @@ pub struct Config {
     pub min_body_rate: usize,
     /// After SIGTERM or SIGINT, requests in flight get this long to finish.
     pub shutdown_grace: Duration,
+    /// PEM certificate chain served on `listen` (TLS); None: plain HTTP. Set with `tls_key`.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: with one, every client must present a certificate they signed.
+    pub tls_client_ca: Option<PathBuf>,
 
     // storage
     pub root: PathBuf,
@@ -96,6 +102,9 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             min_body_rate: 1024,
             shutdown_grace: Duration::from_secs(30),
+            tls_certificate: None,
+            tls_key: None,
+            tls_client_ca: None,
             root: PathBuf::from("./ringyard-data"),
             delete_enabled: true,
             read_only: false,

@@ -19,6 +19,8 @@ pub enum Kind {
         optional: bool,
     },
     Path,
+    /// A file's path; empty means none.
+    File,
     /// 0 (one per core) up to 1024.
     Workers,
     Count {
@@ -44,6 +46,7 @@ pub enum Value {
     Text(String),
     Optional(Option<String>),
     Path(PathBuf),
+    OptionalPath(Option<PathBuf>),
     Count(usize),
     Duration(Duration),
     Bool(bool),
@@ -108,6 +111,7 @@ macro_rules! field {
 field!(String, Text);
 field!(Option<String>, Optional);
 field!(PathBuf, Path);
+field!(Option<PathBuf>, OptionalPath);
 field!(usize, Count);
 field!(Duration, Duration);
 field!(bool, Bool);
@@ -153,6 +157,12 @@ pub static SETTINGS: &[Setting] = &[
         "A request body or a response must make progress at least this often."),
     setting!("http.timeouts.shutdown_grace", shutdown_grace, Kind::Duration { zero_ok: true }, Some(Takes("shutdown-grace")),
         "After SIGTERM or SIGINT, requests in flight get this long to finish."),
+    setting!("http.tls.certificate", tls_certificate, Kind::File, Some(Takes("tls-cert")),
+        "PEM certificate chain (the server's first) to serve HTTPS on http.listen with TLS 1.2 and 1.3; reloaded when the file changes; empty: plain HTTP."),
+    setting!("http.tls.key", tls_key, Kind::File, Some(Takes("tls-key")),
+        "PEM private key of http.tls.certificate (PKCS#8, PKCS#1 or SEC1); reloaded with it."),
+    setting!("http.tls.client_ca", tls_client_ca, Kind::File, Some(Takes("tls-client-ca")),
+        "PEM CA certificates for mutual TLS: every client must present a certificate one of them signed; empty: no client certificates."),
     setting!("storage.root", root, Kind::Path, Some(Takes("root")),
         "Data directory: blobs, upload sessions and the metadata database (a relative path is from the working directory)."),
     setting!("storage.delete", delete_enabled, Kind::Bool, Some(Switch { name: "no-delete", sets: "false", help: "Refuse every DELETE with 405 UNSUPPORTED (storage.delete: false)." }),
@@ -204,6 +214,7 @@ impl Kind {
         match *self {
             Kind::Address { .. } => ("HOST:PORT", "a HOST:PORT address"),
             Kind::Path => ("DIR", "a directory path"),
+            Kind::File => ("FILE", "a file path"),
             Kind::Workers | Kind::Count { .. } => ("N", "a whole number"),
             Kind::Size { .. } => ("SIZE", "a size (1024, 512KiB, 4MiB)"),
             Kind::Duration { .. } => ("DURATION", "a duration (30s, 5m, 1h)"),
@@ -227,6 +238,11 @@ impl Kind {
         matches!(self, Kind::Workers | Kind::Count { .. } | Kind::Bool)
     }
 
+    /// Whether an empty value (or none, in the file) means "not set".
+    pub fn optional(&self) -> bool {
+        matches!(self, Kind::Address { optional: true } | Kind::File)
+    }
+
     /// Parses and checks `text`; the error names the value and the rule, not the key.
     pub fn parse(&self, text: &str) -> Result<Value, String> {
         match *self {
@@ -243,6 +259,8 @@ impl Kind {
             }
             Kind::Path if text.trim().is_empty() => Err("the path is empty".into()),
             Kind::Path => Ok(Value::Path(PathBuf::from(text))),
+            Kind::File if text.trim().is_empty() => Ok(Value::OptionalPath(None)),
+            Kind::File => Ok(Value::OptionalPath(Some(PathBuf::from(text)))),
             Kind::Workers => match parse_count(text)? {
                 0 => Ok(Value::Count(default_workers())),
                 n if n > 1024 => Err(format!("{text:?} is more than the maximum of 1024")),
@@ -338,6 +356,11 @@ impl Setting {
             (Value::Text(s), _) => yaml_scalar(&s),
             (Value::Optional(s), _) => yaml_scalar(s.as_deref().unwrap_or("")),
             (Value::Path(p), _) => yaml_scalar(&p.to_string_lossy()),
+            (Value::OptionalPath(p), _) => yaml_scalar(
+                &p.as_deref()
+                    .map(|p| p.to_string_lossy())
+                    .unwrap_or_default(),
+            ),
             (Value::Duration(d), _) => format_duration(d),
             (Value::Bool(b), _) => b.to_string(),
             (Value::Level(l), _) => format!("{l:?}").to_ascii_lowercase(),
@@ -525,7 +548,14 @@ mod tests {
         );
         assert_eq!(
             sections(),
-            ["http", "http.timeouts", "storage", "log", "metrics"]
+            [
+                "http",
+                "http.timeouts",
+                "http.tls",
+                "storage",
+                "log",
+                "metrics"
+            ]
         );
         // a section is never also a setting
         for sec in sections() {
@@ -586,6 +616,11 @@ mod tests {
             Value::Optional(Some("127.0.0.1:9090".into()))
         );
         assert!(bad("storage.root", " ").contains("empty"));
+        assert_eq!(good("http.tls.key", ""), Value::OptionalPath(None));
+        assert_eq!(
+            good("http.tls.certificate", "/etc/ringyard/cert.pem"),
+            Value::OptionalPath(Some(PathBuf::from("/etc/ringyard/cert.pem")))
+        );
     }
 
     /// The README's reference table is this table's; when a setting changes, paste the new
