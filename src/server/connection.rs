@@ -60,8 +60,9 @@ pub enum Task {
 }
 
 /// Runs `task` on a connection accepted on `site`: over TLS after the handshake when the site
-/// speaks TLS, else over plain TCP. Each transport gets its own copy of the request loop, so
-/// the plain path is exactly what it is without TLS.
+/// speaks TLS, else over plain TCP. Each transport gets its own copy of the request loop, and
+/// the TLS one lives in a box of its own, so the plain path and its task are what they are
+/// without TLS (rustls's state would otherwise enlarge every connection's task).
 pub async fn open(
     stream: monoio::net::TcpStream,
     remote: Option<SocketAddr>,
@@ -69,10 +70,23 @@ pub async fn open(
     task: Task,
     ctx: Rc<ConnCtx>,
 ) {
-    let config = match (&ctx.tls, site) {
-        (Some(tls), Site::Registry) => tls.current(),
-        _ => return run(TcpTransport::new(stream), remote, site, task, ctx).await,
-    };
+    match (&ctx.tls, site) {
+        (Some(tls), Site::Registry) => {
+            let config = tls.current();
+            Box::pin(open_tls(stream, config, remote, site, task, ctx)).await
+        }
+        _ => run(TcpTransport::new(stream), remote, site, task, ctx).await,
+    }
+}
+
+async fn open_tls(
+    stream: monoio::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    remote: Option<SocketAddr>,
+    site: Site,
+    task: Task,
+    ctx: Rc<ConnCtx>,
+) {
     let handshake = monoio::select! {
         r = monoio::time::timeout(ctx.settings.head_timeout, tls::accept(stream, config)) => r,
         _ = ctx.shutdown.wait() => return,
