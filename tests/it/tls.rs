@@ -570,12 +570,12 @@ fn certificate_replaced_during_a_download_the_download_completes_new_connections
     );
 
     let work = tempfile::tempdir().unwrap();
-    let len = 160 * MIB;
+    let len = 200 * MIB;
     let source = work.path().join("big");
     let digest = generated_file(&source, 12, len);
     old.push_file("tls/reload", &source, &digest);
     std::fs::remove_file(&source).unwrap();
-    // A download slow enough (about 8 s) to span the reload.
+    // A download slow enough (about 10 s) to span the reload.
     let out = work.path().join("out");
     let mut download = old
         .command(&[
