@@ -286,10 +286,7 @@ impl<C> Reader<'_, C> {
             );
         };
         let text = if is_null(v) {
-            if !matches!(
-                s.kind,
-                settings::Kind::Address { optional: true } | settings::Kind::OptionalFile
-            ) {
+            if !s.kind.optional() {
                 return self.error(
                     line,
                     s.key,

@@ -61,6 +61,12 @@ pub struct Config {
     pub min_body_rate: usize,
     /// After SIGTERM or SIGINT, requests in flight get this long to finish.
     pub shutdown_grace: Duration,
+    /// PEM certificate chain served on `listen` (TLS); None: plain HTTP. Set with `tls_key`.
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key of `tls_certificate`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: with one, every client must present a certificate they signed.
+    pub tls_client_ca: Option<PathBuf>,
 
     // storage
     pub root: PathBuf,
@@ -86,7 +92,7 @@ pub struct Config {
 
     // auth
     /// `auth.htpasswd.path`: None is no authentication at all.
-    pub htpasswd: Option<String>,
+    pub htpasswd: Option<PathBuf>,
     /// A request with wrong credentials waits this long for its 401.
     pub auth_fail_delay: Duration,
     /// `authenticated` or `open`: who may read `/metrics` with authentication on.
@@ -109,6 +115,9 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             min_body_rate: 1024,
             shutdown_grace: Duration::from_secs(30),
+            tls_certificate: None,
+            tls_key: None,
+            tls_client_ca: None,
             root: PathBuf::from("./ringyard-data"),
             delete_enabled: true,
             read_only: false,

@@ -19,8 +19,8 @@ pub enum Kind {
         optional: bool,
     },
     Path,
-    /// A file path; empty means none (`auth.htpasswd.path`: no authentication).
-    OptionalFile,
+    /// A file's path; empty means none.
+    File,
     /// Exactly one of these words.
     Word(&'static [&'static str]),
     /// 0 (one per core) up to 1024.
@@ -48,6 +48,7 @@ pub enum Value {
     Text(String),
     Optional(Option<String>),
     Path(PathBuf),
+    OptionalPath(Option<PathBuf>),
     Count(usize),
     Duration(Duration),
     Bool(bool),
@@ -112,6 +113,7 @@ macro_rules! field {
 field!(String, Text);
 field!(Option<String>, Optional);
 field!(PathBuf, Path);
+field!(Option<PathBuf>, OptionalPath);
 field!(usize, Count);
 field!(Duration, Duration);
 field!(bool, Bool);
@@ -157,6 +159,12 @@ pub static SETTINGS: &[Setting] = &[
         "A request body or a response must make progress at least this often."),
     setting!("http.timeouts.shutdown_grace", shutdown_grace, Kind::Duration { zero_ok: true }, Some(Takes("shutdown-grace")),
         "After SIGTERM or SIGINT, requests in flight get this long to finish."),
+    setting!("http.tls.certificate", tls_certificate, Kind::File, Some(Takes("tls-cert")),
+        "PEM certificate chain (the server's first) to serve HTTPS on http.listen with TLS 1.2 and 1.3; reloaded when the file changes; empty: plain HTTP."),
+    setting!("http.tls.key", tls_key, Kind::File, Some(Takes("tls-key")),
+        "PEM private key of http.tls.certificate (PKCS#8, PKCS#1 or SEC1); reloaded with it."),
+    setting!("http.tls.client_ca", tls_client_ca, Kind::File, Some(Takes("tls-client-ca")),
+        "PEM CA certificates for mutual TLS: every client must present a certificate one of them signed; empty: no client certificates."),
     setting!("storage.root", root, Kind::Path, Some(Takes("root")),
         "Data directory: blobs, upload sessions and the metadata database (a relative path is from the working directory)."),
     setting!("storage.delete", delete_enabled, Kind::Bool, Some(Switch { name: "no-delete", sets: "false", help: "Refuse every DELETE with 405 UNSUPPORTED (storage.delete: false)." }),
@@ -177,7 +185,7 @@ pub static SETTINGS: &[Setting] = &[
         "Serve GET /metrics in the Prometheus text format."),
     setting!("metrics.listen", metrics_listen, Kind::Address { optional: true }, Some(Takes("metrics-listen")),
         "Also serve /metrics and the probes on this HOST:PORT; empty: only on http.listen."),
-    setting!("auth.htpasswd.path", htpasswd, Kind::OptionalFile, Some(Takes("htpasswd")),
+    setting!("auth.htpasswd.path", htpasswd, Kind::File, Some(Takes("htpasswd")),
         "An Apache htpasswd file of bcrypt entries (htpasswd -B, ringyard htpasswd add); set, every request needs credentials unless auth.access lets anonymous in; empty: no authentication. Reloaded when it changes."),
     setting!("auth.fail_delay", auth_fail_delay, Kind::Duration { zero_ok: true }, Some(Takes("auth-fail-delay")),
         "A request with wrong credentials is answered 401 only after this long (as zot's failDelay), which slows password guessing."),
@@ -214,7 +222,7 @@ impl Kind {
         match *self {
             Kind::Address { .. } => ("HOST:PORT", "a HOST:PORT address"),
             Kind::Path => ("DIR", "a directory path"),
-            Kind::OptionalFile => ("FILE", "a file path (empty: none)"),
+            Kind::File => ("FILE", "a file path"),
             Kind::Word(_) => ("WORD", "one of the words listed in the doc line"),
             Kind::Workers | Kind::Count { .. } => ("N", "a whole number"),
             Kind::Size { .. } => ("SIZE", "a size (1024, 512KiB, 4MiB)"),
@@ -239,6 +247,11 @@ impl Kind {
         matches!(self, Kind::Workers | Kind::Count { .. } | Kind::Bool)
     }
 
+    /// Whether an empty value (or none, in the file) means "not set".
+    pub fn optional(&self) -> bool {
+        matches!(self, Kind::Address { optional: true } | Kind::File)
+    }
+
     /// Parses and checks `text`; the error names the value and the rule, not the key.
     pub fn parse(&self, text: &str) -> Result<Value, String> {
         match *self {
@@ -255,8 +268,8 @@ impl Kind {
             }
             Kind::Path if text.trim().is_empty() => Err("the path is empty".into()),
             Kind::Path => Ok(Value::Path(PathBuf::from(text))),
-            Kind::OptionalFile if text.trim().is_empty() => Ok(Value::Optional(None)),
-            Kind::OptionalFile => Ok(Value::Optional(Some(text.to_string()))),
+            Kind::File if text.trim().is_empty() => Ok(Value::OptionalPath(None)),
+            Kind::File => Ok(Value::OptionalPath(Some(PathBuf::from(text)))),
             Kind::Word(words) => match words.iter().find(|w| text.trim() == **w) {
                 Some(w) => Ok(Value::Text(w.to_string())),
                 None => Err(format!("{text:?} is not one of {}", words.join(", "))),
@@ -356,6 +369,11 @@ impl Setting {
             (Value::Text(s), _) => yaml_scalar(&s),
             (Value::Optional(s), _) => yaml_scalar(s.as_deref().unwrap_or("")),
             (Value::Path(p), _) => yaml_scalar(&p.to_string_lossy()),
+            (Value::OptionalPath(p), _) => yaml_scalar(
+                &p.as_deref()
+                    .map(|p| p.to_string_lossy())
+                    .unwrap_or_default(),
+            ),
             (Value::Duration(d), _) => format_duration(d),
             (Value::Bool(b), _) => b.to_string(),
             (Value::Level(l), _) => format!("{l:?}").to_ascii_lowercase(),
@@ -546,6 +564,7 @@ mod tests {
             [
                 "http",
                 "http.timeouts",
+                "http.tls",
                 "storage",
                 "log",
                 "metrics",
@@ -612,6 +631,11 @@ mod tests {
             Value::Optional(Some("127.0.0.1:9090".into()))
         );
         assert!(bad("storage.root", " ").contains("empty"));
+        assert_eq!(good("http.tls.key", ""), Value::OptionalPath(None));
+        assert_eq!(
+            good("http.tls.certificate", "/etc/ringyard/cert.pem"),
+            Value::OptionalPath(Some(PathBuf::from("/etc/ringyard/cert.pem")))
+        );
     }
 
     /// The README's reference table is this table's; when a setting changes, paste the new

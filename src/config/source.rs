@@ -82,14 +82,14 @@ pub fn resolve(
 ) -> Result<Config, Vec<ConfigError>> {
     let mut cfg = Config::default();
     let mut errors: Vec<ConfigError> = Vec::new();
-    let mut metrics_listen_origin = None;
+    // Where each setting got its value last: the place named when settings disagree.
+    let mut origins: Vec<(&'static str, Origin)> = Vec::new();
     for a in assignments {
         match a.setting.parse(&a.text) {
             Ok(v) => {
                 a.setting.apply(&mut cfg, v);
-                if a.setting.key == "metrics.listen" {
-                    metrics_listen_origin = Some(a.origin);
-                }
+                origins.retain(|(k, _)| *k != a.setting.key);
+                origins.push((a.setting.key, a.origin));
             }
             Err(e) => push_once(
                 &mut errors,
@@ -97,11 +97,12 @@ pub fn resolve(
             ),
         }
     }
-    if let (Some(m), Some(origin)) = (&cfg.metrics_listen, metrics_listen_origin) {
+    let origin = |key: &str| origins.iter().find(|(k, _)| *k == key).map(|(_, o)| o);
+    if let (Some(m), Some(origin)) = (&cfg.metrics_listen, origin("metrics.listen")) {
         // port 0 picks a free port for each, so two of them never clash
         if *m == cfg.listen && !m.ends_with(":0") {
             errors.push(ConfigError::new(
-                origin,
+                origin.clone(),
                 Some("metrics.listen"),
                 format!(
                     "{m:?} is http.listen too; leave it empty to serve /metrics there, or pick another address"
@@ -109,11 +110,40 @@ pub fn resolve(
             ));
         }
     }
+    for (key, message) in tls_disagreements(&cfg) {
+        if let Some(origin) = origin(key) {
+            errors.push(ConfigError::new(origin.clone(), Some(key), message));
+        }
+    }
     if errors.is_empty() {
         Ok(cfg)
     } else {
         Err(errors)
     }
+}
+
+/// TLS settings that make no sense together: the key to blame and why. A certificate needs its
+/// key and the other way round; client certificates need TLS.
+fn tls_disagreements(cfg: &Config) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    match (&cfg.tls_certificate, &cfg.tls_key) {
+        (Some(_), None) => out.push((
+            "http.tls.certificate",
+            "a certificate needs its private key: set http.tls.key (--tls-key) too",
+        )),
+        (None, Some(_)) => out.push((
+            "http.tls.key",
+            "a private key needs its certificate: set http.tls.certificate (--tls-cert) too",
+        )),
+        _ => {}
+    }
+    if cfg.tls_client_ca.is_some() && cfg.tls_certificate.is_none() {
+        out.push((
+            "http.tls.client_ca",
+            "client certificates need TLS: set http.tls.certificate and http.tls.key too",
+        ));
+    }
+    out
 }
 
 /// Adds `e` unless the same error is already there (a flag that sets two settings).
@@ -191,6 +221,38 @@ mod tests {
                 r#"--request-timeout: "x1" is not a duration (use 30s, 5m, 1h)"#,
             ]
         );
+    }
+
+    #[test]
+    fn tls_settings_come_in_pairs() {
+        let flag = |n: &str| Origin::Flag(n.into());
+        let errs = resolve([at(flag("tls-cert"), "http.tls.certificate", "/c.pem")]).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "--tls-cert: a certificate needs its private key: set http.tls.key (--tls-key) too"
+        );
+        let errs = resolve([at(file(4), "http.tls.key", "/k.pem")]).unwrap_err();
+        assert!(errs[0]
+            .to_string()
+            .starts_with("ringyard.yaml:4: http.tls.key: a private key needs its certificate"));
+        let errs =
+            resolve([at(flag("tls-client-ca"), "http.tls.client_ca", "/ca.pem")]).unwrap_err();
+        assert!(errs[0].to_string().contains("client certificates need TLS"));
+        let cfg = resolve([
+            at(file(1), "http.tls.certificate", "/c.pem"),
+            at(flag("tls-key"), "http.tls.key", "/k.pem"),
+            at(file(3), "http.tls.client_ca", "/ca.pem"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.tls_key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        // A later source may turn TLS off again with empty values.
+        assert!(resolve([
+            at(file(1), "http.tls.certificate", "/c.pem"),
+            at(file(2), "http.tls.key", "/k.pem"),
+            at(flag("tls-cert"), "http.tls.certificate", ""),
+            at(flag("tls-key"), "http.tls.key", ""),
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! monoio-http buffers whole request bodies and answers HEAD with length 0, which a registry
 //! moving 10 GB layers cannot use.
 //!
-//! Connections run over a [`transport::Transport`]: plain TCP today (file bodies by
-//! `sendfile` when in the page cache, by O_DIRECT reads ([`direct`]) when not), TLS next, and an in-memory one in tests, so that the real request loop and
-//! handlers are tested without a socket. A connection is generic over its transport, not
+//! Connections run over a [`transport::Transport`]: plain TCP (file bodies by `sendfile` when
+//! in the page cache, by O_DIRECT reads ([`direct`]) when not), TLS ([`tls`], rustls, with the
+//! configuration of [`tls_config`]), and an in-memory one in tests, so that the real request
+//! loop and handlers are tested without a socket. A connection is generic over its transport, not
 //! boxed, so the seam costs the hot path nothing.
 //!
 //! This layer stands below the others: it imports nothing of `store`, `server` or `api`.
@@ -24,4 +25,6 @@ pub mod query;
 pub mod range;
 pub mod request;
 pub mod response;
+pub mod tls;
+pub mod tls_config;
 pub mod transport;

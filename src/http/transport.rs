@@ -4,9 +4,9 @@
 //! "send bytes `[start, end)` of this file", so that a transport able to move file pages
 //! without a copy can, and any other still works.
 //!
-//! Plain TCP ([`TcpTransport`]) is the one in service: its file sends are `sendfile` from
-//! the page cache. TLS will be another implementation; it keeps the default file send
-//! ([`copy_range`], read and write) or sends with kTLS. Tests drive the real request loop
+//! Plain TCP ([`TcpTransport`]): its file sends are `sendfile` from the page cache. TLS
+//! ([`super::tls::TlsTransport`]) keeps the default file send ([`copy_range`], read, encrypt,
+//! write). Tests drive the real request loop
 //! over an in-memory one (`http::memory`), without a socket.
 //!
 //! Connections are generic over their transport, not boxed: the manifest GET hot path pays

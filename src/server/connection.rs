@@ -2,6 +2,10 @@
 //! API, write the answer, and repeat while keep-alive allows. Malformed heads get their 400
 //! or 431 in the spec's error shape before the connection closes.
 //!
+//! On a TLS listener the handshake runs first, on the worker that serves the connection (the
+//! balancer hands over bare sockets), bounded by the head timeout and ended by shutdown; a
+//! client speaking plain HTTP to it is told so in a plain 400.
+//!
 //! Every answer carries an `X-Request-Id` and is recorded once written: counted in the
 //! worker's metrics and, when the access log is on, logged with its method, route class,
 //! repository, status, body bytes both ways, duration (head read to response written), id
@@ -13,7 +17,9 @@ use crate::http::body::{Body, BodyLimits};
 use crate::http::conn::{Conn, HeadOutcome};
 use crate::http::request::{HeadError, Method};
 use crate::http::response::write_response;
-use crate::http::transport::Transport;
+use crate::http::tls::{self, Accepted};
+use crate::http::tls_config::TlsConfig;
+use crate::http::transport::{TcpTransport, Transport};
 use crate::observe::{Exchange, RouteClass, WorkerObs, REQUEST_ID_HEADER};
 use crate::signal::LocalSignal;
 use std::net::SocketAddr;
@@ -40,6 +46,75 @@ pub struct ConnCtx {
     pub settings: ConnSettings,
     pub shutdown: LocalSignal,
     pub obs: WorkerObs,
+    /// The registry listener's TLS configuration; None: plain HTTP. (The operations
+    /// listener stays plain: probes and scrapers on a private address.)
+    pub tls: Option<Arc<TlsConfig>>,
+}
+
+/// What becomes of an accepted connection once its transport is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    Serve,
+    /// Over the connection limit: answered 503 and closed.
+    Refuse,
+}
+
+/// Runs `task` on a connection accepted on `site`: over TLS after the handshake when the site
+/// speaks TLS, else over plain TCP. Each transport gets its own copy of the request loop, and
+/// the TLS one lives in a box of its own, so the plain path and its task are what they are
+/// without TLS (rustls's state would otherwise enlarge every connection's task).
+pub async fn open(
+    stream: monoio::net::TcpStream,
+    remote: Option<SocketAddr>,
+    site: Site,
+    task: Task,
+    ctx: Rc<ConnCtx>,
+) {
+    match (&ctx.tls, site) {
+        (Some(tls), Site::Registry) => {
+            let config = tls.current();
+            Box::pin(open_tls(stream, config, remote, site, task, ctx)).await
+        }
+        _ => run(TcpTransport::new(stream), remote, site, task, ctx).await,
+    }
+}
+
+async fn open_tls(
+    stream: monoio::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    remote: Option<SocketAddr>,
+    site: Site,
+    task: Task,
+    ctx: Rc<ConnCtx>,
+) {
+    let handshake = monoio::select! {
+        r = monoio::time::timeout(ctx.settings.head_timeout, tls::accept(stream, config)) => r,
+        _ = ctx.shutdown.wait() => return,
+    };
+    let peer = remote.map(|r| r.to_string()).unwrap_or_default();
+    match handshake {
+        Ok(Ok(Accepted::Tls(t))) => run(*t, remote, site, task, ctx).await,
+        Ok(Ok(Accepted::PlainHttp(stream))) => {
+            let err = Error::malformed("this port speaks TLS: use https://")
+                .with_message("plain HTTP request to the TLS port");
+            close_with(TcpTransport::new(stream), &err, None, remote, &ctx).await;
+        }
+        Ok(Err(e)) => crate::log::debug(format_args!("TLS handshake with {peer} failed: {e}")),
+        Err(_) => crate::log::debug(format_args!("TLS handshake with {peer} timed out")),
+    }
+}
+
+async fn run<T: Transport>(
+    transport: T,
+    remote: Option<SocketAddr>,
+    site: Site,
+    task: Task,
+    ctx: Rc<ConnCtx>,
+) {
+    match task {
+        Task::Serve => serve(transport, remote, site, ctx).await,
+        Task::Refuse => refuse(transport, remote, ctx).await,
+    }
 }
 
 /// Writes an answer given before any request was understood (refusal, malformed head), with
@@ -82,19 +157,21 @@ async fn answer_unparsed<T: Transport>(
 /// Answers a connection over the limit with 503 UNAVAILABLE and closes it, so that clients see
 /// why instead of a reset (they retry after `Retry-After`).
 pub async fn refuse<T: Transport>(transport: T, remote: Option<SocketAddr>, ctx: Rc<ConnCtx>) {
+    let err = Error::new(ErrorCode::Unavailable).with_message("too many connections; retry later");
+    close_with(transport, &err, Some(("Retry-After", "1")), remote, &ctx).await;
+}
+
+/// Answers `err` before any request was read, and closes.
+async fn close_with<T: Transport>(
+    transport: T,
+    err: &Error,
+    extra: Option<(&'static str, &'static str)>,
+    remote: Option<SocketAddr>,
+    ctx: &ConnCtx,
+) {
     let started = Instant::now();
     let mut conn = Conn::new(transport);
-    let err = Error::new(ErrorCode::Unavailable).with_message("too many connections; retry later");
-    if answer_unparsed(
-        &mut conn,
-        &err,
-        Some(("Retry-After", "1")),
-        remote,
-        &ctx,
-        started,
-    )
-    .await
-    {
+    if answer_unparsed(&mut conn, err, extra, remote, ctx, started).await {
         conn.linger_close().await;
     }
 }

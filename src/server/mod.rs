@@ -10,11 +10,13 @@ pub mod listen;
 pub mod nofile;
 #[cfg(test)]
 mod tests;
+pub mod tls_reload;
 pub mod worker;
 
 use crate::api::{Limits, Registry};
 use crate::blocking::{block_on, Pool};
 use crate::config::Config;
+use crate::http::tls_config::{self, TlsConfig, TlsFiles};
 use crate::jobs::upload_expiry::UploadExpiry;
 use crate::jobs::{Board, Jobs};
 use crate::meta::Meta;
@@ -115,11 +117,26 @@ fn read_only_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// The TLS files the configuration names, if it turns TLS on (the settings come in pairs,
+/// checked with the configuration).
+fn tls_files(cfg: &Config) -> Option<TlsFiles> {
+    Some(TlsFiles {
+        certificate: cfg.tls_certificate.clone()?,
+        key: cfg.tls_key.clone()?,
+        client_ca: cfg.tls_client_ca.clone(),
+    })
+}
+
 pub fn run(cfg: Config) -> Result<(), String> {
     // First: a broken htpasswd file or rule stops the start, naming its line, before anything
     // is created on disk.
     let auth = crate::auth::Auth::start(&cfg)?;
     let nofile = nofile::raise_to_hard();
+    // First: a certificate that cannot be served is a configuration mistake, reported before
+    // anything is created or bound.
+    let tls = tls_files(&cfg)
+        .map(|files| tls_config::load(&files).map(|c| (files, Arc::new(TlsConfig::new(c)))))
+        .transpose()?;
     // Undoes what this start creates on disk if it fails (and holds the lock meanwhile).
     let mut created = Created::default();
     if !cfg.read_only {
@@ -254,6 +271,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             max_connections: cfg.max_connections.max(1),
             balancer: balancer.clone(),
             inbox,
+            tls: tls.as_ref().map(|(_, c)| c.clone()),
         };
         handles.push(
             worker::spawn(setup, ready_tx.clone())
@@ -294,10 +312,30 @@ pub fn run(cfg: Config) -> Result<(), String> {
             addrs.join(", ")
         ));
     }
+    let _reloader = match &tls {
+        Some((files, config)) => Some(
+            tls_reload::Reloader::start(files.clone(), config.clone())
+                .map_err(|e| format!("cannot start threads: {e}"))?,
+        ),
+        None => None,
+    };
     let _lock = created.keep();
     let addrs: Vec<String> = bound.addrs.iter().map(|a| a.to_string()).collect();
+    let scheme = match &tls {
+        Some((files, _)) => {
+            let clients = match &files.client_ca {
+                Some(ca) => format!(", client certificates from {}", ca.display()),
+                None => String::new(),
+            };
+            format!(
+                " with TLS (certificate {}{clients})",
+                files.certificate.display()
+            )
+        }
+        None => String::new(),
+    };
     crate::log::info(format_args!(
-        "listening on {}; data in {}; {} workers ({driver})",
+        "listening on {}{scheme}; data in {}; {} workers ({driver})",
         addrs.join(", "),
         root.display(),
         handles.len()

@@ -56,6 +56,7 @@ fn context(reg: Arc<Registry>) -> Rc<ConnCtx> {
             min_body_rate: 0,
         },
         shutdown: LocalSignal::new(),
+        tls: None,
     })
 }
 

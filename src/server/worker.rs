@@ -3,9 +3,9 @@
 //! the balancer's counts.
 
 use super::balance::{Balancer, Handoff, Slot};
-use super::connection::{refuse, serve, ConnCtx, ConnSettings};
+use super::connection::{open, ConnCtx, ConnSettings, Task};
 use crate::api::{Registry, Site};
-use crate::http::transport::TcpTransport;
+use crate::http::tls_config::TlsConfig;
 use crate::signal::LocalSignal;
 use crate::store::open_cache;
 use futures_channel::{mpsc as async_mpsc, oneshot};
@@ -30,6 +30,8 @@ pub struct WorkerSetup {
     pub balancer: Arc<Balancer>,
     /// Connections other workers accepted and passed to this one.
     pub inbox: async_mpsc::UnboundedReceiver<Handoff>,
+    /// The registry listeners speak TLS with this configuration (current at each handshake).
+    pub tls: Option<Arc<TlsConfig>>,
 }
 
 /// Connections one worker serves at once on the operations listener; more are closed at once.
@@ -121,6 +123,7 @@ async fn run(setup: WorkerSetup) {
         settings: setup.settings,
         shutdown: signal.clone(),
         obs: setup.registry.ops.worker(setup.index),
+        tls: setup.tls.clone(),
     });
     let listeners = setup.listeners.into_iter().map(|l| (l, Site::Registry));
     let ops_listeners = setup.ops_listeners.into_iter().map(|l| (l, Site::Ops));
@@ -214,7 +217,7 @@ fn spawn_counted(
     }
     let ctx = ctx.clone();
     monoio::spawn(async move {
-        serve(TcpTransport::new(stream), peer, site, ctx).await;
+        open(stream, peer, site, Task::Serve, ctx).await;
         for c in &counters {
             c.set(c.get() - 1);
         }
@@ -254,7 +257,7 @@ async fn accept_loop(
                     refusing.set(refusing.get() + 1);
                     let (refusing, ctx) = (refusing.clone(), ctx.clone());
                     monoio::spawn(async move {
-                        refuse(TcpTransport::new(stream), Some(peer), ctx).await;
+                        open(stream, Some(peer), site, Task::Refuse, ctx).await;
                         refusing.set(refusing.get() - 1);
                     });
                 }

@@ -26,3 +26,4 @@ mod large;
 mod ops_limits;
 mod ops_observe;
 mod ops_read_only_mount;
+mod tls;
