@@ -228,7 +228,7 @@ async fn dispatch<T: Transport>(
         (Route::Blob { name, digest }, Get | Head) => blobs::get(reg, req, name, digest).await,
         (Route::Blob { name, digest }, Delete) => blobs::delete(reg, name, digest).await,
         (Route::UploadStart { name }, Post) => uploads::start(reg, req, body, name).await,
-        (Route::Upload { name, id }, Get) => uploads::status(reg, name, id),
+        (Route::Upload { name, id }, Get) => uploads::status(reg, name, id).await,
         (Route::Upload { name, id }, Patch) => uploads::patch(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Put) => uploads::finish(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Delete) => uploads::cancel(reg, name, id).await,
