@@ -304,7 +304,7 @@ async fn dispatch<T: Transport>(
         (Route::UploadStart { name }, Post) => {
             uploads::start(reg, req, body, name, may_mount).await
         }
-        (Route::Upload { name, id }, Get) => uploads::status(reg, name, id),
+        (Route::Upload { name, id }, Get) => uploads::status(reg, name, id).await,
         (Route::Upload { name, id }, Patch) => uploads::patch(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Put) => uploads::finish(reg, req, body, name, id).await,
         (Route::Upload { name, id }, Delete) => uploads::cancel(reg, name, id).await,

@@ -52,8 +52,8 @@ pub async fn start<T: Transport>(
     Ok(session_response(202, name, &session, 0).header("OCI-Chunk-Min-Length", "1"))
 }
 
-pub fn status(reg: &Registry, name: &str, id: &str) -> Result<Response> {
-    let session = reg.uploads.get(name, id)?;
+pub async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response> {
+    let session = reg.uploads.current(&reg.pool, &reg.meta, name, id).await?;
     Ok(session_response(204, name, &session, session.offset()))
 }
 
@@ -64,10 +64,9 @@ pub async fn patch<T: Transport>(
     name: &str,
     id: &str,
 ) -> Result<Response> {
-    let session = reg.uploads.get(name, id)?;
-    let mut lease = reg.uploads.lease(session.clone())?;
+    let mut lease = lease(reg, name, id).await?;
     append_chunk(reg, req, body, &mut lease, name).await?;
-    Ok(session_response(202, name, &session, lease.offset))
+    Ok(session_response(202, name, &lease.session, lease.offset))
 }
 
 pub async fn finish<T: Transport>(
@@ -77,24 +76,32 @@ pub async fn finish<T: Transport>(
     name: &str,
     id: &str,
 ) -> Result<Response> {
-    let session = reg.uploads.get(name, id)?;
     let digest = query_get(req.query(), "digest").ok_or_else(|| {
         Error::new(ErrorCode::DigestInvalid)
             .with_message("the digest query parameter is required to complete an upload")
     })?;
     let digest = Digest::parse(&digest)?;
-    let mut lease = reg.uploads.lease(session.clone())?;
+    let mut lease = lease(reg, name, id).await?;
     append_chunk(reg, req, body, &mut lease, name).await?;
     complete(reg, &mut lease, &digest).await?;
     Ok(created(name, &digest))
 }
 
 pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
-    let session = reg.uploads.get(name, id)?;
-    let lease = reg.uploads.lease(session.clone())?;
-    reg.uploads.discard(&reg.pool, &reg.meta, &session).await?;
+    let lease = lease(reg, name, id).await?;
+    reg.uploads
+        .discard(&reg.pool, &reg.meta, &lease.session)
+        .await?;
     drop(lease);
     Ok(Response::new(204))
+}
+
+/// The session for one request, wherever it was started (see `Uploads::lease_current`).
+async fn lease(reg: &Registry, name: &str, id: &str) -> Result<Lease> {
+    Ok(reg
+        .uploads
+        .lease_current(&reg.pool, &reg.meta, name, id)
+        .await?)
 }
 
 fn created(name: &str, digest: &Digest) -> Response {

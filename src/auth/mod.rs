@@ -199,7 +199,10 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let mut cfg = source::resolve(assignments).unwrap();
         filled.iter().for_each(|f| f.apply(&mut cfg));
-        assert_eq!(cfg.htpasswd.as_deref(), Some("/etc/ringyard/htpasswd"));
+        assert_eq!(
+            cfg.htpasswd.as_deref(),
+            Some(std::path::Path::new("/etc/ringyard/htpasswd"))
+        );
         let rules = Rules::new(&cfg.access, &cfg.groups).unwrap();
         let can = |who: Who, repo: &str, a: Action| rules.allowed(who, repo).contains(a);
         use Action::*;

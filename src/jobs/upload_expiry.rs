@@ -1,5 +1,6 @@
 //! Upload expiry: a resumable upload session left idle longer than `storage.upload_expiry` is
-//! discarded, its files and its metadata row. Its log line names the repository, never the
+//! discarded, its files and its metadata row. Idle means idle on every node: the rows decide
+//! (see `Uploads::take_expired`), and any node sweeps a row whose own node is gone. Its log line names the repository, never the
 //! session id: the id is the secret in the upload URL, and logs travel further than URLs.
 
 use super::Job;
@@ -41,8 +42,10 @@ impl Job for UploadExpiry {
 
     fn run(&self) -> Result<String, String> {
         let uploads = &self.reg.uploads;
+        let rows = crate::blocking::block_on(self.reg.meta.uploads())
+            .map_err(|e| format!("reading upload sessions: {e}"))?;
         let now = now_millis();
-        let expired = uploads.take_expired(now);
+        let expired = uploads.take_expired(&rows, now);
         let mut discarded = 0u64;
         let mut failed = Vec::new();
         for session in &expired {

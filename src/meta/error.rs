@@ -33,6 +33,9 @@ pub enum Conflict {
         declared: u64,
         stored: u64,
     },
+    /// An upload session's row is gone (completed, cancelled or expired), or belongs to
+    /// another repository: a writer that still had it open may not continue it.
+    UploadGone,
 }
 
 impl Error {
@@ -63,6 +66,7 @@ impl fmt::Display for Error {
                 f,
                 "{digest} is {stored} bytes, the descriptor says {declared}"
             ),
+            Error::Conflict(Conflict::UploadGone) => f.write_str("the upload session is gone"),
             Error::Invalid(m) => write!(f, "invalid metadata value: {m}"),
             Error::Unavailable { retry, cause } => {
                 let when = if *retry { "for now" } else { "until fixed" };

@@ -121,6 +121,10 @@ impl Index {
             WriteOp::PutManifest { repo, requires, .. } => requires
                 .iter()
                 .try_for_each(|r| self.check_required(repo, r)),
+            WriteOp::AdvanceUpload(r) => match self.uploads.get(&r.id) {
+                Some(row) if row.repository == r.repository => Ok(()),
+                _ => Err(Conflict::UploadGone),
+            },
             _ => Ok(()),
         }
     }
@@ -222,6 +226,16 @@ impl Index {
                 .uploads
                 .insert(record.id.clone(), record.clone())
                 .is_some(),
+            // Checked first: the row is there, in this repository. Its start stays as it was.
+            WriteOp::AdvanceUpload(record) => match self.uploads.get_mut(&record.id) {
+                Some(row) => {
+                    row.expires = record.expires;
+                    row.offset = record.offset;
+                    row.hash_state = record.hash_state.clone();
+                    true
+                }
+                None => false,
+            },
             WriteOp::DeleteUpload { id } => self.uploads.remove(id.as_str()).is_some(),
             WriteOp::RecordPulls(pulls) => {
                 for Pull { repo, digest, at } in pulls {

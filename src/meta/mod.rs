@@ -145,8 +145,13 @@ pub enum WriteOp {
         repo: String,
         tag: String,
     },
-    /// Inserts or replaces the session with this id.
+    /// Inserts or replaces the session with this id (a session starting).
     PutUpload(UploadRecord),
+    /// Records a session's new offset, hash state and expiry after a request, refused with
+    /// [`Conflict::UploadGone`] unless the session is still there in the same repository: a
+    /// session completed, cancelled or expired (on any node) is never brought back by a writer
+    /// that still had it open.
+    AdvanceUpload(UploadRecord),
     DeleteUpload {
         id: String,
     },
@@ -211,7 +216,7 @@ pub struct TagInfo {
 
 /// `existed`: whether the op's target was there before it ran. For deletes, whether anything
 /// was deleted (a 404 vs 202 decision); for `LinkBlob`, `PutManifest` and `PutUpload`, whether
-/// the link, manifest or upload was already present; for `MountBlob`, whether the source
+/// the link, manifest or upload was already present (`AdvanceUpload`: always, or refused); for `MountBlob`, whether the source
 /// repository had the blob (so it is now linked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriteOutcome {
@@ -423,6 +428,11 @@ impl Meta {
 
     pub async fn put_upload(&self, record: UploadRecord) -> Result<()> {
         self.write(WriteOp::PutUpload(record)).await.map(|_| ())
+    }
+
+    /// See [`WriteOp::AdvanceUpload`].
+    pub async fn advance_upload(&self, record: UploadRecord) -> Result<()> {
+        self.write(WriteOp::AdvanceUpload(record)).await.map(|_| ())
     }
 
     /// `true` if the upload existed.

@@ -507,6 +507,25 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             ])?;
             existed
         }
+        WriteOp::AdvanceUpload(UploadRecord {
+            id,
+            repository,
+            started: _,
+            expires,
+            offset,
+            hash_state,
+        }) => {
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE uploads SET expires = ?3, upload_offset = ?4, hash_state = ?5
+                     WHERE id = ?1 AND repository = ?2",
+                )?
+                .execute(params![id, repository, expires, int(*offset)?, hash_state])?;
+            if updated == 0 {
+                return Ok(Err(Conflict::UploadGone));
+            }
+            true
+        }
         WriteOp::DeleteUpload { id } => {
             tx.prepare_cached("DELETE FROM uploads WHERE id = ?1")?
                 .execute(params![id])?
@@ -538,6 +557,7 @@ fn describe(op: &WriteOp) -> String {
         WriteOp::DeleteTag { repo, tag } => format!("delete tag {repo}:{tag}"),
         WriteOp::MountBlob { from, repo, digest } => format!("mount {from}@{digest} in {repo}"),
         WriteOp::PutUpload(r) => format!("put upload in {}", r.repository),
+        WriteOp::AdvanceUpload(r) => format!("advance upload in {}", r.repository),
         WriteOp::DeleteUpload { .. } => "delete upload".into(),
         WriteOp::RecordPulls(p) => format!("record {} pulls", p.len()),
     }

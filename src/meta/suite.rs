@@ -241,6 +241,7 @@ pub(crate) fn run(open: &dyn Fn(&Path) -> Meta, durable: bool) {
     checks_run_inside_the_write(&meta);
     mounts(&meta);
     timestamps(&meta);
+    uploads(&meta);
     if durable {
         let after = observe(&meta);
         meta.close();
@@ -305,6 +306,44 @@ fn semantics(meta: &Meta) {
     assert_eq!(now(meta.last_pulled("lib/app", &dg("m1"))), Some(1_000));
     assert_eq!(now(meta.last_pulled("lib/app", &dg("never-pushed"))), None);
     assert_eq!(now(meta.last_pulled("lib/app", &dg("m2"))), None);
+}
+
+/// An upload session's row is what any node finds it by: the read gives back offset and hash
+/// state as last recorded; advancing needs the row (a completed, cancelled or expired session
+/// is never brought back) and keeps its start.
+fn uploads(meta: &Meta) {
+    let row = |id: &str, repository: &str, offset: u64| UploadRecord {
+        id: id.into(),
+        repository: repository.into(),
+        started: 7,
+        expires: 1_000 + offset as i64,
+        offset,
+        hash_state: Some(offset.to_le_bytes().to_vec()),
+    };
+    assert_eq!(now(meta.upload("s1")), None);
+    block_on(meta.put_upload(row("s1", "lib/app", 0))).unwrap();
+    assert_eq!(now(meta.upload("s1")), Some(row("s1", "lib/app", 0)));
+    let advanced = UploadRecord {
+        started: 99,
+        ..row("s1", "lib/app", 5 << 32)
+    };
+    block_on(meta.advance_upload(advanced)).unwrap();
+    assert_eq!(
+        now(meta.upload("s1")),
+        Some(row("s1", "lib/app", 5 << 32)),
+        "offset, state and expiry advance; the start stays"
+    );
+    let gone = |r| {
+        matches!(
+            block_on(meta.advance_upload(r)),
+            Err(Error::Conflict(Conflict::UploadGone))
+        )
+    };
+    assert!(gone(row("s1", "other", 9)), "another repository's session");
+    assert!(gone(row("never", "lib/app", 9)), "a session never started");
+    assert!(block_on(meta.delete_upload("s1")).unwrap());
+    assert!(gone(row("s1", "lib/app", 9)), "a finished session");
+    assert_eq!(now(meta.upload("s1")), None, "not brought back");
 }
 
 fn required(label: &str, size: u64, kind: RefKind) -> Required {

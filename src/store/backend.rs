@@ -1,6 +1,6 @@
 //! Where committed blobs live: the seam under [`super::blobs::BlobStore`]. About the size of
-//! distribution's storage driver: stat, read a range, put a committed blob, delete, and an
-//! enumeration for orphan sweeps. This machine's sharded tree ([`super::fs::FsBackend`]) is
+//! distribution's storage driver: stat, read a range, put a committed blob from a staged file
+//! or a stream, delete, and an enumeration for orphan sweeps. This machine's sharded tree ([`super::fs::FsBackend`]) is
 //! the first implementation; S3 and an upstream registry (a pull-through cache) come next.
 //! Registry logic (which repository may serve a blob, manifests, tags) stays above it, in
 //! `meta` and `api`: a backend knows digests and bytes only.
@@ -31,6 +31,20 @@ pub trait BlobBackend: Send + Sync {
     /// the backend already holds succeeds without rewriting it (content is immutable).
     fn put_file<'a>(&'a self, src: &'a Path, digest: &'a Digest) -> Fut<'a, ()>;
 
+    /// Stores the `size` bytes `src` delivers under `digest`, durably before it resolves, and
+    /// verified before the blob becomes visible: a source that ends short or runs long fails
+    /// with [`Error::SizeMismatch`](super::Error::SizeMismatch), one whose bytes digest to
+    /// something else with [`Error::DigestMismatch`](super::Error::DigestMismatch), and either,
+    /// like the source's own error, leaves nothing behind. Storing a digest the backend already
+    /// holds succeeds without reading `src` to its end. A [`Chunks`] is the source, so that one
+    /// backend's read can be another's put.
+    fn put_stream<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        src: &'a mut dyn Chunks,
+    ) -> Fut<'a, ()>;
+
     /// Removes the blob; `true` if it was there.
     fn delete<'a>(&'a self, digest: &'a Digest) -> Fut<'a, bool>;
 
@@ -39,10 +53,26 @@ pub trait BlobBackend: Send + Sync {
     fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<(Digest, u64)>>;
 }
 
-/// The pieces of one read, in order.
+/// The pieces of one read, in order; also the source of a [`BlobBackend::put_stream`].
 pub trait Chunks {
     /// The next piece, or `None` after the last.
     fn next(&mut self) -> Fut<'_, Option<Vec<u8>>>;
+}
+
+/// Bytes in memory as one piece (none when empty).
+pub struct Whole(pub Option<Vec<u8>>);
+
+impl Whole {
+    pub fn new(bytes: Vec<u8>) -> Whole {
+        Whole(Some(bytes).filter(|b| !b.is_empty()))
+    }
+}
+
+impl Chunks for Whole {
+    fn next(&mut self) -> Fut<'_, Option<Vec<u8>>> {
+        let piece = self.0.take();
+        Box::pin(async move { Ok(piece) })
+    }
 }
 
 /// Every backend answers these the same way: the suite each implementation's tests run
@@ -92,6 +122,63 @@ pub(crate) async fn suite(backend: &dyn BlobBackend, staging: &Path) {
         .read(&Digest::sha256_of(b"absent"), 0..1)
         .await
         .is_err());
+
+    // From a stream: pieces of awkward sizes, then the ways a stream can be wrong.
+    struct Pieces(Vec<Vec<u8>>);
+    impl Chunks for Pieces {
+        fn next(&mut self) -> Fut<'_, Option<Vec<u8>>> {
+            let piece = (!self.0.is_empty()).then(|| self.0.remove(0));
+            Box::pin(async move { Ok(piece) })
+        }
+    }
+    let pieces =
+        |bytes: &[u8]| Pieces(bytes.chunks(1024 * 1024 + 17).map(<[u8]>::to_vec).collect());
+    let streamed: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i % 241) as u8).collect();
+    let sd = Digest::sha256_of(&streamed);
+    let len = streamed.len() as u64;
+    let staged_names = || std::fs::read_dir(staging).unwrap().count();
+    let before = staged_names();
+    let short = backend
+        .put_stream(&sd, len, &mut pieces(&streamed[..streamed.len() - 1]))
+        .await;
+    assert!(
+        matches!(short, Err(Error::SizeMismatch { expected, actual }) if expected == len && actual == len - 1),
+        "{short:?}"
+    );
+    let long = backend
+        .put_stream(&sd, len - 1, &mut pieces(&streamed))
+        .await;
+    assert!(matches!(long, Err(Error::SizeMismatch { .. })), "{long:?}");
+    let mut wrong = streamed.clone();
+    wrong[12345] ^= 1;
+    let bad = backend.put_stream(&sd, len, &mut pieces(&wrong)).await;
+    assert!(matches!(bad, Err(Error::DigestMismatch { .. })), "{bad:?}");
+    assert!(
+        matches!(backend.stat(&sd).await, Err(Error::NotFound)),
+        "a refused stream leaves no blob"
+    );
+    assert_eq!(staged_names(), before, "nor anything staged");
+    backend
+        .put_stream(&sd, len, &mut pieces(&streamed))
+        .await
+        .expect("put a stream");
+    assert_eq!(backend.stat(&sd).await.unwrap(), len);
+    assert!(read_all(backend, &sd, 0..len).await == streamed);
+    // Already present: content is immutable, so even a wrong stream changes nothing.
+    backend
+        .put_stream(&sd, len, &mut pieces(&wrong))
+        .await
+        .expect("put again");
+    assert!(read_all(backend, &sd, 0..len).await == streamed);
+    // Empty content, and one backend's read as another put's source.
+    let empty = Digest::sha256_of(b"");
+    backend
+        .put_stream(&empty, 0, &mut Whole::new(Vec::new()))
+        .await
+        .expect("put empty");
+    let mut source = backend.read(&sd, 0..len).await.unwrap();
+    backend.put_stream(&sd, len, &mut *source).await.unwrap();
+    assert!(backend.delete(&sd).await.unwrap());
 
     let mut sorted = digests.clone();
     sorted.sort();

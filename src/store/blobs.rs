@@ -9,18 +9,18 @@
 //! Open blobs are cached per worker ([`super::open_cache`]), so a hot blob costs no `open` per
 //! request.
 
-use super::backend::BlobBackend;
+use super::backend::{BlobBackend, Whole};
 use super::error::{Error, Result};
 use super::fs::FsBackend;
 use super::open_cache;
 use crate::blocking::Pool;
-use crate::oci::digest::{Digest, Hasher};
+use crate::oci::digest::Digest;
 use futures_channel::oneshot;
 use memmap2::Mmap;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -149,30 +149,15 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Writes small content (a manifest) durably under its digest.
+    /// Writes small content (a manifest) durably under its digest, verified against it: one
+    /// trip to the pool, since the tier stores a one-piece stream in one.
     pub async fn put_bytes(&self, digest: &Digest, bytes: Vec<u8>) -> Result<()> {
-        let dest = self.path_of(digest);
-        let staged = self
-            .staging_dir()
-            .join(format!("manifest-{}", super::uploads::new_id()));
-        let d = dest.clone();
-        // One trip to the pool: the existence check, the write and the commit are all file
-        // work. A failed write (a full disk) leaves no staged file behind.
-        run_blocking(&self.tier, "writing manifest", move || {
-            if d.exists() {
-                return Ok(());
-            }
-            let written = fs::File::create(&staged)
-                .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
-            if written.is_err() {
-                let _ = fs::remove_file(&staged);
-            }
-            written?;
-            super::fs::commit_blocking(&staged, &d)
-        })
-        .await?;
+        let size = bytes.len() as u64;
+        self.tier
+            .put_stream(digest, size, &mut Whole::new(bytes))
+            .await?;
         if let Some(remote) = &self.remote {
-            remote.put_file(&dest, digest).await?;
+            remote.put_file(&self.path_of(digest), digest).await?;
         }
         Ok(())
     }
@@ -232,81 +217,21 @@ impl BlobStore {
         result
     }
 
-    /// Copies the blob from the remote into staging, checking its digest on the way, then
-    /// commits it to the tier.
+    /// Copies the blob from the remote into the tier, checking its size and digest before it
+    /// becomes visible there.
     async fn fetch(&self, remote: &dyn BlobBackend, digest: &Digest) -> Result<()> {
         let size = remote.stat(digest).await?;
-        let staged = self
-            .staging_dir()
-            .join(format!("fetch-{}", super::uploads::new_id()));
-        let s = staged.clone();
-        let file = run_blocking(&self.tier, "staging a fetch", move || fs::File::create(s)).await?;
-        let mut file = Some(file);
-        let mut hasher = Hasher::new(digest.algorithm());
         let mut chunks = remote.read(digest, 0..size).await?;
-        let mut received = 0u64;
-        let written = async {
-            while let Some(piece) = chunks.next().await? {
-                hasher.update(&piece);
-                received += piece.len() as u64;
-                let mut f = file.take().expect("file is put back after each write");
-                let (f, r) = self
-                    .tier_pool_write(move || {
-                        let r = f.write_all(&piece);
-                        (f, r)
-                    })
-                    .await?;
-                file = Some(f);
-                r.map_err(|e| Error::io("staging a fetch", e))?;
-            }
-            let f = file.take().expect("file present");
-            run_blocking(&self.tier, "staging a fetch", move || f.sync_all()).await
-        }
-        .await;
-        let checked = written.and_then(|()| {
-            let actual = hasher.finish();
-            if &actual != digest || received != size {
-                Err(Error::Corrupt(format!(
-                    "the backend's {digest} reads back as {actual}, {received} of {size} bytes"
-                )))
-            } else {
-                Ok(())
-            }
-        });
-        match checked {
-            Ok(()) => self.tier.adopt(staged, digest).await,
-            Err(e) => {
-                let _ = run_blocking(&self.tier, "dropping a fetch", move || {
-                    fs::remove_file(staged)
-                })
-                .await;
-                Err(e)
-            }
+        match self.tier.put_stream(digest, size, &mut *chunks).await {
+            Err(Error::DigestMismatch { actual, .. }) => Err(Error::Corrupt(format!(
+                "the backend's {digest} reads back as {actual}"
+            ))),
+            Err(Error::SizeMismatch { actual, .. }) => Err(Error::Corrupt(format!(
+                "the backend's {digest} reads back as {actual} of {size} bytes"
+            ))),
+            r => r,
         }
     }
-
-    async fn tier_pool_write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T> {
-        self.tier
-            .pool()
-            .run(f)
-            .await
-            .map_err(|_| Error::Io("the blocking pool stopped".into()))
-    }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    tier: &FsBackend,
-    what: &'static str,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T> {
-    tier.pool()
-        .run(f)
-        .await
-        .map_err(|_| Error::Io(format!("{what}: the blocking pool stopped")))?
-        .map_err(|e| Error::io(what, e))
 }
 
 /// The tier's file for `digest`, from this worker's cache or opened now; `Ok(None)` when the
@@ -461,6 +386,14 @@ mod tests {
             d: &'a Digest,
         ) -> super::super::backend::Fut<'a, ()> {
             self.inner.put_file(src, d)
+        }
+        fn put_stream<'a>(
+            &'a self,
+            d: &'a Digest,
+            size: u64,
+            src: &'a mut dyn super::super::backend::Chunks,
+        ) -> super::super::backend::Fut<'a, ()> {
+            self.inner.put_stream(d, size, src)
         }
         fn delete<'a>(&'a self, d: &'a Digest) -> super::super::backend::Fut<'a, bool> {
             self.inner.delete(d)

@@ -26,6 +26,9 @@ pub enum Error {
     Busy,
     /// Received bytes whose digest is not the one the client named; nothing was stored.
     DigestMismatch { expected: String, actual: String },
+    /// A stream to store ended before, or ran past, the size it was announced with; nothing
+    /// was stored.
+    SizeMismatch { expected: u64, actual: u64 },
     /// The metadata rows that go with the bytes (upload sessions, blob links) failed.
     Metadata(crate::meta::Error),
 }
@@ -88,6 +91,9 @@ impl fmt::Display for Error {
             Error::Busy => f.write_str("another request is writing to this upload session"),
             Error::DigestMismatch { expected, actual } => {
                 write!(f, "the bytes received digest to {actual}, not {expected}")
+            }
+            Error::SizeMismatch { expected, actual } => {
+                write!(f, "received {actual} bytes where {expected} were announced")
             }
             Error::Metadata(e) => e.fmt(f),
         }

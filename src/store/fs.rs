@@ -9,9 +9,9 @@
 use super::backend::{BlobBackend, Chunks, Fut};
 use super::error::{Error, Result};
 use crate::blocking::Pool;
-use crate::oci::digest::{Algorithm, Digest};
+use crate::oci::digest::{Algorithm, Digest, Hasher};
 use std::fs;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read, Seek, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -52,10 +52,6 @@ impl FsBackend {
 
     pub fn path_of(&self, digest: &Digest) -> PathBuf {
         shard_path(&self.blobs_dir, digest)
-    }
-
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
     }
 
     /// Where upload sessions and fetches keep their data while it arrives.
@@ -129,6 +125,67 @@ impl BlobBackend for FsBackend {
         }))
     }
 
+    /// One trip to the pool per piece, the next piece read ahead so that the last one goes
+    /// with the checks, the fsync and the commit: content of one piece (a manifest) is stored
+    /// in a single trip.
+    fn put_stream<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: u64,
+        src: &'a mut dyn Chunks,
+    ) -> Fut<'a, ()> {
+        Box::pin(async move {
+            let staged = self
+                .staging_dir
+                .join(format!("put-{}", super::uploads::new_id()));
+            let mut put = Some(StreamPut {
+                staged: staged.clone(),
+                dest: self.path_of(digest),
+                digest: digest.clone(),
+                size,
+                file: None,
+                hasher: Hasher::new(digest.algorithm()),
+                received: 0,
+            });
+            let result = async {
+                let mut piece = src.next().await?;
+                loop {
+                    let next = match piece {
+                        Some(_) => src.next().await?,
+                        None => None,
+                    };
+                    let last = next.is_none();
+                    let mut p = put.take().expect("put back after each step");
+                    let (p, step) = self
+                        .pool
+                        .run(move || {
+                            let step = p.step(piece, last);
+                            (p, step)
+                        })
+                        .await?;
+                    put = Some(p);
+                    if step? {
+                        return Ok(());
+                    }
+                    piece = next;
+                }
+            }
+            .await;
+            if result.is_err() {
+                // Whatever was staged (nothing, if it failed before its first piece), its
+                // file closed there too.
+                let _ = self
+                    .pool
+                    .run(move || {
+                        drop(put);
+                        fs::remove_file(staged)
+                    })
+                    .await;
+            }
+            result
+        })
+    }
+
     fn delete<'a>(&'a self, digest: &'a Digest) -> Fut<'a, bool> {
         let path = self.path_of(digest);
         Box::pin(
@@ -151,6 +208,67 @@ impl BlobBackend for FsBackend {
         Box::pin(self.on_pool("listing blobs", move || {
             list_blocking(&dir, after.as_ref(), limit)
         }))
+    }
+}
+
+/// A [`BlobBackend::put_stream`] in progress: its blocking side, moved to the pool and back
+/// for each piece.
+struct StreamPut {
+    staged: PathBuf,
+    dest: PathBuf,
+    digest: Digest,
+    size: u64,
+    /// Created with the first piece, unless the blob is there already.
+    file: Option<fs::File>,
+    hasher: Hasher,
+    received: u64,
+}
+
+impl StreamPut {
+    /// Writes `piece` to the staged file; with the `last`, checks size and digest, fsyncs and
+    /// commits. `true` when done (also when the blob was there already).
+    fn step(&mut self, piece: Option<Vec<u8>>, last: bool) -> Result<bool> {
+        let what = "storing blob";
+        let file = match &mut self.file {
+            Some(f) => f,
+            None if self.dest.exists() => return Ok(true),
+            None => self
+                .file
+                .insert(fs::File::create(&self.staged).map_err(|e| Error::io(what, e))?),
+        };
+        if let Some(piece) = piece {
+            self.received += piece.len() as u64;
+            if self.received > self.size {
+                return Err(self.size_mismatch());
+            }
+            self.hasher.update(&piece);
+            file.write_all(&piece).map_err(|e| Error::io(what, e))?;
+        }
+        if !last {
+            return Ok(false);
+        }
+        if self.received != self.size {
+            return Err(self.size_mismatch());
+        }
+        let actual =
+            std::mem::replace(&mut self.hasher, Hasher::new(self.digest.algorithm())).finish();
+        if actual != self.digest {
+            return Err(Error::DigestMismatch {
+                expected: self.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        file.sync_all().map_err(|e| Error::io(what, e))?;
+        commit_blocking(&self.staged, &self.dest).map_err(|e| Error::io(what, e))?;
+        self.file = None;
+        Ok(true)
+    }
+
+    fn size_mismatch(&self) -> Error {
+        Error::SizeMismatch {
+            expected: self.size,
+            actual: self.received,
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 use super::error::{Error, Result};
 use crate::blocking::Pool;
 use crate::buf::AlignedBuf;
-use crate::meta::Meta;
+use crate::meta::{Conflict, Meta};
 use crate::oci::digest::{Digest, Hasher};
 use crate::store::appender::{Appender, PendingWrite};
 use crate::store::blobs::BlobStore;
@@ -89,7 +89,11 @@ impl UploadWriter<'_> {
         }
         let mut out = Appender::open(&lease.session.data_path(), lease.offset)
             .await
-            .map_err(|e| Error::io("opening upload data", e))?;
+            .map_err(|e| match e.kind() {
+                // Finished meanwhile (by a request on another node).
+                std::io::ErrorKind::NotFound => Error::UnknownUpload(lease.session.id.clone()),
+                _ => Error::io("opening upload data", e),
+            })?;
         let found = (lease.offset, lease.hasher.as_ref().map(Hasher::save));
         let mut result = self.stream(lease, &mut out, src).await;
         if result.is_ok() && lease.session.persisted() {
@@ -108,12 +112,31 @@ impl UploadWriter<'_> {
             if written_to > lease.offset {
                 self.cut_back(lease).await;
             }
+            if lease.offset != found.0 && lease.session.persisted() {
+                // The bytes counted stay (the client learns the offset from Range): the row
+                // says so, without a hash state, so that a node finding the session through
+                // it takes the file as it is. Best effort: the request fails anyway.
+                let _ = self.advance(lease).await;
+            }
         }
         result?;
         if lease.session.persisted() {
-            self.meta.put_upload(self.uploads.record(lease)).await?;
+            self.advance(lease).await?;
         }
         Ok(())
+    }
+
+    /// Records the lease's offset and hash state in the session's row. A row gone meanwhile
+    /// (the session was completed, cancelled or expired, here or on another node) refuses it:
+    /// the session is unknown from then on and this process's writer is dropped.
+    async fn advance(&self, lease: &Lease) -> Result<()> {
+        match self.meta.advance_upload(self.uploads.record(lease)).await {
+            Err(crate::meta::Error::Conflict(Conflict::UploadGone)) => {
+                self.uploads.evict(&lease.session);
+                Err(Error::UnknownUpload(lease.session.id.clone()))
+            }
+            r => Ok(r?),
+        }
     }
 
     /// Streams `src` to the end of the data file in three overlapping stages: the event loop
@@ -423,8 +446,7 @@ mod tests {
         rest: &[u8],
         digest: &Digest,
     ) -> Result<u64> {
-        let session = uploads.get("r", id)?;
-        let mut lease = uploads.lease(session)?;
+        let mut lease = uploads.lease_current(&s.pool, &s.meta, "r", id).await?;
         let w = s.writer(uploads);
         w.append(&mut lease, &mut Bytes(rest))
             .await
@@ -432,6 +454,28 @@ mod tests {
                 AppendError::Source(e) | AppendError::Store(e) => e,
             })?;
         w.complete(&mut lease, digest).await
+    }
+
+    /// Where the session stands as a status request finds it.
+    async fn offset_of(s: &Stores, uploads: &Uploads, id: &str) -> u64 {
+        uploads
+            .current(&s.pool, &s.meta, "r", id)
+            .await
+            .unwrap()
+            .offset()
+    }
+
+    /// A session table of another process (another node, or this one after its writer was
+    /// evicted): nothing cached, every session found through the engine.
+    fn elsewhere(s: &Stores) -> Uploads {
+        Uploads::new(s.blobs.staging_dir().to_path_buf(), Duration::from_secs(60))
+    }
+
+    /// Whether the engine holds the session's row.
+    fn has_row(s: &Stores, id: &str) -> bool {
+        crate::blocking::block_on(s.meta.upload(id))
+            .unwrap()
+            .is_some()
     }
 
     fn data_path(s: &Stores, id: &str) -> std::path::PathBuf {
@@ -459,19 +503,14 @@ mod tests {
                 .unwrap();
             assert_eq!(record.offset, first as u64);
             let uploads = s.restart();
-            assert_eq!(uploads.get("r", &id).unwrap().offset(), first as u64);
+            assert_eq!(offset_of(&s, &uploads, &id).await, first as u64);
             overwrite_head(&data_path(&s, &id));
             let digest = Digest::sha256_of(&data);
             let size = finish(&s, &uploads, &id, &data[first..], &digest)
                 .await
                 .unwrap();
             assert_eq!(size, data.len() as u64);
-            assert!(
-                crate::blocking::block_on(s.meta.upload(&id))
-                    .unwrap()
-                    .is_none(),
-                "a completed session has no row"
-            );
+            assert!(!has_row(&s, &id), "a completed session has no row");
         });
     }
 
@@ -491,7 +530,7 @@ mod tests {
             std::io::Write::write_all(&mut f, &[0xee; 50_000]).unwrap();
             drop(f);
             let uploads = s.restart();
-            assert_eq!(uploads.get("r", &id).unwrap().offset(), first as u64);
+            assert_eq!(offset_of(&s, &uploads, &id).await, first as u64);
             assert_eq!(std::fs::metadata(&path).unwrap().len(), first as u64);
             let digest = Digest::sha256_of(&data);
             finish(&s, &uploads, &id, &data[first..], &digest)
@@ -524,7 +563,7 @@ mod tests {
                     .unwrap();
                 let uploads = s.restart();
                 assert_eq!(
-                    uploads.get("r", &id).unwrap().offset(),
+                    offset_of(&s, &uploads, &id).await,
                     first as u64,
                     "{state:?}: the file's length, not the recorded offset"
                 );
@@ -535,5 +574,144 @@ mod tests {
                 assert!(std::fs::read(s.blobs.path_of(&digest)).unwrap() == data);
             });
         }
+    }
+
+    /// A session whose writer is not in this process's table (another node started it) is
+    /// continued from the engine's row: the offset and hash state recorded there. Its first
+    /// bytes are overwritten behind its back and the completion still yields the digest of the
+    /// bytes sent, which it could not if it read them back.
+    #[test]
+    fn a_session_not_in_the_table_continues_from_its_row() {
+        let data = pattern(2 * 1024 * 1024 + 999);
+        let first = 1024 * 1024 + 7;
+        let s = Stores::new();
+        run(async {
+            let here = s.restart();
+            let id = start_with(&s, &here, &data[..first]).await;
+            let there = elsewhere(&s);
+            assert_eq!(there.active_sessions(), 0);
+            overwrite_head(&data_path(&s, &id));
+            assert_eq!(offset_of(&s, &there, &id).await, first as u64);
+            assert_eq!(
+                there.active_sessions(),
+                1,
+                "its writer is cached once found"
+            );
+            assert!(
+                there.find(&s.pool, &s.meta, "other", &id).await.is_err(),
+                "not visible from another repository"
+            );
+            let digest = Digest::sha256_of(&data);
+            let size = finish(&s, &there, &id, &data[first..], &digest)
+                .await
+                .unwrap();
+            assert_eq!(size, data.len() as u64);
+            assert!(std::fs::read(s.blobs.path_of(&digest)).unwrap()[first..] == data[first..]);
+            // The node that started it still caches a writer: it is not continued, and the
+            // finished session is not brought back.
+            assert!(matches!(
+                here.lease_current(&s.pool, &s.meta, "r", &id).await,
+                Err(Error::UnknownUpload(_))
+            ));
+            assert_eq!(here.active_sessions(), 0, "the stale writer is dropped");
+            assert!(!has_row(&s, &id), "a completed session has no row");
+        });
+    }
+
+    /// A cached writer that another node went on from is stale: the request finds the session
+    /// again through its row and continues where the other node stopped. And one that passed
+    /// that check just before the session was finished elsewhere cannot record its request:
+    /// the row stays gone.
+    #[test]
+    fn a_stale_writer_is_caught_up_or_refused() {
+        let data = pattern(3 * 1024 * 1024 + 11);
+        let (a, b) = (700_001, 2 * 1024 * 1024 + 3);
+        let s = Stores::new();
+        run(async {
+            let here = s.restart();
+            let id = start_with(&s, &here, &data[..a]).await;
+            let there = elsewhere(&s);
+            let mut lease = there
+                .lease_current(&s.pool, &s.meta, "r", &id)
+                .await
+                .unwrap();
+            s.writer(&there)
+                .append(&mut lease, &mut Bytes(&data[a..b]))
+                .await
+                .unwrap();
+            drop(lease);
+            assert_eq!(
+                here.find(&s.pool, &s.meta, "r", &id)
+                    .await
+                    .unwrap()
+                    .offset(),
+                a as u64
+            );
+            assert_eq!(offset_of(&s, &here, &id).await, b as u64, "caught up");
+            let digest = Digest::sha256_of(&data);
+            finish(&s, &here, &id, &data[b..], &digest).await.unwrap();
+            assert!(std::fs::read(s.blobs.path_of(&digest)).unwrap() == data);
+
+            let id = start_with(&s, &here, &data[..a]).await;
+            let mut stale = here
+                .lease_current(&s.pool, &s.meta, "r", &id)
+                .await
+                .unwrap();
+            let other = there
+                .lease_current(&s.pool, &s.meta, "r", &id)
+                .await
+                .unwrap();
+            there
+                .discard(&s.pool, &s.meta, &other.session)
+                .await
+                .unwrap();
+            drop(other);
+            // As if the stale writer had opened the file just before it was removed.
+            std::fs::create_dir_all(data_path(&s, &id).parent().unwrap()).unwrap();
+            std::fs::write(data_path(&s, &id), &data[..a]).unwrap();
+            let refused = s
+                .writer(&here)
+                .append(&mut stale, &mut Bytes(&data[a..b]))
+                .await;
+            assert!(matches!(
+                refused,
+                Err(AppendError::Store(Error::UnknownUpload(_)))
+            ));
+            assert!(!has_row(&s, &id));
+            assert_eq!(here.active_sessions(), 0);
+        });
+    }
+
+    /// Expiry goes by the rows: a writer idle here whose row another node advanced within the
+    /// expiry is only dropped from the cache; a row past its expiry that no node here caches
+    /// is swept, files and row.
+    #[test]
+    fn expiry_goes_by_the_rows() {
+        let s = Stores::new();
+        run(async {
+            let here = s.restart();
+            let id = start_with(&s, &here, b"some bytes").await;
+            let row = crate::blocking::block_on(s.meta.upload(&id))
+                .unwrap()
+                .unwrap();
+            let later = row.expires + 3_600_000;
+            let advanced = UploadRecord {
+                expires: later + 1,
+                ..row.clone()
+            };
+            assert!(here.take_expired(&[advanced], later).is_empty());
+            assert_eq!(here.active_sessions(), 0, "evicted, not discarded");
+            assert!(data_path(&s, &id).exists());
+
+            let rows = crate::blocking::block_on(s.meta.uploads()).unwrap();
+            let there = elsewhere(&s);
+            assert!(there.take_expired(&rows, row.expires - 1).is_empty());
+            let swept = there.take_expired(&rows, row.expires);
+            assert_eq!(swept.len(), 1);
+            assert_eq!(swept[0].id, id);
+            there.discard_blocking(&s.meta, &swept[0]).unwrap();
+            assert!(!data_path(&s, &id).exists());
+            assert!(!has_row(&s, &id));
+        });
     }
 }

@@ -1,12 +1,24 @@
-//! Upload sessions. Each lives in `<root>/uploads/<id>/data` with a row in the metadata store,
-//! and in a process-wide table so a PATCH may land on any worker. A session is leased by one
-//! request at a time; the lease carries the offset and the running sha256 and puts them back
-//! when the request ends, however it ends. The row records the offset last acknowledged and
-//! the hash state at it (see `upload_writer`), so after a restart the session resumes both;
-//! when the state is missing or unusable, the offset is the data file's length and the hash is
-//! recomputed from the file when the upload completes.
+//! Upload sessions. Each lives in `<root>/uploads/<id>/data` with a row in the metadata engine,
+//! and the row is the source of truth for whether the session exists, in which repository, and
+//! where it stands (the offset last acknowledged and the hash state at it, see
+//! `upload_writer`). This process's table is a cache of open writers, so that a PATCH may land
+//! on any worker without a metadata round trip; a session it does not hold (started by another
+//! node, or before a restart) is found through the engine and its writer restored from the row,
+//! without reading its bytes back.
+//!
+//! A cached writer may be stale: another node may have gone on with the session, or finished
+//! it. Before a request writes, the data file's length (one `statx`, no metadata round trip) is
+//! compared with the cached offset; when they differ the cache entry is dropped and the row read
+//! again. The write that records a request's new offset is refused once the row is gone, so a
+//! session completed, cancelled or expired anywhere is never brought back.
+//!
+//! A session is leased by one request at a time; the lease carries the offset and the running
+//! sha256 and puts them back when the request ends, however it ends. When the state is missing
+//! or unusable, the offset is the data file's length and the hash is recomputed from the file
+//! when the upload completes.
 
 use super::error::{Error, Result};
+use crate::blocking::Pool;
 use crate::meta::{now_millis, Meta, UploadRecord};
 use crate::oci::digest::{Algorithm, Digest, Hasher};
 use std::collections::HashMap;
@@ -57,6 +69,28 @@ pub struct Session {
 }
 
 impl Session {
+    /// A resumable session as its row describes it, its writer at `offset` with `hasher`.
+    fn from_row(
+        dir: PathBuf,
+        r: &UploadRecord,
+        (offset, hasher): (u64, Option<Hasher>),
+        expires: i64,
+    ) -> Session {
+        Session {
+            id: r.id.clone(),
+            repo: r.repository.clone(),
+            started: r.started,
+            persisted: true,
+            dir,
+            state: Mutex::new(State {
+                offset,
+                hasher,
+                busy: false,
+                expires,
+            }),
+        }
+    }
+
     pub fn data_path(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -132,21 +166,9 @@ impl Uploads {
                 None
             };
             match resumed {
-                Some((offset, hasher)) => {
-                    let session = Session {
-                        id: r.id.clone(),
-                        repo: r.repository.clone(),
-                        started: r.started,
-                        persisted: true,
-                        dir,
-                        state: Mutex::new(State {
-                            offset,
-                            hasher,
-                            busy: false,
-                            // A restart gives every session a fresh expiry window.
-                            expires: now + self.expiry_ms(),
-                        }),
-                    };
+                Some(at) => {
+                    // A restart gives every session a fresh expiry window.
+                    let session = Session::from_row(dir, &r, at, now + self.expiry_ms());
                     self.table().insert(r.id, Arc::new(session));
                 }
                 None => dead_rows.push(r.id),
@@ -191,7 +213,7 @@ impl Uploads {
     /// removed again.
     pub async fn start(
         &self,
-        pool: &crate::blocking::Pool,
+        pool: &Pool,
         meta: &Meta,
         repo: &str,
         persist: bool,
@@ -246,15 +268,111 @@ impl Uploads {
     }
 
     /// The session `id` of `repo`, if it exists (a session is not visible from another
-    /// repository).
-    pub fn get(&self, repo: &str, id: &str) -> Result<Arc<Session>> {
-        let unknown = || Error::UnknownUpload(id.chars().take(64).collect());
+    /// repository): this process's writer when it holds one (no metadata round trip, the hot
+    /// PATCH path), else the session as its row in the engine describes it, its writer restored
+    /// at the recorded offset and hash state and cached. It may be stale: see
+    /// [`lease_current`](Self::lease_current).
+    pub async fn find(
+        &self,
+        pool: &Pool,
+        meta: &Meta,
+        repo: &str,
+        id: &str,
+    ) -> Result<Arc<Session>> {
         if !valid_id(id) {
-            return Err(unknown());
+            return Err(unknown(id));
         }
-        match self.table().get(id) {
-            Some(s) if s.repo == repo => Ok(s.clone()),
-            _ => Err(unknown()),
+        if let Some(s) = self.table().get(id) {
+            return if s.repo == repo {
+                Ok(s.clone())
+            } else {
+                Err(unknown(id))
+            };
+        }
+        let row = match meta.upload(id).await? {
+            Some(row) if row.repository == repo => row,
+            _ => return Err(unknown(id)),
+        };
+        let dir = self.dir.join(id);
+        let (data, r) = (dir.join("data"), row.clone());
+        let at = match pool.run(move || adopt(&data, &r)).await? {
+            Ok(Some(at)) => at,
+            // The row says more than the file holds: a request is writing (or died writing)
+            // past it elsewhere; its bytes are not acknowledged, and not this node's to cut.
+            Ok(None) => return Err(Error::Busy),
+            // No data here: the session was finished meanwhile, or its files are not on this
+            // node's storage.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unknown(id)),
+            Err(e) => return Err(Error::io("restoring upload session", e)),
+        };
+        let session = Session::from_row(dir, &row, at, now_millis() + self.expiry_ms());
+        // A request on another worker may have restored it meanwhile: one writer per session.
+        Ok(self
+            .table()
+            .entry(row.id)
+            .or_insert_with(|| Arc::new(session))
+            .clone())
+    }
+
+    /// [`find`](Self::find), then [`lease`](Self::lease), with the cached writer checked
+    /// against the data file first: when another node went on with the session (the file is
+    /// longer) or finished it (the file is gone), the cache entry is dropped and the session
+    /// found again through its row. The check is a `statx` of the file, not a metadata read,
+    /// so a current cache hit costs no round trip.
+    pub async fn lease_current(
+        &self,
+        pool: &Pool,
+        meta: &Meta,
+        repo: &str,
+        id: &str,
+    ) -> Result<Lease> {
+        let lease = self.lease(self.find(pool, meta, repo, id).await?)?;
+        if on_disk(&lease.session, lease.offset).await {
+            return Ok(lease);
+        }
+        self.evict(&lease.session);
+        drop(lease);
+        let lease = self.lease(self.find(pool, meta, repo, id).await?)?;
+        if on_disk(&lease.session, lease.offset).await {
+            Ok(lease)
+        } else {
+            // Moved on again since the row was read: a request elsewhere is writing now.
+            self.evict(&lease.session);
+            Err(Error::Busy)
+        }
+    }
+
+    /// The session for a status request, checked as [`lease_current`](Self::lease_current)
+    /// checks it (unless a request of this process is writing to it), without taking it: a
+    /// status request is no activity that keeps a session from expiring.
+    pub async fn current(
+        &self,
+        pool: &Pool,
+        meta: &Meta,
+        repo: &str,
+        id: &str,
+    ) -> Result<Arc<Session>> {
+        let session = self.find(pool, meta, repo, id).await?;
+        let (busy, offset) = {
+            let state = session.state.lock().unwrap_or_else(|p| p.into_inner());
+            (state.busy, state.offset)
+        };
+        if busy || on_disk(&session, offset).await {
+            return Ok(session);
+        }
+        self.evict(&session);
+        self.find(pool, meta, repo, id).await
+    }
+
+    /// Drops `session` from the cache if it is the one cached under its id (a request may
+    /// already have restored a newer one).
+    pub fn evict(&self, session: &Arc<Session>) {
+        let mut table = self.table();
+        if table
+            .get(&session.id)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            table.remove(&session.id);
         }
     }
 
@@ -280,8 +398,9 @@ impl Uploads {
         })
     }
 
-    /// Sessions in the table: resumable uploads started and not yet finished, cancelled or
-    /// expired (a monolithic upload's staging is never in it).
+    /// Sessions whose writer this process holds: resumable uploads started or continued here
+    /// and not yet finished, cancelled, expired or evicted (a monolithic upload's staging is
+    /// never in it).
     pub fn active_sessions(&self) -> usize {
         self.table().len()
     }
@@ -291,10 +410,18 @@ impl Uploads {
         self.table().remove(id);
     }
 
-    /// Sessions past their expiry and not in use right now.
-    pub fn take_expired(&self, now: i64) -> Vec<Arc<Session>> {
+    /// Sessions to discard: past their expiry and not in use right now. The rows decide, since
+    /// a session idle here may be in use on another node: a cached writer idle past its expiry
+    /// whose row was advanced within it is only dropped from the cache. A row past its expiry
+    /// that no writer here holds (its node stopped, or it was evicted) is discarded too.
+    /// `rows` are the engine's upload rows.
+    pub fn take_expired(&self, rows: &[UploadRecord], now: i64) -> Vec<Arc<Session>> {
+        let alive: HashMap<&str, bool> = rows
+            .iter()
+            .map(|r| (r.id.as_str(), r.expires > now))
+            .collect();
         let mut table = self.table();
-        let expired: Vec<String> = table
+        let idle: Vec<String> = table
             .values()
             .filter(|s| {
                 s.state
@@ -304,19 +431,25 @@ impl Uploads {
             })
             .map(|s| s.id.clone())
             .collect();
+        let mut expired: Vec<Arc<Session>> = idle
+            .iter()
+            .filter_map(|id| table.remove(id))
+            .filter(|s| alive.get(s.id.as_str()) != Some(&true))
+            .collect();
+        expired.extend(
+            rows.iter()
+                .filter(|r| r.expires <= now && valid_id(&r.id))
+                .filter(|r| !table.contains_key(&r.id) && !idle.contains(&r.id))
+                .map(|r| {
+                    let dir = self.dir.join(&r.id);
+                    Arc::new(Session::from_row(dir, r, (r.offset, None), r.expires))
+                }),
+        );
         expired
-            .into_iter()
-            .filter_map(|id| table.remove(&id))
-            .collect()
     }
 
     /// Removes a finished or abandoned session's files and metadata row.
-    pub async fn discard(
-        &self,
-        pool: &crate::blocking::Pool,
-        meta: &Meta,
-        session: &Session,
-    ) -> Result<()> {
+    pub async fn discard(&self, pool: &Pool, meta: &Meta, session: &Session) -> Result<()> {
         self.forget(&session.id);
         let dir = session.dir.clone();
         pool.run(move || remove_session_dir(&dir))
@@ -346,6 +479,18 @@ impl Uploads {
         let state = session.state.lock().unwrap_or_else(|p| p.into_inner());
         state.expires - self.expiry_ms()
     }
+}
+
+fn unknown(id: &str) -> Error {
+    Error::UnknownUpload(id.chars().take(64).collect())
+}
+
+/// Whether `offset` is where the session's data file ends: no other node has written to the
+/// session since this process's writer last did, and it is not finished.
+async fn on_disk(session: &Session, offset: u64) -> bool {
+    monoio::fs::metadata(session.data_path())
+        .await
+        .is_ok_and(|m| m.len() == offset)
 }
 
 /// A session's directory and everything in it; one already gone is no error.
@@ -383,6 +528,22 @@ fn resume(data: &Path, record: &UploadRecord) -> io::Result<(u64, Option<Hasher>
         Some(h) if len == record.offset => Ok((record.offset, Some(h))),
         _ => Ok((len, None)),
     }
+}
+
+/// Where a session found through its row stands, as [`resume`] but on a node that may not be
+/// the only one: nothing is cut. None when the file is longer than the row says (bytes not
+/// acknowledged, perhaps being written elsewhere right now).
+fn adopt(data: &Path, record: &UploadRecord) -> io::Result<Option<(u64, Option<Hasher>)>> {
+    let len = fs::metadata(data)?.len();
+    if len > record.offset {
+        return Ok(None);
+    }
+    let hasher = record
+        .hash_state
+        .as_deref()
+        .and_then(Hasher::restore)
+        .filter(|h| h.bytes_hashed() == len);
+    Ok(Some((len, hasher)))
 }
 
 /// Hashes a whole file (used when a session's hash state was lost, or for sha512 digests):
