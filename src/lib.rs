@@ -32,14 +32,14 @@
 pub mod api;
 pub mod auth;
 pub mod blocking;
-pub mod buf;
+pub(crate) mod buf;
 pub mod config;
 pub mod http;
 pub mod jobs;
 pub mod log;
 pub mod meta;
-pub mod observe;
+pub(crate) mod observe;
 pub mod oci;
 pub mod server;
-pub mod signal;
+pub(crate) mod signal;
 pub mod store;

@@ -8,16 +8,16 @@
 //! rules want some is a 401 with a challenge, wrong credentials a 401 (never a fallback to
 //! anonymous), a user without the action a 403 `DENIED`. Without it none of that runs.
 
-pub mod access;
-pub mod blobs;
-pub mod error;
+pub(crate) mod access;
+pub(crate) mod blobs;
+pub(crate) mod error;
 mod file_body;
-pub mod listing;
-pub mod manifests;
-pub mod pagination;
-pub mod referrers;
+pub(crate) mod listing;
+pub(crate) mod manifests;
+pub(crate) mod pagination;
+pub(crate) mod referrers;
 pub mod router;
-pub mod uploads;
+pub(crate) mod uploads;
 
 use crate::auth::{Auth, Identity, MetricsAccess, Refused, Who};
 use crate::blocking::Pool;

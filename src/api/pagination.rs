@@ -54,33 +54,6 @@ fn parse_n(s: &str) -> Option<usize> {
     s.parse().ok()
 }
 
-/// Cuts one page out of an ascending, de-duplicated list.
-///
-/// Entries `<= last` (byte-wise, which is Go's `sort.Strings` order the spec refers to) are
-/// skipped; at most `min(n, max_n)` follow, `n` absent meaning "up to the cap". The flag is true
-/// when entries remain after the page, i.e. when the caller must send a `Link` header.
-///
-/// An effective limit of 0 (`n=0`, or a misconfigured `max_n` of 0) yields an empty page with
-/// no `Link`, as the spec requires for `n=0`; a `Link` there would only point at another empty
-/// page.
-pub fn paginate<'a>(
-    sorted: impl IntoIterator<Item = &'a str>,
-    q: &PageQuery,
-    max_n: usize,
-) -> (Vec<String>, bool) {
-    let limit = q.limit(max_n);
-    if limit == 0 {
-        return (Vec::new(), false);
-    }
-    let last = q.last.as_deref();
-    let mut rest = sorted
-        .into_iter()
-        .filter(|entry| last.is_none_or(|last| *entry > last));
-    let page: Vec<String> = rest.by_ref().take(limit).map(str::to_string).collect();
-    let more = page.len() == limit && rest.next().is_some();
-    (page, more)
-}
-
 /// The RFC 8288 `Link` header value for the next page. `path` is the server-built request path
 /// (e.g. `/v2/<name>/tags/list`); characters that could break out of the `<...>` target are
 /// still escaped, so even an unexpected path cannot inject header syntax.
@@ -132,12 +105,6 @@ mod tests {
         }
     }
 
-    const TAGS: [&str; 5] = ["a", "b", "c", "d", "e"];
-
-    fn page(n: Option<usize>, last: Option<&str>, max: usize) -> (Vec<String>, bool) {
-        paginate(TAGS, &q(n, last), max)
-    }
-
     #[test]
     fn parses_n_and_last() {
         assert_eq!(parse_page_query("").unwrap(), PageQuery::default());
@@ -187,101 +154,6 @@ mod tests {
         }
         let e = parse_page_query(&format!("n={}", "9".repeat(100_000))).unwrap_err();
         assert_eq!(e.detail.unwrap().as_str().unwrap().len(), 64);
-    }
-
-    #[test]
-    fn whole_list_when_unbounded() {
-        let (got, more) = page(None, None, 100);
-        assert_eq!(got, TAGS);
-        assert!(!more);
-    }
-
-    #[test]
-    fn n_limits_and_reports_more() {
-        assert_eq!(
-            page(Some(2), None, 100),
-            (vec!["a".into(), "b".into()], true)
-        );
-        assert!(!page(Some(5), None, 100).1);
-        assert_eq!(page(Some(5), None, 100).0.len(), 5);
-        assert!(!page(Some(6), None, 100).1);
-        assert_eq!(page(Some(usize::MAX), None, 100).0.len(), 5);
-    }
-
-    #[test]
-    fn cap_applies_to_n_and_to_no_n() {
-        assert_eq!(page(Some(4), None, 2), (vec!["a".into(), "b".into()], true));
-        assert_eq!(page(None, None, 2), (vec!["a".into(), "b".into()], true));
-        assert!(!page(None, None, 5).1);
-        assert_eq!(page(Some(usize::MAX), None, usize::MAX).0.len(), 5);
-    }
-
-    #[test]
-    fn last_is_exclusive() {
-        assert_eq!(
-            page(Some(2), Some("b"), 100),
-            (vec!["c".into(), "d".into()], true)
-        );
-        assert_eq!(
-            page(Some(2), Some("c"), 100),
-            (vec!["d".into(), "e".into()], false)
-        );
-        assert_eq!(page(None, Some("e"), 100), (vec![], false));
-        assert_eq!(page(None, Some("zzz"), 100), (vec![], false));
-        // A `last` that is not in the list still positions lexically.
-        assert_eq!(page(Some(1), Some("bb"), 100), (vec!["c".into()], true));
-        assert_eq!(page(None, Some(""), 100).0.len(), 5);
-        assert_eq!(page(None, Some("\u{10FFFF}"), 100).0.len(), 0);
-    }
-
-    #[test]
-    fn n_zero_is_empty_without_more() {
-        assert_eq!(page(Some(0), None, 100), (vec![], false));
-        assert_eq!(page(Some(0), Some("a"), 100), (vec![], false));
-        assert_eq!(page(None, None, 0), (vec![], false));
-        assert_eq!(page(Some(3), None, 0), (vec![], false));
-    }
-
-    #[test]
-    fn empty_input() {
-        assert_eq!(paginate([], &q(None, None), 10), (vec![], false));
-        assert_eq!(paginate([], &q(Some(1), Some("x")), 10), (vec![], false));
-    }
-
-    #[test]
-    fn ordering_is_bytewise() {
-        // Go's sort.Strings order: uppercase before lowercase, bytes not code points locale.
-        let tags = ["A", "B", "a", "b", "é"];
-        let (got, more) = paginate(tags, &q(Some(2), Some("B")), 100);
-        assert_eq!(got, vec!["a", "b"]);
-        assert!(more);
-        let (got, _) = paginate(tags, &q(None, Some("b")), 100);
-        assert_eq!(got, vec!["é"]);
-    }
-
-    #[test]
-    fn walking_pages_visits_everything_once() {
-        let names: Vec<String> = (0..1000).map(|i| format!("repo{i:04}/x")).collect();
-        for (n, max) in [
-            (Some(1), 100),
-            (Some(7), 100),
-            (None, 33),
-            (Some(1000), 1000),
-            (Some(999), 10),
-        ] {
-            let mut query = q(n, None);
-            let mut seen = Vec::new();
-            loop {
-                let (page, more) = paginate(names.iter().map(String::as_str), &query, max);
-                assert!(page.len() <= max);
-                seen.extend(page.iter().cloned());
-                if !more {
-                    break;
-                }
-                query.last = page.last().cloned();
-            }
-            assert_eq!(seen, names, "n={n:?} max={max}");
-        }
     }
 
     #[test]

@@ -12,10 +12,10 @@
 //! Without `auth.htpasswd.path` there is no [`Auth`] at all, and the API's anonymous path does
 //! no work for it.
 
-pub mod cache;
-pub mod credentials;
+pub(crate) mod cache;
+pub(crate) mod credentials;
 pub mod htpasswd;
-pub mod rules;
+pub(crate) mod rules;
 pub mod token;
 
 use crate::blocking::Pool;

@@ -9,15 +9,15 @@
 //! [`ConfigError`] naming the file and line, the variable or the flag ([`source`]). Reading
 //! files and the environment happens only in [`load`].
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod cli;
-pub mod env;
-pub mod file;
-pub mod load;
+pub(crate) mod env;
+pub(crate) mod file;
+pub(crate) mod load;
 pub mod section;
 pub mod settings;
-pub mod source;
-pub mod value;
+pub(crate) mod source;
+pub(crate) mod value;
 
 pub use load::{check, load, Loaded, EXIT_CONFIG, EXIT_START};
 pub use source::{ConfigError, Origin};

@@ -14,17 +14,17 @@
 //! implements it for committed blobs), and the shutdown that ends an idle wait is the
 //! neutral [`crate::signal::LocalSignal`].
 
-pub mod body;
+pub(crate) mod body;
 pub mod chunked;
-pub mod conn;
+pub(crate) mod conn;
 pub mod direct;
 #[cfg(test)]
-pub mod memory;
-pub mod min_rate;
-pub mod query;
+pub(crate) mod memory;
+pub(crate) mod min_rate;
+pub(crate) mod query;
 pub mod range;
 pub mod request;
 pub mod response;
-pub mod tls;
-pub mod tls_config;
-pub mod transport;
+pub(crate) mod tls;
+pub(crate) mod tls_config;
+pub(crate) mod transport;

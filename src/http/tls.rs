@@ -92,11 +92,6 @@ pub fn looks_like_plain_http(first: &[u8]) -> bool {
 }
 
 impl TlsTransport {
-    /// The negotiated protocol version and ALPN protocol, for logs and tests.
-    pub fn negotiated(&self) -> (Option<rustls::ProtocolVersion>, Option<&[u8]>) {
-        (self.tls.protocol_version(), self.tls.alpn_protocol())
-    }
-
     /// Reads ciphertext from the socket into the (consumed) read buffer; 0 is end of stream,
     /// which rustls is told of.
     async fn read_cipher(&mut self) -> io::Result<usize> {

@@ -7,7 +7,7 @@
 //! Each job's counters live in a [`Board`] that the registry holds, so `/metrics` reads them
 //! without reaching the runner (whose jobs themselves hold the registry).
 
-pub mod upload_expiry;
+pub(crate) mod upload_expiry;
 
 use crate::observe::metrics::JobFigures;
 use std::panic::{catch_unwind, AssertUnwindSafe};

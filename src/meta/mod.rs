@@ -20,13 +20,13 @@
 //! could know, and what it may cache is what content addressing makes immutable (manifest
 //! records and blob sizes by digest).
 
-pub mod answer;
-pub mod error;
-pub mod index;
-pub mod indexed;
-pub mod memory;
+pub(crate) mod answer;
+pub(crate) mod error;
+pub(crate) mod index;
+pub(crate) mod indexed;
+pub(crate) mod memory;
 mod pulls;
-pub mod sqlite;
+pub(crate) mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
 

@@ -5,9 +5,9 @@
 //! [`Ops`] is the shared part (one per server, in the [`crate::api::Registry`]); each worker
 //! makes its own [`WorkerObs`] from it, through which its connections record every exchange.
 
-pub mod connections;
-pub mod health;
-pub mod metrics;
+pub(crate) mod connections;
+pub(crate) mod health;
+pub(crate) mod metrics;
 
 pub use metrics::RouteClass;
 

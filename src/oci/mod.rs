@@ -3,8 +3,8 @@
 //! ([`Error`]); `api` maps them to OCI codes.
 
 pub mod digest;
-pub mod error;
-pub mod hasher;
+pub(crate) mod error;
+pub(crate) mod hasher;
 pub mod manifest;
 pub mod media;
 pub mod name;

@@ -2,16 +2,16 @@
 //! event loop per worker and the background jobs, and on SIGTERM or SIGINT stop accepting, let
 //! requests in flight finish (bounded), and exit cleanly.
 
-pub mod balance;
-pub mod connection;
-pub mod cpu_yield;
-pub mod created;
-pub mod listen;
-pub mod nofile;
+pub(crate) mod balance;
+pub(crate) mod connection;
+pub(crate) mod cpu_yield;
+pub(crate) mod created;
+pub(crate) mod listen;
+pub(crate) mod nofile;
 #[cfg(test)]
 mod tests;
-pub mod tls_reload;
-pub mod worker;
+pub(crate) mod tls_reload;
+pub(crate) mod worker;
 
 use crate::api::{Limits, Registry};
 use crate::blocking::{block_on, Pool};

@@ -41,8 +41,9 @@ impl FsBackend {
         }
     }
 
-    /// The tree under `root`, its top directories created when missing (at startup, before
-    /// any event loop runs).
+    /// The tree under `root`, its top directories created when missing (the tests' way in;
+    /// the server's is `BlobStore::open`).
+    #[cfg(test)]
     pub fn open(root: &Path, pool: Pool) -> io::Result<FsBackend> {
         for dir in Self::top_dirs(root) {
             fs::create_dir_all(dir)?;

@@ -8,13 +8,13 @@
 //! the row by any process. `meta` imports nothing of `store`; the blob tier and its backends
 //! (`blobs`, `backend`, `fs`) use no metadata at all.
 
-pub mod appender;
-pub mod backend;
+pub(crate) mod appender;
+pub(crate) mod backend;
 pub mod blobs;
-pub mod error;
-pub mod fs;
-pub mod open_cache;
-pub mod upload_writer;
-pub mod uploads;
+pub(crate) mod error;
+pub(crate) mod fs;
+pub(crate) mod open_cache;
+pub(crate) mod upload_writer;
+pub(crate) mod uploads;
 
 pub use error::Error;
