@@ -14,6 +14,7 @@ mod api_referrers;
 mod auth;
 mod cli;
 mod clients;
+mod clients_auth;
 mod compare_smoke;
 mod config;
 mod conformance;
