@@ -4,9 +4,10 @@
 # run. Every server gets the same generated images; every workload runs against each in turn;
 # one table of figures and ratios is printed at the end, and every figure is kept as JSON.
 #
-# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--out DIR]
+# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--auth] [--out DIR]
 #   --smoke      seconds per workload and small sizes: checks the harness works (CI runs this)
 #   --skip-huge  leave out the 10 GiB push and pull
+#   --auth       also the authentication workloads (below); the default run leaves them out
 #   --out DIR    keep the JSON of every run (and summary.json) in DIR; default: a temp dir
 #
 # Workloads (full run; pull, manifest and blob in 3 rounds, the median round shown):
@@ -20,6 +21,12 @@
 #             the page cache is dropped before each pull (when this runs as root), so the pull
 #             reads the disk, and the disk's own O_DIRECT read speed (dd, 4 MiB reads of the
 #             same file) is measured right after as the yardstick
+#   basic     (--auth) the manifest workload against a second ringyard with an htpasswd file,
+#             Basic credentials on every request, against ringyard without authentication
+#   tls       (--auth) after the rest, ringyard restarted on its data with a certificate (P-256,
+#             from a CA made here) and nginx serving the same files with it: the manifest
+#             workload, the blob workload (with each server's CPU seconds per GB sent) and
+#             handshakes per second (a new connection per request, 16 at a time, no resumption)
 #
 # It installs what it needs (Debian packages docker-registry, nginx, jq) when missing, binds to
 # 127.0.0.1 only, bounds every run in time (loadtest's --max-seconds and --timeout), and stops
@@ -31,13 +38,15 @@ REPO_ROOT=$(pwd)
 
 SMOKE=0
 SKIP_HUGE=0
+AUTH=0
 OUT=
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
         --skip-huge) SKIP_HUGE=1 ;;
+        --auth) AUTH=1 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -89,7 +98,8 @@ cleanup() {
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$WORK/ringyard" "$WORK/distribution" "$WORK/static" "$WORK/nginx"
+    rm -rf "$WORK/ringyard" "$WORK/ringyard-auth" "$WORK/distribution" "$WORK/static" \
+        "$WORK/nginx"
     case "$OUT" in "$WORK"/*) ;; *) rm -rf "$WORK" ;; esac
 }
 trap cleanup EXIT
@@ -161,6 +171,29 @@ PIDS+=("$DIST_PID")
 
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/nginx/logs" "$WORK/static"
+NGINX_TLS=
+if [ "$AUTH" = 1 ]; then
+    # One certificate for both servers, for localhost, signed by a CA made here.
+    TLS=$WORK/tls
+    mkdir -p "$TLS"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=compare-ca -keyout "$TLS/ca.key" -out "$TLS/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout "$TLS/server.key" -out "$TLS/server.csr" 2>/dev/null
+    echo "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$TLS/ext"
+    openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+        -CAcreateserial -days 2 -extfile "$TLS/ext" -out "$TLS/server.crt" 2>/dev/null
+    NGINX_TLS_PORT=$(free_port)
+    NGINX_TLS="server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        ssl_certificate $TLS/server.crt;
+        ssl_certificate_key $TLS/server.key;
+        root $WORK/static;
+        location ~ /manifests/ {
+            default_type application/vnd.oci.image.manifest.v1+json;
+        }
+    }"
+fi
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes auto;
 daemon off;
@@ -190,6 +223,7 @@ http {
             default_type application/vnd.oci.image.manifest.v1+json;
         }
     }
+    $NGINX_TLS
 }
 EOF
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>"$WORK/nginx/logs/stderr.log" &
@@ -201,6 +235,30 @@ DIST=http://127.0.0.1:$DIST_PORT
 NGX=http://127.0.0.1:$NGINX_PORT
 wait_http "$RY/v2/"
 wait_http "$DIST/v2/"
+
+if [ "$AUTH" = 1 ]; then
+    # A second ringyard with authentication on: a user checked by bcrypt (its verdict cached,
+    # as every request after the first finds it), and anonymous push and pull on bench/** so
+    # that the seeding below needs no credentials (loadtest seed sends none).
+    RYA_PORT=$(free_port)
+    mkdir -p "$WORK/ringyard-auth/root"
+    echo bench-pw | "$RINGYARD" htpasswd add "$WORK/ringyard-auth/htpasswd" bench >&2
+    cat >"$WORK/ringyard-auth/ringyard.yaml" <<EOF
+auth:
+  access:
+    - repository: "**"
+      users: [bench]
+      actions: [pull, push, delete]
+    - repository: "bench/**"
+      anonymous: [pull, push]
+EOF
+    "$RINGYARD" serve --listen "127.0.0.1:$RYA_PORT" --root "$WORK/ringyard-auth/root" --quiet \
+        --no-access-log --config "$WORK/ringyard-auth/ringyard.yaml" \
+        --htpasswd "$WORK/ringyard-auth/htpasswd" 2>"$WORK/ringyard-auth.log" &
+    PIDS+=("$!")
+    RYA=http://127.0.0.1:$RYA_PORT
+    wait_http "$RYA/healthz"
+fi
 
 # --- seeding: the same bytes everywhere --------------------------------------------------------
 
@@ -220,12 +278,15 @@ for srv in RY DIST; do
     lt "seed-small-$srv" seed --registry "$url" --image "$SMALL_IMAGE" --layers "$SMALL_LAYERS"
     lt "seed-blob-$srv" seed --registry "$url" --image bench/big --blob-only "$BLOB_SIZE"
 done
+if [ "$AUTH" = 1 ]; then
+    lt seed-small-RYA seed --registry "$RYA" --image "$SMALL_IMAGE" --layers "$SMALL_LAYERS"
+fi
 lt seed-small-static seed --out-dir "$WORK/static" --image "$SMALL_IMAGE" --layers "$SMALL_LAYERS"
 lt seed-blob-static seed --out-dir "$WORK/static" --image bench/big --blob-only "$BLOB_SIZE"
 chmod -R a+rX "$WORK/static"
 SMALL_DIGEST=$(jq -r .manifest_digest "$OUT/seed-small-RY.json")
 BLOB_DIGEST=$(jq -r .digest "$OUT/seed-blob-RY.json")
-for f in seed-small-DIST seed-small-static; do
+for f in seed-small-DIST seed-small-static $([ "$AUTH" = 1 ] && echo seed-small-RYA); do
     [ "$(jq -r .manifest_digest "$OUT/$f.json")" = "$SMALL_DIGEST" ] ||
         { say "$f: different manifest digest"; exit 1; }
 done
@@ -257,6 +318,23 @@ for round in $(seq 1 "$ROUNDS"); do
             --expect-digest "$SMALL_DIGEST"
     done
 done
+
+if [ "$AUTH" = 1 ]; then
+    say "manifest GET by tag with Basic on every request vs anonymous, $ROUNDS x ${MANIFEST_SECS} s each"
+    # One request first, as docker's login makes: its bcrypt is then cached, as in a client's
+    # steady state. Without it, 64 first requests each pay a bcrypt (at cost 10, a cold start
+    # of seconds on 2 cores) inside a timed run.
+    lt basic-warm get --url "$RYA/v2/bench/small/manifests/v1" --header "$ACCEPT" \
+        --connections 1 --requests 1 --basic bench:bench-pw
+    for round in $(seq 1 "$ROUNDS"); do
+        lt "basic-anon-$round" get --url "$RY/v2/bench/small/manifests/v1" \
+            --header "$ACCEPT" --connections 64 --duration "$MANIFEST_SECS" \
+            --expect-digest "$SMALL_DIGEST"
+        lt "basic-user-$round" get --url "$RYA/v2/bench/small/manifests/v1" \
+            --header "$ACCEPT" --connections 64 --duration "$MANIFEST_SECS" \
+            --expect-digest "$SMALL_DIGEST" --basic bench:bench-pw
+    done
+fi
 
 say "blob GET: $ROUNDS x $BLOB_REQS parallel GETs of $BLOB_SIZE (after one GET that brings it into the page cache)"
 # ringyard sends a blob that is not in the page cache with O_DIRECT reads, which leave the
@@ -332,15 +410,75 @@ if [ "$SKIP_HUGE" = 0 ]; then
     [ -w /proc/sys/vm/drop_caches ] && echo 1 >"$OUT/cold.txt" || echo 0 >"$OUT/cold.txt"
 fi
 
+cpu_ticks() { # PID: CPU time (user + system, clock ticks) of the process and its children
+    local pid total=0 t
+    for pid in "$1" $(ps -o pid= --ppid "$1"); do
+        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+if [ "$AUTH" = 1 ]; then
+    say "TLS: ringyard restarted on its data with the certificate"
+    kill "$RY_PID"
+    for _ in $(seq 1 200); do kill -0 "$RY_PID" 2>/dev/null || break; sleep 0.1; done
+    wait "$RY_PID" 2>/dev/null || true
+    "$RINGYARD" serve --listen "127.0.0.1:$RY_PORT" --root "$WORK/ringyard" --quiet \
+        --no-access-log --tls-cert "$TLS/server.crt" --tls-key "$TLS/server.key" \
+        2>"$WORK/ringyard-tls.log" &
+    RY_PID=$!
+    PIDS+=("$RY_PID")
+    RYT=https://localhost:$RY_PORT
+    NGXT=https://localhost:$NGINX_TLS_PORT
+    RYT_PID=$RY_PID
+    NGXT_PID=$NGINX_PID
+    for _ in $(seq 1 200); do
+        "$LOADTEST" get --url "$RYT/healthz" --ca "$TLS/ca.crt" --requests 1 --connections 1 \
+            --timeout 2 --max-seconds 5 >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    say "TLS manifest GET by tag, 64 connections, $ROUNDS x ${MANIFEST_SECS} s each"
+    for round in $(seq 1 "$ROUNDS"); do
+        for srv in RYT NGXT; do
+            lt "tls-manifest-$srv-$round" get --url "${!srv}/v2/bench/small/manifests/v1" \
+                --ca "$TLS/ca.crt" --header "$ACCEPT" --connections 64 \
+                --duration "$MANIFEST_SECS" --expect-digest "$SMALL_DIGEST"
+        done
+    done
+    say "TLS handshakes: a new connection per request, 16 at a time, $ROUNDS x ${MANIFEST_SECS} s"
+    for round in $(seq 1 "$ROUNDS"); do
+        for srv in RYT NGXT; do
+            lt "tls-handshake-$srv-$round" get --url "${!srv}/v2/bench/small/manifests/v1" \
+                --ca "$TLS/ca.crt" --header "$ACCEPT" --connections 16 --new-connection \
+                --duration "$MANIFEST_SECS" --expect-digest "$SMALL_DIGEST"
+        done
+    done
+    say "TLS blob GET: $ROUNDS x $BLOB_REQS parallel GETs of $BLOB_SIZE, server CPU per GB"
+    hex=${BLOB_DIGEST#sha256:}
+    cat "$WORK/ringyard/blobs/sha256/${hex:0:2}/$hex" >/dev/null
+    for round in $(seq 1 "$ROUNDS"); do
+        for srv in RYT NGXT; do
+            pid_var=${srv}_PID
+            before=$(cpu_ticks "${!pid_var}")
+            lt "tls-blob-$srv-$round" get --url "${!srv}/v2/bench/big/blobs/$BLOB_DIGEST" \
+                --ca "$TLS/ca.crt" --connections "$BLOB_REQS" --requests "$BLOB_REQS" \
+                --max-seconds 600 --timeout 120
+            echo $(( $(cpu_ticks "${!pid_var}") - before )) >"$OUT/tls-blob-$srv-$round.ticks"
+        done
+    done
+fi
+
 # --- the table ----------------------------------------------------------------------------------
 
 SUMMARY=$OUT/summary.json
 python3 - "$OUT" "$SHA_MBPS" "$SKIP_HUGE" "$SMOKE" "$PUSH_SIZE" "$BLOB_SIZE" "$HUGE_SIZE" \
-    "$PULL_CLIENTS" "$ROUNDS" >"$SUMMARY" <<'PY'
+    "$PULL_CLIENTS" "$ROUNDS" "$AUTH" >"$SUMMARY" <<'PY'
 import json, os, sys
 out, sha, skip_huge, smoke = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
 push_size, blob_size, huge_size, pull_clients = sys.argv[5:9]
 rounds = int(sys.argv[9])
+auth = sys.argv[10] == "1"
 def j(name):
     with open(os.path.join(out, name + ".json")) as f:
         return json.load(f)
@@ -378,6 +516,29 @@ for srv in ["RY", "DIST", "NGX"]:
     b, errors, all_mbps = median_round(f"blob-{srv}", lambda r: r["mb_per_s"])
     s[f"blob_{srv}"] = {"mb_per_s": b["mb_per_s"], "p99_ms": b["latency"]["p99_ms"],
                         "errors": errors, "mb_per_s_rounds": all_mbps}
+if auth:
+    hz = os.sysconf("SC_CLK_TCK")
+    for srv in ["RYT", "NGXT"]:
+        m, errors, all_rps = median_round(f"tls-manifest-{srv}", lambda r: r["requests_per_s"])
+        h, h_errors, all_hs = median_round(f"tls-handshake-{srv}", lambda r: r["requests_per_s"])
+        b, b_errors, all_mbps = median_round(f"tls-blob-{srv}", lambda r: r["mb_per_s"])
+        cpu = []
+        for r in range(1, rounds + 1):
+            with open(os.path.join(out, f"tls-blob-{srv}-{r}.ticks")) as f:
+                cpu.append(int(f.read()) / hz / (j(f"tls-blob-{srv}-{r}")["bytes"] / 1e9))
+        s[f"tls_{srv}"] = {"manifest_requests_per_s": m["requests_per_s"],
+                           "manifest_p99_ms": m["latency"]["p99_ms"],
+                           "handshakes_per_s": h["requests_per_s"],
+                           "blob_mb_per_s": b["mb_per_s"],
+                           "blob_cpu_s_per_gb": sorted(cpu)[len(cpu) // 2],
+                           "errors": errors + h_errors + b_errors,
+                           "manifest_requests_per_s_rounds": all_rps,
+                           "handshakes_per_s_rounds": all_hs, "blob_mb_per_s_rounds": all_mbps}
+    for kind in ["anon", "user"]:
+        m, errors, all_rps = median_round(f"basic-{kind}", lambda r: r["requests_per_s"])
+        s[f"basic_{kind}"] = {"requests_per_s": m["requests_per_s"],
+                              "p99_ms": m["latency"]["p99_ms"], "errors": errors,
+                              "requests_per_s_rounds": all_rps}
 json.dump(s, sys.stdout, indent=2)
 PY
 
@@ -432,6 +593,25 @@ if "huge_RY" in s:
     row(f"  pull vs the disk's O_DIRECT read ({disk:.0f} MB/s), {cold}",
         ratio(h["RY"]["pull_mb_per_s"], disk), ratio(h["DIST"]["pull_mb_per_s"], disk), "-", "-",
         "-", ">= 0.6 of the disk")
+if "basic_user" in s:
+    a, u = s["basic_anon"], s["basic_user"]
+    row("manifest GET, Basic on every request: req/s", f"{u['requests_per_s']:.0f}",
+        f"anonymous {a['requests_per_s']:.0f}", "-", "-",
+        ratio(u["requests_per_s"], a["requests_per_s"]) + " of anonymous", ">= 0.9x anonymous")
+if "tls_RYT" in s:
+    t, n = s["tls_RYT"], s["tls_NGXT"]
+    row("TLS manifest GET, 64 conns: req/s", f"{t['manifest_requests_per_s']:.0f}", "-",
+        f"{n['manifest_requests_per_s']:.0f}", "-",
+        ratio(t["manifest_requests_per_s"], n["manifest_requests_per_s"]), ">= 1.5x nginx")
+    row(f"TLS blob GET {sz['blob']}, 16 streams: MB/s", f"{t['blob_mb_per_s']:.0f}", "-",
+        f"{n['blob_mb_per_s']:.0f}", "-", ratio(t["blob_mb_per_s"], n["blob_mb_per_s"]),
+        ">= 1.0x nginx")
+    row("  server CPU s per GB", f"{t['blob_cpu_s_per_gb']:.2f}", "-",
+        f"{n['blob_cpu_s_per_gb']:.2f}", "-", ratio(t["blob_cpu_s_per_gb"], n["blob_cpu_s_per_gb"]),
+        "(note)")
+    row("TLS handshakes/s (new connection each)", f"{t['handshakes_per_s']:.0f}", "-",
+        f"{n['handshakes_per_s']:.0f}", "-", ratio(t["handshakes_per_s"], n["handshakes_per_s"]),
+        ">= nginx")
 head = ("workload", "ringyard", "distribution", "nginx", "ry/dist", "ry/nginx", "target")
 w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
 def line(r):

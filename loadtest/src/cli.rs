@@ -198,8 +198,38 @@ pub struct GetArgs {
     /// sha256 every body and compare with this digest.
     #[arg(long)]
     pub expect_digest: Option<String>,
+    /// CA certificates (PEM) that https:// URLs' server certificates are verified against.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// A new connection (TCP and, for https://, a full TLS handshake) for every request.
+    #[arg(long)]
+    pub new_connection: bool,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// Credentials sent on every request (see `auth`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AuthArgs {
+    /// `Authorization: Basic` with USER:PASSWORD on every request (or, with --token-realm,
+    /// on the token request only).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub basic: Option<String>,
+    /// `Authorization: Bearer TOKEN` on every request.
+    #[arg(long, value_name = "TOKEN")]
+    pub bearer: Option<String>,
+    /// Fetch a token once before the run from this token service URL (http://HOST:PORT/token),
+    /// with the --basic credentials, and send it as Bearer on every request.
+    #[arg(long, value_name = "URL")]
+    pub token_realm: Option<String>,
+    /// The `service` parameter of the token request.
+    #[arg(long, value_name = "SERVICE")]
+    pub token_service: Option<String>,
+    /// A `scope` of the token request, e.g. repository:NAME:pull (repeatable).
+    #[arg(long = "token-scope", value_name = "SCOPE")]
+    pub token_scopes: Vec<String>,
 }
 
 #[derive(Args, Debug)]

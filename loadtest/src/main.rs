@@ -4,6 +4,7 @@
 //! streamed through reusable buffers, latencies in HDR histograms. `loadtest --help` and
 //! `loadtest <command> --help` document the flags and the JSON fields.
 
+mod auth;
 mod cli;
 mod digest;
 mod error;

@@ -9,6 +9,8 @@ pub struct Target {
     /// `host:port` as given (sent as the Host header).
     pub authority: String,
     pub addr: SocketAddr,
+    /// Some for an `https://` target.
+    pub tls: Option<crate::http::tls::TlsTarget>,
 }
 
 impl Target {
@@ -27,16 +29,31 @@ impl Target {
         Ok(Target {
             authority: authority.to_string(),
             addr,
+            tls: None,
         })
     }
 }
 
 /// Splits `http://host[:port][/path]` into (authority with port, path). The port defaults
-/// to 80; the path to `/`. Only plain HTTP is supported.
+/// to 80; the path to `/`. Only plain HTTP: the workloads but `get` speak no TLS.
 pub fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+    match split_any_url(url)? {
+        (false, authority, path) => Ok((authority, path)),
+        (true, ..) => Err(format!("{url:?}: only http:// URLs are supported here")),
+    }
+}
+
+/// [`split_url`] for `http://` and `https://` (port 443 by default): (https, authority, path).
+pub fn split_any_url(url: &str) -> Result<(bool, String, String), String> {
+    let (https, rest, default_port) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest, 443),
+        None => (
+            false,
+            url.strip_prefix("http://")
+                .ok_or_else(|| format!("{url:?}: only http:// and https:// URLs are supported"))?,
+            80,
+        ),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -47,9 +64,9 @@ pub fn split_url(url: &str) -> Result<(String, String), String> {
     let authority = if has_port(authority) {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
-    Ok((authority, path.to_string()))
+    Ok((https, authority, path.to_string()))
 }
 
 fn has_port(authority: &str) -> bool {
@@ -113,6 +130,14 @@ mod tests {
             ("[::1]:5000".into(), "/x".into())
         );
         assert!(split_url("https://a:1").is_err());
+        assert_eq!(
+            split_any_url("https://localhost/v2/").unwrap(),
+            (true, "localhost:443".into(), "/v2/".into())
+        );
+        assert_eq!(
+            split_any_url("http://a:1").unwrap(),
+            (false, "a:1".into(), "/".into())
+        );
         assert!(split_url("a:1").is_err());
         assert!(split_url("http:///x").is_err());
     }

@@ -302,12 +302,16 @@ async fn dispatch<T: Transport>(
         (Route::Blob { name, digest }, Get | Head) => blobs::get(reg, req, name, digest).await,
         (Route::Blob { name, digest }, Delete) => blobs::delete(reg, name, digest).await,
         (Route::UploadStart { name }, Post) => {
-            uploads::start(reg, req, body, name, may_mount).await
+            uploads::start(reg, req, body, name, caller, may_mount).await
         }
-        (Route::Upload { name, id }, Get) => uploads::status(reg, name, id).await,
-        (Route::Upload { name, id }, Patch) => uploads::patch(reg, req, body, name, id).await,
-        (Route::Upload { name, id }, Put) => uploads::finish(reg, req, body, name, id).await,
-        (Route::Upload { name, id }, Delete) => uploads::cancel(reg, name, id).await,
+        (Route::Upload { name, id }, Get) => uploads::status(reg, name, caller, id).await,
+        (Route::Upload { name, id }, Patch) => {
+            uploads::patch(reg, req, body, name, caller, id).await
+        }
+        (Route::Upload { name, id }, Put) => {
+            uploads::finish(reg, req, body, name, caller, id).await
+        }
+        (Route::Upload { name, id }, Delete) => uploads::cancel(reg, name, caller, id).await,
         (Route::Referrers { name, digest }, Get | Head) => {
             referrers::list(reg, req, name, digest).await
         }

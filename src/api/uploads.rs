@@ -1,9 +1,14 @@
 //! Blob uploads: monolithic (`POST ?digest=`), chunked and streamed (`PATCH`), completion
 //! (`PUT ?digest=`), status (`GET`), cancel (`DELETE`) and cross-repository mount. This is the
 //! HTTP side; the bytes' way to the blob tree is `store::upload_writer`.
+//!
+//! A session belongs to the caller who started it: the handlers pass the caller's user name
+//! (none when anonymous) down to where the session is found, and anyone else is told the
+//! upload is unknown (`store::uploads` says why).
 
 use super::{body_error, upload_location, Registry};
 use crate::api::error::{Error, ErrorCode, Result};
+use crate::auth::Identity;
 use crate::buf::AlignedBuf;
 use crate::http::body::Body;
 use crate::http::query::query_get;
@@ -21,6 +26,7 @@ pub async fn start<T: Transport>(
     req: &Request,
     body: &mut Body<'_, T>,
     name: &str,
+    caller: &Identity,
     may_mount: bool,
 ) -> Result<Response> {
     // Without pull on `from` (access rules), no mount: an ordinary session, as below.
@@ -35,7 +41,10 @@ pub async fn start<T: Transport>(
     }
     if let Some(digest) = query_get(req.query(), "digest") {
         let digest = Digest::parse(&digest)?;
-        let session = reg.uploads.start(&reg.pool, &reg.meta, name, false).await?;
+        let session = reg
+            .uploads
+            .start(&reg.pool, &reg.meta, name, caller.user(), false)
+            .await?;
         let mut lease = reg.uploads.lease(session.clone())?;
         let outcome = async {
             append_body(reg, &mut lease, body).await?;
@@ -48,12 +57,18 @@ pub async fn start<T: Transport>(
         outcome?;
         return Ok(created(name, &digest));
     }
-    let session = reg.uploads.start(&reg.pool, &reg.meta, name, true).await?;
+    let session = reg
+        .uploads
+        .start(&reg.pool, &reg.meta, name, caller.user(), true)
+        .await?;
     Ok(session_response(202, name, &session, 0).header("OCI-Chunk-Min-Length", "1"))
 }
 
-pub async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response> {
-    let session = reg.uploads.current(&reg.pool, &reg.meta, name, id).await?;
+pub async fn status(reg: &Registry, name: &str, caller: &Identity, id: &str) -> Result<Response> {
+    let session = reg
+        .uploads
+        .current(&reg.pool, &reg.meta, name, caller.user(), id)
+        .await?;
     Ok(session_response(204, name, &session, session.offset()))
 }
 
@@ -62,9 +77,10 @@ pub async fn patch<T: Transport>(
     req: &Request,
     body: &mut Body<'_, T>,
     name: &str,
+    caller: &Identity,
     id: &str,
 ) -> Result<Response> {
-    let mut lease = lease(reg, name, id).await?;
+    let mut lease = lease(reg, name, caller, id).await?;
     append_chunk(reg, req, body, &mut lease, name).await?;
     Ok(session_response(202, name, &lease.session, lease.offset))
 }
@@ -74,6 +90,7 @@ pub async fn finish<T: Transport>(
     req: &Request,
     body: &mut Body<'_, T>,
     name: &str,
+    caller: &Identity,
     id: &str,
 ) -> Result<Response> {
     let digest = query_get(req.query(), "digest").ok_or_else(|| {
@@ -81,14 +98,14 @@ pub async fn finish<T: Transport>(
             .with_message("the digest query parameter is required to complete an upload")
     })?;
     let digest = Digest::parse(&digest)?;
-    let mut lease = lease(reg, name, id).await?;
+    let mut lease = lease(reg, name, caller, id).await?;
     append_chunk(reg, req, body, &mut lease, name).await?;
     complete(reg, &mut lease, &digest).await?;
     Ok(created(name, &digest))
 }
 
-pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
-    let lease = lease(reg, name, id).await?;
+pub async fn cancel(reg: &Registry, name: &str, caller: &Identity, id: &str) -> Result<Response> {
+    let lease = lease(reg, name, caller, id).await?;
     reg.uploads
         .discard(&reg.pool, &reg.meta, &lease.session)
         .await?;
@@ -96,11 +113,12 @@ pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response> {
     Ok(Response::new(204))
 }
 
-/// The session for one request, wherever it was started (see `Uploads::lease_current`).
-async fn lease(reg: &Registry, name: &str, id: &str) -> Result<Lease> {
+/// The caller's session for one request, wherever it was started (see
+/// `Uploads::lease_current`).
+async fn lease(reg: &Registry, name: &str, caller: &Identity, id: &str) -> Result<Lease> {
     Ok(reg
         .uploads
-        .lease_current(&reg.pool, &reg.meta, name, id)
+        .lease_current(&reg.pool, &reg.meta, name, caller.user(), id)
         .await?)
 }
 

@@ -724,6 +724,7 @@ pub(crate) mod tests {
             expires,
             offset: expires as u64 * 10,
             hash_state: Some(vec![expires as u8; 3]),
+            owner: (expires > 5).then(|| "alice".into()),
         };
         assert!(!existed(&mut ix, WriteOp::PutUpload(up("u2", 5)), 1));
         assert!(
@@ -841,6 +842,7 @@ pub(crate) mod tests {
                 expires: 2,
                 offset: 4096,
                 hash_state: Some(vec![1, 1, 7]),
+                owner: Some("alice".into()),
             }),
             5,
         );
@@ -853,6 +855,7 @@ pub(crate) mod tests {
             expires: 2,
             offset: 4096,
             hash_state: Some(vec![1, 1, 7]),
+            owner: Some("alice".into()),
         });
         loaded.load_tag("r", "t".into(), dg("idx"), 5);
         loaded.load_reference("r", &dg("idx"), &dg("c"), RefKind::Manifest);

@@ -99,6 +99,9 @@ pub struct UploadRecord {
     /// reading the file back. None when it was lost (a failed request) or not yet known (rows
     /// from schema v1).
     pub hash_state: Option<Vec<u8>>,
+    /// The user who started the session (None: anonymous, or a row from before schema v4);
+    /// only that identity may use it. Set when the row is put, never changed by an advance.
+    pub owner: Option<String>,
 }
 
 /// Every change the metadata accepts. One enum, so that the SQL side and the index side are two

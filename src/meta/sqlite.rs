@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// Stored in `PRAGMA user_version`. Bump it with a migration step in [`migrate`] whenever the
 /// schema changes shape.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS repositories (
@@ -91,7 +91,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     started       INTEGER NOT NULL,
     expires       INTEGER NOT NULL,
     upload_offset INTEGER NOT NULL DEFAULT 0,
-    hash_state    BLOB
+    hash_state    BLOB,
+    owner         TEXT
 ) WITHOUT ROWID;
 -- Expiry sweep.
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
@@ -250,6 +251,22 @@ UPDATE blobs SET last_referenced = created;
 ALTER TABLE manifests ADD COLUMN last_pulled INTEGER;
 ";
 
+/// v3 to v4 (and any older schema, after its own steps): upload sessions record who started
+/// them. Rows from before get none, that is anonymous: with authentication on, only an
+/// anonymous caller may go on with them. Added only where it is missing, so the step holds
+/// whatever else v3 brought and in whichever order the two were merged.
+fn add_upload_owner(conn: &Connection) -> rusqlite::Result<()> {
+    let has_owner: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('uploads') WHERE name = 'owner'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_owner {
+        conn.execute_batch("ALTER TABLE uploads ADD COLUMN owner TEXT;")?;
+    }
+    Ok(())
+}
+
 /// Brings older schemas forward step by step, creates what is missing, and refuses a database
 /// written by a newer binary, whose schema this code would misread. All in one write
 /// transaction, with the version read inside it, so two processes opening an old database
@@ -268,6 +285,9 @@ fn migrate(conn: &Connection) -> Result<(), String> {
         }
         if version == 1 {
             conn.execute_batch(V1_TO_V2).map_err(sql)?;
+        }
+        if (1..4).contains(&version) {
+            add_upload_owner(conn).map_err(sql)?;
         }
         conn.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(sql)
@@ -485,17 +505,20 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             expires,
             offset,
             hash_state,
+            owner,
         }) => {
             let existed = exists(tx, "SELECT 1 FROM uploads WHERE id = ?1", params![id])?;
             tx.prepare_cached(
-                "INSERT INTO uploads (id, repository, started, expires, upload_offset, hash_state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO uploads
+                    (id, repository, started, expires, upload_offset, hash_state, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET
                     repository = excluded.repository,
                     started = excluded.started,
                     expires = excluded.expires,
                     upload_offset = excluded.upload_offset,
-                    hash_state = excluded.hash_state",
+                    hash_state = excluded.hash_state,
+                    owner = excluded.owner",
             )?
             .execute(params![
                 id,
@@ -503,7 +526,8 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                 started,
                 expires,
                 int(*offset)?,
-                hash_state
+                hash_state,
+                owner
             ])?;
             existed
         }
@@ -514,6 +538,7 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             expires,
             offset,
             hash_state,
+            owner: _,
         }) => {
             let updated = tx
                 .prepare_cached(
@@ -731,7 +756,8 @@ impl Database for SqliteEngine {
         for_rows(
             conn,
             "uploads",
-            "SELECT id, repository, started, expires, upload_offset, hash_state FROM uploads",
+            "SELECT id, repository, started, expires, upload_offset, hash_state, owner
+             FROM uploads",
             [],
             |r| {
                 Ok(UploadRecord {
@@ -741,6 +767,7 @@ impl Database for SqliteEngine {
                     expires: r.get(3)?,
                     offset: r.get(4)?,
                     hash_state: r.get(5)?,
+                    owner: r.get(6)?,
                 })
             },
             |record| {
@@ -869,7 +896,7 @@ mod tests {
         .unwrap();
         drop(v1);
         let mut e = open(&dir);
-        assert_eq!(pragma(&e, "user_version"), "2");
+        assert_eq!(pragma(&e, "user_version"), SCHEMA_VERSION.to_string());
         assert_eq!(
             e.load().unwrap().blob(&dg("old")),
             Some(super::super::BlobInfo {
@@ -884,11 +911,13 @@ mod tests {
             expires: 6,
             offset: 0,
             hash_state: None,
+            owner: None,
         };
         assert_eq!(e.load().unwrap().uploads(), vec![old.clone()]);
         let moved = UploadRecord {
             offset: 77,
             hash_state: Some(vec![1, 1, 2]),
+            owner: Some("alice".into()),
             ..old
         };
         e.apply_batch(&[WriteOp::PutUpload(moved.clone())], 7)
@@ -896,6 +925,40 @@ mod tests {
         drop(e);
         let mut e = open(&dir);
         assert_eq!(e.load().unwrap().uploads(), vec![moved]);
+    }
+
+    /// A v2 or v3 database gains the owner column (its sessions anonymous), and one that has
+    /// it already (the column came with another step) opens as well.
+    #[test]
+    fn adds_the_upload_owner_once() {
+        for (version, drop_column) in [(2, true), (3, true), (3, false)] {
+            let dir = TempDir::new("owner");
+            drop(open(&dir));
+            let old = Connection::open(dir.0.join("meta.db")).unwrap();
+            if drop_column {
+                old.execute_batch("ALTER TABLE uploads DROP COLUMN owner")
+                    .unwrap();
+            }
+            old.execute_batch(&format!(
+                "INSERT INTO uploads (id, repository, started, expires) VALUES ('u', 'r', 1, 2);
+                 PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+            drop(old);
+            let mut e = open(&dir);
+            assert_eq!(pragma(&e, "user_version"), SCHEMA_VERSION.to_string());
+            let rows = e.load().unwrap().uploads();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].owner, None, "v{version}: anonymous");
+            let owned = UploadRecord {
+                owner: Some("bob".into()),
+                ..rows[0].clone()
+            };
+            e.apply_batch(&[WriteOp::PutUpload(owned.clone())], 3)
+                .unwrap();
+            drop(e);
+            assert_eq!(open(&dir).load().unwrap().uploads(), vec![owned]);
+        }
     }
 
     #[test]
@@ -1025,6 +1088,7 @@ mod tests {
             expires: 4,
             offset,
             hash_state: (offset > 0).then(|| vec![1, 1, offset as u8, 0]),
+            owner: (offset > 0).then(|| "alice".into()),
         };
         let batches: Vec<Vec<WriteOp>> = vec![
             vec![

@@ -144,6 +144,7 @@ fn populate(meta: &Meta) {
                 expires: exp,
                 offset: exp as u64 * 3,
                 hash_state: Some(vec![1, 2, exp as u8]),
+                owner: None,
             })
             .await
             .unwrap();
@@ -319,19 +320,21 @@ fn uploads(meta: &Meta) {
         expires: 1_000 + offset as i64,
         offset,
         hash_state: Some(offset.to_le_bytes().to_vec()),
+        owner: Some("alice".into()),
     };
     assert_eq!(now(meta.upload("s1")), None);
     block_on(meta.put_upload(row("s1", "lib/app", 0))).unwrap();
     assert_eq!(now(meta.upload("s1")), Some(row("s1", "lib/app", 0)));
     let advanced = UploadRecord {
         started: 99,
+        owner: Some("mallory".into()),
         ..row("s1", "lib/app", 5 << 32)
     };
     block_on(meta.advance_upload(advanced)).unwrap();
     assert_eq!(
         now(meta.upload("s1")),
         Some(row("s1", "lib/app", 5 << 32)),
-        "offset, state and expiry advance; the start stays"
+        "offset, state and expiry advance; the start and the owner stay"
     );
     let gone = |r| {
         matches!(

@@ -414,6 +414,9 @@ mod tests {
         }
     }
 
+    /// The user the tests' sessions belong to.
+    const ALICE: Option<&str> = Some("alice");
+
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 13 + i / 4099) as u8).collect()
     }
@@ -428,7 +431,10 @@ mod tests {
 
     /// Starts a resumable session and appends `first` to it, as a PATCH does; returns its id.
     async fn start_with(s: &Stores, uploads: &Uploads, first: &[u8]) -> String {
-        let session = uploads.start(&s.pool, &s.meta, "r", true).await.unwrap();
+        let session = uploads
+            .start(&s.pool, &s.meta, "r", ALICE, true)
+            .await
+            .unwrap();
         let mut lease = uploads.lease(session.clone()).unwrap();
         s.writer(uploads)
             .append(&mut lease, &mut Bytes(first))
@@ -446,7 +452,9 @@ mod tests {
         rest: &[u8],
         digest: &Digest,
     ) -> Result<u64> {
-        let mut lease = uploads.lease_current(&s.pool, &s.meta, "r", id).await?;
+        let mut lease = uploads
+            .lease_current(&s.pool, &s.meta, "r", ALICE, id)
+            .await?;
         let w = s.writer(uploads);
         w.append(&mut lease, &mut Bytes(rest))
             .await
@@ -459,7 +467,7 @@ mod tests {
     /// Where the session stands as a status request finds it.
     async fn offset_of(s: &Stores, uploads: &Uploads, id: &str) -> u64 {
         uploads
-            .current(&s.pool, &s.meta, "r", id)
+            .current(&s.pool, &s.meta, "r", ALICE, id)
             .await
             .unwrap()
             .offset()
@@ -598,9 +606,22 @@ mod tests {
                 "its writer is cached once found"
             );
             assert!(
-                there.find(&s.pool, &s.meta, "other", &id).await.is_err(),
+                there
+                    .find(&s.pool, &s.meta, "other", ALICE, &id)
+                    .await
+                    .is_err(),
                 "not visible from another repository"
             );
+            // Nor to another identity, cached here or found through the row: the answer an
+            // unknown id gets.
+            for uploads in [&there, &elsewhere(&s)] {
+                for caller in [Some("bob"), None] {
+                    assert!(matches!(
+                        uploads.find(&s.pool, &s.meta, "r", caller, &id).await,
+                        Err(Error::UnknownUpload(_))
+                    ));
+                }
+            }
             let digest = Digest::sha256_of(&data);
             let size = finish(&s, &there, &id, &data[first..], &digest)
                 .await
@@ -610,7 +631,7 @@ mod tests {
             // The node that started it still caches a writer: it is not continued, and the
             // finished session is not brought back.
             assert!(matches!(
-                here.lease_current(&s.pool, &s.meta, "r", &id).await,
+                here.lease_current(&s.pool, &s.meta, "r", ALICE, &id).await,
                 Err(Error::UnknownUpload(_))
             ));
             assert_eq!(here.active_sessions(), 0, "the stale writer is dropped");
@@ -632,7 +653,7 @@ mod tests {
             let id = start_with(&s, &here, &data[..a]).await;
             let there = elsewhere(&s);
             let mut lease = there
-                .lease_current(&s.pool, &s.meta, "r", &id)
+                .lease_current(&s.pool, &s.meta, "r", ALICE, &id)
                 .await
                 .unwrap();
             s.writer(&there)
@@ -641,7 +662,7 @@ mod tests {
                 .unwrap();
             drop(lease);
             assert_eq!(
-                here.find(&s.pool, &s.meta, "r", &id)
+                here.find(&s.pool, &s.meta, "r", ALICE, &id)
                     .await
                     .unwrap()
                     .offset(),
@@ -654,11 +675,11 @@ mod tests {
 
             let id = start_with(&s, &here, &data[..a]).await;
             let mut stale = here
-                .lease_current(&s.pool, &s.meta, "r", &id)
+                .lease_current(&s.pool, &s.meta, "r", ALICE, &id)
                 .await
                 .unwrap();
             let other = there
-                .lease_current(&s.pool, &s.meta, "r", &id)
+                .lease_current(&s.pool, &s.meta, "r", ALICE, &id)
                 .await
                 .unwrap();
             there

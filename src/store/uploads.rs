@@ -12,6 +12,11 @@
 //! again. The write that records a request's new offset is refused once the row is gone, so a
 //! session completed, cancelled or expired anywhere is never brought back.
 //!
+//! A session belongs to the identity that started it (`owner`: the user's name, None for an
+//! anonymous caller, which is every caller without authentication). A session is found only
+//! with its repository and its owner; to anyone else it is unknown, with the answer an id
+//! that never existed gets, so that holding another user's upload URL reveals nothing.
+//!
 //! A session is leased by one request at a time; the lease carries the offset and the running
 //! sha256 and puts them back when the request ends, however it ends. When the state is missing
 //! or unusable, the offset is the data file's length and the hash is recomputed from the file
@@ -61,6 +66,8 @@ struct State {
 pub struct Session {
     pub id: String,
     pub repo: String,
+    /// Who started it; only they may use it (see the module doc).
+    pub owner: Option<String>,
     pub started: i64,
     /// Persisted sessions have a metadata row; the staging of a monolithic upload does not.
     persisted: bool,
@@ -79,6 +86,7 @@ impl Session {
         Session {
             id: r.id.clone(),
             repo: r.repository.clone(),
+            owner: r.owner.clone(),
             started: r.started,
             persisted: true,
             dir,
@@ -101,6 +109,11 @@ impl Session {
 
     pub fn offset(&self) -> u64 {
         self.state.lock().map(|s| s.offset).unwrap_or(0)
+    }
+
+    /// Whether `caller`, asking in `repo`, may see this session.
+    fn visible(&self, repo: &str, caller: Option<&str>) -> bool {
+        visible(&self.repo, self.owner.as_deref(), repo, caller)
     }
 
     /// Whether the session has a metadata row to keep up to date.
@@ -205,17 +218,19 @@ impl Uploads {
             expires: now_millis() + self.expiry_ms(),
             offset: lease.offset,
             hash_state: lease.hasher.as_ref().map(Hasher::save),
+            owner: lease.session.owner.clone(),
         }
     }
 
-    /// Starts a session: its directory and empty data file, and (when `persist`) its metadata
-    /// row, so that it survives a restart. If any of it fails (a full disk), what was made is
-    /// removed again.
+    /// Starts a session for `owner`: its directory and empty data file, and (when `persist`)
+    /// its metadata row, so that it survives a restart. If any of it fails (a full disk), what
+    /// was made is removed again.
     pub async fn start(
         &self,
         pool: &Pool,
         meta: &Meta,
         repo: &str,
+        owner: Option<&str>,
         persist: bool,
     ) -> Result<Arc<Session>> {
         let id = new_id();
@@ -240,6 +255,7 @@ impl Uploads {
                     expires: started + self.expiry_ms(),
                     offset: 0,
                     hash_state: Some(Hasher::new(Algorithm::Sha256).save()),
+                    owner: owner.map(str::to_owned),
                 })
                 .await;
             if let Err(e) = row {
@@ -251,6 +267,7 @@ impl Uploads {
         let session = Arc::new(Session {
             id: id.clone(),
             repo: repo.to_string(),
+            owner: owner.map(str::to_owned),
             started,
             persisted: persist,
             dir,
@@ -267,8 +284,8 @@ impl Uploads {
         Ok(session)
     }
 
-    /// The session `id` of `repo`, if it exists (a session is not visible from another
-    /// repository): this process's writer when it holds one (no metadata round trip, the hot
+    /// The session `id` of `repo`, if it exists and `caller` started it (a session is not
+    /// visible from another repository, nor to another identity): this process's writer when it holds one (no metadata round trip, the hot
     /// PATCH path), else the session as its row in the engine describes it, its writer restored
     /// at the recorded offset and hash state and cached. It may be stale: see
     /// [`lease_current`](Self::lease_current).
@@ -277,20 +294,21 @@ impl Uploads {
         pool: &Pool,
         meta: &Meta,
         repo: &str,
+        caller: Option<&str>,
         id: &str,
     ) -> Result<Arc<Session>> {
         if !valid_id(id) {
             return Err(unknown(id));
         }
         if let Some(s) = self.table().get(id) {
-            return if s.repo == repo {
+            return if s.visible(repo, caller) {
                 Ok(s.clone())
             } else {
                 Err(unknown(id))
             };
         }
         let row = match meta.upload(id).await? {
-            Some(row) if row.repository == repo => row,
+            Some(row) if visible(&row.repository, row.owner.as_deref(), repo, caller) => row,
             _ => return Err(unknown(id)),
         };
         let dir = self.dir.join(id);
@@ -324,15 +342,16 @@ impl Uploads {
         pool: &Pool,
         meta: &Meta,
         repo: &str,
+        caller: Option<&str>,
         id: &str,
     ) -> Result<Lease> {
-        let lease = self.lease(self.find(pool, meta, repo, id).await?)?;
+        let lease = self.lease(self.find(pool, meta, repo, caller, id).await?)?;
         if on_disk(&lease.session, lease.offset).await {
             return Ok(lease);
         }
         self.evict(&lease.session);
         drop(lease);
-        let lease = self.lease(self.find(pool, meta, repo, id).await?)?;
+        let lease = self.lease(self.find(pool, meta, repo, caller, id).await?)?;
         if on_disk(&lease.session, lease.offset).await {
             Ok(lease)
         } else {
@@ -350,9 +369,10 @@ impl Uploads {
         pool: &Pool,
         meta: &Meta,
         repo: &str,
+        caller: Option<&str>,
         id: &str,
     ) -> Result<Arc<Session>> {
-        let session = self.find(pool, meta, repo, id).await?;
+        let session = self.find(pool, meta, repo, caller, id).await?;
         let (busy, offset) = {
             let state = session.state.lock().unwrap_or_else(|p| p.into_inner());
             (state.busy, state.offset)
@@ -361,7 +381,7 @@ impl Uploads {
             return Ok(session);
         }
         self.evict(&session);
-        self.find(pool, meta, repo, id).await
+        self.find(pool, meta, repo, caller, id).await
     }
 
     /// Drops `session` from the cache if it is the one cached under its id (a request may
@@ -479,6 +499,12 @@ impl Uploads {
         let state = session.state.lock().unwrap_or_else(|p| p.into_inner());
         state.expires - self.expiry_ms()
     }
+}
+
+/// Whether a session of `repo` started by `owner` is visible to `caller` asking in `asked`:
+/// the same repository and the same identity (anonymous only to anonymous).
+fn visible(repo: &str, owner: Option<&str>, asked: &str, caller: Option<&str>) -> bool {
+    repo == asked && owner == caller
 }
 
 fn unknown(id: &str) -> Error {

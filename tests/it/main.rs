@@ -28,3 +28,4 @@ mod ops_limits;
 mod ops_observe;
 mod ops_read_only_mount;
 mod tls;
+mod upload_owner;

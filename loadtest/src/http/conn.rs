@@ -6,6 +6,7 @@
 use super::head::{parse_response_head, BodyKind, ResponseHead};
 use super::request::format_head;
 use super::sink::Sink;
+use super::tls::{Session, CIPHER_BUF};
 use crate::error::{Error, Kind, Result};
 use crate::url::Target;
 use monoio::buf::SliceMut;
@@ -64,6 +65,8 @@ impl Body<'_> {
 pub struct Conn {
     target: Target,
     stream: Option<TcpStream>,
+    /// The TLS state over `stream` for an https target.
+    tls: Option<Box<Session>>,
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
@@ -91,11 +94,22 @@ impl From<Error> for Failure {
     }
 }
 
+/// A TLS failure: the connection cannot go on.
+fn tls_error(msg: String) -> Error {
+    Error::new(Kind::Protocol, msg)
+}
+
 impl Conn {
+    /// Drops the connection after a request (the handshake-per-request workload).
+    pub fn close(&mut self) {
+        self.drop_stream();
+    }
+
     pub fn new(target: Target) -> Conn {
         Conn {
             target,
             stream: None,
+            tls: None,
             rbuf: Vec::new(),
             rpos: 0,
             wbuf: Vec::new(),
@@ -143,6 +157,7 @@ impl Conn {
 
     fn drop_stream(&mut self) {
         self.stream = None;
+        self.tls = None;
         self.rbuf.clear();
         self.rpos = 0;
         self.served = 0;
@@ -264,6 +279,14 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         self.connects += 1;
         self.stream = Some(stream);
+        if let Some(t) = &self.target.tls {
+            let session = t.connect().map_err(|e| Error::new(Kind::Connect, e))?;
+            self.tls = Some(Box::new(session));
+            if let Err(e) = self.handshake(deadline).await {
+                self.drop_stream();
+                return Err(e);
+            }
+        }
         self.rbuf.clear();
         self.rpos = 0;
         self.served = 0;
@@ -294,7 +317,105 @@ impl Conn {
         true
     }
 
+    /// Drives the TLS handshake to its end (the server's certificate checked by rustls).
+    async fn handshake(&mut self, deadline: Instant) -> Result<()> {
+        loop {
+            self.tls_flush(deadline).await?;
+            let Some(tls) = self.tls.as_mut() else {
+                return Err(Error::new(Kind::Io, "not connected"));
+            };
+            if !tls.conn.is_handshaking() {
+                return Ok(());
+            }
+            if !tls.feed().map_err(tls_error)? && self.read_cipher(deadline).await? == 0 {
+                return Err(Error::new(
+                    Kind::Connect,
+                    "TLS: the server closed the connection during the handshake",
+                ));
+            }
+        }
+    }
+
+    /// Sends whatever ciphertext rustls has queued.
+    async fn tls_flush(&mut self, deadline: Instant) -> Result<()> {
+        let (Some(stream), Some(tls)) = (self.stream.as_mut(), self.tls.as_mut()) else {
+            return Err(Error::new(Kind::Io, "not connected"));
+        };
+        while tls.conn.wants_write() {
+            let mut out = std::mem::take(&mut tls.out);
+            out.clear();
+            tls.conn.write_tls(&mut out).map_err(Error::io)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, stream.write_all(out)).await {
+                Ok((Ok(_), out)) => tls.out = out,
+                Ok((Err(e), _)) => return Err(Error::io(e)),
+                Err(_) => return Err(Error::new(Kind::Timeout, "timed out while sending")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads ciphertext from the socket into the TLS session's buffer. Ok(0) is end of stream.
+    async fn read_cipher(&mut self, deadline: Instant) -> Result<usize> {
+        let (Some(stream), Some(tls)) = (self.stream.as_mut(), self.tls.as_mut()) else {
+            return Err(Error::new(Kind::Io, "not connected"));
+        };
+        let mut buf = std::mem::take(&mut tls.cipher);
+        buf.clear();
+        tls.pos = 0;
+        if buf.capacity() < CIPHER_BUF {
+            buf.reserve(CIPHER_BUF);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, stream.read(buf)).await {
+            Ok((r, buf)) => {
+                tls.cipher = buf;
+                r.map_err(Error::io)
+            }
+            Err(_) => Err(Error::new(
+                Kind::Timeout,
+                "request timed out waiting for the response",
+            )),
+        }
+    }
+
+    /// Reads plaintext into `rbuf` after its bytes: what rustls has decrypted, else more
+    /// ciphertext fed to it. Ok(0) is end of stream.
+    async fn fill_tls(&mut self, deadline: Instant) -> Result<usize> {
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return Err(Error::new(Kind::Io, "not connected"));
+            };
+            let ready = tls
+                .conn
+                .process_new_packets()
+                .map_err(|e| tls_error(format!("TLS: {e}")))?
+                .plaintext_bytes_to_read();
+            if ready > 0 {
+                // Zeroed only as far as rustls will write.
+                let at = self.rbuf.len();
+                let n = ready.min(self.rbuf.capacity() - at);
+                self.rbuf.resize(at + n, 0);
+                let got = std::io::Read::read(&mut tls.conn.reader(), &mut self.rbuf[at..]);
+                let got = got.map_err(Error::io)?;
+                self.rbuf.truncate(at + got);
+                return Ok(got);
+            }
+            if tls.feed().map_err(tls_error)? {
+                continue;
+            }
+            if self.read_cipher(deadline).await? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+
     async fn write(&mut self, buf: Vec<u8>, deadline: Instant) -> Result<Vec<u8>> {
+        if let Some(tls) = self.tls.as_mut() {
+            std::io::Write::write_all(&mut tls.conn.writer(), &buf).map_err(Error::io)?;
+            self.tls_flush(deadline).await?;
+            return Ok(buf);
+        }
         let Some(stream) = self.stream.as_mut() else {
             return Err(Error::new(Kind::Io, "not connected"));
         };
@@ -334,9 +455,6 @@ impl Conn {
 
     /// Reads more bytes after the buffered ones. Ok(0) is end of stream.
     async fn fill(&mut self, deadline: Instant) -> Result<usize> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(Error::new(Kind::Io, "not connected"));
-        };
         if self.rpos == self.rbuf.len() {
             self.rbuf.clear();
             self.rpos = 0;
@@ -347,6 +465,12 @@ impl Conn {
                 self.rbuf.reserve(SMALL_BUF);
             }
         }
+        if self.tls.is_some() {
+            return self.fill_tls(deadline).await;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(Error::new(Kind::Io, "not connected"));
+        };
         let buf = std::mem::take(&mut self.rbuf);
         let (len, cap) = (buf.len(), buf.capacity());
         let left = deadline.saturating_duration_since(Instant::now());
@@ -494,6 +618,7 @@ mod tests {
         Target {
             authority: addr.to_string(),
             addr,
+            tls: None,
         }
     }
 

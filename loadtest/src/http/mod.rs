@@ -7,6 +7,7 @@ pub mod conn;
 pub mod head;
 pub mod request;
 pub mod sink;
+pub mod tls;
 
 pub use conn::Conn;
 pub use head::ResponseHead;

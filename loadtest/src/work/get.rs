@@ -12,7 +12,7 @@ use crate::http::{Conn, Sink};
 use crate::run::Run;
 use crate::runtime::{run_on_threads, share};
 use crate::stats::{mb_per_s, per_second, round3, Latencies};
-use crate::url::{split_url, Target};
+use crate::url::{split_any_url, Target};
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -27,6 +27,7 @@ struct Shared {
     expect: Option<String>,
     stop_at: Option<Instant>,
     timeout: Duration,
+    new_connection: bool,
 }
 
 struct ThreadResult {
@@ -39,8 +40,10 @@ struct ThreadResult {
 pub fn run(args: GetArgs) -> Result<Outcome, String> {
     let mut authority = None;
     let mut paths = Vec::new();
+    let mut https = 0;
     for u in &args.urls {
-        let (a, p) = split_url(u)?;
+        let (tls, a, p) = split_any_url(u)?;
+        https += usize::from(tls);
         if authority.as_ref().is_some_and(|x| x != &a) {
             return Err("all --url values must name the same HOST:PORT".into());
         }
@@ -48,7 +51,14 @@ pub fn run(args: GetArgs) -> Result<Outcome, String> {
         paths.push(p);
     }
     let authority = authority.ok_or("at least one --url is needed")?;
-    let target = Target::resolve(&authority)?;
+    let mut target = Target::resolve(&authority)?;
+    if https > 0 {
+        if https < args.urls.len() {
+            return Err("--url values must all be http:// or all https://".into());
+        }
+        let ca = args.ca.as_deref().ok_or("https:// URLs need --ca FILE")?;
+        target.tls = Some(crate::http::tls::TlsTarget::new(&authority, ca)?);
+    }
     if let Some(d) = &args.expect_digest {
         if !is_sha256(d) {
             return Err(format!("--expect-digest {d:?} is not a sha256 digest"));
@@ -66,6 +76,10 @@ pub fn run(args: GetArgs) -> Result<Outcome, String> {
         timeout,
         args.common.max_seconds,
     ));
+    let mut headers = args.headers.clone();
+    if let Some(value) = crate::auth::authorization(&args.auth, timeout)? {
+        headers.push(("Authorization".into(), value));
+    }
     let method = match args.method {
         Method::Get => "GET",
         Method::Head => "HEAD",
@@ -73,13 +87,14 @@ pub fn run(args: GetArgs) -> Result<Outcome, String> {
     let shared = Arc::new(Shared {
         run: run.clone(),
         paths,
-        headers: args.headers.clone(),
+        headers,
         method,
         expect: args.expect_digest.clone(),
         stop_at: args
             .duration
             .map(|d| run.started + Duration::from_secs_f64(d.max(0.0))),
         timeout,
+        new_connection: args.new_connection,
     });
     let results = run_on_threads(threads, move |t| {
         let (sh, target) = (shared.clone(), target.clone());
@@ -178,6 +193,9 @@ async fn thread_main(
                 let r = conn
                     .request(sh.method, path, &headers, Body::None, &mut sink, sh.timeout)
                     .await;
+                if sh.new_connection {
+                    conn.close();
+                }
                 let took = t0.elapsed();
                 requests.set(requests.get() + 1);
                 bytes.set(bytes.get() + sink.bytes);
