@@ -46,6 +46,28 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
+/// A token signed with `key` for `subject` at `audience`, issued at `at`, living 5 minutes.
+fn mint(
+    key: &SigningKey,
+    issuer: &str,
+    subject: &str,
+    audience: &str,
+    access: Vec<Scope>,
+    at: i64,
+) -> String {
+    issue(
+        key,
+        issuer,
+        subject,
+        audience,
+        access,
+        at,
+        Duration::from_secs(300),
+    )
+    .unwrap()
+    .token
+}
+
 fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
     require_tool("htpasswd");
     let _ = std::fs::remove_file(path);
@@ -348,44 +370,18 @@ fn refused_tokens_are_invalid_token_and_store_nothing() {
     };
     // Our own key, read from the data directory where the server generated it.
     let ours = load_or_create(None, &s.server.root).unwrap();
-    let life = Duration::from_secs(300);
-    let expired = issue(
+    let expired = mint(
         &ours,
         "ringyard",
         "alice",
         "ringyard",
         scope(),
         now() - 3600,
-        life,
-    )
-    .unwrap()
-    .token;
+    );
     let (other, _) = SigningKey::generate().unwrap();
-    let foreign = issue(
-        &other,
-        "ringyard",
-        "alice",
-        "ringyard",
-        scope(),
-        now(),
-        life,
-    )
-    .unwrap()
-    .token;
-    let audience = issue(
-        &ours,
-        "ringyard",
-        "alice",
-        "elsewhere",
-        scope(),
-        now(),
-        life,
-    )
-    .unwrap()
-    .token;
-    let good = issue(&ours, "ringyard", "alice", "ringyard", scope(), now(), life)
-        .unwrap()
-        .token;
+    let foreign = mint(&other, "ringyard", "alice", "ringyard", scope(), now());
+    let audience = mint(&ours, "ringyard", "alice", "elsewhere", scope(), now());
+    let good = mint(&ours, "ringyard", "alice", "ringyard", scope(), now());
     // alg none: the good token's claims, no signature.
     let claims = good.split('.').nth(1).unwrap();
     let none = format!("{}.{claims}.", b64url(br#"{"alg":"none","typ":"JWT"}"#));
@@ -544,47 +540,30 @@ fn external_issuer_tokens_are_accepted_and_others_refused() {
         name: "ci/app".into(),
         actions: vec!["pull".into(), "push".into()],
     }];
-    let life = Duration::from_secs(300);
-    let theirs = issue(
+    let theirs = mint(
         &corp,
         "corp-auth",
         "ci-bot",
         "ringyard",
         access.clone(),
         now(),
-        life,
-    )
-    .unwrap()
-    .token;
+    );
     // Accepted: its access claim decides (the rules give ci-bot nothing).
     assert_status(
         &push_blob(&mut c, &bearer(&theirs), "ci/app", b"external"),
         201,
     );
     // The same key under another issuer name, and another issuer's key: refused.
-    let impostor = issue(
+    let impostor = mint(
         &corp,
         "someone-else",
         "ci-bot",
         "ringyard",
         access.clone(),
         now(),
-        life,
-    )
-    .unwrap()
-    .token;
+    );
     let (evil, _) = SigningKey::generate().unwrap();
-    let unknown = issue(
-        &evil,
-        "corp-auth",
-        "ci-bot",
-        "ringyard",
-        access,
-        now(),
-        life,
-    )
-    .unwrap()
-    .token;
+    let unknown = mint(&evil, "corp-auth", "ci-bot", "ringyard", access, now());
     for t in [impostor, unknown] {
         let ch = challenge_of(&push_blob(&mut c, &bearer(&t), "ci/app", b"refused"));
         assert!(ch.contains("error=\"invalid_token\""), "{ch}");
