@@ -233,14 +233,15 @@ pub async fn handle<T: Transport>(
 }
 
 /// Who sent `req`, into `caller`; Anonymous without authentication configured. Credentials
-/// that are refused are a 401, after `auth.fail_delay` when they were wrong; `scope` is what
-/// the request needs, for a Bearer challenge.
+/// that are refused are a 401, after `auth.fail_delay` when they were wrong; `needed` is what
+/// the request needs, named in a Bearer challenge (worked out only for a refusal, so that the
+/// accepted path stays free of it).
 async fn identify(
     reg: &Registry,
     req: &Request,
     caller: &mut Identity,
     request_id: &str,
-    scope: Option<&str>,
+    needed: Option<&access::Needed<'_>>,
 ) -> Result<()> {
     let Some(auth) = &reg.auth else {
         return Ok(());
@@ -252,6 +253,8 @@ async fn identify(
         }
         Err(r) => r,
     };
+    let scope = needed.and_then(|n| challenge_scope(auth, n));
+    let scope = scope.as_deref();
     Err(match refused {
         Refused::WrongCredentials { user } => wrong_credentials(auth, &user, request_id).await,
         Refused::Malformed(why) => Error::unauthorized(
@@ -292,8 +295,8 @@ fn unavailable() -> Error {
 
 /// The `scope` of a challenge for `needed` (None when it needs nothing, or without tokens:
 /// a Basic challenge has no scope).
-fn challenge_scope(reg: &Registry, needed: &access::Needed<'_>) -> Option<String> {
-    reg.auth.as_ref()?.token.as_ref()?;
+fn challenge_scope(auth: &Auth, needed: &access::Needed<'_>) -> Option<String> {
+    auth.token.as_ref()?;
     let scopes = needed_scopes(&access::token_needs(needed, true));
     (!scopes.is_empty()).then(|| format_scopes(&scopes))
 }
@@ -311,12 +314,11 @@ async fn dispatch<T: Transport>(
 ) -> Result<Response> {
     use Method::*;
     let needed = access::needed(&route, req.method, req.query());
-    let scope = challenge_scope(reg, &needed);
-    identify(reg, req, caller, request_id, scope.as_deref()).await?;
+    identify(reg, req, caller, request_id, Some(&needed)).await?;
     if let (Some(name), None) = (route_name(&route), repository) {
         validate_name(name)?;
     }
-    let may_mount = authorize(reg, &needed, scope.as_deref(), req.method, caller)?;
+    let may_mount = authorize(reg, &needed, req.method, caller)?;
     match (route, req.method) {
         (Route::Base, Get | Head) => Ok(Response::json(200, &serde_json::json!({}))),
         (Route::Catalog, Get | Head) => match reg.auth.as_ref() {
@@ -442,13 +444,12 @@ fn route_name<'a>(route: &Route<'a>) -> Option<&'a str> {
 fn authorize(
     reg: &Registry,
     needed: &access::Needed<'_>,
-    scope: Option<&str>,
     method: Method,
     caller: &Identity,
 ) -> Result<bool> {
     let may_mount = match (&reg.auth, caller) {
-        (Some(auth), Identity::Token(claims)) => permit_token(auth, needed, scope, &claims.access)?,
-        (Some(auth), caller) => permit(auth, needed, scope, caller)?,
+        (Some(auth), Identity::Token(claims)) => permit_token(auth, needed, &claims.access)?,
+        (Some(auth), caller) => permit(auth, needed, caller)?,
         (None, _) => true,
     };
     if reg.limits.read_only && access::changes(needed, method) {
@@ -467,16 +468,17 @@ fn authorize(
 /// an anonymous caller, who may have credentials to send; 403 to a user), or let through with
 /// whether a mount may read its source. An anonymous caller is challenged even where nothing
 /// is needed (`GET /v2/`): docker sends stored credentials only after a challenge there.
-fn permit(
-    auth: &Auth,
-    needed: &access::Needed<'_>,
-    scope: Option<&str>,
-    caller: &Identity,
-) -> Result<bool> {
+fn permit(auth: &Auth, needed: &access::Needed<'_>, caller: &Identity) -> Result<bool> {
     use crate::auth::Who;
     use access::{Action, Needed};
     let who = caller.who();
-    let challenge = || Error::unauthorized(auth.challenge(scope, None), "authentication required");
+    let challenge = || {
+        let scope = challenge_scope(auth, needed);
+        Error::unauthorized(
+            auth.challenge(scope.as_deref(), None),
+            "authentication required",
+        )
+    };
     match (needed, who) {
         (Needed::Nothing, Who::Anonymous) => Err(challenge()),
         (Needed::Catalog, Who::Anonymous) if !auth.rules.anonymous_pulls_somewhere() => {
@@ -512,10 +514,11 @@ fn permit(
 fn permit_token(
     auth: &Auth,
     needed: &access::Needed<'_>,
-    scope: Option<&str>,
     granted: &[token_scope::Scope],
 ) -> Result<bool> {
     if token_scope::authorize(&access::token_needs(needed, false), granted).is_err() {
+        let scope = challenge_scope(auth, needed);
+        let scope = scope.as_deref();
         return Err(Error::unauthorized(
             auth.challenge(scope, Some(ChallengeError::InsufficientScope)),
             "the token does not grant this request's scope",
