@@ -6,6 +6,7 @@
 //! them one to one. Pure: unit-tested here.
 
 use super::router::Route;
+use crate::auth::token::scope::Need;
 use crate::http::query::query_get;
 use crate::http::request::Method;
 
@@ -34,6 +35,31 @@ impl Needed<'_> {
         match self {
             Needed::Repository { action, .. } => Some(*action),
             _ => None,
+        }
+    }
+}
+
+/// The same access as token scope needs: what a Bearer token's `access` must cover, and
+/// (`with_mount`) what a challenge asks for, which includes pull on a mount's source so that
+/// docker asks for it too.
+pub fn token_needs<'a>(needed: &'a Needed<'a>, with_mount: bool) -> Vec<Need<'a>> {
+    match needed {
+        Needed::Nothing => Vec::new(),
+        Needed::Catalog => vec![Need {
+            resource_type: "registry",
+            name: "catalog",
+            action: crate::auth::token::scope::ANY_ACTION,
+        }],
+        Needed::Repository {
+            name,
+            action,
+            mount_from,
+        } => {
+            let mut needs = vec![Need::repository(name, action.as_str())];
+            if let (true, Some(from)) = (with_mount, mount_from) {
+                needs.push(Need::repository(from, Action::Pull.as_str()));
+            }
+            needs
         }
     }
 }
@@ -154,6 +180,24 @@ mod tests {
         // `from` without `mount` is no mount.
         let n = need(Method::Post, "/v2/to/blobs/uploads/", "from=lib");
         assert_eq!(n, repo("to", Action::Push));
+    }
+
+    #[test]
+    fn token_needs_name_the_scopes_a_challenge_asks_for() {
+        use crate::auth::token::scope::{format_scopes, needed_scopes};
+        let show = |n: &Needed<'_>, m| format_scopes(&needed_scopes(&token_needs(n, m)));
+        assert_eq!(show(&Needed::Nothing, true), "");
+        assert_eq!(show(&Needed::Catalog, true), "registry:catalog:*");
+        let mount = need(
+            Method::Post,
+            "/v2/to/blobs/uploads/",
+            "mount=sha256%3A00&from=lib%2Fsrc",
+        );
+        assert_eq!(show(&mount, false), "repository:to:push");
+        assert_eq!(
+            show(&mount, true),
+            "repository:to:push repository:lib/src:pull"
+        );
     }
 
     #[test]

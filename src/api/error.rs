@@ -131,7 +131,7 @@ pub struct Error {
     /// What went wrong inside, for the operator's log line (never sent).
     pub cause: Option<String>,
     /// The `WWW-Authenticate` challenge of a 401.
-    pub challenge: Option<&'static str>,
+    pub challenge: Option<std::borrow::Cow<'static, str>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -149,9 +149,12 @@ impl Error {
     }
 
     /// 401 `UNAUTHORIZED` with its challenge, which makes docker send its stored credentials.
-    pub fn unauthorized(challenge: &'static str, message: impl Into<String>) -> Self {
+    pub fn unauthorized(
+        challenge: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Error {
-            challenge: Some(challenge),
+            challenge: Some(challenge.into()),
             ..Error::new(ErrorCode::Unauthorized).with_message(message)
         }
     }
@@ -215,8 +218,8 @@ impl Error {
     /// The response for this error: the spec's body, and `Retry-After` where waiting helps.
     pub fn response(&self) -> Response {
         let resp = Response::new(self.status).with_body("application/json", self.body());
-        let resp = match self.challenge {
-            Some(c) => resp.header("WWW-Authenticate", c),
+        let resp = match &self.challenge {
+            Some(c) => resp.header("WWW-Authenticate", c.clone()),
             None => resp,
         };
         match self.retry_after() {

@@ -7,6 +7,12 @@
 //! identified from its `Authorization` header, then [`authorize`]d: no credentials where the
 //! rules want some is a 401 with a challenge, wrong credentials a 401 (never a fallback to
 //! anonymous), a user without the action a 403 `DENIED`. Without it none of that runs.
+//!
+//! With tokens configured (`auth.token.*`), every challenge is `Bearer realm,service,scope`
+//! naming what the request needs, a Bearer token is verified (cached per event loop) and its
+//! `access` claim decides instead of the rules, and the token service's own endpoints
+//! (`/token`, `/token/jwks`: [`token`]) are routed here before the OCI routes. Basic
+//! credentials are still accepted directly.
 
 pub(crate) mod access;
 pub(crate) mod blobs;
@@ -17,9 +23,12 @@ pub(crate) mod manifests;
 pub(crate) mod pagination;
 pub(crate) mod referrers;
 pub mod router;
+pub(crate) mod token;
 pub(crate) mod uploads;
 
-use crate::auth::{Auth, Identity, MetricsAccess, Refused, Who};
+use crate::auth::token::challenge::ChallengeError;
+use crate::auth::token::scope::{self as token_scope, format_scopes, needed_scopes, Need};
+use crate::auth::{Auth, Identity, MetricsAccess, Refused};
 use crate::blocking::Pool;
 use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
@@ -126,6 +135,9 @@ pub struct Target<'a> {
 enum Answer<'a> {
     Ops(OpsEndpoint),
     Api(Route<'a>),
+    /// `/token` and `/token/jwks` (404 unless the token service is on).
+    Token,
+    Jwks,
     /// A path other than the operations endpoints on the operations listener.
     Nothing,
 }
@@ -135,6 +147,8 @@ pub fn target(site: Site, path: &str) -> Target<'_> {
         (Some(OpsEndpoint::Metrics), _) => (Answer::Ops(OpsEndpoint::Metrics), RouteClass::Metrics),
         (Some(endpoint), _) => (Answer::Ops(endpoint), RouteClass::Probe),
         (None, Site::Ops) => (Answer::Nothing, RouteClass::Other),
+        (None, Site::Registry) if path == "/token" => (Answer::Token, RouteClass::Other),
+        (None, Site::Registry) if path == "/token/jwks" => (Answer::Jwks, RouteClass::Other),
         (None, Site::Registry) => {
             let route = router::route(path);
             let class = match route {
@@ -188,6 +202,8 @@ pub async fn handle<T: Transport>(
             )
             .await
         }
+        Answer::Token => token::token(reg, req, body, &mut caller, request_id).await,
+        Answer::Jwks => token::jwks(reg, req),
         Answer::Nothing => Err(no_such_endpoint(req)),
     };
     let resp = match result {
@@ -217,12 +233,15 @@ pub async fn handle<T: Transport>(
 }
 
 /// Who sent `req`, into `caller`; Anonymous without authentication configured. Credentials
-/// that are refused are a 401, after `auth.fail_delay` when they were wrong.
+/// that are refused are a 401, after `auth.fail_delay` when they were wrong; `needed` is what
+/// the request needs, named in a Bearer challenge (worked out only for a refusal, so that the
+/// accepted path stays free of it).
 async fn identify(
     reg: &Registry,
     req: &Request,
     caller: &mut Identity,
     request_id: &str,
+    needed: Option<&access::Needed<'_>>,
 ) -> Result<()> {
     let Some(auth) = &reg.auth else {
         return Ok(());
@@ -234,26 +253,52 @@ async fn identify(
         }
         Err(r) => r,
     };
+    let scope = needed.and_then(|n| challenge_scope(auth, n));
+    let scope = scope.as_deref();
     Err(match refused {
-        Refused::WrongCredentials { user } => {
-            crate::log::warn(format_args!(
-                "request {request_id}: wrong password or unknown user {user:?}"
-            ));
-            if !auth.fail_delay.is_zero() {
-                monoio::time::sleep(auth.fail_delay).await;
-            }
-            Error::unauthorized(auth.challenge, "invalid username or password")
-        }
-        Refused::Malformed(why) => {
-            Error::unauthorized(auth.challenge, "unreadable Authorization header").with_detail(why)
-        }
+        Refused::WrongCredentials { user } => wrong_credentials(auth, &user, request_id).await,
+        Refused::Malformed(why) => Error::unauthorized(
+            auth.challenge(scope, None),
+            "unreadable Authorization header",
+        )
+        .with_detail(why),
         Refused::Bearer => Error::unauthorized(
-            auth.challenge,
+            auth.challenge(scope, None),
             "this registry does not accept Bearer tokens; send Basic credentials (docker login)",
         ),
-        Refused::Unavailable => Error::new(ErrorCode::Unavailable)
-            .with_message("the registry is stopping; credentials cannot be checked"),
+        Refused::InvalidToken(why) => {
+            crate::log::warn(format_args!("request {request_id}: {why}"));
+            Error::unauthorized(
+                auth.challenge(scope, Some(ChallengeError::InvalidToken)),
+                "invalid or expired token",
+            )
+        }
+        Refused::Unavailable => unavailable(),
     })
+}
+
+/// The 401 for a wrong user or password, after `auth.fail_delay`.
+async fn wrong_credentials(auth: &Auth, user: &str, request_id: &str) -> Error {
+    crate::log::warn(format_args!(
+        "request {request_id}: wrong password or unknown user {user:?}"
+    ));
+    if !auth.fail_delay.is_zero() {
+        monoio::time::sleep(auth.fail_delay).await;
+    }
+    Error::unauthorized(auth.challenge(None, None), "invalid username or password")
+}
+
+fn unavailable() -> Error {
+    Error::new(ErrorCode::Unavailable)
+        .with_message("the registry is stopping; credentials cannot be checked")
+}
+
+/// The `scope` of a challenge for `needed` (None when it needs nothing, or without tokens:
+/// a Basic challenge has no scope).
+fn challenge_scope(auth: &Auth, needed: &access::Needed<'_>) -> Option<String> {
+    auth.token.as_ref()?;
+    let scopes = needed_scopes(&access::token_needs(needed, true));
+    (!scopes.is_empty()).then(|| format_scopes(&scopes))
 }
 
 /// `repository` is the route's name when [`target`] found it valid; a name it left out is
@@ -268,16 +313,12 @@ async fn dispatch<T: Transport>(
     request_id: &str,
 ) -> Result<Response> {
     use Method::*;
-    identify(reg, req, caller, request_id).await?;
+    let needed = access::needed(&route, req.method, req.query());
+    identify(reg, req, caller, request_id, Some(&needed)).await?;
     if let (Some(name), None) = (route_name(&route), repository) {
         validate_name(name)?;
     }
-    let may_mount = authorize(
-        reg,
-        &access::needed(&route, req.method, req.query()),
-        req.method,
-        caller,
-    )?;
+    let may_mount = authorize(reg, &needed, req.method, caller)?;
     match (route, req.method) {
         (Route::Base, Get | Head) => Ok(Response::json(200, &serde_json::json!({}))),
         (Route::Catalog, Get | Head) => match reg.auth.as_ref() {
@@ -349,10 +390,10 @@ async fn ops(
     // The probes stay open: orchestrators have no credentials.
     if let (OpsEndpoint::Metrics, Some(auth)) = (endpoint, &reg.auth) {
         if auth.metrics == MetricsAccess::Authenticated {
-            identify(reg, req, caller, request_id).await?;
+            identify(reg, req, caller, request_id, None).await?;
             if *caller == Identity::Anonymous {
                 return Err(Error::unauthorized(
-                    auth.challenge,
+                    auth.challenge(None, None),
                     "authentication required (auth.metrics: authenticated)",
                 ));
             }
@@ -410,9 +451,10 @@ fn authorize(
     method: Method,
     caller: &Identity,
 ) -> Result<bool> {
-    let may_mount = match &reg.auth {
-        Some(auth) => permit(auth, needed, caller.who())?,
-        None => true,
+    let may_mount = match (&reg.auth, caller) {
+        (Some(auth), Identity::Token(claims)) => permit_token(auth, needed, &claims.access)?,
+        (Some(auth), caller) => permit(auth, needed, caller)?,
+        (None, _) => true,
     };
     if reg.limits.read_only && access::changes(needed, method) {
         return Err(Error::new(ErrorCode::Unsupported)
@@ -430,9 +472,17 @@ fn authorize(
 /// an anonymous caller, who may have credentials to send; 403 to a user), or let through with
 /// whether a mount may read its source. An anonymous caller is challenged even where nothing
 /// is needed (`GET /v2/`): docker sends stored credentials only after a challenge there.
-fn permit(auth: &Auth, needed: &access::Needed<'_>, who: Who<'_>) -> Result<bool> {
+fn permit(auth: &Auth, needed: &access::Needed<'_>, caller: &Identity) -> Result<bool> {
+    use crate::auth::Who;
     use access::{Action, Needed};
-    let challenge = || Error::unauthorized(auth.challenge, "authentication required");
+    let who = caller.who();
+    let challenge = || {
+        let scope = challenge_scope(auth, needed);
+        Error::unauthorized(
+            auth.challenge(scope.as_deref(), None),
+            "authentication required",
+        )
+    };
     match (needed, who) {
         (Needed::Nothing, Who::Anonymous) => Err(challenge()),
         (Needed::Catalog, Who::Anonymous) if !auth.rules.anonymous_pulls_somewhere() => {
@@ -460,6 +510,32 @@ fn permit(auth: &Auth, needed: &access::Needed<'_>, who: Who<'_>) -> Result<bool
                 .is_none_or(|from| auth.rules.allowed(who, from).contains(Action::Pull)))
         }
     }
+}
+
+/// What a verified token's `access` says of `needed`: every need covered, or 401 with an
+/// `insufficient_scope` challenge naming all of it (docker then asks for a new token); and
+/// whether a mount may read its source (pull on `from` in the token, else no mount).
+fn permit_token(
+    auth: &Auth,
+    needed: &access::Needed<'_>,
+    granted: &[token_scope::Scope],
+) -> Result<bool> {
+    if token_scope::authorize(&access::token_needs(needed, false), granted).is_err() {
+        let scope = challenge_scope(auth, needed);
+        let scope = scope.as_deref();
+        return Err(Error::unauthorized(
+            auth.challenge(scope, Some(ChallengeError::InsufficientScope)),
+            "the token does not grant this request's scope",
+        )
+        .with_detail(scope.unwrap_or_default().to_string()));
+    }
+    Ok(match needed {
+        access::Needed::Repository {
+            mount_from: Some(from),
+            ..
+        } => token_scope::authorize(&[Need::repository(from, "pull")], granted).is_ok(),
+        _ => true,
+    })
 }
 
 /// Maps a body read failure to the client-visible error.

@@ -11,7 +11,7 @@ pub enum Credentials<'a> {
         user: String,
         password: String,
     },
-    /// A token, answered 401 until the token service is wired in (issue 12, section 1).
+    /// A token, verified by the token service (`auth::token::service`) when one is configured.
     Bearer(&'a str),
 }
 

@@ -128,6 +128,19 @@ impl Users {
         self.hashes.is_empty()
     }
 
+    /// A version of `user`'s entry that changes when the password does (a digest of its
+    /// hash, which is salted): what a refresh token is bound to. None: no such user.
+    pub fn credential_version(&self, user: &str) -> Option<String> {
+        let hash = self.hashes.get(user)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, hash.as_bytes());
+        Some(
+            digest.as_ref()[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
     /// Whether `password` is `user`'s. Blocking (bcrypt): call it on a pool. bcrypt compares
     /// its hashes in constant time; an unknown user costs the same bcrypt.
     pub fn verify(&self, user: &str, password: &str) -> bool {

@@ -7,7 +7,9 @@
 //! bcrypt check runs on a pool of its own ([`crate::blocking`]), never on an event loop and
 //! never queued behind the filesystem's work; a successful one is remembered ([`cache`]) so a
 //! push pays one bcrypt, not one per request. Bearer tokens reach [`Credentials::Bearer`] and
-//! are refused until the token service (`auth::token`) is wired in here.
+//! are verified by [`token::service`] (our key and an external issuer's), cached per event
+//! loop; a token's identity is its `sub` and what it may do is its `access` claim, not the
+//! rules (the rules decided when the token was issued).
 //!
 //! Without `auth.htpasswd.path` there is no [`Auth`] at all, and the API's anonymous path does
 //! no work for it.
@@ -22,9 +24,15 @@ use crate::blocking::Pool;
 use crate::config::Config;
 pub use credentials::Credentials;
 pub use rules::{Action, Actions, Rules, Who};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use token::challenge::ChallengeError;
+use token::jwt::Claims;
+use token::service::TokenService;
+use token::settings::TokenSettings;
+use token::TokenError;
 
 /// Who a request is from, once its credentials were checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +40,8 @@ pub enum Identity {
     /// No credentials.
     Anonymous,
     User(Arc<str>),
+    /// A verified Bearer token: its `sub`, and its claims, whose `access` decides.
+    Token(Rc<Claims>),
 }
 
 impl Identity {
@@ -39,13 +49,14 @@ impl Identity {
         match self {
             Identity::Anonymous => None,
             Identity::User(u) => Some(u),
+            Identity::Token(c) => Some(&c.registered.sub),
         }
     }
 
     pub fn who(&self) -> Who<'_> {
-        match self {
-            Identity::Anonymous => Who::Anonymous,
-            Identity::User(u) => Who::User(u),
+        match self.user() {
+            None => Who::Anonymous,
+            Some(u) => Who::User(u),
         }
     }
 }
@@ -57,8 +68,10 @@ pub enum Refused {
     WrongCredentials { user: String },
     /// A header that cannot be read as credentials.
     Malformed(&'static str),
-    /// A Bearer token: not accepted until the token service is wired in.
+    /// A Bearer token without a token service configured.
     Bearer,
+    /// A Bearer token that does not verify.
+    InvalidToken(TokenError),
     /// The verifying threads are gone (the process is stopping).
     Unavailable,
 }
@@ -80,8 +93,8 @@ pub struct Auth {
     /// A request with wrong credentials waits this long for its 401.
     pub fail_delay: Duration,
     pub metrics: MetricsAccess,
-    /// The challenge of a 401.
-    pub challenge: &'static str,
+    /// Tokens (`auth.token.*`): None, Basic challenges and no Bearer.
+    pub token: Option<TokenService>,
     _watcher: htpasswd::Watcher,
 }
 
@@ -93,6 +106,13 @@ impl Auth {
     /// broken one stops the start with its line named) and starts its watcher.
     pub fn start(cfg: &Config) -> Result<Option<Auth>, String> {
         let Some(path) = cfg.htpasswd.as_deref() else {
+            if TokenSettings::from_config(cfg).is_some() {
+                return Err(
+                    "auth.token needs auth.htpasswd.path (--htpasswd FILE): the token \
+                            service checks the credentials of its users there"
+                        .into(),
+                );
+            }
             if let Some(at) = cfg
                 .access
                 .iter()
@@ -138,9 +158,58 @@ impl Auth {
                 "open" => MetricsAccess::Open,
                 _ => MetricsAccess::Authenticated,
             },
-            challenge: BASIC_CHALLENGE,
+            token: None,
             _watcher: watcher,
         }))
+    }
+
+    /// Starts the token service of `auth.token.*`, if configured: loads or creates our key
+    /// under `data_dir` (blocking: at start-up, before the event loops). `listen` (the
+    /// configured host with the bound port) and `tls` give the default realm.
+    pub fn start_tokens(
+        &mut self,
+        cfg: &Config,
+        data_dir: &Path,
+        listen: &str,
+        tls: bool,
+    ) -> Result<(), String> {
+        let Some(settings) = TokenSettings::from_config(cfg) else {
+            return Ok(());
+        };
+        let mut service = TokenService::start(settings, cfg.token_enabled, data_dir)
+            .map_err(|e| format!("auth.token: {e}"))?;
+        service.default_realm(listen, tls);
+        let (realm, name) = service.settings.challenge_target();
+        crate::log::info(format_args!(
+            "token authentication: challenges name realm {realm} service {name}{}",
+            match &service.settings.external {
+                Some(ext) => format!("; tokens of issuer {} trusted", ext.issuer),
+                None => String::new(),
+            }
+        ));
+        self.token = Some(service);
+        Ok(())
+    }
+
+    /// The `WWW-Authenticate` of a 401 for a request that needs `scope` (Bearer with the
+    /// token service on, else Basic, which has no scope).
+    pub fn challenge(&self, scope: Option<&str>, error: Option<ChallengeError>) -> String {
+        match &self.token {
+            Some(t) => t.challenge(scope, error),
+            None => BASIC_CHALLENGE.to_string(),
+        }
+    }
+
+    /// Checks a user's password (bcrypt on the auth pool, cached): the token service's
+    /// password grant.
+    pub async fn password(&self, user: String, password: String) -> Result<Identity, Refused> {
+        self.basic(user, password).await
+    }
+
+    /// The current credential version of `user` (None: no such user), which refresh tokens
+    /// are bound to.
+    pub fn credential_version(&self, user: &str) -> Option<String> {
+        self.users.snapshot().1.credential_version(user)
     }
 
     /// Who sent a request with this `Authorization` header (None: no header, anonymous).
@@ -149,7 +218,13 @@ impl Auth {
             return Ok(Identity::Anonymous);
         };
         match credentials::parse(header).map_err(|m| Refused::Malformed(m.0))? {
-            Credentials::Bearer(_) => Err(Refused::Bearer),
+            Credentials::Bearer(token) => match &self.token {
+                Some(service) => service
+                    .verify(token, token::service::now())
+                    .map(Identity::Token)
+                    .map_err(Refused::InvalidToken),
+                None => Err(Refused::Bearer),
+            },
             Credentials::Basic { user, password } => self.basic(user, password).await,
         }
     }

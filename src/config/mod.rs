@@ -101,6 +101,23 @@ pub struct Config {
     pub access: Vec<auth::AccessRule>,
     /// `auth.groups`, in file order.
     pub groups: Vec<auth::Group>,
+    /// `auth.token.*`: the built-in token service and an external issuer (see
+    /// `auth::token::settings`).
+    pub token_enabled: bool,
+    /// Empty: derived from the listen address at start.
+    pub token_realm: String,
+    pub token_service: String,
+    pub token_issuer: String,
+    pub token_expiry: Duration,
+    pub token_refresh_expiry: Duration,
+    /// None: generated into the data directory.
+    pub token_key: Option<PathBuf>,
+    /// Empty: no external issuer.
+    pub token_external_issuer: String,
+    pub token_external_realm: String,
+    pub token_external_service: String,
+    pub token_external_jwks: Option<PathBuf>,
+    pub token_external_roots: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -133,6 +150,18 @@ impl Default for Config {
             auth_metrics: "authenticated".into(),
             access: Vec::new(),
             groups: Vec::new(),
+            token_enabled: false,
+            token_realm: String::new(),
+            token_service: "ringyard".into(),
+            token_issuer: "ringyard".into(),
+            token_expiry: Duration::from_secs(5 * 60),
+            token_refresh_expiry: Duration::from_secs(30 * 24 * 3600),
+            token_key: None,
+            token_external_issuer: String::new(),
+            token_external_realm: String::new(),
+            token_external_service: String::new(),
+            token_external_jwks: None,
+            token_external_roots: None,
         }
     }
 }

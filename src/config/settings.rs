@@ -40,6 +40,10 @@ pub enum Kind {
     Bool,
     Level,
     Format,
+    /// Free text (a URL, a name); `optional`: empty is allowed.
+    Text {
+        optional: bool,
+    },
 }
 
 /// A parsed value, before it is stored in its [`Config`] field.
@@ -191,6 +195,30 @@ pub static SETTINGS: &[Setting] = &[
         "A request with wrong credentials is answered 401 only after this long (as zot's failDelay), which slows password guessing."),
     setting!("auth.metrics", auth_metrics, Kind::Word(&["authenticated", "open"]), Some(Takes("auth-metrics")),
         "With authentication on, who may read /metrics: authenticated (any user with valid credentials) or open (anyone, as the probes)."),
+    setting!("auth.token.enabled", token_enabled, Kind::Bool, Some(Switch { name: "token", sets: "true", help: "Serve the Docker token service at /token and challenge with Bearer (auth.token.enabled: true)." }),
+        "Serve the built-in Docker token service (GET and POST /token, GET /token/jwks) and answer 401s with a Bearer challenge; needs auth.htpasswd.path."),
+    setting!("auth.token.realm", token_realm, Kind::Text { optional: true }, Some(Takes("token-realm")),
+        "The URL of /token as clients reach it, named in every Bearer challenge; empty: http(s)://HOST:PORT/token from http.listen (set it when clients reach the registry by another name)."),
+    setting!("auth.token.service", token_service, Kind::Text { optional: false }, Some(Takes("token-service")),
+        "The service name of the token service: what clients ask tokens for, and the audience our tokens carry and must carry."),
+    setting!("auth.token.issuer", token_issuer, Kind::Text { optional: false }, Some(Takes("token-issuer")),
+        "The iss claim of the tokens the built-in service issues."),
+    setting!("auth.token.expiry", token_expiry, TIMEOUT, Some(Takes("token-expiry")),
+        "How long an access token lives."),
+    setting!("auth.token.refresh_expiry", token_refresh_expiry, TIMEOUT, Some(Takes("token-refresh-expiry")),
+        "How long a refresh token (what docker login stores as its identity token) lives; a changed password ends it sooner."),
+    setting!("auth.token.key", token_key, Kind::File, Some(Takes("token-key")),
+        "PEM PKCS#8 P-256 private key that signs our tokens; empty: token-signing-key.pem in storage.root, generated on first start."),
+    setting!("auth.token.external.issuer", token_external_issuer, Kind::Text { optional: true }, None,
+        "The iss of another token issuer whose tokens are accepted (with its jwks or rootcertbundle); empty: none."),
+    setting!("auth.token.external.realm", token_external_realm, Kind::Text { optional: true }, None,
+        "The external issuer's token endpoint; set, every Bearer challenge names it instead of ours."),
+    setting!("auth.token.external.service", token_external_service, Kind::Text { optional: true }, None,
+        "The audience the external issuer's tokens carry for this registry; empty: auth.token.service."),
+    setting!("auth.token.external.jwks", token_external_jwks, Kind::File, None,
+        "A JWKS file with the external issuer's public keys (EC P-256 or RSA)."),
+    setting!("auth.token.external.rootcertbundle", token_external_roots, Kind::File, None,
+        "PEM root certificates for external tokens that carry their chain in the x5c header."),
 ];
 
 pub fn find(key: &str) -> Option<&'static Setting> {
@@ -230,6 +258,7 @@ impl Kind {
             Kind::Bool => ("BOOL", "true or false"),
             Kind::Level => ("LEVEL", "a log level (error, warn, info, debug)"),
             Kind::Format => ("FORMAT", "a log format (text, json)"),
+            Kind::Text { .. } => ("TEXT", "a string"),
         }
     }
 
@@ -249,7 +278,10 @@ impl Kind {
 
     /// Whether an empty value (or none, in the file) means "not set".
     pub fn optional(&self) -> bool {
-        matches!(self, Kind::Address { optional: true } | Kind::File)
+        matches!(
+            self,
+            Kind::Address { optional: true } | Kind::File | Kind::Text { optional: true }
+        )
     }
 
     /// Parses and checks `text`; the error names the value and the rule, not the key.
@@ -328,6 +360,10 @@ impl Kind {
                 "json" => Ok(Value::Format(LogFormat::Json)),
                 _ => Err(format!("{text:?} is not a log format (use text, json)")),
             },
+            Kind::Text { optional: false } if text.trim().is_empty() => {
+                Err("the value is empty".into())
+            }
+            Kind::Text { .. } => Ok(Value::Text(text.trim().to_string())),
         }
     }
 }
@@ -569,7 +605,9 @@ mod tests {
                 "log",
                 "metrics",
                 "auth",
-                "auth.htpasswd"
+                "auth.htpasswd",
+                "auth.token",
+                "auth.token.external"
             ]
         );
         // a section is never also a setting

@@ -127,10 +127,17 @@ fn tls_files(cfg: &Config) -> Option<TlsFiles> {
     })
 }
 
+/// `HOST:PORT` of the default token realm: the configured host (a name stays a name, an IPv6
+/// address keeps its brackets) with the port actually bound.
+fn realm_host(listen: &str, port: u16) -> String {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    format!("{host}:{port}")
+}
+
 pub fn run(cfg: Config) -> Result<(), String> {
     // First: a broken htpasswd file or rule stops the start, naming its line, before anything
     // is created on disk.
-    let auth = crate::auth::Auth::start(&cfg)?;
+    let mut auth = crate::auth::Auth::start(&cfg)?;
     let nofile = nofile::raise_to_hard();
     // First: a certificate that cannot be served is a configuration mistake, reported before
     // anything is created or bound.
@@ -165,6 +172,12 @@ pub fn run(cfg: Config) -> Result<(), String> {
         Some(addr) => Some(listen::bind(addr, cfg.workers, "--metrics-listen")?),
         None => None,
     };
+    // The token service's key lives in the data directory, and its default realm names the
+    // port just bound (port 0 resolved).
+    if let Some(auth) = auth.as_mut() {
+        let port = bound.addrs.first().map_or(0, |a| a.port());
+        auth.start_tokens(&cfg, &root, &realm_host(&cfg.listen, port), tls.is_some())?;
+    }
 
     let pool = Pool::new(4, "ringyard-fs").map_err(|e| format!("cannot start threads: {e}"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

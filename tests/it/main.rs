@@ -12,6 +12,7 @@ mod api_names;
 mod api_range;
 mod api_referrers;
 mod auth;
+mod auth_token;
 mod cli;
 mod clients;
 mod clients_auth;

@@ -5,7 +5,8 @@
 //!
 //! Everything here is a function of bytes and values (the current time is an argument), so it
 //! is tested without a server; the only IO is [`keys::load_or_create`] and the file loaders
-//! of [`settings`], which run once at start-up, off the event loops. [`cache`] keeps verified
+//! of [`settings`], which run once at start-up, off the event loops ([`service`] holds what
+//! they loaded for the running registry). [`cache`] keeps verified
 //! tokens per worker, since a signature check costs far more than serving a cached manifest.
 //!
 //! Design choices, and why:
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod refresh;
 pub mod request;
 pub mod scope;
+pub mod service;
 pub mod settings;
 pub mod x5c;
 

@@ -443,7 +443,7 @@ fn wrong_shapes_and_refused_yaml() {
     );
     assert_eq!(
         one("auth: [x]\n"),
-        "ringyard.yaml:1: auth: expected a mapping of settings (htpasswd, fail_delay, metrics, access), found a list"
+        "ringyard.yaml:1: auth: expected a mapping of settings (htpasswd, fail_delay, metrics, token, access), found a list"
     );
     assert_eq!(
         one("storage:\n  mirrors:\n    a: {address: \"x:1\"}\n    a: {address: \"x:2\"}\n"),
