@@ -9,12 +9,19 @@
 //! push pays one bcrypt, not one per request. Bearer tokens reach [`Credentials::Bearer`] and
 //! are refused until the token service (`auth::token`) is wired in here.
 //!
+//! Robot tokens ([`robot`]) are a second kind of identity: a Basic password that starts with
+//! `ryt_` is checked against the metadata's robot tokens (never against htpasswd), and the
+//! token's scopes are its rules. They need authentication on (`auth.htpasswd.path`): without
+//! it every request may do everything, and a token would restrict nothing.
+//!
 //! Without `auth.htpasswd.path` there is no [`Auth`] at all, and the API's anonymous path does
 //! no work for it.
 
 pub mod cache;
 pub mod credentials;
 pub mod htpasswd;
+pub mod robot;
+pub mod robot_cmd;
 pub mod rules;
 pub mod token;
 
@@ -32,6 +39,8 @@ pub enum Identity {
     /// No credentials.
     Anonymous,
     User(Arc<str>),
+    /// A robot token, by its name, with its scopes.
+    Robot(Arc<robot::Robot>),
 }
 
 impl Identity {
@@ -39,6 +48,7 @@ impl Identity {
         match self {
             Identity::Anonymous => None,
             Identity::User(u) => Some(u),
+            Identity::Robot(r) => Some(&r.name),
         }
     }
 
@@ -46,6 +56,7 @@ impl Identity {
         match self {
             Identity::Anonymous => Who::Anonymous,
             Identity::User(u) => Who::User(u),
+            Identity::Robot(r) => Who::Scoped(&r.grants),
         }
     }
 }
@@ -82,6 +93,8 @@ pub struct Auth {
     pub metrics: MetricsAccess,
     /// The challenge of a 401.
     pub challenge: &'static str,
+    /// None until [`Auth::use_robot_tokens`]: robot secrets are then wrong credentials.
+    robots: Option<robot::Robots>,
     _watcher: htpasswd::Watcher,
 }
 
@@ -139,8 +152,14 @@ impl Auth {
                 _ => MetricsAccess::Authenticated,
             },
             challenge: BASIC_CHALLENGE,
+            robots: None,
             _watcher: watcher,
         }))
+    }
+
+    /// Accepts the robot tokens of this metadata (once it is open, after [`Auth::start`]).
+    pub fn use_robot_tokens(&mut self, meta: crate::meta::Meta) {
+        self.robots = Some(robot::Robots::new(meta));
     }
 
     /// Who sent a request with this `Authorization` header (None: no header, anonymous).
@@ -150,7 +169,23 @@ impl Auth {
         };
         match credentials::parse(header).map_err(|m| Refused::Malformed(m.0))? {
             Credentials::Bearer(_) => Err(Refused::Bearer),
+            Credentials::Basic { user, password } if robot::looks_like(&password) => {
+                self.robot(user, &password).await
+            }
             Credentials::Basic { user, password } => self.basic(user, password).await,
+        }
+    }
+
+    /// A robot secret: SHA-256 and a lookup in memory, on the event loop (no bcrypt, no pool).
+    async fn robot(&self, user: String, secret: &str) -> Result<Identity, Refused> {
+        let checked = match &self.robots {
+            Some(robots) => robots.verify(&user, secret).await,
+            None => Err(robot::Refusal::Unknown),
+        };
+        match checked {
+            Ok(r) => Ok(Identity::Robot(Arc::new(r))),
+            Err(robot::Refusal::Unavailable) => Err(Refused::Unavailable),
+            Err(_) => Err(Refused::WrongCredentials { user }),
         }
     }
 

@@ -130,7 +130,7 @@ fn tls_files(cfg: &Config) -> Option<TlsFiles> {
 pub fn run(cfg: Config) -> Result<(), String> {
     // First: a broken htpasswd file or rule stops the start, naming its line, before anything
     // is created on disk.
-    let auth = crate::auth::Auth::start(&cfg)?;
+    let mut auth = crate::auth::Auth::start(&cfg)?;
     let nofile = nofile::raise_to_hard();
     // First: a certificate that cannot be served is a configuration mistake, reported before
     // anything is created or bound.
@@ -185,6 +185,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
         Meta::open_sqlite(&meta_path)?
     };
+    if let Some(auth) = auth.as_mut() {
+        auth.use_robot_tokens(meta.clone());
+    }
     if !cfg.read_only {
         for dir in BlobStore::top_dirs(&root) {
             created
