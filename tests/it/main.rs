@@ -26,4 +26,5 @@ mod large;
 mod ops_limits;
 mod ops_observe;
 mod ops_read_only_mount;
+mod robot_tokens;
 mod tls;
