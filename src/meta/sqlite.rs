@@ -671,15 +671,6 @@ fn data_version(conn: &Connection) -> Result<i64> {
 }
 
 fn read_robot_tokens(conn: &Connection) -> Result<Vec<RobotToken>> {
-    type Row = (
-        String,
-        Vec<u8>,
-        String,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-    );
     let mut out = Vec::new();
     for_rows(
         conn,
@@ -687,33 +678,28 @@ fn read_robot_tokens(conn: &Connection) -> Result<Vec<RobotToken>> {
         "SELECT name, secret_hash, scopes, created, expires, revoked, last_used
          FROM robot_tokens ORDER BY name",
         [],
-        |r| -> rusqlite::Result<Row> {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
+        // the hash is checked in `each`, where a wrong one can name its token
+        |r| {
+            let token = RobotToken {
+                name: r.get(0)?,
+                secret_hash: [0; 32],
+                scopes: r.get::<_, String>(2)?.lines().map(str::to_string).collect(),
+                created: r.get(3)?,
+                expires: r.get(4)?,
+                revoked: r.get(5)?,
+                last_used: r.get(6)?,
+            };
+            Ok((token, r.get::<_, Vec<u8>>(1)?))
         },
-        |(name, hash, scopes, created, expires, revoked, last_used)| {
-            let secret_hash = hash.try_into().map_err(|_| {
+        |(mut token, hash)| {
+            token.secret_hash = hash.try_into().map_err(|_| {
+                let name = &token.name;
                 load_error(
                     "robot_tokens",
                     format_args!("{name:?}: a hash of another size"),
                 )
             })?;
-            out.push(RobotToken {
-                name,
-                secret_hash,
-                scopes: scopes.lines().map(str::to_string).collect(),
-                created,
-                expires,
-                revoked,
-                last_used,
-            });
+            out.push(token);
             Ok(())
         },
     )?;
