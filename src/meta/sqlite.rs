@@ -1047,7 +1047,7 @@ mod tests {
             .unwrap();
         drop(e);
         let mut e = open(&dir);
-        assert_eq!(pragma(&e, "user_version"), "3");
+        assert_eq!(pragma(&e, "user_version"), SCHEMA_VERSION.to_string());
         assert_eq!(e.load().unwrap().uploads().len(), 1);
         let token = super::super::suite::robot("ci", 7);
         e.apply_batch(&[WriteOp::CreateRobotToken(token.clone())], 8)
