@@ -1,5 +1,7 @@
 use clap::Parser;
-use ringyard::config::cli::{Cli, Command, ConfigCommand, HtpasswdCommand, ServeArgs};
+use ringyard::config::cli::{
+    Cli, Command, ConfigCommand, HtpasswdCommand, ServeArgs, TokenCommand,
+};
 use ringyard::config::{self, ConfigError, EXIT_CONFIG, EXIT_START};
 
 fn main() {
@@ -19,6 +21,7 @@ fn main() {
         Some(Command::Htpasswd(HtpasswdCommand::Add { file, user, cost })) => {
             htpasswd_add(file, user, *cost)
         }
+        Some(Command::Token(cmd)) => token(cmd),
         _ => serve(&cli.serve_args()),
     };
     std::process::exit(code);
@@ -50,6 +53,103 @@ fn report(errors: &[ConfigError]) -> i32 {
         eprintln!("error: {e}");
     }
     EXIT_CONFIG
+}
+
+/// `ringyard token create|list|revoke`, on the metadata of the data directory that `serve`
+/// with the same `--config`/`--root` would use (see `auth::robot_cmd`). Exit 2 for a bad
+/// command line or configuration, 1 when the operation fails.
+fn token(cmd: &TokenCommand) -> i32 {
+    use ringyard::auth::robot_cmd;
+    use ringyard::blocking::block_on;
+    let data = match cmd {
+        TokenCommand::Create { data, .. }
+        | TokenCommand::List { data }
+        | TokenCommand::Revoke { data, .. } => data,
+    };
+    let cfg = match config::load(&data.serve_args()) {
+        Ok(l) => l.config,
+        Err(errors) => return report(&errors),
+    };
+    // The metadata's start-up lines are for a server's log, not this command's output.
+    ringyard::log::configure(config::LogLevel::Warn, cfg.log_format);
+    let expires = match cmd {
+        TokenCommand::Create { expires, .. } if expires != "never" => {
+            match config::value::parse_duration(expires) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    eprintln!("error: --expires: {e}");
+                    return EXIT_CONFIG;
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Err(e) = std::fs::create_dir_all(&cfg.root) {
+        eprintln!("error: data directory {}: {e}", cfg.root.display());
+        return 1;
+    }
+    let meta = match ringyard::meta::Meta::open_sqlite(&cfg.root.join("meta.db")) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let now = ringyard::meta::now_millis();
+    let code = match cmd {
+        TokenCommand::Create { name, scopes, .. } => {
+            match block_on(robot_cmd::create(&meta, name, scopes, expires, now)) {
+                Ok((secret, token)) => {
+                    println!("{secret}");
+                    let until = token.expires.map_or("never expires".into(), |e| {
+                        format!("expires {}", robot_cmd::time(Some(e)))
+                    });
+                    eprintln!(
+                        "created robot token {name} ({}), {until}; the secret above is shown \
+                         this once: use it as {name}'s password",
+                        scopes.join(" ")
+                    );
+                    if cfg.htpasswd.is_none() {
+                        eprintln!(
+                            "note: robot tokens are checked only with authentication on \
+                             (auth.htpasswd.path / --htpasswd); without it every request is let in"
+                        );
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            }
+        }
+        TokenCommand::List { .. } => match block_on(meta.robot_tokens()) {
+            Ok(tokens) => {
+                print!("{}", robot_cmd::table(&tokens, now));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        TokenCommand::Revoke { name, .. } => match block_on(robot_cmd::revoke(&meta, name)) {
+            Ok(true) => {
+                eprintln!("revoked robot token {name}");
+                0
+            }
+            Ok(false) => {
+                eprintln!("error: no active robot token named {name:?} (`ringyard token list`)");
+                1
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+    };
+    meta.close();
+    code
 }
 
 /// `ringyard htpasswd add FILE USER`: the password from standard input, never from the

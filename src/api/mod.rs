@@ -500,7 +500,7 @@ fn permit(auth: &Auth, needed: &access::Needed<'_>, caller: &Identity) -> Result
             if !auth.rules.allowed(who, name).contains(*action) {
                 return Err(match who {
                     Who::Anonymous => challenge(),
-                    Who::User(_) => Error::new(ErrorCode::Denied).with_detail(
+                    Who::User(_) | Who::Scoped(_) => Error::new(ErrorCode::Denied).with_detail(
                         serde_json::json!({ "repository": name, "action": action.as_str() }),
                     ),
                 });

@@ -11,12 +11,19 @@
 //! loop; a token's identity is its `sub` and what it may do is its `access` claim, not the
 //! rules (the rules decided when the token was issued).
 //!
+//! Robot tokens ([`robot`]) are a second kind of identity: a Basic password that starts with
+//! `ryt_` is checked against the metadata's robot tokens (never against htpasswd), and the
+//! token's scopes are its rules. They need authentication on (`auth.htpasswd.path`): without
+//! it every request may do everything, and a token would restrict nothing.
+//!
 //! Without `auth.htpasswd.path` there is no [`Auth`] at all, and the API's anonymous path does
 //! no work for it.
 
 pub(crate) mod cache;
 pub(crate) mod credentials;
 pub mod htpasswd;
+pub(crate) mod robot;
+pub mod robot_cmd;
 pub(crate) mod rules;
 pub mod token;
 
@@ -42,6 +49,8 @@ pub enum Identity {
     User(Arc<str>),
     /// A verified Bearer token: its `sub`, and its claims, whose `access` decides.
     Token(Rc<Claims>),
+    /// A robot token, by its name, with its scopes.
+    Robot(Arc<robot::Robot>),
 }
 
 impl Identity {
@@ -50,13 +59,16 @@ impl Identity {
             Identity::Anonymous => None,
             Identity::User(u) => Some(u),
             Identity::Token(c) => Some(&c.registered.sub),
+            Identity::Robot(r) => Some(&r.name),
         }
     }
 
     pub fn who(&self) -> Who<'_> {
-        match self.user() {
-            None => Who::Anonymous,
-            Some(u) => Who::User(u),
+        match self {
+            Identity::Anonymous => Who::Anonymous,
+            Identity::User(u) => Who::User(u),
+            Identity::Token(c) => Who::User(&c.registered.sub),
+            Identity::Robot(r) => Who::Scoped(&r.grants),
         }
     }
 }
@@ -95,6 +107,8 @@ pub struct Auth {
     pub metrics: MetricsAccess,
     /// Tokens (`auth.token.*`): None, Basic challenges and no Bearer.
     pub token: Option<TokenService>,
+    /// None until [`Auth::use_robot_tokens`]: robot secrets are then wrong credentials.
+    robots: Option<robot::Robots>,
     _watcher: htpasswd::Watcher,
 }
 
@@ -159,6 +173,7 @@ impl Auth {
                 _ => MetricsAccess::Authenticated,
             },
             token: None,
+            robots: None,
             _watcher: watcher,
         }))
     }
@@ -212,6 +227,11 @@ impl Auth {
         self.users.snapshot().1.credential_version(user)
     }
 
+    /// Accepts the robot tokens of this metadata (once it is open, after [`Auth::start`]).
+    pub fn use_robot_tokens(&mut self, meta: crate::meta::Meta) {
+        self.robots = Some(robot::Robots::new(meta));
+    }
+
     /// Who sent a request with this `Authorization` header (None: no header, anonymous).
     pub async fn identify(&self, authorization: Option<&str>) -> Result<Identity, Refused> {
         let Some(header) = authorization else {
@@ -225,7 +245,23 @@ impl Auth {
                     .map_err(Refused::InvalidToken),
                 None => Err(Refused::Bearer),
             },
+            Credentials::Basic { user, password } if robot::looks_like(&password) => {
+                self.robot(user, &password).await
+            }
             Credentials::Basic { user, password } => self.basic(user, password).await,
+        }
+    }
+
+    /// A robot secret: SHA-256 and a lookup in memory, on the event loop (no bcrypt, no pool).
+    async fn robot(&self, user: String, secret: &str) -> Result<Identity, Refused> {
+        let checked = match &self.robots {
+            Some(robots) => robots.verify(&user, secret).await,
+            None => Err(robot::Refusal::Unknown),
+        };
+        match checked {
+            Ok(r) => Ok(Identity::Robot(Arc::new(r))),
+            Err(robot::Refusal::Unavailable) => Err(Refused::Unavailable),
+            Err(_) => Err(Refused::WrongCredentials { user }),
         }
     }
 

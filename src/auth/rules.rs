@@ -84,6 +84,27 @@ impl Actions {
 pub enum Who<'a> {
     Anonymous,
     User(&'a str),
+    /// A caller whose grants are its own rules (a robot token): the configuration's rules
+    /// are not consulted for it.
+    Scoped(&'a Grants),
+}
+
+/// Actions granted by pattern, as a robot token's scopes are: in a repository, what every
+/// matching pattern grants together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants(Vec<(Pattern, Actions)>);
+
+impl Grants {
+    pub fn new(grants: Vec<(Pattern, Actions)>) -> Grants {
+        Grants(grants)
+    }
+
+    pub fn allowed(&self, repository: &str) -> Actions {
+        self.0
+            .iter()
+            .filter(|(p, _)| p.matches(repository))
+            .fold(Actions::NONE, |all, (_, a)| all.union(*a))
+    }
 }
 
 /// How specific a pattern is; greater wins. Compared field by field: exact names first, then
@@ -229,6 +250,9 @@ impl Rules {
 
     /// What `who` may do in `repository`.
     pub fn allowed(&self, who: Who<'_>, repository: &str) -> Actions {
+        if let Who::Scoped(grants) = who {
+            return grants.allowed(repository);
+        }
         if let Who::User(u) = who {
             if self.is_open() || self.admins.contains(u) {
                 return Actions::ALL;
@@ -238,7 +262,7 @@ impl Rules {
             return Actions::NONE;
         };
         match who {
-            Who::Anonymous => rule.anonymous,
+            Who::Anonymous | Who::Scoped(_) => rule.anonymous,
             Who::User(u) => {
                 let own = rule.users.get(u).copied().unwrap_or_default();
                 own.union(rule.default).union(rule.anonymous)

@@ -1,5 +1,6 @@
 //! The command line: `ringyard [serve] [FLAGS]`, `ringyard config check FILE`,
-//! `ringyard config defaults`, `ringyard htpasswd add FILE USER`. The serve flags come from the settings table (each setting's
+//! `ringyard config defaults`, `ringyard htpasswd add FILE USER`,
+//! `ringyard token create|list|revoke`. The serve flags come from the settings table (each setting's
 //! flag, with its doc line, default and variable in the help) plus a few shortcuts; their values
 //! are checked by the same parsers as the file's, so `--upload-expiry 90m` and
 //! `--upload-expiry 5400` mean the same.
@@ -42,6 +43,74 @@ pub enum Command {
     /// Manage an htpasswd file of bcrypt entries (auth.htpasswd.path).
     #[command(subcommand)]
     Htpasswd(HtpasswdCommand),
+    /// Manage robot tokens (for CI) in the data directory's metadata; works while the
+    /// registry runs, which sees a change within half a second.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Where the data directory is, found as `serve` finds it: `--root`, else the configuration
+/// file's `storage.root` (`--config` or RINGYARD_CONFIG), else RINGYARD_ROOT, else the
+/// default.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DataArgs {
+    /// Configuration file (YAML), as for serve [env: RINGYARD_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (storage.root), as for serve
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<String>,
+}
+
+impl DataArgs {
+    /// The same settings as `serve --config FILE --root DIR` would read.
+    pub fn serve_args(&self) -> ServeArgs {
+        let setting = settings::find("storage.root").expect("storage.root is a setting");
+        ServeArgs {
+            config: self.config.clone(),
+            flags: self
+                .root
+                .iter()
+                .map(|root| Assignment {
+                    setting,
+                    text: root.clone(),
+                    origin: Origin::Flag("root".into()),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a robot token and print its secret on standard output, once (only its SHA-256
+    /// is stored). Use it as the password of NAME: `docker login -u NAME --password-stdin`.
+    Create {
+        /// The token's name: the user name of its Basic credentials.
+        #[arg(long)]
+        name: String,
+        /// What it may do: `repository:PATTERN:ACTIONS`, PATTERN as in auth.access
+        /// (`ci/*`, `team/**`), ACTIONS from pull, push, delete, * (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        /// How long it is valid (30d, 12h), or `never`.
+        #[arg(long, value_name = "DURATION", default_value = "90d")]
+        expires: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List the robot tokens: name, state, times and scopes (never a secret).
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke NAME's token: refused from the next check on (within half a second by a
+    /// running registry).
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -382,5 +451,48 @@ mod tests {
         let args = ["ringyard", "htpasswd", "add", "f", "bob", "--cost", "3"];
         assert!(Cli::try_parse_from(args).is_err());
         assert!(Cli::try_parse_from(["ringyard", "htpasswd", "add", "f"]).is_err());
+    }
+
+    #[test]
+    fn token_commands_find_the_data_directory_as_serve_does() {
+        let args = [
+            "ringyard",
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--scope",
+            "repository:ci/*:pull",
+            "--scope",
+            "repository:b:push",
+            "--root",
+            "/tmp/r",
+        ];
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Some(Command::Token(TokenCommand::Create {
+            name,
+            scopes,
+            expires,
+            data,
+        })) = cli.command
+        else {
+            panic!("not token create");
+        };
+        assert_eq!((name.as_str(), expires.as_str()), ("ci", "90d"));
+        assert_eq!(scopes, ["repository:ci/*:pull", "repository:b:push"]);
+        let cfg = resolve(data.serve_args().flags).unwrap();
+        assert_eq!(cfg.root, PathBuf::from("/tmp/r"));
+        let no_scope = ["ringyard", "token", "create", "--name", "ci"];
+        assert!(Cli::try_parse_from(no_scope).is_err());
+        let cli = Cli::try_parse_from(["ringyard", "token", "list", "--config", "c.yaml"]);
+        assert!(matches!(
+            cli.unwrap().command,
+            Some(Command::Token(TokenCommand::List { data })) if data.config.is_some()
+        ));
+        let cli = Cli::try_parse_from(["ringyard", "token", "revoke", "ci"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Token(TokenCommand::Revoke { name, .. })) if name == "ci"
+        ));
     }
 }

@@ -17,7 +17,7 @@ pub(crate) mod load;
 pub mod section;
 pub mod settings;
 pub(crate) mod source;
-pub(crate) mod value;
+pub mod value;
 
 pub use load::{check, load, Loaded, EXIT_CONFIG, EXIT_START};
 pub use source::{ConfigError, Origin};

@@ -36,6 +36,8 @@ pub enum Conflict {
     /// An upload session's row is gone (completed, cancelled or expired), or belongs to
     /// another repository: a writer that still had it open may not continue it.
     UploadGone,
+    /// A robot token of this name exists and is not revoked.
+    RobotTokenExists { name: String },
 }
 
 impl Error {
@@ -67,6 +69,10 @@ impl fmt::Display for Error {
                 "{digest} is {stored} bytes, the descriptor says {declared}"
             ),
             Error::Conflict(Conflict::UploadGone) => f.write_str("the upload session is gone"),
+            Error::Conflict(Conflict::RobotTokenExists { name }) => write!(
+                f,
+                "a robot token named {name:?} exists; revoke it first to replace it"
+            ),
             Error::Invalid(m) => write!(f, "invalid metadata value: {m}"),
             Error::Unavailable { retry, cause } => {
                 let when = if *retry { "for now" } else { "until fixed" };

@@ -8,8 +8,8 @@
 //! `Index` (see the `load_*` methods, used only by engines at startup).
 
 use super::{
-    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, TagInfo, UploadRecord, WriteOp,
-    WriteOutcome,
+    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, RobotToken, TagInfo, UploadRecord,
+    WriteOp, WriteOutcome,
 };
 use crate::oci::digest::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -27,6 +27,8 @@ pub struct Index {
     /// A `BTreeMap` so that the catalog pages come out in order without sorting.
     repos: BTreeMap<String, Repo>,
     uploads: HashMap<String, UploadRecord>,
+    /// By name; a `BTreeMap` so that the list comes out in order.
+    robot_tokens: BTreeMap<String, RobotToken>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -124,6 +126,12 @@ impl Index {
             WriteOp::AdvanceUpload(r) => match self.uploads.get(&r.id) {
                 Some(row) if row.repository == r.repository => Ok(()),
                 _ => Err(Conflict::UploadGone),
+            },
+            WriteOp::CreateRobotToken(t) => match self.robot_tokens.get(&t.name) {
+                Some(old) if old.revoked.is_none() => Err(Conflict::RobotTokenExists {
+                    name: t.name.clone(),
+                }),
+                _ => Ok(()),
             },
             _ => Ok(()),
         }
@@ -249,6 +257,25 @@ impl Index {
                 }
                 false
             }
+            // Checked first: any token of that name is revoked.
+            WriteOp::CreateRobotToken(t) => self
+                .robot_tokens
+                .insert(t.name.clone(), t.clone())
+                .is_some(),
+            WriteOp::RevokeRobotToken { name } => match self.robot_tokens.get_mut(name) {
+                Some(t) if t.revoked.is_none() => {
+                    t.revoked = Some(now);
+                    true
+                }
+                _ => false,
+            },
+            WriteOp::RobotTokenUsed { name, at } => match self.robot_tokens.get_mut(name) {
+                Some(t) => {
+                    t.last_used = Some(t.last_used.map_or(*at, |last| last.max(*at)));
+                    true
+                }
+                None => false,
+            },
         };
         WriteOutcome { existed }
     }
@@ -326,7 +353,25 @@ impl Index {
         self.uploads.insert(record.id.clone(), record);
     }
 
+    pub fn load_robot_token(&mut self, token: RobotToken) {
+        self.robot_tokens.insert(token.name.clone(), token);
+    }
+
+    /// Replaces every robot token with what the database holds now (another process wrote
+    /// the table: see [`super::Engine::refresh_robot_tokens`]).
+    pub fn replace_robot_tokens(&mut self, tokens: Vec<RobotToken>) {
+        self.robot_tokens = tokens.into_iter().map(|t| (t.name.clone(), t)).collect();
+    }
+
     // --- reads
+
+    pub fn robot_token(&self, name: &str) -> Option<RobotToken> {
+        self.robot_tokens.get(name).cloned()
+    }
+
+    pub fn robot_tokens(&self) -> Vec<RobotToken> {
+        self.robot_tokens.values().cloned().collect()
+    }
 
     pub fn repo_exists(&self, repo: &str) -> bool {
         self.repos.contains_key(repo)
@@ -502,6 +547,14 @@ macro_rules! reads_from_index {
 
         fn upload(&self, id: &str) -> Answer<Option<UploadRecord>> {
             self.read(|ix| ix.upload(id))
+        }
+
+        fn robot_token(&self, name: &str) -> Answer<Option<super::RobotToken>> {
+            self.read(|ix| ix.robot_token(name))
+        }
+
+        fn robot_tokens(&self) -> Answer<Vec<super::RobotToken>> {
+            self.read(|ix| ix.robot_tokens())
         }
     };
 }

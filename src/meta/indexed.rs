@@ -13,8 +13,8 @@
 //! keeps the index exact. The read lock is held only for a map lookup, never across `.await`.
 
 use super::{
-    Answer, BlobInfo, Conflict, Engine, EngineStats, Error, Index, ManifestRecord, Result, TagInfo,
-    UploadRecord, WriteOp, WriteOutcome,
+    Answer, BlobInfo, Conflict, Engine, EngineStats, Error, Index, ManifestRecord, Result,
+    RobotToken, TagInfo, UploadRecord, WriteOp, WriteOutcome,
 };
 use crate::oci::digest::Digest;
 use futures_channel::oneshot;
@@ -47,6 +47,12 @@ pub trait Database: Send + 'static {
     fn ping(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Every robot token, if another process changed the database since the last call (or
+    /// the load); None when nothing changed or no other process writes this store.
+    fn robot_tokens_changed(&mut self) -> Result<Option<Vec<RobotToken>>> {
+        Ok(None)
+    }
 }
 
 #[derive(Default)]
@@ -68,6 +74,8 @@ enum Msg {
     Write(Request),
     /// Answered by the writer thread after the writes queued before it.
     Ping(oneshot::Sender<Result<()>>),
+    /// Answered after the robot tokens another process committed are in the index.
+    RefreshRobotTokens(oneshot::Sender<Result<()>>),
     Stop,
 }
 
@@ -171,6 +179,14 @@ impl Engine for Indexed {
         }
     }
 
+    fn refresh_robot_tokens(&self) -> Answer<()> {
+        let (reply, answer) = Answer::channel();
+        match self.send(Msg::RefreshRobotTokens(reply)) {
+            Ok(()) => answer,
+            Err(e) => Answer::failed(e),
+        }
+    }
+
     fn stats(&self) -> EngineStats {
         let c = &self.counters;
         let ix = read_lock(&self.index);
@@ -214,6 +230,7 @@ fn run(
     let mut stopping = false;
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut pings = Vec::new();
+    let mut refreshes = Vec::new();
     loop {
         let first = if stopping {
             rx.try_recv().ok()
@@ -225,6 +242,7 @@ fn run(
             match msg {
                 Msg::Write(request) => batch.push(request),
                 Msg::Ping(reply) => pings.push(reply),
+                Msg::RefreshRobotTokens(reply) => refreshes.push(reply),
                 Msg::Stop => stopping = true,
             }
             if batch.len() >= MAX_BATCH {
@@ -241,6 +259,17 @@ fn run(
         if !pings.is_empty() {
             let answer = guarded(|| db.ping());
             for reply in pings.drain(..) {
+                let _ = reply.send(answer.clone());
+            }
+        }
+        if !refreshes.is_empty() {
+            // One check answers every refresh that queued up meanwhile.
+            let answer = guarded(|| db.robot_tokens_changed()).map(|changed| {
+                if let Some(tokens) = changed {
+                    write_lock(index).replace_robot_tokens(tokens);
+                }
+            });
+            for reply in refreshes.drain(..) {
                 let _ = reply.send(answer.clone());
             }
         }

@@ -1,4 +1,5 @@
-//! Registry metadata: repositories, blob links, manifests, tags, upload sessions.
+//! Registry metadata: repositories, blob links, manifests, tags, upload sessions, robot
+//! tokens.
 //!
 //! Handlers reach it through one trait, [`Engine`]: reads and writes, each answering with an
 //! [`Answer`] that an engine answering from memory completes at once and an engine that must
@@ -104,6 +105,39 @@ pub struct UploadRecord {
     pub owner: Option<String>,
 }
 
+/// A robot token as stored: its name, the SHA-256 of its secret (never the secret), the
+/// scopes it grants as written (`repository:ci/*:pull,push`; `auth::robot` reads them), and
+/// its times. The metadata knows nothing of what the scopes mean.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RobotToken {
+    pub name: String,
+    pub secret_hash: [u8; 32],
+    pub scopes: Vec<String>,
+    /// Unix milliseconds, as the creator's clock gave them.
+    pub created: i64,
+    /// Unix milliseconds after which the token is refused; None: never.
+    pub expires: Option<i64>,
+    /// Unix milliseconds of the revocation; a revoked token is kept (listed as revoked) until
+    /// a token of the same name replaces it.
+    pub revoked: Option<i64>,
+    /// Unix milliseconds of a recent use (recorded at most about once a minute per token).
+    pub last_used: Option<i64>,
+}
+
+/// Without the hash: these records travel near log lines and test output.
+impl std::fmt::Debug for RobotToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RobotToken")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .field("revoked", &self.revoked)
+            .field("last_used", &self.last_used)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Every change the metadata accepts. One enum, so that the SQL side and the index side are two
 /// interpretations of the same value and can be tested against each other.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +195,20 @@ pub enum WriteOp {
     /// Last-pull times, coalesced in memory ([`Meta::note_pull`]) and written now and then:
     /// never a write per GET. Pulls of manifests no longer there are ignored.
     RecordPulls(Vec<Pull>),
+    /// Stores a new robot token, replacing a revoked one of the same name; refused with
+    /// [`Conflict::RobotTokenExists`] while a token of that name is not revoked.
+    CreateRobotToken(RobotToken),
+    /// Marks the token revoked at the commit time (a second revocation keeps the first time);
+    /// `existed`: whether a token of that name was not yet revoked.
+    RevokeRobotToken {
+        name: String,
+    },
+    /// Records that the token was used at `at` (the latest time wins); `existed`: whether the
+    /// token is there.
+    RobotTokenUsed {
+        name: String,
+        at: i64,
+    },
 }
 
 /// Something a manifest needs in its repository: a blob (config, layer) linked there, or a
@@ -276,6 +324,14 @@ pub trait Engine: Send + Sync {
     /// All upload sessions, ordered by id.
     fn uploads(&self) -> Answer<Vec<UploadRecord>>;
     fn upload(&self, id: &str) -> Answer<Option<UploadRecord>>;
+    fn robot_token(&self, name: &str) -> Answer<Option<RobotToken>>;
+    /// Every robot token, revoked ones included, ordered by name.
+    fn robot_tokens(&self) -> Answer<Vec<RobotToken>>;
+    /// Picks up robot tokens that another process (`ringyard token create|revoke`) committed
+    /// since the last call, so that later reads see them: the one table written from outside
+    /// while the registry runs. Resolves once they are visible (at once for an engine that
+    /// no other process writes).
+    fn refresh_robot_tokens(&self) -> Answer<()>;
 
     /// Applies `op` durably; resolves once it is committed and visible to every read on every
     /// thread, with its outcome, or with [`Error::Conflict`] when an in-transaction check

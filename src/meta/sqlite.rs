@@ -12,7 +12,7 @@
 
 use super::indexed::{Database, OpResult};
 use super::{Conflict, Error, Index, ManifestRecord, Pull, RefKind, Required, Result};
-use super::{UploadRecord, WriteOp, WriteOutcome};
+use super::{RobotToken, UploadRecord, WriteOp, WriteOutcome};
 use crate::oci::digest::Digest;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -97,10 +97,24 @@ CREATE TABLE IF NOT EXISTS uploads (
 -- Expiry sweep.
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
 CREATE INDEX IF NOT EXISTS uploads_repository ON uploads (repository);
+
+-- Robot tokens (schema v3): the SHA-256 of the secret, never the secret; scopes one per line.
+CREATE TABLE IF NOT EXISTS robot_tokens (
+    name        TEXT PRIMARY KEY NOT NULL,
+    secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),
+    scopes      TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    expires     INTEGER,
+    revoked     INTEGER,
+    last_used   INTEGER
+) WITHOUT ROWID;
 ";
 
 pub struct SqliteEngine {
     conn: Connection,
+    /// `PRAGMA data_version` when the robot tokens were last read: it changes when another
+    /// connection (another process) commits, never for this connection's own commits.
+    data_version: Option<i64>,
 }
 
 impl SqliteEngine {
@@ -113,7 +127,10 @@ impl SqliteEngine {
         let conn = Connection::open(path).map_err(|e| fail("open", &e))?;
         configure(&conn).map_err(|e| fail("configure", &e))?;
         migrate(&conn).map_err(|e| fail("schema", &e))?;
-        Ok(SqliteEngine { conn })
+        Ok(SqliteEngine {
+            conn,
+            data_version: None,
+        })
     }
 
     /// Opens the database for a read-only server, changing nothing on disk and, where SQLite
@@ -186,7 +203,10 @@ impl SqliteEngine {
                 ),
             ));
         }
-        Ok(SqliteEngine { conn })
+        Ok(SqliteEngine {
+            conn,
+            data_version: None,
+        })
     }
 }
 
@@ -267,6 +287,8 @@ fn add_upload_owner(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// v2 to v3 adds only the `robot_tokens` table, which [`SCHEMA`] creates when missing.
+///
 /// Brings older schemas forward step by step, creates what is missing, and refuses a database
 /// written by a newer binary, whose schema this code would misread. All in one write
 /// transaction, with the version read inside it, so two processes opening an old database
@@ -556,6 +578,51 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                 .execute(params![id])?
                 > 0
         }
+        WriteOp::CreateRobotToken(t) => {
+            let revoked: Option<Option<i64>> = tx
+                .prepare_cached("SELECT revoked FROM robot_tokens WHERE name = ?1")?
+                .query_row(params![t.name], |r| r.get(0))
+                .optional()?;
+            if let Some(None) = revoked {
+                return Ok(Err(Conflict::RobotTokenExists {
+                    name: t.name.clone(),
+                }));
+            }
+            tx.prepare_cached(
+                "INSERT INTO robot_tokens
+                    (name, secret_hash, scopes, created, expires, revoked, last_used)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (name) DO UPDATE SET
+                    secret_hash = excluded.secret_hash, scopes = excluded.scopes,
+                    created = excluded.created, expires = excluded.expires,
+                    revoked = excluded.revoked, last_used = excluded.last_used",
+            )?
+            .execute(params![
+                t.name,
+                &t.secret_hash[..],
+                t.scopes.join("\n"),
+                t.created,
+                t.expires,
+                t.revoked,
+                t.last_used
+            ])?;
+            revoked.is_some()
+        }
+        WriteOp::RevokeRobotToken { name } => {
+            tx.prepare_cached(
+                "UPDATE robot_tokens SET revoked = ?2 WHERE name = ?1 AND revoked IS NULL",
+            )?
+            .execute(params![name, now])?
+                > 0
+        }
+        WriteOp::RobotTokenUsed { name, at } => {
+            tx.prepare_cached(
+                "UPDATE robot_tokens SET last_used = max(coalesce(last_used, ?2), ?2)
+                 WHERE name = ?1",
+            )?
+            .execute(params![name, at])?
+                > 0
+        }
         WriteOp::RecordPulls(pulls) => {
             let mut update = tx.prepare_cached(
                 "UPDATE manifests SET last_pulled = max(coalesce(last_pulled, ?3), ?3)
@@ -585,6 +652,9 @@ fn describe(op: &WriteOp) -> String {
         WriteOp::AdvanceUpload(r) => format!("advance upload in {}", r.repository),
         WriteOp::DeleteUpload { .. } => "delete upload".into(),
         WriteOp::RecordPulls(p) => format!("record {} pulls", p.len()),
+        WriteOp::CreateRobotToken(t) => format!("create robot token {}", t.name),
+        WriteOp::RevokeRobotToken { name } => format!("revoke robot token {name}"),
+        WriteOp::RobotTokenUsed { name, .. } => format!("robot token {name} used"),
     }
 }
 
@@ -618,6 +688,47 @@ fn for_rows<T, P: rusqlite::Params>(
         each(row.map_err(|e| load_error(table, e))?)?;
     }
     Ok(())
+}
+
+fn data_version(conn: &Connection) -> Result<i64> {
+    conn.pragma_query_value(None, "data_version", |r| r.get(0))
+        .map_err(|e| sql_error("reading data_version", e))
+}
+
+fn read_robot_tokens(conn: &Connection) -> Result<Vec<RobotToken>> {
+    let mut out = Vec::new();
+    for_rows(
+        conn,
+        "robot_tokens",
+        "SELECT name, secret_hash, scopes, created, expires, revoked, last_used
+         FROM robot_tokens ORDER BY name",
+        [],
+        // the hash is checked in `each`, where a wrong one can name its token
+        |r| {
+            let token = RobotToken {
+                name: r.get(0)?,
+                secret_hash: [0; 32],
+                scopes: r.get::<_, String>(2)?.lines().map(str::to_string).collect(),
+                created: r.get(3)?,
+                expires: r.get(4)?,
+                revoked: r.get(5)?,
+                last_used: r.get(6)?,
+            };
+            Ok((token, r.get::<_, Vec<u8>>(1)?))
+        },
+        |(mut token, hash)| {
+            token.secret_hash = hash.try_into().map_err(|_| {
+                let name = &token.name;
+                load_error(
+                    "robot_tokens",
+                    format_args!("{name:?}: a hash of another size"),
+                )
+            })?;
+            out.push(token);
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 impl Database for SqliteEngine {
@@ -775,7 +886,23 @@ impl Database for SqliteEngine {
                 Ok(())
             },
         )?;
+        for token in read_robot_tokens(conn)? {
+            ix.load_robot_token(token);
+        }
+        self.data_version = Some(data_version(conn)?);
         Ok(ix)
+    }
+
+    /// One pragma read when nothing changed (measured in `robot_token_refresh_cost`); the
+    /// whole table, which holds a few tokens per CI fleet, when another process committed.
+    fn robot_tokens_changed(&mut self) -> Result<Option<Vec<RobotToken>>> {
+        let version = data_version(&self.conn)?;
+        if self.data_version == Some(version) {
+            return Ok(None);
+        }
+        let tokens = read_robot_tokens(&self.conn)?;
+        self.data_version = Some(version);
+        Ok(Some(tokens))
     }
 
     /// One `BEGIN IMMEDIATE` transaction for the whole batch: taking the write lock up front
@@ -853,9 +980,9 @@ mod tests {
             &e,
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN
              ('repositories', 'blobs', 'repository_blobs', 'manifests', 'manifest_references',
-              'tags', 'uploads')",
+              'tags', 'uploads', 'robot_tokens')",
         );
-        assert_eq!(tables, 7);
+        assert_eq!(tables, 8);
         drop(e);
         // Opening again is a no-op on an up-to-date schema.
         let e = open(&dir);

@@ -5,7 +5,8 @@
 
 use super::index::tests::{dg, record};
 use super::{
-    Answer, Conflict, Error, ManifestRecord, Meta, Pull, RefKind, Required, UploadRecord, WriteOp,
+    Answer, Conflict, Error, ManifestRecord, Meta, Pull, RefKind, Required, RobotToken,
+    UploadRecord, WriteOp,
 };
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -166,6 +167,8 @@ fn observe(meta: &Meta) -> Vec<String> {
         format!("{:?}", now(meta.uploads())),
         format!("{:?}", now(meta.upload("u1"))),
         format!("{:?}", now(meta.upload("u2"))),
+        format!("{:?}", now(meta.robot_tokens())),
+        format!("{:?}", now(meta.robot_token("ci")).map(|t| t.secret_hash)),
     ];
     for repo in repos {
         out.push(format!("{repo} exists {}", now(meta.repo_exists(repo))));
@@ -243,6 +246,7 @@ pub(crate) fn run(open: &dyn Fn(&Path) -> Meta, durable: bool) {
     mounts(&meta);
     timestamps(&meta);
     uploads(&meta);
+    robot_tokens(&meta);
     if durable {
         let after = observe(&meta);
         meta.close();
@@ -307,6 +311,73 @@ fn semantics(meta: &Meta) {
     assert_eq!(now(meta.last_pulled("lib/app", &dg("m1"))), Some(1_000));
     assert_eq!(now(meta.last_pulled("lib/app", &dg("never-pushed"))), None);
     assert_eq!(now(meta.last_pulled("lib/app", &dg("m2"))), None);
+}
+
+pub(crate) fn robot(name: &str, created: i64) -> RobotToken {
+    RobotToken {
+        name: name.into(),
+        secret_hash: [created as u8; 32],
+        scopes: vec![
+            "repository:ci/*:pull,push".into(),
+            "repository:base:pull".into(),
+        ],
+        created,
+        expires: Some(created + 1_000),
+        revoked: None,
+        last_used: None,
+    }
+}
+
+/// Robot tokens: a name is taken until its token is revoked, a revocation keeps its first
+/// time, uses keep the latest time, and the list is in name order with revoked ones in it.
+fn robot_tokens(meta: &Meta) {
+    let w = |op: WriteOp| block_on(meta.write(op));
+    let revoke = |name: &str| WriteOp::RevokeRobotToken { name: name.into() };
+    let used = |name: &str, at| WriteOp::RobotTokenUsed {
+        name: name.into(),
+        at,
+    };
+    assert!(
+        !w(WriteOp::CreateRobotToken(robot("ci", 10)))
+            .unwrap()
+            .existed
+    );
+    assert!(
+        !w(WriteOp::CreateRobotToken(robot("build", 20)))
+            .unwrap()
+            .existed
+    );
+    assert_eq!(
+        w(WriteOp::CreateRobotToken(robot("ci", 30))).unwrap_err(),
+        Error::Conflict(Conflict::RobotTokenExists { name: "ci".into() })
+    );
+    assert_eq!(now(meta.robot_token("ci")), Some(robot("ci", 10)));
+    assert!(w(used("ci", 50)).unwrap().existed);
+    assert!(w(used("ci", 40)).unwrap().existed);
+    assert!(!w(used("nobody", 40)).unwrap().existed);
+    assert_eq!(now(meta.robot_token("ci")).unwrap().last_used, Some(50));
+    assert!(w(revoke("ci")).unwrap().existed);
+    let revoked = now(meta.robot_token("ci")).unwrap().revoked;
+    assert!(revoked.is_some());
+    tick();
+    assert!(!w(revoke("ci")).unwrap().existed, "already revoked");
+    assert!(!w(revoke("nobody")).unwrap().existed);
+    assert_eq!(now(meta.robot_token("ci")).unwrap().revoked, revoked);
+    let names: Vec<_> = now(meta.robot_tokens())
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["build", "ci"]);
+    // A revoked name may be taken again, by a new token that is not revoked.
+    assert!(
+        w(WriteOp::CreateRobotToken(robot("ci", 60)))
+            .unwrap()
+            .existed
+    );
+    assert_eq!(now(meta.robot_token("ci")), Some(robot("ci", 60)));
+    assert_eq!(now(meta.robot_token("nobody")), None);
+    block_on(meta.refresh_robot_tokens()).unwrap();
+    assert_eq!(now(meta.robot_token("ci")), Some(robot("ci", 60)));
 }
 
 /// An upload session's row is what any node finds it by: the read gives back offset and hash

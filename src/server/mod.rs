@@ -198,6 +198,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
         Meta::open_sqlite(&meta_path)?
     };
+    if let Some(auth) = auth.as_mut() {
+        auth.use_robot_tokens(meta.clone());
+    }
     if !cfg.read_only {
         for dir in BlobStore::top_dirs(&root) {
             created

@@ -28,5 +28,6 @@ mod large;
 mod ops_limits;
 mod ops_observe;
 mod ops_read_only_mount;
+mod robot_tokens;
 mod tls;
 mod upload_owner;
