@@ -22,6 +22,7 @@
 pub(crate) mod cache;
 pub(crate) mod credentials;
 pub mod htpasswd;
+mod inflight;
 pub(crate) mod robot;
 pub mod robot_cmd;
 pub(crate) mod rules;
@@ -99,6 +100,8 @@ pub enum MetricsAccess {
 pub struct Auth {
     users: Arc<htpasswd::Store>,
     cache: Arc<cache::Cache>,
+    /// Concurrent checks of the same credentials share one bcrypt.
+    inflight: inflight::Inflight,
     pub rules: Rules,
     /// bcrypt's threads.
     pool: Pool,
@@ -165,6 +168,7 @@ impl Auth {
         Ok(Some(Auth {
             users,
             cache,
+            inflight: inflight::Inflight::default(),
             rules,
             pool,
             fail_delay: cfg.auth_fail_delay,
@@ -279,17 +283,32 @@ impl Auth {
         } else {
             self.cache.fingerprint(checked_in, &user, &password)
         };
+        let leader = match self.inflight.join(fp) {
+            inflight::Turn::Lead(leader) => Some(leader),
+            inflight::Turn::Wait(answer) => match answer.await {
+                Ok(true) => return Ok(Identity::User(user.into())),
+                Ok(false) => return Err(Refused::WrongCredentials { user }),
+                Err(_) => None,
+            },
+        };
         let (ok, user) = self
             .pool
             .run(move || (users.verify(&user, &password), user))
             .await
             .map_err(|_| Refused::Unavailable)?;
-        if !ok {
-            return Err(Refused::WrongCredentials { user });
-        }
         let user: Arc<str> = user.into();
-        self.cache.put(fp, user.clone(), Instant::now());
-        Ok(Identity::User(user))
+        if ok {
+            self.cache.put(fp, user.clone(), Instant::now());
+        }
+        if let Some(leader) = leader {
+            leader.answer(ok);
+        }
+        match ok {
+            true => Ok(Identity::User(user)),
+            false => Err(Refused::WrongCredentials {
+                user: user.to_string(),
+            }),
+        }
     }
 }
 
