@@ -710,18 +710,7 @@ fn skopeo_with_creds() {
     let (md, _) = push_image_as(&mut c, &alice, "lib/app", "v1", b"a layer for skopeo");
     let host = s.server.host();
     let tmp = tempfile::tempdir().unwrap();
-    let skopeo = |args: &[&str]| {
-        let out = Command::new("skopeo")
-            .args(args)
-            .env("HOME", tmp.path())
-            .env("XDG_RUNTIME_DIR", tmp.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let both = format!("{stdout}{stderr}");
-        (out.status.success(), stdout, both)
-    };
+    let skopeo = |args: &[&str]| skopeo_in(tmp.path(), args);
     let src = format!("docker://{host}/lib/app:v1");
     let dst = format!("docker://{host}/lib/copy:v1");
     let (ok, _, out) = skopeo(&["inspect", "--raw", "--tls-verify=false", &src]);

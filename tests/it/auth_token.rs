@@ -13,7 +13,6 @@ use ringyard::auth::token::jwt::{issue, TrustedIssuer, Verifier};
 use ringyard::auth::token::keys::{load_or_create, KeySet, SigningKey};
 use ringyard::auth::token::scope::Scope;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RULES: &str = "auth:
@@ -589,17 +588,7 @@ fn skopeo_follows_the_bearer_challenge() {
     let alice = basic("alice", "alice-pw");
     let md = push_image(&mut c, &alice, "lib/app", "v1", b"a layer for skopeo");
     let host = s.server.host();
-    let skopeo = |args: &[&str]| {
-        let out = Command::new("skopeo")
-            .args(args)
-            .env("HOME", s.dir.path())
-            .env("XDG_RUNTIME_DIR", s.dir.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let both = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), stdout, both)
-    };
+    let skopeo = |args: &[&str]| skopeo_in(s.dir.path(), args);
     let src = format!("docker://{host}/lib/app:v1");
     let (ok, raw, out) = skopeo(&[
         "inspect",

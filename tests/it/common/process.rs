@@ -386,6 +386,20 @@ pub fn assert_alive(server: &Server) {
 
 /// Runs a command (mount, umount, chattr) to its end: whether it succeeded, and what it
 /// printed on stdout and stderr.
+/// `skopeo ARGS` with its home (credentials, policy lookups) in `home`: whether it succeeded,
+/// its stdout (what `inspect --raw` prints), and stdout and stderr together for messages.
+pub fn skopeo_in(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home)
+        .output()
+        .expect("run skopeo");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let both = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), stdout, both)
+}
+
 pub fn run_command(cmd: &str, args: &[&str]) -> (bool, String) {
     match Command::new(cmd).args(args).output() {
         Ok(o) => (
