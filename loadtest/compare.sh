@@ -21,8 +21,11 @@
 #             the page cache is dropped before each pull (when this runs as root), so the pull
 #             reads the disk, and the disk's own O_DIRECT read speed (dd, 4 MiB reads of the
 #             same file) is measured right after as the yardstick
-#   basic     (--auth) the manifest workload against a second ringyard with an htpasswd file,
-#             Basic credentials on every request, against ringyard without authentication
+#   basic     (--auth) the manifest workload against a second ringyard with an htpasswd file
+#             and its token service on, Basic credentials on every request, against ringyard
+#             without authentication
+#   bearer    (--auth) the same with a Bearer token fetched once from that ringyard's /token
+#             (as docker does after a challenge) and reused on every request
 #   tls       (--auth) after the rest, ringyard restarted on its data with a certificate (P-256,
 #             from a CA made here) and nginx serving the same files with it: the manifest
 #             workload, the blob workload (with each server's CPU seconds per GB sent) and
@@ -238,8 +241,9 @@ wait_http "$DIST/v2/"
 
 if [ "$AUTH" = 1 ]; then
     # A second ringyard with authentication on: a user checked by bcrypt (its verdict cached,
-    # as every request after the first finds it), and anonymous push and pull on bench/** so
-    # that the seeding below needs no credentials (loadtest seed sends none).
+    # as every request after the first finds it), its token service on (Basic is still taken
+    # on every request), and anonymous push and pull on bench/** so that the seeding below
+    # needs no credentials (loadtest seed sends none).
     RYA_PORT=$(free_port)
     mkdir -p "$WORK/ringyard-auth/root"
     echo bench-pw | "$RINGYARD" htpasswd add "$WORK/ringyard-auth/htpasswd" bench >&2
@@ -254,7 +258,7 @@ auth:
 EOF
     "$RINGYARD" serve --listen "127.0.0.1:$RYA_PORT" --root "$WORK/ringyard-auth/root" --quiet \
         --no-access-log --config "$WORK/ringyard-auth/ringyard.yaml" \
-        --htpasswd "$WORK/ringyard-auth/htpasswd" 2>"$WORK/ringyard-auth.log" &
+        --htpasswd "$WORK/ringyard-auth/htpasswd" --token 2>"$WORK/ringyard-auth.log" &
     PIDS+=("$!")
     RYA=http://127.0.0.1:$RYA_PORT
     wait_http "$RYA/healthz"
@@ -320,7 +324,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 if [ "$AUTH" = 1 ]; then
-    say "manifest GET by tag with Basic on every request vs anonymous, $ROUNDS x ${MANIFEST_SECS} s each"
+    say "manifest GET by tag with Basic on every request, with a Bearer token reused, and anonymous, $ROUNDS x ${MANIFEST_SECS} s each"
     # One request first, as docker's login makes: its bcrypt is then cached, as in a client's
     # steady state. Without it, 64 first requests each pay a bcrypt (at cost 10, a cold start
     # of seconds on 2 cores) inside a timed run.
@@ -333,6 +337,12 @@ if [ "$AUTH" = 1 ]; then
         lt "basic-user-$round" get --url "$RYA/v2/bench/small/manifests/v1" \
             --header "$ACCEPT" --connections 64 --duration "$MANIFEST_SECS" \
             --expect-digest "$SMALL_DIGEST" --basic bench:bench-pw
+        # A token asked for as docker asks (GET /token?service=&scope= with Basic), once per
+        # round, then sent on every request; the token lives 5 minutes, a round 5 s.
+        lt "basic-bearer-$round" get --url "$RYA/v2/bench/small/manifests/v1" \
+            --header "$ACCEPT" --connections 64 --duration "$MANIFEST_SECS" \
+            --expect-digest "$SMALL_DIGEST" --basic bench:bench-pw --token-realm "$RYA/token" \
+            --token-service ringyard --token-scope repository:bench/small:pull
     done
 fi
 
@@ -534,7 +544,7 @@ if auth:
                            "errors": errors + h_errors + b_errors,
                            "manifest_requests_per_s_rounds": all_rps,
                            "handshakes_per_s_rounds": all_hs, "blob_mb_per_s_rounds": all_mbps}
-    for kind in ["anon", "user"]:
+    for kind in ["anon", "user", "bearer"]:
         m, errors, all_rps = median_round(f"basic-{kind}", lambda r: r["requests_per_s"])
         s[f"basic_{kind}"] = {"requests_per_s": m["requests_per_s"],
                               "p99_ms": m["latency"]["p99_ms"], "errors": errors,
@@ -598,6 +608,10 @@ if "basic_user" in s:
     row("manifest GET, Basic on every request: req/s", f"{u['requests_per_s']:.0f}",
         f"anonymous {a['requests_per_s']:.0f}", "-", "-",
         ratio(u["requests_per_s"], a["requests_per_s"]) + " of anonymous", ">= 0.9x anonymous")
+    t = s["basic_bearer"]
+    row("manifest GET, Bearer token reused: req/s", f"{t['requests_per_s']:.0f}",
+        f"anonymous {a['requests_per_s']:.0f}", "-", "-",
+        ratio(t["requests_per_s"], a["requests_per_s"]) + " of anonymous", ">= 0.9x anonymous")
 if "tls_RYT" in s:
     t, n = s["tls_RYT"], s["tls_NGXT"]
     row("TLS manifest GET, 64 conns: req/s", f"{t['manifest_requests_per_s']:.0f}", "-",

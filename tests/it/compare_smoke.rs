@@ -1,7 +1,8 @@
-//! The performance harness keeps working: `loadtest/compare.sh --smoke` (seconds of each
-//! workload, small sizes) runs ringyard, the reference registry and nginx side by side and
-//! must end with exit 0, no error in any run, and a figure for every workload. No timing is
-//! asserted: the machines are shared and noisy; the figures are for people, in the README.
+//! The performance harness keeps working: `loadtest/compare.sh --smoke --auth` (seconds of
+//! each workload, small sizes, the authentication and TLS workloads included) runs ringyard,
+//! the reference registry and nginx side by side and must end with exit 0, no error in any
+//! run, and a figure for every workload. No timing is asserted: the machines are shared and
+//! noisy; the figures are for people, in the README.
 //!
 //! Needs: docker-registry, nginx, jq, python3, openssl (`.ci/run` installs them).
 
@@ -22,6 +23,7 @@ fn compare_smoke_run_completes_with_every_figure() {
     let run = Command::new("bash")
         .arg(script)
         .arg("--smoke")
+        .arg("--auth")
         .arg("--out")
         .arg(out.path())
         .env("COMPARE_TMPDIR", std::env::temp_dir())
@@ -59,6 +61,18 @@ fn compare_smoke_run_completes_with_every_figure() {
         positive(&[&format!("huge_{srv}"), "pull_mb_per_s"]);
     }
     positive(&["openssl_sha256_mb_per_s"]);
+    for kind in ["anon", "user", "bearer"] {
+        positive(&[&format!("basic_{kind}"), "requests_per_s"]);
+    }
+    for srv in ["RYT", "NGXT"] {
+        for figure in [
+            "manifest_requests_per_s",
+            "handshakes_per_s",
+            "blob_mb_per_s",
+        ] {
+            positive(&[&format!("tls_{srv}"), figure]);
+        }
+    }
     // Every server the script started is gone again.
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout);
