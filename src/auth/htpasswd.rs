@@ -328,6 +328,13 @@ pub fn add(path: &Path, user: &str, password: &str, cost: u32) -> Result<bool, S
     if password.is_empty() {
         return Err("the password is empty".into());
     }
+    if super::robot::looks_like(password) {
+        // Such a password is checked against the robot tokens, never against this file.
+        return Err(format!(
+            "a password starting with {:?} is taken for a robot token and could never log in",
+            super::robot::PREFIX
+        ));
+    }
     // $2y$, as `htpasswd -B` writes: every reader of the format knows it.
     let hash = bcrypt::non_truncating_hash_with_result(password, cost)
         .map_err(|e| match e {
@@ -469,5 +476,9 @@ mod tests {
             .unwrap_err()
             .contains("72 bytes"));
         assert!(add(&path, "x", "", 4).unwrap_err().contains("empty"));
+        assert!(add(&path, "x", "ryt_abc", 4)
+            .unwrap_err()
+            .contains("robot token"));
+        assert_eq!(load(&path).unwrap().len(), 2, "nothing written");
     }
 }
