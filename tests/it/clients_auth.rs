@@ -12,6 +12,13 @@
 //!   127.0.0.0/8, so docker verifies the certificate (which names IP 0.0.0.0) against the CA in
 //!   `certs.d`, and without that file the login fails with `x509: certificate signed by
 //!   unknown authority`, which the test checks first.
+//! - docker with the token service on (`--token`, Bearer challenges): the same demo, where
+//!   `docker login` stores the refresh token the service issues (`identitytoken`) instead of
+//!   the password and later pushes and pulls trade it at `POST /token`; a user who may only
+//!   pull is refused a push.
+//! - docker with a robot token (`ringyard token create`) as the password of `docker login -u
+//!   ci-builder --password-stdin`, answering Basic challenges and Bearer ones: push inside its
+//!   scope, refused outside it, pull, and refused once `ringyard token revoke` ran.
 //! - skopeo (`--dest-creds` / `--src-creds`, `--dest-cert-dir` / `--src-cert-dir`) and podman
 //!   (`--creds`, `--cert-dir`) with TLS verification on: push and pull with the right
 //!   credentials, an authentication error with wrong ones (and nothing stored), a certificate
@@ -26,6 +33,7 @@ use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "secret";
@@ -41,6 +49,10 @@ const AUTH_REFUSALS: &[&str] = &[
     "authentication required",
     "invalid username or password",
 ];
+
+/// What docker prints when the registry refuses an action to the caller (403 `DENIED`, or a
+/// Bearer token without the action).
+const DENIALS: &[&str] = &["requested access to the resource is denied"];
 
 /// What they print when the server's certificate is not trusted.
 const CERT_REFUSALS: &[&str] = &[
@@ -60,39 +72,74 @@ fn assert_says(out: &str, any_of: &[&str], what: &str) {
 // ---------------------------------------------------------------------------------------------
 // the registry
 
-/// ringyard with an htpasswd file holding admin/secret, plain or with TLS.
+/// What a [`Registry`] starts with beyond admin/secret in its htpasswd file.
+#[derive(Default)]
+struct Setup<'a> {
+    /// TLS with the [`Pki`]'s server certificate.
+    tls: Option<&'a Pki>,
+    /// `--token`: the built-in token service, Bearer challenges.
+    token: bool,
+    /// More htpasswd users, (user, password).
+    users: &'a [(&'a str, &'a str)],
+    /// A configuration file (`auth.access` rules), passed with `--config`.
+    config: Option<&'a str>,
+}
+
+/// ringyard with an htpasswd file holding admin/secret, plain or with TLS, with or without
+/// the token service.
 struct Registry {
     server: Server,
     dir: tempfile::TempDir,
     /// The CA file clients trust (TLS only).
     ca: Option<PathBuf>,
+    /// The token service is on.
+    token: bool,
 }
 
 impl Registry {
     fn start(tls: Option<&Pki>) -> Registry {
+        Registry::start_with(Setup {
+            tls,
+            ..Setup::default()
+        })
+    }
+
+    fn start_with(setup: Setup) -> Registry {
         for tool in ["htpasswd", "curl"] {
             require_tool(tool);
         }
         let dir = tempfile::tempdir().unwrap();
         let htpasswd = dir.path().join("htpasswd");
-        let (ok, out) = run_command(
-            "htpasswd",
-            &["-Bbc", htpasswd.to_str().unwrap(), USER, PASSWORD],
-        );
-        assert!(ok, "htpasswd -Bbc: {out}");
+        let users = std::iter::once((USER, PASSWORD)).chain(setup.users.iter().copied());
+        for (i, (user, password)) in users.enumerate() {
+            let create = if i == 0 { "-Bbc" } else { "-Bb" };
+            let (ok, out) = run_command(
+                "htpasswd",
+                &[create, htpasswd.to_str().unwrap(), user, password],
+            );
+            assert!(ok, "htpasswd {create} {user}: {out}");
+        }
         let mut args: Vec<String> = vec![
             "--htpasswd".into(),
             htpasswd.to_str().unwrap().into(),
             "--auth-fail-delay".into(),
             "0".into(),
         ];
-        if let Some(pki) = tls {
+        if let Some(pki) = setup.tls {
             args.extend(["--tls-cert".into(), pki.s("server.crt")]);
             args.extend(["--tls-key".into(), pki.s("server.key")]);
         }
+        if setup.token {
+            args.push("--token".into());
+        }
+        if let Some(yaml) = setup.config {
+            let config = dir.path().join("ringyard.yaml");
+            std::fs::write(&config, yaml).unwrap();
+            args.extend(["--config".into(), config.to_str().unwrap().into()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = Server::start_in_temp(&args);
-        if tls.is_some() {
+        if setup.tls.is_some() {
             assert!(
                 server.stderr().contains("with TLS"),
                 "the listening line says TLS:\n{}",
@@ -102,12 +149,24 @@ impl Registry {
         Registry {
             server,
             dir,
-            ca: tls.map(|p| p.path("ca.crt")),
+            ca: setup.tls.map(|p| p.path("ca.crt")),
+            token: setup.token,
         }
     }
 
     fn port(&self) -> u16 {
         self.server.addr.port()
+    }
+
+    /// What docker prints when it has no credentials for this registry: with Basic challenges,
+    /// that it has none to answer with; with Bearer ones it fetches an anonymous token, which
+    /// grants nothing, and reports the registry's refusal of that token as a denial.
+    fn anonymous_refusals(&self) -> &'static [&'static str] {
+        if self.token {
+            DENIALS
+        } else {
+            AUTH_REFUSALS
+        }
     }
 
     /// GET `path` with curl (trusting the test CA under TLS), as `creds` if given: the status
@@ -188,8 +247,12 @@ fn docker_build(cli: &DockerCli, tag: &str) -> String {
         "FROM scratch\nCOPY busybox /bin/busybox\nCOPY nonce /nonce\n",
     )
     .unwrap();
+    // No build cache: the tests share one engine, and a step cached from another test's
+    // build names an intermediate image that test's `docker rmi` may delete meanwhile
+    // ("failed to set parent ...: unknown parent image ID").
     cli.ok(&[
         "build",
+        "--no-cache",
         "--network",
         "host",
         "-t",
@@ -217,6 +280,46 @@ fn stored_auth(cli: &DockerCli, registry: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Asserts what `docker login` as `user` with `password` left for `registry` in the test's
+/// DOCKER_CONFIG. Answering Basic challenges, docker stores the credentials themselves.
+/// Answering Bearer ones, it asks `GET /token` for a refresh token (`offline_token=true`,
+/// `client_id=docker`) and stores that as `identitytoken` with the user name but no
+/// password, so every later push and pull trades the refresh token for access tokens.
+#[track_caller]
+fn assert_stored_login(
+    cli: &DockerCli,
+    reg: &Registry,
+    registry: &str,
+    user: &str,
+    password: &str,
+) {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let config = cli.config_json();
+    let entry = &config["auths"][registry];
+    let stored = if reg.token {
+        let refresh = entry["identitytoken"].as_str().unwrap_or_else(|| {
+            panic!("docker login stores an identity token (a refresh token): {config}")
+        });
+        let part = |i: usize| {
+            let b64 = refresh.split('.').nth(i).expect("a JWT");
+            json(&URL_SAFE_NO_PAD.decode(b64).expect("base64url"))
+        };
+        assert_eq!(part(0)["typ"], "ringyard-refresh+jwt", "{refresh}");
+        let claims = part(1);
+        assert_eq!(claims["sub"], user, "{claims}");
+        assert_eq!(claims["client_id"], "docker", "{claims}");
+        format!("{user}:")
+    } else {
+        assert!(entry.get("identitytoken").is_none(), "{config}");
+        format!("{user}:{password}")
+    };
+    assert_eq!(
+        stored_auth(cli, registry),
+        Some(STANDARD.encode(stored)),
+        "docker login's entry in the test's DOCKER_CONFIG: {config}"
+    );
+}
+
 /// The spec's demo against `registry` (`HOST:PORT` as the image reference names it): push
 /// refused before login, a wrong password refused, `docker login -u admin -p secret`, push,
 /// logout, the local image removed, pull refused, login again, pull, the same image.
@@ -225,7 +328,11 @@ fn docker_demo(cli: &DockerCli, reg: &Registry, registry: &str) {
     let id = docker_build(cli, &image);
 
     let out = cli.fails(&["push", &image]);
-    assert_says(&out, AUTH_REFUSALS, "docker push before docker login");
+    assert_says(
+        &out,
+        reg.anonymous_refusals(),
+        "docker push before docker login",
+    );
     reg.assert_no_repo("demo/app");
 
     let out = cli.fails(&["login", registry, "-u", USER, "-p", "wrong"]);
@@ -242,13 +349,7 @@ fn docker_demo(cli: &DockerCli, reg: &Registry, registry: &str) {
 
     let out = cli.ok(&["login", registry, "-u", USER, "-p", PASSWORD]);
     assert!(out.contains("Login Succeeded"), "docker login:\n{out}");
-    let expected = base64::engine::general_purpose::STANDARD.encode(CREDS);
-    assert_eq!(
-        stored_auth(cli, registry).as_deref(),
-        Some(expected.as_str()),
-        "docker login stores the credentials in the test's DOCKER_CONFIG: {}",
-        cli.config_json()
-    );
+    assert_stored_login(cli, reg, registry, USER, PASSWORD);
 
     let out = cli.ok(&["push", &image]);
     let digest = out
@@ -273,7 +374,11 @@ fn docker_demo(cli: &DockerCli, reg: &Registry, registry: &str) {
     assert_eq!(image_id(cli, &image), None, "the image is gone locally");
 
     let out = cli.fails(&["pull", &image]);
-    assert_says(&out, AUTH_REFUSALS, "docker pull after docker logout");
+    assert_says(
+        &out,
+        reg.anonymous_refusals(),
+        "docker pull after docker logout",
+    );
     assert_eq!(image_id(cli, &image), None, "a refused pull brings nothing");
 
     cli.ok(&["login", registry, "-u", USER, "-p", PASSWORD]);
@@ -326,6 +431,179 @@ fn docker_login_push_logout_pull_over_tls_with_certs_d() {
 
     let _certs = DockerCertsD::install(&registry, &pki.path("ca.crt"));
     docker_demo(&cli, &reg, &registry);
+}
+
+/// A second user, and the rules of the token-service demo: admin may push and pull
+/// `demo/app`, reader may only pull it.
+const READER: &str = "reader";
+const READER_PASSWORD: &str = "reader-pw";
+const DEMO_RULES: &str = "auth:
+  access:
+    - repository: demo/app
+      users: [admin]
+      actions: [pull, push]
+    - repository: demo/app
+      users: [reader]
+      actions: [pull]
+";
+
+#[test]
+fn docker_login_push_logout_pull_with_the_token_service() {
+    let reg = Registry::start_with(Setup {
+        token: true,
+        users: &[(READER, READER_PASSWORD)],
+        config: Some(DEMO_RULES),
+        ..Setup::default()
+    });
+    let registry = format!("127.0.0.1:{}", reg.port());
+    let r = reg.server.client().get("/v2/demo/app/manifests/v1");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let challenge = must_header(&r, "www-authenticate");
+    assert!(
+        challenge.starts_with(&format!("Bearer realm=\"http://{registry}/token\"")),
+        "the challenge sends docker to the token service: {challenge}"
+    );
+
+    docker_demo(&DockerCli::new(), &reg, &registry);
+
+    // reader: the pull goes through, the push of a new tag does not.
+    let reader = DockerCli::new();
+    let image = format!("{registry}/demo/app:v1");
+    reader.ok(&["login", &registry, "-u", READER, "-p", READER_PASSWORD]);
+    assert_stored_login(&reader, &reg, &registry, READER, READER_PASSWORD);
+    let out = reader.ok(&["pull", &image]);
+    let digest = reg.manifest_digest("demo/app", "v1");
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    let v2 = format!("{registry}/demo/app:v2");
+    reader.ok(&["tag", &image, &v2]);
+    let out = reader.fails(&["push", &v2]);
+    assert_says(&out, DENIALS, "docker push by a user who may only pull");
+    let (status, tags) = reg.get("/v2/demo/app/tags/list", Some(CREDS));
+    assert_eq!(
+        (status, json(&tags)["tags"].clone()),
+        (200, serde_json::json!(["v1"]))
+    );
+    reader.ok(&["rmi", &image, &v2]);
+
+    // The demo's last pull had only the identity token to go on: docker traded it for access
+    // tokens with `POST /token` (grant_type=refresh_token), the one POST the token route
+    // answers 200 with a user. Access lines reach stderr within about half a second.
+    let traded = |l: &str| {
+        l.contains(" access method=POST route=other ")
+            && l.contains(" status=200 ")
+            && l.ends_with(" user=admin")
+    };
+    let start = Instant::now();
+    while !reg.server.stderr().lines().any(traded) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no refresh-token grant in the access log:\n{}",
+            tail(&reg.server.stderr(), 4000)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The robot of the robot-token tests and its scope.
+const ROBOT: &str = "ci-builder";
+const ROBOT_SCOPE: &str = "repository:ci/*:pull,push";
+
+/// `ringyard token ARGS` on the running registry's data directory; its output.
+fn robot_command(reg: &Registry, args: &[&str]) -> String {
+    let root = reg.server.root.to_str().unwrap();
+    let args: Vec<&str> = [&["token"], args, &["--root", root]].concat();
+    let (ok, out) = run_command(env!("CARGO_BIN_EXE_ringyard"), &args);
+    assert!(ok, "ringyard {args:?}: {out}");
+    out
+}
+
+/// A robot token as docker's password (`docker login -u ci-builder --password-stdin`): push
+/// inside its scope, refused outside it, pull; after `ringyard token revoke`, pulls refused
+/// (the registry sees the revocation within half a second: polled, no timing asserted).
+fn docker_robot(reg: &Registry) {
+    let cli = DockerCli::new();
+    let registry = format!("127.0.0.1:{}", reg.port());
+    let created = robot_command(
+        reg,
+        &[
+            "create",
+            "--name",
+            ROBOT,
+            "--scope",
+            ROBOT_SCOPE,
+            "--expires",
+            "30d",
+        ],
+    );
+    let secret = created
+        .lines()
+        .find(|l| l.starts_with("ryt_"))
+        .unwrap_or_else(|| panic!("no secret printed: {created}"));
+    let login = ["login", &registry, "-u", ROBOT, "--password-stdin"];
+    let r = cli.run_fed(&login, secret);
+    if !(r.success() && r.output().contains("Login Succeeded")) {
+        // the server's lines reach its stderr within about half a second
+        std::thread::sleep(Duration::from_secs(1));
+        panic!(
+            "{}\n--- ringyard's log (tail) ---\n{}",
+            r.describe(),
+            tail(&reg.server.stderr(), 3000)
+        );
+    }
+    assert_stored_login(&cli, reg, &registry, ROBOT, secret);
+
+    let image = format!("{registry}/ci/app:1");
+    let id = docker_build(&cli, &image);
+    cli.ok(&["push", &image]);
+    reg.manifest_digest("ci/app", "1");
+    let other = format!("{registry}/other/app:1");
+    cli.ok(&["tag", &image, &other]);
+    let out = cli.fails(&["push", &other]);
+    assert_says(&out, DENIALS, "docker push outside the robot's scope");
+    reg.assert_no_repo("other/app");
+
+    cli.ok(&["rmi", &image, &other]);
+    cli.ok(&["pull", &image]);
+    assert_eq!(
+        image_id(&cli, &image),
+        Some(id),
+        "the robot pulls what it pushed"
+    );
+
+    robot_command(reg, &["revoke", ROBOT]);
+    let start = Instant::now();
+    let out = loop {
+        let r = cli.run(&["pull", &image]);
+        if !r.success() {
+            break r.output();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "docker pull still works 10 s after the revocation: {}",
+            r.describe()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_says(
+        &out,
+        AUTH_REFUSALS,
+        "docker pull with a revoked robot token",
+    );
+    cli.ok(&["rmi", &image]);
+}
+
+#[test]
+fn docker_robot_token_with_basic() {
+    docker_robot(&Registry::start_with(Setup::default()));
+}
+
+/// docker login with a robot token asks the token service for a refresh token like any login.
+#[test]
+fn docker_robot_token_with_the_token_service() {
+    docker_robot(&Registry::start_with(Setup {
+        token: true,
+        ..Setup::default()
+    }));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -261,11 +261,18 @@ impl ToolRun {
 
 /// Runs `cmd` (stdin closed) to its end or to [`TOOL_RUN_LIMIT`], its output collected in
 /// files under `scratch` (pipes would need a reader thread each).
-pub fn run_tool(mut cmd: Command, scratch: &Path) -> ToolRun {
+pub fn run_tool(cmd: Command, scratch: &Path) -> ToolRun {
+    run_tool_fed(cmd, scratch, None)
+}
+
+/// Like [`run_tool`], with `input` (if any) on the command's stdin, as `docker login
+/// --password-stdin` reads a password; it goes through a file under `scratch`, removed after.
+pub fn run_tool_fed(mut cmd: Command, scratch: &Path, input: Option<&[u8]>) -> ToolRun {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let out_p = scratch.join(format!("tool-{n}.out"));
     let err_p = scratch.join(format!("tool-{n}.err"));
+    let in_p = scratch.join(format!("tool-{n}.in"));
     let line = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
@@ -274,7 +281,14 @@ pub fn run_tool(mut cmd: Command, scratch: &Path) -> ToolRun {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    cmd.stdin(Stdio::null())
+    let stdin = match input {
+        Some(bytes) => {
+            std::fs::write(&in_p, bytes).unwrap();
+            Stdio::from(std::fs::File::open(&in_p).unwrap())
+        }
+        None => Stdio::null(),
+    };
+    cmd.stdin(stdin)
         .stdout(std::fs::File::create(&out_p).unwrap())
         .stderr(std::fs::File::create(&err_p).unwrap());
     let mut child = cmd
@@ -285,6 +299,7 @@ pub fn run_tool(mut cmd: Command, scratch: &Path) -> ToolRun {
         let _ = child.wait();
         None
     });
+    let _ = std::fs::remove_file(&in_p);
     let read = |p: &Path| {
         let s = String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
         let _ = std::fs::remove_file(p);
@@ -331,6 +346,15 @@ impl DockerCli {
 
     pub fn run(&self, args: &[&str]) -> ToolRun {
         run_tool(self.command(args), self.config.path())
+    }
+
+    /// `docker ARGS` with `input` on its stdin (`login --password-stdin`).
+    pub fn run_fed(&self, args: &[&str], input: &str) -> ToolRun {
+        run_tool_fed(
+            self.command(args),
+            self.config.path(),
+            Some(input.as_bytes()),
+        )
     }
 
     /// Runs `docker ARGS`; fails the test (with the output and the engine's log) unless it
