@@ -6,7 +6,13 @@
 //! The grant is the intersection of the requested scopes and what the access rules allow the
 //! caller ([`grant`]); a partial or empty grant is a token all the same, as with distribution
 //! (the registry then answers `insufficient_scope`). Credentials are checked as on any
-//! request: bcrypt on the auth pool, the same failure delay.
+//! request: bcrypt on the auth pool (a robot secret against the robot tokens), the same
+//! failure delay.
+//!
+//! Refresh tokens go to users and robots alike, bound to what [`Auth::refresh_binding`] says;
+//! the refresh grant asks [`Auth::refresh_subject`] who the subject is now (a robot with its
+//! current scopes) and answers with a new refresh token, the presented one staying valid
+//! (see [`crate::auth::token::refresh`] for why).
 
 use super::error::{Error, Result};
 use super::{body_error, identify};
@@ -14,7 +20,7 @@ use crate::api::Registry;
 use crate::auth::token::scope::{self, format_scopes, Scope, ANY_ACTION};
 use crate::auth::token::service::{now, TokenService};
 use crate::auth::token::{request, RequestError};
-use crate::auth::{Action, Auth, Identity, Refused, Who};
+use crate::auth::{Action, Auth, Identity, Lapsed, Refused, Who};
 use crate::http::body::Body;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
@@ -122,16 +128,13 @@ pub async fn token<T: Transport>(
                     let claims = svc
                         .verify_refresh(t, now())
                         .map_err(|e| refused_token(auth, e, request_id))?;
-                    let user = claims.registered.sub.as_str();
-                    if auth.credential_version(user).as_deref() != Some(claims.cred.as_str()) {
-                        return Err(refused_token(
-                            auth,
-                            format_args!("user {user:?} removed or its password changed"),
-                            request_id,
-                        ));
-                    }
-                    *caller = Identity::User(user.into());
-                    Some(t.clone())
+                    let (identity, binding) =
+                        auth.refresh_subject(&claims).await.map_err(|e| match e {
+                            Lapsed::Changed(why) => refused_token(auth, why, request_id),
+                            Lapsed::Unavailable => super::unavailable(),
+                        })?;
+                    *caller = identity;
+                    Some((claims, binding))
                 }
                 request::Grant::Header => return Err(super::method_not_allowed(req)),
             };
@@ -142,29 +145,32 @@ pub async fn token<T: Transport>(
     let granted = grant(auth, caller.who(), &asked.scopes);
     let at = now();
     let subject = caller.user().unwrap_or_default().to_string();
-    let refresh = match (asked.offline, caller.user(), refresh_in) {
-        (_, _, Some(presented)) => Some(presented),
-        (false, _, None) => None,
-        (true, None, None) => {
-            return Err(Error::unauthorized(
-                auth.challenge(None, None),
-                "a refresh token (offline_token) needs credentials",
-            ))
-        }
-        (true, Some(user), None) => {
+    let refresh = match (asked.offline, refresh_in) {
+        // The rotation: the presented token's client, a fresh expiry.
+        (_, Some((presented, binding))) => Some((presented.client_id, binding)),
+        (false, None) => None,
+        (true, None) => {
             let client_id = asked
                 .client_id
-                .as_deref()
+                .clone()
                 .ok_or_else(|| bad_request(RequestError::MissingField("client_id")))?;
-            let cred = auth
-                .credential_version(user)
-                .ok_or_else(|| refused_token(auth, "user removed", request_id))?;
-            Some(
-                svc.issue_refresh(user, client_id, &cred, at)
-                    .map_err(|e| Error::internal("issuing a refresh token", e))?,
-            )
+            let binding = auth.refresh_binding(caller).ok_or_else(|| match caller {
+                Identity::User(user) => {
+                    refused_token(auth, format_args!("user {user:?} removed"), request_id)
+                }
+                _ => Error::unauthorized(
+                    auth.challenge(None, None),
+                    "a refresh token (offline_token) needs a user's or a robot token's \
+                     credentials",
+                ),
+            })?;
+            Some((client_id, binding))
         }
     };
+    let refresh = refresh
+        .map(|(client_id, binding)| svc.issue_refresh(&subject, &client_id, &binding, at))
+        .transpose()
+        .map_err(|e| Error::internal("issuing a refresh token", e))?;
     let scope_text = format_scopes(&granted);
     let issued = svc
         .issue(&subject, granted, at)

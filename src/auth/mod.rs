@@ -14,7 +14,10 @@
 //! Robot tokens ([`robot`]) are a second kind of identity: a Basic password that starts with
 //! `ryt_` is checked against the metadata's robot tokens (never against htpasswd), and the
 //! token's scopes are its rules. They need authentication on (`auth.htpasswd.path`): without
-//! it every request may do everything, and a token would restrict nothing.
+//! it every request may do everything, and a token would restrict nothing. With the token
+//! service on, users and robots alike get refresh tokens ([`Auth::refresh_binding`]), bound
+//! to their kind and credential version and checked again when used
+//! ([`Auth::refresh_subject`]).
 //!
 //! Without `auth.htpasswd.path` there is no [`Auth`] at all, and the API's anonymous path does
 //! no work for it.
@@ -38,6 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use token::challenge::ChallengeError;
 use token::jwt::Claims;
+use token::refresh::{Binding, RefreshClaims, SubjectKind};
 use token::service::TokenService;
 use token::settings::TokenSettings;
 use token::TokenError;
@@ -86,6 +90,15 @@ pub enum Refused {
     /// A Bearer token that does not verify.
     InvalidToken(TokenError),
     /// The verifying threads are gone (the process is stopping).
+    Unavailable,
+}
+
+/// Why a refresh token's subject is not let in any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lapsed {
+    /// Its credential is gone or changed: the reason, for the operator's log.
+    Changed(String),
+    /// The robot tokens could not be asked (the process is stopping).
     Unavailable,
 }
 
@@ -219,16 +232,61 @@ impl Auth {
         }
     }
 
-    /// Checks a user's password (bcrypt on the auth pool, cached): the token service's
-    /// password grant.
+    /// Checks a password as Basic credentials would be (a robot secret against the robot
+    /// tokens, else bcrypt on the auth pool, cached): the token service's password grant.
     pub async fn password(&self, user: String, password: String) -> Result<Identity, Refused> {
-        self.basic(user, password).await
+        match robot::looks_like(&password) {
+            true => self.robot(user, &password).await,
+            false => self.basic(user, password).await,
+        }
     }
 
-    /// The current credential version of `user` (None: no such user), which refresh tokens
-    /// are bound to.
-    pub fn credential_version(&self, user: &str) -> Option<String> {
-        self.users.snapshot().1.credential_version(user)
+    /// What a refresh token for `caller` is bound to now; None for callers that cannot have
+    /// one (anonymous, a Bearer token) and for a user removed since the check.
+    pub fn refresh_binding(&self, caller: &Identity) -> Option<Binding> {
+        match caller {
+            Identity::User(user) => Some(Binding {
+                kind: SubjectKind::User,
+                cred: self.users.snapshot().1.credential_version(user)?,
+                not_after: None,
+            }),
+            Identity::Robot(r) => Some(Binding {
+                kind: SubjectKind::Robot,
+                cred: r.stamp.credential_version(),
+                not_after: r.stamp.expires_secs(),
+            }),
+            Identity::Anonymous | Identity::Token(_) => None,
+        }
+    }
+
+    /// Who a verified refresh token's subject is now, and the binding of the one that
+    /// replaces it: the user, if its htpasswd entry is unchanged; the robot with its current
+    /// scopes, if its token is the same record, neither revoked nor expired (asked of the
+    /// metadata as a secret's check is, so a revocation ends it as soon).
+    pub async fn refresh_subject(
+        &self,
+        claims: &RefreshClaims,
+    ) -> Result<(Identity, Binding), Lapsed> {
+        let name = claims.registered.sub.as_str();
+        let identity = match claims.kind {
+            SubjectKind::User => Identity::User(name.into()),
+            SubjectKind::Robot => {
+                let robots = self.robots.as_ref().ok_or_else(|| {
+                    Lapsed::Changed(format!("robot {name:?}: robot tokens are off"))
+                })?;
+                match robots.current(name, &claims.cred).await {
+                    Ok(r) => Identity::Robot(Arc::new(r)),
+                    Err(robot::Refusal::Unavailable) => return Err(Lapsed::Unavailable),
+                    Err(why) => return Err(Lapsed::Changed(format!("robot {name:?}: {why:?}"))),
+                }
+            }
+        };
+        match self.refresh_binding(&identity) {
+            Some(binding) if binding.cred == claims.cred => Ok((identity, binding)),
+            _ => Err(Lapsed::Changed(format!(
+                "user {name:?} removed or its password changed"
+            ))),
+        }
     }
 
     /// Accepts the robot tokens of this metadata (once it is open, after [`Auth::start`]).

@@ -19,6 +19,11 @@
 //!   changed, measured at about 17 µs with its round trip to the writer thread) at most every
 //!   [`REFRESH`]: a request made more than that after a revocation is refused, on every worker
 //!   at once, since they share one index.
+//! - **Refresh tokens** (`docker login` with the token service on) are bound to a token's
+//!   [`Stamp`]: its credential version is a digest of the stored record's secret hash,
+//!   creation and expiry, so a token recreated under the same name is another credential, and
+//!   [`Robots::current`] refuses the refresh token of a revoked, expired or replaced one with
+//!   the same view of the metadata as a secret's check.
 
 use super::rules::{Action, Actions, Grants, Pattern};
 use crate::meta::{Meta, RobotToken, WriteOp};
@@ -108,11 +113,72 @@ pub fn parse_scopes<S: AsRef<str>>(scopes: &[S]) -> Result<Grants, String> {
         .map(Grants::new)
 }
 
-/// A robot token whose secret was presented and holds: who it is and what it may do.
+/// A robot token whose secret (or refresh token) was presented and holds: who it is, what it
+/// may do, and which record it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Robot {
     pub name: Arc<str>,
     pub grants: Grants,
+    pub stamp: Stamp,
+}
+
+/// Which stored record a robot was admitted by: what a refresh token issued to it is bound
+/// to. Kept rather than the digest so that a request that asks for no refresh token pays no
+/// second hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Stamp {
+    secret_hash: [u8; 32],
+    created: i64,
+    /// Unix milliseconds, as stored.
+    expires: Option<i64>,
+}
+
+impl Stamp {
+    fn of(token: &RobotToken) -> Stamp {
+        Stamp {
+            secret_hash: token.secret_hash,
+            created: token.created,
+            expires: token.expires,
+        }
+    }
+
+    /// The credential version of this record: 24 hex digits of a SHA-256 over its secret
+    /// hash, creation and expiry. Another secret or another creation (a token recreated under
+    /// the same name) is another version. It reveals nothing usable: the secret hash is the
+    /// digest of 256 random bits, and this is a digest of that.
+    pub fn credential_version(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"ringyard robot token\0");
+        h.update(self.secret_hash);
+        h.update(self.created.to_be_bytes());
+        match self.expires {
+            Some(e) => {
+                h.update([1]);
+                h.update(e.to_be_bytes());
+            }
+            None => h.update([0]),
+        }
+        h.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// When the token expires, in unix seconds (rounded down, so that nothing issued for it
+    /// outlives it); None: never.
+    pub fn expires_secs(&self) -> Option<i64> {
+        self.expires.map(|ms| ms.div_euclid(1000))
+    }
+}
+
+/// Without the hash, as [`RobotToken`]'s own.
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stamp")
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a robot secret was not accepted. The reason goes to the operator's log only: the
@@ -127,10 +193,12 @@ pub enum Refusal {
     Unreadable,
     /// The metadata could not be asked (the process is stopping, the database failing).
     Unavailable,
+    /// A refresh token of another record of that name (revoked and created again since).
+    Replaced,
 }
 
 /// The decision, pure: `stored` (None: no such token) against the presented secret at `now`.
-pub fn judge(stored: Option<&RobotToken>, secret: &str, now: i64) -> Result<Grants, Refusal> {
+pub fn judge(stored: Option<&RobotToken>, secret: &str, now: i64) -> Result<Robot, Refusal> {
     let presented = hash(secret);
     let Some(token) = stored else {
         // the same hash and comparison as for a known name
@@ -140,13 +208,37 @@ pub fn judge(stored: Option<&RobotToken>, secret: &str, now: i64) -> Result<Gran
     if !same(&presented, &token.secret_hash) {
         return Err(Refusal::WrongSecret);
     }
+    standing(token, now)
+}
+
+/// The decision on a refresh token, pure: `stored` against the credential version the
+/// refresh token was issued for (`version`, from its signed claims, so no secret to compare
+/// in constant time), at `now`.
+pub fn judge_refresh(
+    stored: Option<&RobotToken>,
+    version: &str,
+    now: i64,
+) -> Result<Robot, Refusal> {
+    let token = stored.ok_or(Refusal::Unknown)?;
+    if Stamp::of(token).credential_version() != version {
+        return Err(Refusal::Replaced);
+    }
+    standing(token, now)
+}
+
+/// A token that was identified: admitted unless revoked or expired, with its current scopes.
+fn standing(token: &RobotToken, now: i64) -> Result<Robot, Refusal> {
     if token.revoked.is_some() {
         return Err(Refusal::Revoked);
     }
     if token.expires.is_some_and(|e| e <= now) {
         return Err(Refusal::Expired);
     }
-    parse_scopes(&token.scopes).map_err(|_| Refusal::Unreadable)
+    Ok(Robot {
+        name: token.name.as_str().into(),
+        grants: parse_scopes(&token.scopes).map_err(|_| Refusal::Unreadable)?,
+        stamp: Stamp::of(token),
+    })
 }
 
 /// The server's side: checks secrets against the metadata's robot tokens, keeping its view
@@ -169,8 +261,23 @@ impl Robots {
         }
     }
 
+    /// The robot whose `secret` was presented as `name`'s password.
     pub async fn verify(&self, name: &str, secret: &str) -> Result<Robot, Refusal> {
         let now = crate::meta::now_millis();
+        let stored = self.stored(name, now).await?;
+        self.admit(name, now, judge(stored.as_ref(), secret, now))
+    }
+
+    /// The robot `name` as it stands now, if it is still the record of credential `version`
+    /// (the refresh token's): its current scopes, or why it is refused.
+    pub async fn current(&self, name: &str, version: &str) -> Result<Robot, Refusal> {
+        let now = crate::meta::now_millis();
+        let stored = self.stored(name, now).await?;
+        self.admit(name, now, judge_refresh(stored.as_ref(), version, now))
+    }
+
+    /// The record of `name`, from a view of the metadata at most [`REFRESH`] old.
+    async fn stored(&self, name: &str, now: i64) -> Result<Option<RobotToken>, Refusal> {
         let due = self.next_refresh.load(Ordering::Acquire);
         if now >= due
             && self
@@ -185,17 +292,24 @@ impl Robots {
                 return Err(Refusal::Unavailable);
             }
         }
-        let stored = self
-            .meta
+        self.meta
             .robot_token(name)
             .await
-            .map_err(|_| Refusal::Unavailable)?;
-        let grants = judge(stored.as_ref(), secret, now).inspect_err(|r| {
+            .map_err(|_| Refusal::Unavailable)
+    }
+
+    /// Logs a refusal; notes an admission's use.
+    fn admit(
+        &self,
+        name: &str,
+        now: i64,
+        decided: Result<Robot, Refusal>,
+    ) -> Result<Robot, Refusal> {
+        let robot = decided.inspect_err(|r| {
             crate::log::info(format_args!("robot token {name:?} refused: {r:?}"));
         })?;
-        let name: Arc<str> = name.into();
-        self.note_use(&name, now);
-        Ok(Robot { name, grants })
+        self.note_use(&robot.name, now);
+        Ok(robot)
     }
 
     /// Writes the use without waiting for it, at most every [`NOTE_USE_EVERY`] per token.
@@ -277,6 +391,64 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_token_holds_only_for_the_same_record() {
+        let t = token("ryt_right", &["repository:ci/*:pull,push"]);
+        let version = Stamp::of(&t).credential_version();
+        assert_eq!(version.len(), 24);
+        let robot = judge_refresh(Some(&t), &version, 1_500).unwrap();
+        assert_eq!(robot, judge(Some(&t), "ryt_right", 1_500).unwrap());
+        assert_eq!(robot.stamp.credential_version(), version);
+        assert_eq!(robot.stamp.expires_secs(), Some(2));
+        assert_eq!(
+            judge_refresh(Some(&t), &version, 2_000),
+            Err(Refusal::Expired)
+        );
+        assert_eq!(judge_refresh(None, &version, 1_500), Err(Refusal::Unknown));
+        let revoked = RobotToken {
+            revoked: Some(1_200),
+            ..t.clone()
+        };
+        assert_eq!(
+            judge_refresh(Some(&revoked), &version, 1_500),
+            Err(Refusal::Revoked)
+        );
+        // Created again under the name: another secret, or the same hash at another time,
+        // or another expiry, is another credential.
+        let others = [
+            token("ryt_other", &["repository:ci/*:pull,push"]),
+            RobotToken {
+                created: 1_001,
+                ..t.clone()
+            },
+            RobotToken {
+                expires: None,
+                ..t.clone()
+            },
+        ];
+        for other in others {
+            assert_ne!(Stamp::of(&other).credential_version(), version);
+            assert_eq!(
+                judge_refresh(Some(&other), &version, 1_500),
+                Err(Refusal::Replaced)
+            );
+        }
+        // Scopes changed in place (by hand in the database): the current ones count.
+        let narrowed = RobotToken {
+            scopes: vec!["repository:ci/*:pull".into()],
+            ..t.clone()
+        };
+        let now = judge_refresh(Some(&narrowed), &version, 1_500).unwrap();
+        assert!(!now.grants.allowed("ci/x").contains(Action::Push));
+        // Seconds round down, so nothing issued for the token outlives it.
+        let odd = RobotToken {
+            expires: Some(2_999),
+            ..t.clone()
+        };
+        assert_eq!(Stamp::of(&odd).expires_secs(), Some(2));
+        assert!(!format!("{:?}", Stamp::of(&t)).contains("secret"));
+    }
+
+    #[test]
     fn scopes_grant_by_pattern_together() {
         let g = parse_scopes(&[
             "repository:ci/*:pull,push",
@@ -346,9 +518,19 @@ mod tests {
             block_on(robots.verify("other", &secret)),
             Err(Refusal::Unknown)
         );
+        let version = robot.stamp.credential_version();
+        assert_eq!(block_on(robots.current("ci", &version)).unwrap(), robot);
+        assert_eq!(
+            block_on(robots.current("ci", "0123")),
+            Err(Refusal::Replaced)
+        );
         block_on(meta.write(WriteOp::RevokeRobotToken { name: "ci".into() })).unwrap();
         assert_eq!(
             block_on(robots.verify("ci", &secret)),
+            Err(Refusal::Revoked)
+        );
+        assert_eq!(
+            block_on(robots.current("ci", &version)),
             Err(Refusal::Revoked)
         );
     }

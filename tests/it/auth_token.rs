@@ -622,3 +622,55 @@ fn skopeo_follows_the_bearer_challenge() {
     ]);
     assert!(!ok, "wrong password: {out}");
 }
+
+/// The refresh grant rotates: it answers with a new refresh token (another one, for the same
+/// user and client, with a fresh expiry) that works in turn, and the presented one keeps
+/// working, as docker keeps the identity token of `docker login` and never stores another.
+#[test]
+fn refresh_grant_rotates_and_the_first_token_keeps_working() {
+    let s = start(RULES, &[]);
+    let mut c = s.server.client();
+    let r = send(
+        &mut c,
+        "GET",
+        "/token?service=ringyard&offline_token=true&client_id=docker&account=alice",
+        Some(&basic("alice", "alice-pw")),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let claims = |t: &str| {
+        let payload = t.split('.').nth(1).unwrap();
+        json(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+    };
+    let grant = |c: &mut Client, refresh: &str| {
+        let r = post_token(
+            c,
+            &format!(
+                "grant_type=refresh_token&service=ringyard&client_id=docker\
+                 &refresh_token={refresh}&scope=repository%3Alib%2Fapp%3Apull"
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!(j["scope"], "repository:lib/app:pull");
+        j["refresh_token"].as_str().unwrap().to_string()
+    };
+    // Issued within the same second as the first, the second would still differ (its id).
+    let second = grant(&mut c, &first);
+    assert_ne!(second, first, "a new refresh token");
+    let (a, b) = (claims(&first), claims(&second));
+    for same in ["sub", "client_id", "cred", "kind", "aud"] {
+        assert_eq!(a[same], b[same], "{same}: {a} / {b}");
+    }
+    assert!(b["exp"].as_i64() >= a["exp"].as_i64(), "a fresh expiry");
+    let third = grant(&mut c, &second);
+    assert_ne!(third, second);
+    let again = grant(&mut c, &first);
+    assert_ne!(again, first, "the first keeps working, and rotates again");
+    assert_eq!(claims(&again)["kind"], "user");
+}

@@ -12,7 +12,7 @@ use super::challenge::{bearer, ChallengeError};
 use super::error::{KeyError, TokenError};
 use super::jwt::{issue, Claims, IssuedToken, TrustedIssuer, Verifier};
 use super::keys::{load_or_create, SigningKey};
-use super::refresh::{issue_refresh, verify_refresh, RefreshClaims, RefreshFor};
+use super::refresh::{issue_refresh, verify_refresh, Binding, RefreshClaims, RefreshFor};
 use super::scope::Scope;
 use super::settings::{ExternalIssuerSettings, TokenSettings};
 use crate::config::Config;
@@ -168,12 +168,13 @@ impl TokenService {
         )
     }
 
-    /// A refresh token for `subject`, valid while its credential version stays `cred`.
+    /// A refresh token for `subject`, valid while its credential stays what `binding` names
+    /// (and not past its `not_after`).
     pub fn issue_refresh(
         &self,
         subject: &str,
         client_id: &str,
-        cred: &str,
+        binding: &Binding,
         now: i64,
     ) -> Result<String, KeyError> {
         let s = &self.settings;
@@ -181,7 +182,7 @@ impl TokenService {
             subject,
             service: &s.service,
             client_id,
-            credential_version: cred,
+            binding,
         };
         issue_refresh(self.key()?, &s.issuer, what, now, s.refresh_expiry)
     }
@@ -241,7 +242,12 @@ mod tests {
             foreign.verify(&token, t).unwrap_err(),
             TokenError::UnknownKey
         );
-        let refresh = svc.issue_refresh("alice", "docker", "v1", t).unwrap();
+        let binding = Binding {
+            kind: super::super::refresh::SubjectKind::User,
+            cred: "v1".into(),
+            not_after: None,
+        };
+        let refresh = svc.issue_refresh("alice", "docker", &binding, t).unwrap();
         assert_eq!(svc.verify_refresh(&refresh, t).unwrap().cred, "v1");
         assert!(svc.verify(&refresh, t).is_err(), "not an access token");
     }
