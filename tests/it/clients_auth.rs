@@ -308,6 +308,13 @@ fn assert_stored_login(
         let claims = part(1);
         assert_eq!(claims["sub"], user, "{claims}");
         assert_eq!(claims["client_id"], "docker", "{claims}");
+        // Bound to the robot, never to an htpasswd user of the same name.
+        let kind = if password.starts_with("ryt_") {
+            "robot"
+        } else {
+            "user"
+        };
+        assert_eq!(claims["kind"], kind, "{claims}");
         format!("{user}:")
     } else {
         assert!(entry.get("identitytoken").is_none(), "{config}");

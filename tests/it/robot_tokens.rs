@@ -6,8 +6,8 @@
 //! the secret in neither `token list` nor the server's log. With the token service on: a
 //! robot's refresh tokens (`docker login`'s identity token), bound to the robot and not to a
 //! user of the same name, granting within the robot's current scopes, ended by a revocation,
-//! a replacement or the robot's expiry; and `docker login` with a robot secret, then a push
-//! with the stored identity token.
+//! a replacement or the robot's expiry. docker itself with robot tokens, over Basic and
+//! Bearer challenges: `clients_auth`.
 
 use crate::common::*;
 use base64::Engine as _;
@@ -577,90 +577,4 @@ fn poll_login(c: &mut Client, user: &str, password: &str) -> String {
         Err(r) => r,
     });
     got.expect("a refresh token")
-}
-
-/// `docker login` with a robot secret against the token service: docker asks `/token` for a
-/// refresh token with the secret, stores it as its identity token, and pushes with it (the
-/// engine trades it with `grant_type=refresh_token`); outside the robot's scopes the push is
-/// refused.
-///
-/// Needs: dockerd and docker (docker.io).
-#[test]
-fn docker_login_with_a_robot_and_the_token_service() {
-    let (_dir, root, users) = data_dir();
-    let ci = create(&root, "ci-builder", &["repository:ci/*:pull,push"], "1h");
-    let server = token_server(&root, &users);
-    let mut c = server.client();
-    let registry = server.host();
-    let cli = DockerCli::new();
-
-    let ctx = tempfile::tempdir().unwrap();
-    let nonce = format!(
-        "{} {:?}\n",
-        std::process::id(),
-        std::time::SystemTime::now()
-    );
-    std::fs::write(ctx.path().join("nonce"), nonce).unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY nonce /nonce\n",
-    )
-    .unwrap();
-    let image = format!("{registry}/ci/app:v1");
-    let ctx_path = ctx.path().to_str().unwrap();
-    cli.ok(&["build", "--network", "host", "-t", &image, ctx_path]);
-
-    let out = cli.ok(&["login", &registry, "-u", "ci-builder", "-p", &ci]);
-    assert!(out.contains("Login Succeeded"), "docker login:\n{out}");
-    let config = cli.config_json();
-    let identity = config["auths"][registry.as_str()]["identitytoken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("docker stored no identity token: {config}"));
-    assert_eq!(claims_of(identity)["kind"], "robot");
-    assert!(
-        !config.to_string().contains(&ci[4..]),
-        "docker keeps the refresh token, not the secret"
-    );
-
-    let out = cli.ok(&["push", &image]);
-    let digest = out
-        .split("digest: ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in docker push's output:\n{out}"));
-    let r = c.request(
-        "HEAD",
-        "/v2/ci/app/manifests/v1",
-        &[
-            ("Authorization", &basic("ci-builder", &ci)),
-            (
-                "Accept",
-                "application/vnd.docker.distribution.manifest.v2+json",
-            ),
-        ],
-        b"",
-    );
-    assert_head_status(&r, 200);
-    assert_eq!(must_header(&r, "docker-content-digest"), digest);
-
-    let outside = format!("{registry}/team/app:v1");
-    cli.ok(&["tag", &image, &outside]);
-    let out = cli.fails(&["push", &outside]);
-    let lower = out.to_lowercase();
-    assert!(
-        ["denied", "unauthorized", "insufficient_scope"]
-            .iter()
-            .any(|m| lower.contains(m)),
-        "a push outside the robot's scopes:\n{out}"
-    );
-    let r = request(
-        &mut c,
-        "GET",
-        "/v2/team/app/tags/list",
-        &basic("admin", "secret"),
-        b"",
-    );
-    assert_error(&r, 404, &["NAME_UNKNOWN"]);
-    cli.ok(&["rmi", &image, &outside]);
-    server.stop();
 }
