@@ -214,9 +214,12 @@ impl Auth {
         let (realm, name) = service.settings.challenge_target();
         crate::log::info(format_args!(
             "token authentication: challenges name realm {realm} service {name}{}",
-            match &service.settings.external {
-                Some(ext) => format!("; tokens of issuer {} trusted", ext.issuer),
-                None => String::new(),
+            match service.settings.external.as_slice() {
+                [] => String::new(),
+                ext => {
+                    let names: Vec<&str> = ext.iter().map(|e| e.issuer.as_str()).collect();
+                    format!("; tokens of external issuers {} trusted", names.join(", "))
+                }
             }
         ));
         self.token = Some(service);

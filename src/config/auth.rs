@@ -52,7 +52,9 @@ const GROUP_NAME: Str = Str::Like {
     },
 };
 
-fn at(r: &Record) -> String {
+/// `auth.access[2] (line 14)`: how a record is named in the messages of the layer that
+/// checks it.
+pub(super) fn at(r: &Record) -> String {
     format!("{} (line {})", r.path, r.line)
 }
 

@@ -17,6 +17,7 @@ pub(crate) mod load;
 pub mod section;
 pub mod settings;
 pub(crate) mod source;
+pub(crate) mod token;
 pub mod value;
 
 pub use load::{check, load, Loaded, EXIT_CONFIG, EXIT_START};
@@ -101,7 +102,7 @@ pub struct Config {
     pub access: Vec<auth::AccessRule>,
     /// `auth.groups`, in file order.
     pub groups: Vec<auth::Group>,
-    /// `auth.token.*`: the built-in token service and an external issuer (see
+    /// `auth.token.*`: the built-in token service and the external issuers (see
     /// `auth::token::settings`).
     pub token_enabled: bool,
     /// Empty: derived from the listen address at start.
@@ -112,12 +113,8 @@ pub struct Config {
     pub token_refresh_expiry: Duration,
     /// None: generated into the data directory.
     pub token_key: Option<PathBuf>,
-    /// Empty: no external issuer.
-    pub token_external_issuer: String,
-    pub token_external_realm: String,
-    pub token_external_service: String,
-    pub token_external_jwks: Option<PathBuf>,
-    pub token_external_roots: Option<PathBuf>,
+    /// `auth.token.external`, in file order; empty: no external issuer.
+    pub token_external: Vec<token::ExternalIssuer>,
 }
 
 impl Default for Config {
@@ -157,11 +154,7 @@ impl Default for Config {
             token_expiry: Duration::from_secs(5 * 60),
             token_refresh_expiry: Duration::from_secs(30 * 24 * 3600),
             token_key: None,
-            token_external_issuer: String::new(),
-            token_external_realm: String::new(),
-            token_external_service: String::new(),
-            token_external_jwks: None,
-            token_external_roots: None,
+            token_external: Vec::new(),
         }
     }
 }

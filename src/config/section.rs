@@ -17,9 +17,13 @@ use super::Config;
 use std::time::Duration;
 
 /// Every section of records, in the order `config defaults` shows them among the settings:
-/// the access rules and their groups ([`super::auth`]); notification endpoints and retention
-/// policies will declare theirs here.
-pub static SECTIONS: &[Section<Config>] = &[super::auth::ACCESS, super::auth::GROUPS];
+/// the access rules and their groups ([`super::auth`]), the external token issuers
+/// ([`super::token`]); notification endpoints and retention policies will declare theirs here.
+pub static SECTIONS: &[Section<Config>] = &[
+    super::auth::ACCESS,
+    super::auth::GROUPS,
+    super::token::EXTERNAL,
+];
 
 /// What a string must be.
 #[derive(Debug, Clone, Copy)]

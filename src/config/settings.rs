@@ -209,16 +209,6 @@ pub static SETTINGS: &[Setting] = &[
         "How long a refresh token (what docker login stores as its identity token) lives; a changed password ends it sooner."),
     setting!("auth.token.key", token_key, Kind::File, Some(Takes("token-key")),
         "PEM PKCS#8 P-256 private key that signs our tokens; empty: token-signing-key.pem in storage.root, generated on first start."),
-    setting!("auth.token.external.issuer", token_external_issuer, Kind::Text { optional: true }, None,
-        "The iss of another token issuer whose tokens are accepted (with its jwks or rootcertbundle); empty: none."),
-    setting!("auth.token.external.realm", token_external_realm, Kind::Text { optional: true }, None,
-        "The external issuer's token endpoint; set, every Bearer challenge names it instead of ours."),
-    setting!("auth.token.external.service", token_external_service, Kind::Text { optional: true }, None,
-        "The audience the external issuer's tokens carry for this registry; empty: auth.token.service."),
-    setting!("auth.token.external.jwks", token_external_jwks, Kind::File, None,
-        "A JWKS file with the external issuer's public keys (EC P-256 or RSA)."),
-    setting!("auth.token.external.rootcertbundle", token_external_roots, Kind::File, None,
-        "PEM root certificates for external tokens that carry their chain in the x5c header."),
 ];
 
 pub fn find(key: &str) -> Option<&'static Setting> {
@@ -606,8 +596,7 @@ mod tests {
                 "metrics",
                 "auth",
                 "auth.htpasswd",
-                "auth.token",
-                "auth.token.external"
+                "auth.token"
             ]
         );
         // a section is never also a setting

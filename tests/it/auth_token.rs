@@ -2,8 +2,9 @@
 //! (challenge, `GET /token` with Basic and the challenge's scope, retry with Bearer), push and
 //! pull with tokens, refusals (`insufficient_scope` with the scope; expired, foreign, `alg:
 //! none` and wrong-audience tokens as `invalid_token`, nothing stored), refresh and password
-//! grants, the JWKS, an external issuer's tokens, a partial grant, and skopeo following the
-//! Bearer challenge with `--creds`.
+//! grants, the JWKS, external issuers' tokens (one by JWKS, one by an `x5c` chain; each for
+//! its own audience) and their configuration errors, a partial grant, and skopeo following
+//! the Bearer challenge with `--creds`.
 //!
 //! Needs: htpasswd (apache2-utils), skopeo.
 
@@ -342,15 +343,13 @@ fn docker_flow_by_hand_push_pull_scopes_and_jwks() {
     assert_eq!(r.status, 200);
     let keys = KeySet::from_jwks(&r.body).unwrap();
     assert_eq!(keys.len(), 1);
-    let verifier = Verifier::new(
-        "ringyard",
-        vec![TrustedIssuer {
-            issuer: "ringyard".into(),
-            keys,
-            roots: None,
-            algs: vec![ringyard::auth::token::keys::Alg::Es256],
-        }],
-    );
+    let verifier = Verifier::new(vec![TrustedIssuer {
+        issuer: "ringyard".into(),
+        audience: "ringyard".into(),
+        keys,
+        roots: None,
+        algs: vec![ringyard::auth::token::keys::Alg::Es256],
+    }]);
     let claims = verifier.verify(&token, now()).unwrap();
     assert_eq!(claims.registered.sub, "alice");
 }
@@ -515,67 +514,333 @@ fn refresh_and_password_grants() {
     }
 }
 
+/// `pull,push` on `repo`, as an `access` claim.
+fn push_scope(repo: &str) -> Vec<Scope> {
+    vec![Scope {
+        resource_type: "repository".into(),
+        class: None,
+        name: repo.into(),
+        actions: vec!["pull".into(), "push".into()],
+    }]
+}
+
+/// An issuer that signs with a certificate: a root CA (its PEM, for `rootcertbundle`) and a
+/// leaf it signed, whose key signs tokens that carry the leaf in `x5c`.
+struct CertIssuer {
+    root_pem: String,
+    leaf_der: Vec<u8>,
+    leaf_key: ring::signature::EcdsaKeyPair,
+}
+
+impl CertIssuer {
+    fn new() -> CertIssuer {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let params = |name: &str, ca: bool| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            if ca {
+                p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            }
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = params("eu token root", true);
+        let root_pem = root_params.self_signed(&root_key).unwrap().pem();
+        let root = Issuer::new(root_params, root_key);
+        let leaf = KeyPair::generate().unwrap();
+        let leaf_der = params("eu token signer", false)
+            .signed_by(&leaf, &root)
+            .unwrap()
+            .der()
+            .to_vec();
+        let leaf_key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &leaf.serialize_der(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        CertIssuer {
+            root_pem,
+            leaf_der,
+            leaf_key,
+        }
+    }
+
+    /// An ES256 token with the leaf in `x5c`, as distribution's token servers make them.
+    fn token(&self, issuer: &str, audience: &str, access: Vec<Scope>) -> String {
+        let x5c = base64::engine::general_purpose::STANDARD.encode(&self.leaf_der);
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [x5c]});
+        let t = now();
+        let claims = serde_json::json!({
+            "iss": issuer, "sub": "eu-bot", "aud": audience, "exp": t + 300, "nbf": t,
+            "iat": t, "jti": b64url(&t.to_be_bytes()), "access": access,
+        });
+        let input = format!(
+            "{}.{}",
+            b64url(&serde_json::to_vec(&header).unwrap()),
+            b64url(&serde_json::to_vec(&claims).unwrap())
+        );
+        let sig = self
+            .leaf_key
+            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", b64url(sig.as_ref()))
+    }
+}
+
+/// Writes `key`'s JWKS into `dir`; its path.
+fn jwks_file(dir: &Path, name: &str, key: &SigningKey) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, key.key_set().to_jwks()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Three external issuers beside ours: corp-auth by JWKS for our default audience, eu-auth by
+/// an x5c chain to a root bundle for `harbor-eu`, us-auth by JWKS; the first two without a
+/// realm, so the challenge names eu-auth's, the first that has one.
 #[test]
-fn external_issuer_tokens_are_accepted_and_others_refused() {
+fn external_issuers_each_trusted_for_their_own_audience() {
     let dir = tempfile::tempdir().unwrap();
     let (corp, _) = SigningKey::generate().unwrap();
-    let jwks = dir.path().join("corp.jwks.json");
-    std::fs::write(&jwks, corp.key_set().to_jwks()).unwrap();
+    let (us, _) = SigningKey::generate().unwrap();
+    let eu = CertIssuer::new();
+    let roots = dir.path().join("eu-roots.pem");
+    std::fs::write(&roots, &eu.root_pem).unwrap();
     let yaml = format!(
-        "{RULES}  token:\n    external:\n      issuer: corp-auth\n      realm: https://auth.example/token\n      jwks: {}\n",
-        jwks.display()
+        "{RULES}  token:
+    external:
+      - issuer: corp-auth
+        jwks: {}
+      - issuer: eu-auth
+        rootcertbundle: {}
+        service: harbor-eu
+        realm: https://eu.example/token
+      - issuer: us-auth
+        jwks: {}
+        realm: https://us.example/token
+",
+        jwks_file(dir.path(), "corp.jwks.json", &corp),
+        roots.display(),
+        jwks_file(dir.path(), "us.jwks.json", &us),
     );
     let s = start(&yaml, &[]);
     let mut c = s.server.client();
-    // The challenge sends clients to the external issuer.
     let ch = challenge_of(&send(&mut c, "GET", "/v2/lib/app/tags/list", None, b""));
     assert_eq!(
         ch,
-        "Bearer realm=\"https://auth.example/token\",service=\"ringyard\",scope=\"repository:lib/app:pull\""
+        "Bearer realm=\"https://eu.example/token\",service=\"harbor-eu\",scope=\"repository:lib/app:pull\""
     );
-    let access = vec![Scope {
-        resource_type: "repository".into(),
-        class: None,
-        name: "ci/app".into(),
-        actions: vec!["pull".into(), "push".into()],
-    }];
-    let theirs = mint(
+    assert!(s.server.stderr().contains(
+        "challenges name realm https://eu.example/token service harbor-eu; tokens of external issuers corp-auth, eu-auth, us-auth trusted"
+    ), "{}", s.server.stderr());
+
+    // Each issuer's token for its own audience works on real requests; their access claims
+    // decide (the rules give these subjects nothing).
+    let corp_token = mint(
         &corp,
         "corp-auth",
         "ci-bot",
         "ringyard",
-        access.clone(),
+        push_scope("ci/app"),
         now(),
     );
-    // Accepted: its access claim decides (the rules give ci-bot nothing).
+    let eu_token = eu.token("eu-auth", "harbor-eu", push_scope("ci/app"));
+    let us_token = mint(
+        &us,
+        "us-auth",
+        "us-bot",
+        "ringyard",
+        push_scope("ci/app"),
+        now(),
+    );
     assert_status(
-        &push_blob(&mut c, &bearer(&theirs), "ci/app", b"external"),
+        &push_blob(&mut c, &bearer(&corp_token), "ci/app", b"from corp"),
         201,
     );
-    // The same key under another issuer name, and another issuer's key: refused.
-    let impostor = mint(
-        &corp,
-        "someone-else",
-        "ci-bot",
+    assert_status(
+        &push_blob(&mut c, &bearer(&eu_token), "ci/app", b"from eu"),
+        201,
+    );
+    let head = |c: &mut Client, token: &str, bytes: &[u8]| {
+        let path = format!("/v2/ci/app/blobs/{}", sha256_digest(bytes));
+        send(c, "HEAD", &path, Some(&bearer(token)), b"").status
+    };
+    assert_eq!(head(&mut c, &eu_token, b"from corp"), 200);
+    assert_eq!(head(&mut c, &us_token, b"from eu"), 200);
+    // Ours still carry our service.
+    let ours = load_or_create(None, &s.server.root).unwrap();
+    let own = mint(
+        &ours,
         "ringyard",
-        access.clone(),
+        "alice",
+        "ringyard",
+        push_scope("lib/app"),
         now(),
     );
-    let (evil, _) = SigningKey::generate().unwrap();
-    let unknown = mint(&evil, "corp-auth", "ci-bot", "ringyard", access, now());
-    for t in [impostor, unknown] {
-        let ch = challenge_of(&push_blob(&mut c, &bearer(&t), "ci/app", b"refused"));
-        assert!(ch.contains("error=\"invalid_token\""), "{ch}");
-    }
-    assert_status(
-        &send(
-            &mut c,
-            "HEAD",
-            &format!("/v2/ci/app/blobs/{}", sha256_digest(b"refused")),
-            Some(&bearer(&theirs)),
-            b"",
+    assert_status(&push_blob(&mut c, &bearer(&own), "lib/app", b"ours"), 201);
+
+    // Refused with invalid_token, and nothing stored: a key nobody configured, one issuer's
+    // key claiming another, a token of one issuer for another's audience (either way), ours
+    // for an external audience, a chain to no configured root.
+    let (stranger, _) = SigningKey::generate().unwrap();
+    let other_roots = CertIssuer::new();
+    for (what, t) in [
+        (
+            "an untrusted key",
+            mint(
+                &stranger,
+                "corp-auth",
+                "ci-bot",
+                "ringyard",
+                push_scope("ci/app"),
+                now(),
+            ),
         ),
-        404,
+        (
+            "corp's key as us-auth",
+            mint(
+                &corp,
+                "us-auth",
+                "ci-bot",
+                "ringyard",
+                push_scope("ci/app"),
+                now(),
+            ),
+        ),
+        (
+            "corp for harbor-eu",
+            mint(
+                &corp,
+                "corp-auth",
+                "ci-bot",
+                "harbor-eu",
+                push_scope("ci/app"),
+                now(),
+            ),
+        ),
+        (
+            "eu for ringyard",
+            eu.token("eu-auth", "ringyard", push_scope("ci/app")),
+        ),
+        (
+            "ours for harbor-eu",
+            mint(
+                &ours,
+                "ringyard",
+                "alice",
+                "harbor-eu",
+                push_scope("ci/app"),
+                now(),
+            ),
+        ),
+        (
+            "another root",
+            other_roots.token("eu-auth", "harbor-eu", push_scope("ci/app")),
+        ),
+        (
+            "an unknown issuer",
+            mint(
+                &corp,
+                "nobody",
+                "ci-bot",
+                "ringyard",
+                push_scope("ci/app"),
+                now(),
+            ),
+        ),
+    ] {
+        let r = push_blob(&mut c, &bearer(&t), "ci/app", b"refused");
+        let ch = challenge_of(&r);
+        assert!(ch.ends_with(",error=\"invalid_token\""), "{what}: {ch}");
+        assert!(
+            ch.starts_with("Bearer realm=\"https://eu.example/token\""),
+            "{what}: {ch}"
+        );
+    }
+    assert_eq!(head(&mut c, &corp_token, b"refused"), 404);
+}
+
+/// A bad `auth.token.external` stops the start, naming the record and its line (and the file
+/// when a file is at fault).
+#[test]
+fn bad_external_issuers_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    write_htpasswd(&htpasswd, USERS);
+    let root = dir.path().join("root");
+    let (corp, _) = SigningKey::generate().unwrap();
+    let jwks = jwks_file(dir.path(), "corp.jwks.json", &corp);
+    let refused = |external: &str, extra: &[&str]| {
+        let config = dir.path().join("ringyard.yaml");
+        std::fs::write(
+            &config,
+            format!("auth:\n  token:\n    external:\n{external}"),
+        )
+        .unwrap();
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            root.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--htpasswd",
+            htpasswd.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        match Server::try_start(&args) {
+            Ok(_) => panic!("{external} started"),
+            Err((status, stderr)) => (status.code(), stderr),
+        }
+    };
+    let config = dir.path().join("ringyard.yaml");
+    let config = config.display();
+    // Read with the file: exit 2, file and line.
+    let (code, e) = refused(
+        &format!("      - issuer: corp-auth\n        jwks: {jwks}\n      - issuer: corp-auth\n        jwks: {jwks}\n"),
+        &["--token"],
+    );
+    assert_eq!(code, Some(2), "{e}");
+    assert!(e.contains(&format!("{config}:6: auth.token.external[1].issuer: \"corp-auth\" again (first in auth.token.external[0] on line 4)")), "{e}");
+    // Checked at start: exit 1, the record and its line.
+    let (code, e) = refused(
+        "      - issuer: corp-auth\n        realm: https://auth.example/token\n",
+        &["--token"],
+    );
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains("auth.token.external[0] (line 4): needs jwks"),
+        "{e}"
+    );
+    let missing = dir.path().join("missing.jwks.json");
+    let (_, e) = refused(
+        &format!("      - issuer: corp-auth\n        jwks: {jwks}\n      - issuer: eu-auth\n        jwks: {}\n", missing.display()),
+        &["--token"],
+    );
+    assert!(
+        e.contains(&format!(
+            "auth.token.external[1] (line 6): {}",
+            missing.display()
+        )),
+        "{e}"
+    );
+    let (_, e) = refused(
+        &format!("      - issuer: corp-auth\n        jwks: {jwks}\n"),
+        &[],
+    );
+    assert!(
+        e.contains("no auth.token.external record has a realm"),
+        "{e}"
+    );
+    let (_, e) = refused(
+        &format!("      - issuer: ringyard\n        jwks: {jwks}\n"),
+        &["--token"],
+    );
+    assert!(
+        e.contains(
+            "auth.token.external[0] (line 4): issuer \"ringyard\" is also auth.token.issuer"
+        ),
+        "{e}"
     );
 }
 

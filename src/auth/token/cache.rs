@@ -4,8 +4,10 @@
 //! lookup and the `exp`/`nbf` check, which is the only part of a verification that changes
 //! with time.
 //!
-//! A cache belongs to one [`Verifier`]: signature, issuer and audience were checked against
-//! its keys, so a reload that builds a new verifier must start a new cache. It is not `Sync`
+//! A cache belongs to one [`Verifier`]: signature, issuer and that issuer's audience were
+//! checked against its issuers, so a reload that builds a new verifier must start a new cache.
+//! The key is the whole token text, so a hit is the very token that was verified, whichever of
+//! the trusted issuers signed it. It is not `Sync`
 //! on purpose: one per event loop, no lock on the request path. Failures are not remembered,
 //! so a refused token is refused afresh each time.
 
@@ -79,7 +81,7 @@ mod tests {
     #[test]
     fn remembers_good_tokens_until_they_expire_and_stays_bounded() {
         let (key, _) = SigningKey::generate().unwrap();
-        let verifier = Verifier::new("registry", vec![TrustedIssuer::own("ringyard", &key)]);
+        let verifier = Verifier::new(vec![TrustedIssuer::own("ringyard", "registry", &key)]);
         let mut cache = VerifiedCache::new(2);
         let a = ours(&key, "registry");
         let first = cache.verify(&verifier, &a, NOW).unwrap();
@@ -111,5 +113,38 @@ mod tests {
                 .unwrap();
             assert!(cache.len() <= 2);
         }
+    }
+
+    #[test]
+    fn tokens_of_several_issuers_each_for_its_audience() {
+        use crate::auth::token::jwt::tests::signed_by;
+        let (key, _) = SigningKey::generate().unwrap();
+        let (theirs, _) = SigningKey::generate().unwrap();
+        let verifier = Verifier::new(vec![
+            TrustedIssuer::own("ringyard", "registry", &key),
+            TrustedIssuer::own("corp-auth", "registry.example", &theirs),
+        ]);
+        let mut cache = VerifiedCache::new(8);
+        let corp = |aud: &str| signed_by(&theirs, "corp-auth", aud);
+        let a = ours(&key, "registry");
+        let b = corp("registry.example");
+        assert_eq!(
+            cache.verify(&verifier, &a, NOW).unwrap().registered.iss,
+            "ringyard"
+        );
+        assert_eq!(
+            cache.verify(&verifier, &b, NOW).unwrap().registered.iss,
+            "corp-auth"
+        );
+        assert_eq!(cache.len(), 2);
+        // Each issuer's token for the other's audience: refused, and not remembered.
+        for t in [corp("registry"), ours(&key, "registry.example")] {
+            assert_eq!(
+                cache.verify(&verifier, &t, NOW).unwrap_err(),
+                TokenError::WrongAudience
+            );
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.verify(&verifier, &b, NOW + 1).is_ok());
     }
 }

@@ -1,10 +1,15 @@
-//! Access tokens: issuing ours, verifying ours and an external issuer's.
+//! Access tokens: issuing ours, verifying ours and those of the external issuers we trust.
 //!
 //! Verification goes: size and shape ([`jws::parse`]: the `alg` is ES256 or RS256 or the
 //! token is refused), the issuer named by `iss` (only keys of that issuer are tried), its key
 //! by `x5c` chain or `kid`, the key's own algorithm equal to `alg`, the signature, and only
-//! then the claims of a now-authentic token: type, audience, `exp` and `nbf` with
-//! [`LEEWAY_SECS`] either way, as distribution does.
+//! then the claims of a now-authentic token: type, the audience of *that* issuer, `exp` and
+//! `nbf` with [`LEEWAY_SECS`] either way, as distribution does.
+//!
+//! The audience belongs to the issuer, not to the verifier: each token server trusted here
+//! names this registry its own way (`registry.example` for one, `harbor-eu` for another), and
+//! a token an issuer made for someone else's audience must not pass because another issuer
+//! happens to use that name for us.
 
 use super::error::{KeyError, TokenError};
 use super::jws;
@@ -159,11 +164,13 @@ pub fn issue(
     })
 }
 
-/// An issuer whose tokens are trusted, and how its keys are found.
+/// An issuer whose tokens are trusted, for which audience, and how its keys are found.
 #[derive(Debug, Clone)]
 pub struct TrustedIssuer {
     /// The `iss` its tokens carry.
     pub issuer: String,
+    /// The `aud` its tokens must carry: the name it gives this registry.
+    pub audience: String,
     /// Keys by `kid`.
     pub keys: KeySet,
     /// Roots for tokens carrying `x5c`; `None`: such tokens are refused.
@@ -173,10 +180,11 @@ pub struct TrustedIssuer {
 }
 
 impl TrustedIssuer {
-    /// Ourselves: our key, ES256 only.
-    pub fn own(issuer: &str, key: &SigningKey) -> Self {
+    /// Ourselves: our key, ES256 only, our service as audience.
+    pub fn own(issuer: &str, audience: &str, key: &SigningKey) -> Self {
         TrustedIssuer {
             issuer: issuer.to_string(),
+            audience: audience.to_string(),
             keys: key.key_set(),
             roots: None,
             algs: vec![Alg::Es256],
@@ -216,22 +224,64 @@ impl Kind {
     }
 }
 
-/// Verifies a token of `kind` for `audience` against the trusted issuers at `now`.
+/// Verifies a token of `kind` from one of `issuers` (the one its `iss` names), for that
+/// issuer's audience, at `now`.
 pub(crate) fn verify_as<C: HasRegistered>(
     token: &str,
     kind: Kind,
-    audience: &str,
     issuers: &[TrustedIssuer],
     now: i64,
 ) -> Result<C, TokenError> {
+    let (parsed, claims) = parse_claims::<C>(token)?;
+    let issuer = issuers
+        .iter()
+        .find(|i| i.issuer == claims.registered().iss)
+        .ok_or(TokenError::WrongIssuer)?;
+    check(
+        &parsed,
+        claims.registered(),
+        kind,
+        issuer,
+        &issuer.audience,
+        now,
+    )?;
+    Ok(claims)
+}
+
+/// Verifies a token of `kind` from `issuer` alone, for `audience` rather than the issuer's
+/// own (a refresh token names the service it was asked for).
+pub(crate) fn verify_for<C: HasRegistered>(
+    token: &str,
+    kind: Kind,
+    issuer: &TrustedIssuer,
+    audience: &str,
+    now: i64,
+) -> Result<C, TokenError> {
+    let (parsed, claims) = parse_claims::<C>(token)?;
+    if claims.registered().iss != issuer.issuer {
+        return Err(TokenError::WrongIssuer);
+    }
+    check(&parsed, claims.registered(), kind, issuer, audience, now)?;
+    Ok(claims)
+}
+
+/// The token's parts and its claims, not yet trusted.
+fn parse_claims<C: HasRegistered>(token: &str) -> Result<(jws::Unverified<'_>, C), TokenError> {
     let parsed = jws::parse(token)?;
     let claims: C =
         serde_json::from_slice(&parsed.payload).map_err(|_| TokenError::Malformed("claims"))?;
-    let registered = claims.registered();
-    let issuer = issuers
-        .iter()
-        .find(|i| i.issuer == registered.iss)
-        .ok_or(TokenError::WrongIssuer)?;
+    Ok((parsed, claims))
+}
+
+/// The signature by `issuer`'s key, then the claims of the now-authentic token.
+fn check(
+    parsed: &jws::Unverified<'_>,
+    registered: &Registered,
+    kind: Kind,
+    issuer: &TrustedIssuer,
+    audience: &str,
+    now: i64,
+) -> Result<(), TokenError> {
     if !issuer.algs.contains(&parsed.alg) {
         return Err(TokenError::UnsupportedAlg(parsed.alg.name().to_string()));
     }
@@ -248,28 +298,26 @@ pub(crate) fn verify_as<C: HasRegistered>(
     if !registered.aud.contains(audience) {
         return Err(TokenError::WrongAudience);
     }
-    registered.check_time(now)?;
-    Ok(claims)
+    registered.check_time(now)
 }
 
-/// Verifies access tokens for one audience (our service) from the trusted issuers.
+/// Verifies access tokens from the trusted issuers (ourselves and the external ones), each
+/// for its own audience.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    audience: String,
     issuers: Vec<TrustedIssuer>,
 }
 
 impl Verifier {
-    pub fn new(audience: &str, issuers: Vec<TrustedIssuer>) -> Self {
-        Verifier {
-            audience: audience.to_string(),
-            issuers,
-        }
+    /// `issuers` have distinct `iss` names (the configuration refuses twice the same): a token
+    /// is only ever tried against the first of a name.
+    pub fn new(issuers: Vec<TrustedIssuer>) -> Self {
+        Verifier { issuers }
     }
 
     /// The verified claims (subject and access list), or why the token is refused.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        verify_as(token, Kind::Access, &self.audience, &self.issuers, now)
+        verify_as(token, Kind::Access, &self.issuers, now)
     }
 }
 
@@ -288,7 +336,7 @@ pub(crate) mod tests {
 
     fn setup() -> (SigningKey, Verifier) {
         let (key, _) = SigningKey::generate().unwrap();
-        let verifier = Verifier::new("registry", vec![TrustedIssuer::own("ringyard", &key)]);
+        let verifier = Verifier::new(vec![TrustedIssuer::own("ringyard", "registry", &key)]);
         (key, verifier)
     }
 
@@ -339,6 +387,12 @@ pub(crate) mod tests {
         );
         let sig = sign(input.as_bytes());
         format!("{input}.{}", b64url(&sig))
+    }
+
+    /// An ES256 token of `key` under its own kid, claiming `iss` for `aud`: another issuer's.
+    pub(crate) fn signed_by(key: &SigningKey, iss: &str, aud: &str) -> String {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": key.kid()});
+        forge(&header, &claims_json(iss, aud, NOW), signer(key))
     }
 
     pub(crate) fn claims_json(iss: &str, aud: &str, now: i64) -> serde_json::Value {
@@ -550,6 +604,59 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn each_issuer_is_trusted_for_its_own_audience_with_its_own_keys() {
+        let (a_key, _) = SigningKey::generate().unwrap();
+        let (b_key, _) = SigningKey::generate().unwrap();
+        let external = |issuer: &str, audience: &str, key: &SigningKey| TrustedIssuer {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            keys: key.key_set(),
+            roots: None,
+            algs: vec![Alg::Es256, Alg::Rs256],
+        };
+        let verifier = Verifier::new(vec![
+            external("issuer-a", "aud-a", &a_key),
+            external("issuer-b", "aud-b", &b_key),
+        ]);
+        let t = signed_by;
+        let verify = |token: String| verifier.verify(&token, NOW).map(|c| c.registered.iss);
+        // Both accepted, each with its own key for its own audience.
+        assert_eq!(verify(t(&a_key, "issuer-a", "aud-a")).unwrap(), "issuer-a");
+        assert_eq!(verify(t(&b_key, "issuer-b", "aud-b")).unwrap(), "issuer-b");
+        // A's token carrying B's audience (which B would accept): refused.
+        assert_eq!(
+            verify(t(&a_key, "issuer-a", "aud-b")).unwrap_err(),
+            TokenError::WrongAudience
+        );
+        // A's key claiming to be B: only B's keys are tried, under A's kid or B's.
+        assert_eq!(
+            verify(t(&a_key, "issuer-b", "aud-b")).unwrap_err(),
+            TokenError::UnknownKey
+        );
+        let as_b = forge(
+            &serde_json::json!({"alg": "ES256", "kid": b_key.kid()}),
+            &claims_json("issuer-b", "aud-b", NOW),
+            signer(&a_key),
+        );
+        assert_eq!(
+            verifier.verify(&as_b, NOW).unwrap_err(),
+            TokenError::BadSignature
+        );
+        // An issuer nobody configured, even with a known key and audience.
+        assert_eq!(
+            verify(t(&a_key, "issuer-c", "aud-a")).unwrap_err(),
+            TokenError::WrongIssuer
+        );
+        // Several audiences: accepted when the issuer's own is among them.
+        let mut many = claims_json("issuer-b", "aud-a", NOW);
+        many["aud"] = serde_json::json!(["aud-a", "aud-b"]);
+        let header = serde_json::json!({"alg": "ES256", "kid": b_key.kid()});
+        assert!(verifier
+            .verify(&forge(&header, &many, signer(&b_key)), NOW)
+            .is_ok());
+    }
+
+    #[test]
     fn malformed_claims_are_refused() {
         let (key, verifier) = setup();
         let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": key.kid()});
@@ -640,14 +747,15 @@ pub(crate) mod tests {
         let keys = KeySet::from_jwks(&serde_json::to_vec(&jwks).unwrap()).unwrap();
         let external = TrustedIssuer {
             issuer: "corp-auth".into(),
+            audience: "registry".into(),
             keys,
             roots: None,
             algs: vec![Alg::Es256, Alg::Rs256],
         };
-        let verifier = Verifier::new(
-            "registry",
-            vec![TrustedIssuer::own("ringyard", &ours), external],
-        );
+        let verifier = Verifier::new(vec![
+            TrustedIssuer::own("ringyard", "registry", &ours),
+            external,
+        ]);
         let claims = claims_json("corp-auth", "registry", NOW);
 
         let es = forge(

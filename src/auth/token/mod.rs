@@ -1,7 +1,7 @@
 //! Docker token authentication, the machinery without the HTTP: scopes and grants, the ES256
-//! signing key and its JWKS, access and refresh JWTs, trust in an external issuer (a JWKS or
-//! an `x5c` chain to a root bundle), the `/token` request and response bodies, and the
-//! `WWW-Authenticate: Bearer` challenge.
+//! signing key and its JWKS, access and refresh JWTs, trust in external issuers (each by a
+//! JWKS or an `x5c` chain to a root bundle, for its own audience), the `/token` request and
+//! response bodies, and the `WWW-Authenticate: Bearer` challenge.
 //!
 //! Everything here is a function of bytes and values (the current time is an argument), so it
 //! is tested without a server; the only IO is [`keys::load_or_create`] and the file loaders

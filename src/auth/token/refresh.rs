@@ -28,7 +28,7 @@
 
 use super::error::{KeyError, TokenError};
 use super::jws;
-use super::jwt::{verify_as, HasRegistered, Kind, Registered, TrustedIssuer};
+use super::jwt::{verify_for, HasRegistered, Kind, Registered, TrustedIssuer};
 use super::keys::SigningKey;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -116,13 +116,7 @@ pub fn verify_refresh(
     token: &str,
     now: i64,
 ) -> Result<RefreshClaims, TokenError> {
-    verify_as(
-        token,
-        Kind::Refresh,
-        service,
-        std::slice::from_ref(own),
-        now,
-    )
+    verify_for(token, Kind::Refresh, own, service, now)
 }
 
 #[cfg(test)]
@@ -153,7 +147,7 @@ mod tests {
     #[test]
     fn round_trip_and_limits() {
         let (key, _) = SigningKey::generate().unwrap();
-        let own = TrustedIssuer::own("ringyard", &key);
+        let own = TrustedIssuer::own("ringyard", "registry", &key);
         let life = Duration::from_secs(3600);
         let t = issue_refresh(&key, "ringyard", what(&user()), NOW, life).unwrap();
         let claims = verify_refresh(&own, "registry", &t, NOW + 10).unwrap();
@@ -181,10 +175,10 @@ mod tests {
     #[test]
     fn refresh_and_access_tokens_do_not_stand_in_for_each_other() {
         let (key, _) = SigningKey::generate().unwrap();
-        let own = TrustedIssuer::own("ringyard", &key);
+        let own = TrustedIssuer::own("ringyard", "registry", &key);
         let refresh =
             issue_refresh(&key, "ringyard", what(&user()), NOW, DEFAULT_REFRESH_EXPIRY).unwrap();
-        let verifier = Verifier::new("registry", vec![own.clone()]);
+        let verifier = Verifier::new(vec![own.clone()]);
         assert_eq!(
             verifier.verify(&refresh, NOW).unwrap_err(),
             TokenError::WrongType
@@ -197,7 +191,7 @@ mod tests {
     #[test]
     fn a_robots_token_says_so_and_ends_with_the_robot() {
         let (key, _) = SigningKey::generate().unwrap();
-        let own = TrustedIssuer::own("ringyard", &key);
+        let own = TrustedIssuer::own("ringyard", "registry", &key);
         let life = Duration::from_secs(3600);
         let robot = Binding {
             kind: SubjectKind::Robot,
@@ -233,7 +227,7 @@ mod tests {
     #[test]
     fn the_kind_claim_defaults_to_user_and_refuses_the_unknown() {
         let (key, _) = SigningKey::generate().unwrap();
-        let own = TrustedIssuer::own("ringyard", &key);
+        let own = TrustedIssuer::own("ringyard", "registry", &key);
         let claims = |kind: Option<&str>| {
             let mut c = serde_json::json!({
                 "iss": "ringyard", "sub": "alice", "aud": "registry",

@@ -48,20 +48,24 @@ impl TokenSettings {
     /// `auth.token.*` of `cfg`; None when neither the built-in service nor an external issuer
     /// is configured.
     pub fn from_config(cfg: &Config) -> Option<TokenSettings> {
-        let external = (!cfg.token_external_issuer.is_empty()).then(|| ExternalIssuerSettings {
-            realm: cfg.token_external_realm.clone(),
-            service: if cfg.token_external_service.is_empty() {
-                cfg.token_service.clone()
-            } else {
-                cfg.token_external_service.clone()
-            },
-            issuer: cfg.token_external_issuer.clone(),
-            jwks_path: cfg.token_external_jwks.clone(),
-            root_bundle_path: cfg.token_external_roots.clone(),
-        });
-        if !cfg.token_enabled && external.is_none() {
+        if !cfg.token_enabled && cfg.token_external.is_empty() {
             return None;
         }
+        let external = cfg
+            .token_external
+            .iter()
+            .map(|ext| ExternalIssuerSettings {
+                realm: ext.realm.clone().unwrap_or_default(),
+                service: ext
+                    .service
+                    .clone()
+                    .unwrap_or_else(|| cfg.token_service.clone()),
+                issuer: ext.issuer.clone(),
+                jwks_path: ext.jwks.clone(),
+                root_bundle_path: ext.rootcertbundle.clone(),
+                at: ext.at.clone(),
+            })
+            .collect();
         Some(TokenSettings {
             realm: cfg.token_realm.clone(),
             service: cfg.token_service.clone(),
@@ -76,20 +80,13 @@ impl TokenSettings {
 
 impl TokenService {
     /// Loads (or on first start creates, under `data_dir`) our key when `enabled`, and the
-    /// external issuer's keys. Blocking file IO: at start-up only.
+    /// external issuers' keys. Blocking file IO: at start-up only.
     pub fn start(
         settings: TokenSettings,
         enabled: bool,
         data_dir: &Path,
     ) -> Result<TokenService, KeyError> {
-        if let Some(ext) = &settings.external {
-            if ext.realm.is_empty() && !enabled {
-                return Err(KeyError::invalid(
-                    "auth.token.external.realm is empty: without the built-in token service \
-                     (auth.token.enabled) the challenge must name the external issuer's realm",
-                ));
-            }
-        }
+        settings.check(enabled)?;
         let key = match enabled {
             true => Some(load_or_create(settings.key_path.as_deref(), data_dir)?),
             false => None,
@@ -97,7 +94,7 @@ impl TokenService {
         let verifier = settings.verifier(key.as_ref())?;
         let own = key
             .as_ref()
-            .map(|k| TrustedIssuer::own(&settings.issuer, k));
+            .map(|k| TrustedIssuer::own(&settings.issuer, &settings.service, k));
         Ok(TokenService {
             settings,
             key,

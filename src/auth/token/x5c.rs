@@ -136,11 +136,12 @@ mod tests {
         let roots = RootStore::from_pem(pem(root).as_bytes()).unwrap();
         let issuer = TrustedIssuer {
             issuer: "corp-auth".into(),
+            audience: "registry".into(),
             keys: KeySet::new(),
             roots: Some(roots),
             algs: vec![Alg::Es256, Alg::Rs256],
         };
-        Verifier::new("registry", vec![issuer])
+        Verifier::new(vec![issuer])
     }
 
     fn token(chain: &[&CertificateDer<'_>], key: &SigningKey) -> String {
