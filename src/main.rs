@@ -109,10 +109,11 @@ fn token(cmd: &TokenCommand) -> i32 {
                          this once: use it as {name}'s password",
                         scopes.join(" ")
                     );
-                    if cfg.htpasswd.is_none() {
+                    if cfg.htpasswd.is_none() && cfg.token_external.is_empty() {
                         eprintln!(
                             "note: robot tokens are checked only with authentication on \
-                             (auth.htpasswd.path / --htpasswd); without it every request is let in"
+                             (auth.htpasswd.path / --htpasswd, or auth.token.external); without \
+                             it every request is let in"
                         );
                     }
                     0

@@ -7,20 +7,21 @@
 //! bcrypt check runs on a pool of its own ([`crate::blocking`]), never on an event loop and
 //! never queued behind the filesystem's work; a successful one is remembered ([`cache`]) so a
 //! push pays one bcrypt, not one per request. Bearer tokens reach [`Credentials::Bearer`] and
-//! are verified by [`token::service`] (our key and an external issuer's), cached per event
+//! are verified by [`token::service`] (our key and the external issuers'), cached per event
 //! loop; a token's identity is its `sub` and what it may do is its `access` claim, not the
 //! rules (the rules decided when the token was issued).
 //!
 //! Robot tokens ([`robot`]) are a second kind of identity: a Basic password that starts with
 //! `ryt_` is checked against the metadata's robot tokens (never against htpasswd), and the
-//! token's scopes are its rules. They need authentication on (`auth.htpasswd.path`): without
-//! it every request may do everything, and a token would restrict nothing. With the token
+//! token's scopes are its rules. They need authentication on (`auth.htpasswd.path` or external
+//! issuers): without it every request may do everything, and a token would restrict nothing. With the token
 //! service on, users and robots alike get refresh tokens ([`Auth::refresh_binding`]), bound
 //! to their kind and credential version and checked again when used
 //! ([`Auth::refresh_subject`]).
 //!
-//! Without `auth.htpasswd.path` there is no [`Auth`] at all, and the API's anonymous path does
-//! no work for it.
+//! Without `auth.htpasswd.path` and without external token issuers there is no [`Auth`] at
+//! all, and the API's anonymous path does no work for it. External issuers alone turn it on
+//! with no users: tokens, robot secrets and the anonymous rules decide.
 
 pub(crate) mod cache;
 pub(crate) mod credentials;
@@ -125,47 +126,64 @@ pub struct Auth {
     pub token: Option<TokenService>,
     /// None until [`Auth::use_robot_tokens`]: robot secrets are then wrong credentials.
     robots: Option<robot::Robots>,
-    _watcher: htpasswd::Watcher,
+    /// None without an htpasswd file (external issuers only).
+    _watcher: Option<htpasswd::Watcher>,
 }
 
 /// The `WWW-Authenticate` value of a 401: docker sends stored credentials only after one.
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"ringyard\"";
 
 impl Auth {
-    /// The configured authentication, None without `auth.htpasswd.path`. Reads the file (a
-    /// broken one stops the start with its line named) and starts its watcher.
+    /// The configured authentication: None without `auth.htpasswd.path` and without external
+    /// token issuers. Reads the htpasswd file (a broken one stops the start with its line
+    /// named) and starts its watcher. With external issuers alone there are no users: a team
+    /// behind its own token server needs no password file, and requests come with its tokens
+    /// (or robot secrets, or nothing, as the anonymous rules allow).
     pub fn start(cfg: &Config) -> Result<Option<Auth>, String> {
-        let Some(path) = cfg.htpasswd.as_deref() else {
-            if TokenSettings::from_config(cfg).is_some() {
+        if cfg.htpasswd.is_none() {
+            if cfg.token_enabled {
                 return Err(
-                    "auth.token needs auth.htpasswd.path (--htpasswd FILE): the token \
-                            service checks the credentials of its users there"
+                    "auth.token.enabled needs auth.htpasswd.path (--htpasswd FILE): the token \
+                     service checks the credentials of its users there"
                         .into(),
                 );
             }
-            if let Some(at) = cfg
-                .access
-                .iter()
-                .map(|r| &r.at)
-                .chain(cfg.groups.iter().map(|g| &g.at))
-                .next()
-            {
-                return Err(format!(
-                    "{at}: access rules need auth.htpasswd.path (--htpasswd FILE): without \
-                     users every request is anonymous and nothing could be granted to anyone"
-                ));
+            if cfg.token_external.is_empty() {
+                if let Some(at) = cfg
+                    .access
+                    .iter()
+                    .map(|r| &r.at)
+                    .chain(cfg.groups.iter().map(|g| &g.at))
+                    .next()
+                {
+                    return Err(format!(
+                        "{at}: access rules need auth.htpasswd.path (--htpasswd FILE) or \
+                         auth.token.external: without either every request is anonymous and \
+                         nothing could be granted to anyone"
+                    ));
+                }
+                return Ok(None);
             }
-            return Ok(None);
-        };
+        }
         let rules = Rules::new(&cfg.access, &cfg.groups).map_err(|e| e.join("; "))?;
-        let path = PathBuf::from(path);
-        let users = htpasswd::load(&path)?;
-        let n = users.len();
-        let users = Arc::new(htpasswd::Store::new(users));
         let cache = Arc::new(cache::Cache::new(cache::TTL, cache::CAPACITY));
-        let forget = cache.clone();
-        let watcher = htpasswd::Watcher::start(path.clone(), users.clone(), move || forget.clear())
-            .map_err(|e| format!("cannot start threads: {e}"))?;
+        let (users, watcher, source) = match cfg.htpasswd.as_deref() {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let users = htpasswd::load(&path)?;
+                let source = format!("{} users from {}", users.len(), path.display());
+                let users = Arc::new(htpasswd::Store::new(users));
+                let forget = cache.clone();
+                let watcher = htpasswd::Watcher::start(path, users.clone(), move || forget.clear())
+                    .map_err(|e| format!("cannot start threads: {e}"))?;
+                (users, Some(watcher), source)
+            }
+            None => (
+                Arc::new(htpasswd::Store::new(htpasswd::Users::new(Vec::new()))),
+                None,
+                "no htpasswd file (tokens of the external issuers, robot tokens)".to_string(),
+            ),
+        };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pool = Pool::new(threads, "ringyard-auth")
             .map_err(|e| format!("cannot start threads: {e}"))?;
@@ -174,10 +192,7 @@ impl Auth {
         } else {
             "access by auth.access"
         };
-        crate::log::info(format_args!(
-            "authentication: {n} users from {}; {ruled}",
-            path.display()
-        ));
+        crate::log::info(format_args!("authentication: {source}; {ruled}"));
         Ok(Some(Auth {
             users,
             cache,

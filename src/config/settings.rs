@@ -190,7 +190,7 @@ pub static SETTINGS: &[Setting] = &[
     setting!("metrics.listen", metrics_listen, Kind::Address { optional: true }, Some(Takes("metrics-listen")),
         "Also serve /metrics and the probes on this HOST:PORT; empty: only on http.listen."),
     setting!("auth.htpasswd.path", htpasswd, Kind::File, Some(Takes("htpasswd")),
-        "An Apache htpasswd file of bcrypt entries (htpasswd -B, ringyard htpasswd add); set, every request needs credentials unless auth.access lets anonymous in; empty: no authentication. Reloaded when it changes."),
+        "An Apache htpasswd file of bcrypt entries (htpasswd -B, ringyard htpasswd add); set, every request needs credentials unless auth.access lets anonymous in; empty (and no auth.token.external): no authentication. Reloaded when it changes."),
     setting!("auth.fail_delay", auth_fail_delay, Kind::Duration { zero_ok: true }, Some(Takes("auth-fail-delay")),
         "A request with wrong credentials is answered 401 only after this long (as zot's failDelay), which slows password guessing."),
     setting!("auth.metrics", auth_metrics, Kind::Word(&["authenticated", "open"]), Some(Takes("auth-metrics")),

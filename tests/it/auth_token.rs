@@ -426,16 +426,6 @@ fn refused_tokens_are_invalid_token_and_store_nothing() {
     );
 }
 
-/// The form of `POST /token`.
-fn post_token(c: &mut Client, form: &str) -> Response {
-    c.request(
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    )
-}
-
 #[test]
 fn refresh_and_password_grants() {
     let s = start(RULES, &[]);
@@ -458,7 +448,7 @@ fn refresh_and_password_grants() {
         "grant_type=refresh_token&service=ringyard&client_id=docker&refresh_token={refresh}\
          &scope=repository%3Alib%2Fapp%3Apull+repository%3Alib%2Fapp%3Apush"
     );
-    let r = post_token(&mut c, &form);
+    let r = c.post_token(&form);
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert_eq!(j["scope"], "repository:lib/app:pull,push");
@@ -468,8 +458,7 @@ fn refresh_and_password_grants() {
         201,
     );
     // The password grant, with a refresh token asked for.
-    let r = post_token(
-        &mut c,
+    let r = c.post_token(
         "grant_type=password&service=ringyard&client_id=test&username=bob&password=bob-pw\
          &access_type=offline&scope=repository%3Alib%2Fapp%3Apull",
     );
@@ -487,13 +476,11 @@ fn refresh_and_password_grants() {
         ),
         200,
     );
-    let r = post_token(
-        &mut c,
+    let r = c.post_token(
         "grant_type=password&service=ringyard&client_id=test&username=bob&password=wrong",
     );
     assert_eq!(r.status, 401, "{}", r.text());
-    let r = post_token(
-        &mut c,
+    let r = c.post_token(
         "grant_type=password&service=other&client_id=test&username=bob&password=bob-pw",
     );
     assert_eq!(r.status, 400, "{}", r.text());
@@ -501,7 +488,7 @@ fn refresh_and_password_grants() {
     write_htpasswd(&s.htpasswd, &[("alice", "new-pw"), ("bob", "bob-pw")]);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let r = post_token(&mut c, &form);
+        let r = c.post_token(&form);
         if r.status == 401 {
             break;
         }
@@ -844,6 +831,78 @@ fn bad_external_issuers_refuse_to_start() {
     );
 }
 
+/// A team behind its own token server: external issuers alone turn authentication on, with no
+/// htpasswd file and no built-in service. Their tokens are the credentials, the anonymous
+/// rules still apply, and Basic credentials have no users to match.
+#[test]
+fn an_external_issuer_alone_needs_no_htpasswd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (corp, _) = SigningKey::generate().unwrap();
+    let config = dir.path().join("ringyard.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "auth:
+  access:
+    - repository: \"public/**\"
+      anonymous: [pull]
+  token:
+    external:
+      - issuer: corp-auth
+        jwks: {}
+        service: registry.example
+        realm: https://auth.example/token
+",
+            jwks_file(dir.path(), "corp.jwks.json", &corp)
+        ),
+    )
+    .unwrap();
+    let root = dir.path().join("root");
+    let server = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    assert!(
+        server.stderr().contains("authentication: no htpasswd file"),
+        "{}",
+        server.stderr()
+    );
+    let mut c = server.client();
+    assert_eq!(
+        challenge_of(&send(&mut c, "GET", "/v2/", None, b"")),
+        "Bearer realm=\"https://auth.example/token\",service=\"registry.example\""
+    );
+    let token = mint(
+        &corp,
+        "corp-auth",
+        "ci-bot",
+        "registry.example",
+        push_scope("public/app"),
+        now(),
+    );
+    assert_status(
+        &push_blob(&mut c, &bearer(&token), "public/app", b"corp"),
+        201,
+    );
+    // Anonymous: pull where the rules allow it, nothing else.
+    let path = format!("/v2/public/app/blobs/{}", sha256_digest(b"corp"));
+    assert_eq!(send(&mut c, "HEAD", &path, None, b"").status, 200);
+    let anon_push = format!(
+        "/v2/public/app/blobs/uploads/?digest={}",
+        sha256_digest(b"anon")
+    );
+    challenge_of(&send(&mut c, "POST", &anon_push, None, b"anon"));
+    // No users: Basic credentials are wrong ones, never anonymous.
+    let r = send(&mut c, "GET", &path, Some(&basic("alice", "alice-pw")), b"");
+    assert_eq!(
+        challenge_of(&r),
+        "Bearer realm=\"https://auth.example/token\",service=\"registry.example\""
+    );
+    // Our token service is off: no /token here.
+    assert_eq!(
+        send(&mut c, "GET", "/token?service=registry.example", None, b"").status,
+        404
+    );
+    server.stop();
+}
+
 /// skopeo follows the Bearer challenge to /token with `--creds`.
 #[test]
 fn skopeo_follows_the_bearer_challenge() {
@@ -913,13 +972,10 @@ fn refresh_grant_rotates_and_the_first_token_keeps_working() {
         )
     };
     let grant = |c: &mut Client, refresh: &str| {
-        let r = post_token(
-            c,
-            &format!(
-                "grant_type=refresh_token&service=ringyard&client_id=docker\
+        let r = c.post_token(&format!(
+            "grant_type=refresh_token&service=ringyard&client_id=docker\
                  &refresh_token={refresh}&scope=repository%3Alib%2Fapp%3Apull"
-            ),
-        );
+        ));
         assert_eq!(r.status, 200, "{}", r.text());
         let j = r.json();
         assert_eq!(j["scope"], "repository:lib/app:pull");

@@ -352,15 +352,6 @@ fn login(c: &mut Client, user: &str, password: &str) -> Result<String, Response>
     }
 }
 
-fn post_form(c: &mut Client, form: &str) -> Response {
-    c.request(
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    )
-}
-
 /// `grant_type=refresh_token` for `scopes` (as written in a challenge, space separated).
 fn refresh_grant(c: &mut Client, refresh: &str, scopes: &str) -> Response {
     let scope = scopes
@@ -368,13 +359,10 @@ fn refresh_grant(c: &mut Client, refresh: &str, scopes: &str) -> Response {
         .replace('/', "%2F")
         .replace(',', "%2C")
         .replace(' ', "+");
-    post_form(
-        c,
-        &format!(
-            "grant_type=refresh_token&service=ringyard&client_id=docker\
+    c.post_token(&format!(
+        "grant_type=refresh_token&service=ringyard&client_id=docker\
              &refresh_token={refresh}&scope={scope}"
-        ),
-    )
+    ))
 }
 
 /// The `scope` a refresh grant answered with (what the access token grants), after checking
@@ -489,13 +477,10 @@ fn robot_refresh_tokens() {
         "repository:ci/app:pull"
     );
     // The password grant takes a robot secret too.
-    let r = post_form(
-        &mut c,
-        &format!(
-            "grant_type=password&service=ringyard&client_id=ci&username=ci-builder\
+    let r = c.post_token(&format!(
+        "grant_type=password&service=ringyard&client_id=ci&username=ci-builder\
              &password={ci}&access_type=offline&scope=repository%3Aci%2Fapp%3Apush"
-        ),
-    );
+    ));
     assert_eq!(granted(&r), "repository:ci/app:push");
     assert_eq!(
         claims_of(r.json()["refresh_token"].as_str().unwrap())["kind"],

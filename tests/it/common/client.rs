@@ -157,6 +157,16 @@ impl Client {
         }
     }
 
+    /// `POST /token` with an OAuth2 form (`grant_type=...&...`), as docker's refresh does.
+    pub fn post_token(&mut self, form: &str) -> Response {
+        self.request(
+            "POST",
+            "/token",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+        )
+    }
+
     /// Sends one request and reads its final response (interim 1xx responses are skipped).
     /// Sets `Host`, and `Content-Length` when the body is non-empty or the method is
     /// PUT/POST/PATCH, unless `headers` carry `Content-Length` or `Transfer-Encoding` (then the
