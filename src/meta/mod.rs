@@ -26,6 +26,8 @@ pub(crate) mod error;
 pub(crate) mod index;
 pub(crate) mod indexed;
 pub(crate) mod memory;
+#[cfg(test)]
+pub(crate) mod pg_test_server;
 mod pulls;
 pub(crate) mod sqlite;
 #[cfg(test)]
