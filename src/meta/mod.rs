@@ -29,6 +29,7 @@ pub(crate) mod memory;
 #[cfg(test)]
 pub(crate) mod pg_test_server;
 mod pulls;
+mod sql;
 pub(crate) mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;

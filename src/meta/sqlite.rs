@@ -11,6 +11,7 @@
 //! inside the transaction; the in-memory [`Index`] is updated from the committed ops after.
 
 use super::indexed::{Database, OpResult};
+use super::sql::{describe, digest_col, load_error, size_col};
 use super::{Conflict, Error, Index, ManifestRecord, Pull, RefKind, Required, Result};
 use super::{RobotToken, UploadRecord, WriteOp, WriteOutcome};
 use crate::oci::digest::Digest;
@@ -635,41 +636,6 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
         }
     };
     Ok(Ok(WriteOutcome { existed }))
-}
-
-/// For the log line of a failed op: the kind and target, not the whole record.
-fn describe(op: &WriteOp) -> String {
-    match op {
-        WriteOp::LinkBlob { repo, digest, .. } => format!("link {repo}@{digest}"),
-        WriteOp::UnlinkBlob { repo, digest } => format!("unlink {repo}@{digest}"),
-        WriteOp::PutManifest { repo, record, .. } => {
-            format!("put manifest {repo}@{}", record.digest)
-        }
-        WriteOp::DeleteManifest { repo, digest } => format!("delete manifest {repo}@{digest}"),
-        WriteOp::DeleteTag { repo, tag } => format!("delete tag {repo}:{tag}"),
-        WriteOp::MountBlob { from, repo, digest } => format!("mount {from}@{digest} in {repo}"),
-        WriteOp::PutUpload(r) => format!("put upload in {}", r.repository),
-        WriteOp::AdvanceUpload(r) => format!("advance upload in {}", r.repository),
-        WriteOp::DeleteUpload { .. } => "delete upload".into(),
-        WriteOp::RecordPulls(p) => format!("record {} pulls", p.len()),
-        WriteOp::CreateRobotToken(t) => format!("create robot token {}", t.name),
-        WriteOp::RevokeRobotToken { name } => format!("revoke robot token {name}"),
-        WriteOp::RobotTokenUsed { name, .. } => format!("robot token {name} used"),
-    }
-}
-
-/// A load error carries its cause in the message: it is shown to the operator at startup and
-/// never reaches a client.
-fn load_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(format!("reading {what}: {e}"))
-}
-
-fn digest_col(table: &str, text: &str) -> Result<Digest> {
-    Digest::parse(text).map_err(|_| load_error(table, format_args!("invalid digest {text:?}")))
-}
-
-fn size_col(table: &str, v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(|_| load_error(table, format_args!("negative size {v}")))
 }
 
 /// Runs `sql` and hands each row, read as `T`, to `each`.
