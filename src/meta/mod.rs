@@ -28,6 +28,7 @@ pub(crate) mod indexed;
 pub(crate) mod memory;
 #[cfg(test)]
 pub(crate) mod pg_test_server;
+pub(crate) mod postgres;
 mod pulls;
 mod sql;
 pub(crate) mod sqlite;
@@ -380,6 +381,12 @@ impl Meta {
     pub fn open_sqlite(path: &Path) -> Result<Meta, String> {
         let db = sqlite::SqliteEngine::open(path)?;
         indexed::Indexed::start(Box::new(db)).map(|e| Meta::new(Arc::new(e)))
+    }
+
+    /// Connects to the PostgreSQL database at `url`, brings its schema up to date and starts
+    /// `threads` engine threads (see [`postgres::PostgresEngine::open`]). Blocks.
+    pub fn open_postgres(url: &str, threads: usize) -> Result<Meta, String> {
+        postgres::PostgresEngine::open(url, threads).map(|e| Meta::new(Arc::new(e)))
     }
 
     pub fn in_memory() -> Meta {

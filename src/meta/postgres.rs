@@ -1,0 +1,1269 @@
+//! The PostgreSQL engine: the metadata of several nodes in one database, read and written in
+//! SQL on a few dedicated engine threads.
+//!
+//! Each engine thread owns one connection of the sync `postgres` client (whose tokio runtime
+//! lives inside that thread) and takes jobs from one crossbeam channel; every trait method
+//! queues a job and returns an [`Answer`] its oneshot completes, so an event loop never waits
+//! on the database nor sees a runtime. A lost connection fails the job it was running
+//! (unavailable, retryable) and the thread connects again for the next one.
+//!
+//! Every read goes to SQL for now: the database is the one truth that several nodes share, and
+//! nothing is cached yet. Caching what content addressing makes immutable (manifest records and
+//! blob sizes by digest), and learning of changes from other nodes, is a later step (issue 13).
+//!
+//! Writes: one transaction per [`WriteOp`] (no group commit yet), at READ COMMITTED, stamped
+//! with the database's clock so that every node orders its times by one clock. The checks a
+//! write must pass lock what they read (`FOR SHARE`), so that an unlink or delete committed by
+//! another node either happens before the check (and the write is refused) or waits for the
+//! write; outcomes come from the statements themselves (`RETURNING`, row counts), never from a
+//! read that another node could overtake. The verdicts are [`Required::judge`]'s, the rule
+//! every engine shares.
+//!
+//! The schema is the SQLite engine's (same tables, same meaning), in PostgreSQL's types, with
+//! names and digests in the "C" collation so that listings come out in the byte order the
+//! other engines use. Versioned migrations run at open under an advisory lock, recorded in
+//! `schema_migrations`; a database migrated by a newer binary is refused.
+
+use super::sql::{describe, digest_col, load_error, size_col};
+use super::{
+    Answer, BlobInfo, Conflict, Engine, EngineStats, Error, ManifestRecord, Pull, RefKind,
+    Required, Result, RobotToken, TagInfo, UploadRecord, WriteOp, WriteOutcome,
+};
+use crate::oci::digest::Digest;
+use postgres::error::SqlState;
+use postgres::types::{FromSql, ToSql};
+use postgres::{Client, GenericClient, NoTls, Row, Statement};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+/// The migrations, in order; each runs once, in the transaction that records it. Append only:
+/// a released step is never edited, a change is a new step.
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+
+/// Version 1: the SQLite engine's schema version 4, in PostgreSQL types.
+const V1: &str = r#"
+CREATE TABLE repositories (
+    name    TEXT COLLATE "C" PRIMARY KEY,
+    created BIGINT NOT NULL
+);
+
+CREATE TABLE blobs (
+    digest          TEXT COLLATE "C" PRIMARY KEY,
+    size            BIGINT NOT NULL,
+    created         BIGINT NOT NULL,
+    last_referenced BIGINT NOT NULL
+);
+
+CREATE TABLE repository_blobs (
+    repository TEXT COLLATE "C" NOT NULL REFERENCES repositories (name),
+    digest     TEXT COLLATE "C" NOT NULL REFERENCES blobs (digest),
+    created    BIGINT NOT NULL,
+    PRIMARY KEY (repository, digest)
+);
+CREATE INDEX repository_blobs_digest ON repository_blobs (digest);
+
+CREATE TABLE manifests (
+    repository    TEXT COLLATE "C" NOT NULL REFERENCES repositories (name),
+    digest        TEXT COLLATE "C" NOT NULL,
+    media_type    TEXT NOT NULL,
+    artifact_type TEXT,
+    subject       TEXT COLLATE "C",
+    size          BIGINT NOT NULL,
+    -- The JSON text as written, not jsonb: it reads back exactly as it was put.
+    annotations   TEXT,
+    created       BIGINT NOT NULL,
+    last_pulled   BIGINT,
+    PRIMARY KEY (repository, digest)
+);
+CREATE INDEX manifests_subject ON manifests (repository, subject) WHERE subject IS NOT NULL;
+
+CREATE TABLE manifest_references (
+    repository   TEXT COLLATE "C" NOT NULL,
+    manifest     TEXT COLLATE "C" NOT NULL,
+    child_digest TEXT COLLATE "C" NOT NULL,
+    kind         TEXT NOT NULL CHECK (kind IN ('config', 'layer', 'manifest', 'subject')),
+    PRIMARY KEY (repository, manifest, child_digest, kind),
+    FOREIGN KEY (repository, manifest) REFERENCES manifests (repository, digest)
+);
+CREATE INDEX manifest_references_child ON manifest_references (child_digest, repository);
+
+CREATE TABLE tags (
+    repository TEXT COLLATE "C" NOT NULL,
+    name       TEXT COLLATE "C" NOT NULL,
+    digest     TEXT COLLATE "C" NOT NULL,
+    updated    BIGINT NOT NULL,
+    PRIMARY KEY (repository, name),
+    FOREIGN KEY (repository, digest) REFERENCES manifests (repository, digest)
+);
+CREATE INDEX tags_digest ON tags (repository, digest);
+
+-- No foreign key to repositories: a session does not create its repository.
+CREATE TABLE uploads (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    repository    TEXT COLLATE "C" NOT NULL,
+    started       BIGINT NOT NULL,
+    expires       BIGINT NOT NULL,
+    upload_offset BIGINT NOT NULL DEFAULT 0,
+    hash_state    BYTEA,
+    owner         TEXT
+);
+CREATE INDEX uploads_expires ON uploads (expires);
+CREATE INDEX uploads_repository ON uploads (repository);
+
+CREATE TABLE robot_tokens (
+    name        TEXT COLLATE "C" PRIMARY KEY,
+    secret_hash BYTEA NOT NULL CHECK (octet_length(secret_hash) = 32),
+    scopes      TEXT NOT NULL,
+    created     BIGINT NOT NULL,
+    expires     BIGINT,
+    revoked     BIGINT,
+    last_used   BIGINT
+);
+"#;
+
+/// Serializes migrations of every ringyard process on the database (any constant both sides
+/// agree on; this one spells "ringyard").
+const MIGRATION_LOCK: i64 = 0x7269_6e67_7961_7264;
+
+/// The database's clock in Unix milliseconds: one clock for every node.
+const NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8";
+
+/// A statement failed, or a value did not fit the database's types.
+enum Fail {
+    Sql(postgres::Error),
+    Value(String),
+}
+
+impl From<postgres::Error> for Fail {
+    fn from(e: postgres::Error) -> Fail {
+        Fail::Sql(e)
+    }
+}
+
+impl Fail {
+    /// This layer's reading of a PostgreSQL failure: what is worth retrying (a lost
+    /// connection, a deadlock, a server shutting down) apart from what an operator must fix.
+    fn into_error(self, what: &str) -> Error {
+        let e = match self {
+            Fail::Value(text) => return Error::Invalid(format!("{what}: {text}")),
+            Fail::Sql(e) => e,
+        };
+        let text = format!("{what}: {e}");
+        let Some(code) = e.code() else {
+            // No SQLSTATE: the connection itself failed.
+            return Error::unavailable(text);
+        };
+        match code {
+            c if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => Error::Full(text),
+            c if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::LOCK_NOT_AVAILABLE
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::QUERY_CANCELED =>
+            {
+                Error::unavailable(text)
+            }
+            c if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+                Error::Corrupt(text)
+            }
+            c if *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE => Error::Invalid(text),
+            c if *c == SqlState::INSUFFICIENT_PRIVILEGE
+                || *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                || *c == SqlState::READ_ONLY_SQL_TRANSACTION =>
+            {
+                Error::Unavailable {
+                    retry: false,
+                    cause: text,
+                }
+            }
+            _ => Error::Io(text),
+        }
+    }
+}
+
+fn int(v: u64) -> Result<i64, Fail> {
+    i64::try_from(v).map_err(|_| Fail::Value(format!("{v} is beyond a BIGINT")))
+}
+
+/// One connection and the statements prepared on it (a statement is parsed once per
+/// connection, not per call).
+struct Conn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// The statements of one connection, run on the connection or on a transaction of it.
+struct Sql<'a, C: GenericClient> {
+    c: &'a mut C,
+    statements: &'a mut HashMap<&'static str, Statement>,
+}
+
+type Params<'p> = [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Sql<'_, C> {
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, Fail> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.c.prepare(sql)?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, sql: &'static str, p: &Params<'_>) -> Result<u64, Fail> {
+        let s = self.prepared(sql)?;
+        Ok(self.c.execute(&s, p)?)
+    }
+
+    fn rows(&mut self, sql: &'static str, p: &Params<'_>) -> Result<Vec<Row>, Fail> {
+        let s = self.prepared(sql)?;
+        Ok(self.c.query(&s, p)?)
+    }
+
+    fn opt(&mut self, sql: &'static str, p: &Params<'_>) -> Result<Option<Row>, Fail> {
+        let s = self.prepared(sql)?;
+        Ok(self.c.query_opt(&s, p)?)
+    }
+}
+
+/// Column `i` of a row of `table`, or an error naming the table.
+fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize, table: &str) -> Result<T> {
+    row.try_get(i).map_err(|e| load_error(table, e))
+}
+
+/// Reads `sql`'s rows with `read`: a failed statement is the store's error, a row that does
+/// not read back is corruption.
+fn read_rows<C: GenericClient, T>(
+    sql: &mut Sql<'_, C>,
+    query: &'static str,
+    p: &Params<'_>,
+    mut read: impl FnMut(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let rows = sql
+        .rows(query, p)
+        .map_err(|f| f.into_error("metadata read"))?;
+    rows.iter().map(&mut read).collect()
+}
+
+/// The columns [`manifest_row`] reads, in its order (likewise for uploads and robot tokens
+/// below): macros, so that `concat!` makes each query one `&'static str`.
+macro_rules! manifest_columns {
+    () => {
+        "digest, media_type, artifact_type, subject, size, annotations, created"
+    };
+}
+
+fn manifest_row(row: &Row) -> Result<ManifestRecord> {
+    let t = "manifests";
+    let annotations = col::<Option<String>>(row, 5, t)?
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| load_error("manifests.annotations", e))?;
+    Ok(ManifestRecord {
+        digest: digest_col(t, col(row, 0, t)?)?,
+        media_type: col(row, 1, t)?,
+        artifact_type: col(row, 2, t)?,
+        subject: col::<Option<&str>>(row, 3, t)?
+            .map(|s| digest_col(t, s))
+            .transpose()?,
+        size: size_col(t, col(row, 4, t)?)?,
+        annotations,
+        created: col(row, 6, t)?,
+    })
+}
+
+/// A row of `upload_columns!()`.
+fn upload_row(row: &Row) -> Result<UploadRecord> {
+    let t = "uploads";
+    Ok(UploadRecord {
+        id: col(row, 0, t)?,
+        repository: col(row, 1, t)?,
+        started: col(row, 2, t)?,
+        expires: col(row, 3, t)?,
+        offset: size_col(t, col(row, 4, t)?)?,
+        hash_state: col(row, 5, t)?,
+        owner: col(row, 6, t)?,
+    })
+}
+
+/// A row of `robot_columns!()`.
+fn robot_row(row: &Row) -> Result<RobotToken> {
+    let t = "robot_tokens";
+    let name: String = col(row, 0, t)?;
+    let hash: Vec<u8> = col(row, 1, t)?;
+    let secret_hash = hash
+        .try_into()
+        .map_err(|_| load_error(t, format_args!("{name:?}: a hash of another size")))?;
+    Ok(RobotToken {
+        secret_hash,
+        scopes: col::<&str>(row, 2, t)?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        created: col(row, 3, t)?,
+        expires: col(row, 4, t)?,
+        revoked: col(row, 5, t)?,
+        last_used: col(row, 6, t)?,
+        name,
+    })
+}
+
+macro_rules! upload_columns {
+    () => {
+        "id, repository, started, expires, upload_offset, hash_state, owner"
+    };
+}
+
+macro_rules! robot_columns {
+    () => {
+        "name, secret_hash, scopes, created, expires, revoked, last_used"
+    };
+}
+
+/// Names strictly after `last` in `query`'s order, at most `limit`, and whether more remain:
+/// `limit + 1` rows are asked for, as the index's pages do.
+fn page<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    query: &'static str,
+    key: &Params<'_>,
+    last: Option<&str>,
+    limit: usize,
+    table: &'static str,
+) -> Result<(Vec<String>, bool)> {
+    if limit == 0 {
+        return Ok((Vec::new(), false));
+    }
+    let ask = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+    let mut p: Vec<&(dyn ToSql + Sync)> = key.to_vec();
+    p.push(&last);
+    p.push(&ask);
+    let mut names = read_rows(sql, query, &p, |row| col(row, 0, table))?;
+    let more = names.len() > limit;
+    names.truncate(limit);
+    Ok((names, more))
+}
+
+// --- writes
+
+fn ensure_repository<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    repo: &str,
+    now: i64,
+) -> Result<(), Fail> {
+    sql.execute(
+        "INSERT INTO repositories (name, created) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&repo, &now],
+    )?;
+    Ok(())
+}
+
+/// Records the blob (first size and time win, the reference time moves) and links it to
+/// `repo`; `true` if the link was there already.
+fn link<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    now: i64,
+) -> Result<bool, Fail> {
+    ensure_repository(sql, repo, now)?;
+    sql.execute(
+        "INSERT INTO blobs (digest, size, created, last_referenced) VALUES ($1, $2, $3, $3)
+         ON CONFLICT (digest) DO UPDATE SET
+            last_referenced = GREATEST(blobs.last_referenced, excluded.last_referenced)",
+        &[&digest.as_str(), &int(size)?, &now],
+    )?;
+    let added = sql.execute(
+        "INSERT INTO repository_blobs (repository, digest, created) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+        &[&repo, &digest.as_str(), &now],
+    )?;
+    Ok(added == 0)
+}
+
+/// Size of `digest` if `repo` may serve it, the link locked until the transaction ends so that
+/// a concurrent unlink cannot slip between this check and what the write does with it.
+fn linked_size<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    repo: &str,
+    digest: &Digest,
+) -> Result<Option<u64>, Fail> {
+    let row = sql.opt(
+        "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+         WHERE rb.repository = $1 AND rb.digest = $2 FOR SHARE OF rb",
+        &[&repo, &digest.as_str()],
+    )?;
+    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+}
+
+/// The check every engine runs ([`Required::judge`]), on rows locked for the transaction.
+fn check_required<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    repo: &str,
+    r: &Required,
+) -> Result<Option<Conflict>, Fail> {
+    let stored = if r.kind == RefKind::Manifest {
+        sql.opt(
+            "SELECT size FROM manifests WHERE repository = $1 AND digest = $2 FOR SHARE",
+            &[&repo, &r.digest.as_str()],
+        )?
+        .map(|row| row.get::<_, i64>(0) as u64)
+    } else {
+        linked_size(sql, repo, &r.digest)?
+    };
+    Ok(r.judge(stored).err())
+}
+
+/// The PostgreSQL meaning of one op, inside the caller's transaction; the same meaning as the
+/// SQLite engine's `apply_sql` and [`super::Index::apply`] (the suite checks all three).
+///
+/// `RETURNING (xmax = 0)` after an upsert tells whether the row was inserted (true) or an
+/// existing one updated: answered by the statement itself, so exact under concurrent writers
+/// where a read before it would not be.
+fn apply<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    op: &WriteOp,
+    now: i64,
+) -> Result<std::result::Result<WriteOutcome, Conflict>, Fail> {
+    let existed = match op {
+        WriteOp::LinkBlob { repo, digest, size } => link(sql, repo, digest, *size, now)?,
+        WriteOp::MountBlob { from, repo, digest } => match linked_size(sql, from, digest)? {
+            Some(size) => {
+                link(sql, repo, digest, size, now)?;
+                true
+            }
+            None => false,
+        },
+        WriteOp::UnlinkBlob { repo, digest } => {
+            sql.execute(
+                "DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2",
+                &[repo, &digest.as_str()],
+            )? > 0
+        }
+        WriteOp::PutManifest {
+            repo,
+            record,
+            refs,
+            tag,
+            requires,
+        } => {
+            for r in requires {
+                if let Some(conflict) = check_required(sql, repo, r)? {
+                    return Ok(Err(conflict));
+                }
+            }
+            let digest = record.digest.as_str();
+            link(sql, repo, &record.digest, record.size, now)?;
+            let annotations = record
+                .annotations
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| Fail::Value(e.to_string()))?;
+            // `created` is not in the update list: a re-put keeps the first time.
+            let inserted: bool = sql
+                .opt(
+                    "INSERT INTO manifests (repository, digest, media_type, artifact_type,
+                                            subject, size, annotations, created)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (repository, digest) DO UPDATE SET
+                        media_type = excluded.media_type,
+                        artifact_type = excluded.artifact_type,
+                        subject = excluded.subject,
+                        size = excluded.size,
+                        annotations = excluded.annotations
+                     RETURNING (xmax = 0)",
+                    &[
+                        repo,
+                        &digest,
+                        &record.media_type,
+                        &record.artifact_type,
+                        &record.subject.as_ref().map(Digest::as_str),
+                        &int(record.size)?,
+                        &annotations,
+                        &now,
+                    ],
+                )?
+                .is_some_and(|row| row.get(0));
+            sql.execute(
+                "DELETE FROM manifest_references WHERE repository = $1 AND manifest = $2",
+                &[repo, &digest],
+            )?;
+            for (child, kind) in refs {
+                sql.execute(
+                    "INSERT INTO manifest_references (repository, manifest, child_digest, kind)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[repo, &digest, &child.as_str(), &kind.as_str()],
+                )?;
+                if matches!(kind, RefKind::Config | RefKind::Layer) {
+                    sql.execute(
+                        "UPDATE blobs SET last_referenced = GREATEST(last_referenced, $2)
+                         WHERE digest = $1",
+                        &[&child.as_str(), &now],
+                    )?;
+                }
+            }
+            if let Some(tag) = tag {
+                sql.execute(
+                    "INSERT INTO tags (repository, name, digest, updated) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (repository, name) DO UPDATE SET
+                        digest = excluded.digest, updated = excluded.updated",
+                    &[repo, tag, &digest, &now],
+                )?;
+            }
+            !inserted
+        }
+        WriteOp::DeleteManifest { repo, digest } => {
+            let key: [&(dyn ToSql + Sync); 2] = [repo, &digest.as_str()];
+            sql.execute(
+                "DELETE FROM tags WHERE repository = $1 AND digest = $2",
+                &key,
+            )?;
+            sql.execute(
+                "DELETE FROM manifest_references WHERE repository = $1 AND manifest = $2",
+                &key,
+            )?;
+            sql.execute(
+                "DELETE FROM manifests WHERE repository = $1 AND digest = $2",
+                &key,
+            )? > 0
+        }
+        WriteOp::DeleteTag { repo, tag } => {
+            sql.execute(
+                "DELETE FROM tags WHERE repository = $1 AND name = $2",
+                &[repo, tag],
+            )? > 0
+        }
+        WriteOp::PutUpload(r) => {
+            let inserted: bool = sql
+                .opt(
+                    "INSERT INTO uploads
+                        (id, repository, started, expires, upload_offset, hash_state, owner)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (id) DO UPDATE SET
+                        repository = excluded.repository,
+                        started = excluded.started,
+                        expires = excluded.expires,
+                        upload_offset = excluded.upload_offset,
+                        hash_state = excluded.hash_state,
+                        owner = excluded.owner
+                     RETURNING (xmax = 0)",
+                    &[
+                        &r.id,
+                        &r.repository,
+                        &r.started,
+                        &r.expires,
+                        &int(r.offset)?,
+                        &r.hash_state,
+                        &r.owner,
+                    ],
+                )?
+                .is_some_and(|row| row.get(0));
+            !inserted
+        }
+        // Start and owner stay as the session's start wrote them.
+        WriteOp::AdvanceUpload(r) => {
+            let updated = sql.execute(
+                "UPDATE uploads SET expires = $3, upload_offset = $4, hash_state = $5
+                 WHERE id = $1 AND repository = $2",
+                &[
+                    &r.id,
+                    &r.repository,
+                    &r.expires,
+                    &int(r.offset)?,
+                    &r.hash_state,
+                ],
+            )?;
+            if updated == 0 {
+                return Ok(Err(Conflict::UploadGone));
+            }
+            true
+        }
+        WriteOp::DeleteUpload { id } => {
+            sql.execute("DELETE FROM uploads WHERE id = $1", &[id])? > 0
+        }
+        // One statement decides: a new name inserts, a revoked one is replaced, a live one is
+        // left alone (no row comes back), even with another node creating the same name.
+        WriteOp::CreateRobotToken(t) => {
+            let row = sql.opt(
+                "INSERT INTO robot_tokens
+                    (name, secret_hash, scopes, created, expires, revoked, last_used)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (name) DO UPDATE SET
+                    secret_hash = excluded.secret_hash, scopes = excluded.scopes,
+                    created = excluded.created, expires = excluded.expires,
+                    revoked = excluded.revoked, last_used = excluded.last_used
+                 WHERE robot_tokens.revoked IS NOT NULL
+                 RETURNING (xmax = 0)",
+                &[
+                    &t.name,
+                    &&t.secret_hash[..],
+                    &t.scopes.join("\n"),
+                    &t.created,
+                    &t.expires,
+                    &t.revoked,
+                    &t.last_used,
+                ],
+            )?;
+            match row {
+                None => {
+                    return Ok(Err(Conflict::RobotTokenExists {
+                        name: t.name.clone(),
+                    }))
+                }
+                Some(row) => !row.get::<_, bool>(0),
+            }
+        }
+        WriteOp::RevokeRobotToken { name } => {
+            sql.execute(
+                "UPDATE robot_tokens SET revoked = $2 WHERE name = $1 AND revoked IS NULL",
+                &[name, &now],
+            )? > 0
+        }
+        // GREATEST ignores NULL: the first use sets the time, later ones only move it forward.
+        WriteOp::RobotTokenUsed { name, at } => {
+            sql.execute(
+                "UPDATE robot_tokens SET last_used = GREATEST(last_used, $2) WHERE name = $1",
+                &[name, at],
+            )? > 0
+        }
+        WriteOp::RecordPulls(pulls) => {
+            for Pull { repo, digest, at } in pulls {
+                sql.execute(
+                    "UPDATE manifests SET last_pulled = GREATEST(last_pulled, $3)
+                     WHERE repository = $1 AND digest = $2",
+                    &[repo, &digest.as_str(), at],
+                )?;
+            }
+            false
+        }
+    };
+    Ok(Ok(WriteOutcome { existed }))
+}
+
+/// Runs `op` in a transaction of its own: committed when it passed its checks, rolled back
+/// (by dropping the transaction) when refused or failed.
+fn write(conn: &mut Conn, op: &WriteOp) -> Result<WriteOutcome> {
+    let what = || format!("metadata write ({})", describe(op));
+    let mut tx = conn
+        .client
+        .transaction()
+        .map_err(|e| Fail::Sql(e).into_error(&what()))?;
+    let mut sql = Sql {
+        c: &mut tx,
+        statements: &mut conn.statements,
+    };
+    let run = |sql: &mut Sql<'_, _>| -> Result<_, Fail> {
+        let now: i64 = sql.rows(NOW, &[])?[0].get(0);
+        apply(sql, op, now)
+    };
+    match run(&mut sql).map_err(|f| f.into_error(&what()))? {
+        Ok(outcome) => {
+            tx.commit().map_err(|e| Fail::Sql(e).into_error(&what()))?;
+            Ok(outcome)
+        }
+        Err(conflict) => Err(Error::Conflict(conflict)),
+    }
+}
+
+// --- migrations
+
+/// Brings the schema to the newest of [`MIGRATIONS`] in one transaction, under a lock that
+/// keeps two processes opening the database at once from both running a step; refuses a
+/// database whose recorded version is newer than this code knows.
+fn migrate(client: &mut Client) -> std::result::Result<(), String> {
+    let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let sql = |e: postgres::Error| format!("schema: {e}");
+    let mut tx = client.transaction().map_err(sql)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(sql)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY,
+            applied BIGINT NOT NULL
+        )",
+    )
+    .map_err(sql)?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(sql)?
+        .get(0);
+    if current > latest {
+        return Err(format!(
+            "schema version {current} is newer than this binary supports ({latest})"
+        ));
+    }
+    for (version, steps) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(steps)
+            .map_err(|e| format!("schema step {version}: {e}"))?;
+        tx.execute(
+            &format!("INSERT INTO schema_migrations (version, applied) VALUES ($1, ({NOW}))"),
+            &[version],
+        )
+        .map_err(sql)?;
+    }
+    tx.commit().map_err(sql)
+}
+
+// --- the engine threads
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+enum Msg {
+    Job(Job),
+    Stop,
+}
+
+/// An engine thread's state: its connection, made again after it was lost.
+struct Worker {
+    url: String,
+    conn: Option<Conn>,
+}
+
+fn connect(url: &str) -> Result<Client> {
+    Client::connect(url, NoTls).map_err(|e| Fail::Sql(e).into_error("metadata connect"))
+}
+
+impl Worker {
+    fn conn(&mut self) -> Result<&mut Conn> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(Conn {
+                client: connect(&self.url)?,
+                statements: HashMap::new(),
+            });
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    blobs: AtomicU64,
+    blob_bytes: AtomicU64,
+    /// When `blobs` and `blob_bytes` were last counted (Unix ms), and whether a count is queued.
+    totals_at: AtomicI64,
+    counting: AtomicBool,
+}
+
+/// How old the blob totals in [`Engine::stats`] may get before a recount is queued: a count of
+/// the blobs table is a scan, not something to run per metrics scrape.
+const TOTALS_MAX_AGE_MS: i64 = 10_000;
+
+pub struct PostgresEngine {
+    jobs: crossbeam_channel::Sender<Msg>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+    counters: Arc<Counters>,
+}
+
+impl PostgresEngine {
+    /// Connects to `url` (a libpq-style `host=... dbname=...` string or a `postgresql://` URL),
+    /// brings the schema up to date and starts `threads` engine threads (at least one), each
+    /// with its own connection. Blocks: call it at startup, not on an event loop. Errors are
+    /// for the operator, naming what failed.
+    pub fn open(url: &str, threads: usize) -> std::result::Result<PostgresEngine, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("metadata database: {e}");
+        let mut first = connect(url).map_err(|e| fail(&e))?;
+        migrate(&mut first).map_err(|e| fail(&e))?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
+        let mut first = Some(first);
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let mut worker = Worker {
+                url: url.to_string(),
+                conn: first.take().map(|client| Conn {
+                    client,
+                    statements: HashMap::new(),
+                }),
+            };
+            let rx = rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("meta-pg-{i}"))
+                .spawn(move || {
+                    while let Ok(Msg::Job(job)) = rx.recv() {
+                        job(&mut worker);
+                    }
+                })
+                .map_err(|e| fail(&format_args!("engine thread: {e}")))?;
+            handles.push(handle);
+        }
+        Ok(PostgresEngine {
+            jobs: tx,
+            threads: Mutex::new(handles),
+            closed: AtomicBool::new(false),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Queues `f` for an engine thread's connection; the answer completes with its result.
+    fn ask<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+    ) -> Answer<T> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Answer::failed(Error::Unavailable {
+                retry: false,
+                cause: "the metadata engine is closed".into(),
+            });
+        }
+        let (tx, answer) = Answer::channel();
+        let job: Job = Box::new(move |w: &mut Worker| {
+            let _ = tx.send(w.conn().and_then(f));
+        });
+        match self.jobs.send(Msg::Job(job)) {
+            Ok(()) => answer,
+            Err(_) => Answer::failed(Error::unavailable("the metadata engine stopped")),
+        }
+    }
+
+    /// A read: `f` gets the connection's statements outside any transaction (each statement
+    /// sees what was committed when it started: every write that resolved before it).
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Sql<'_, Client>) -> Result<T> + Send + 'static,
+    ) -> Answer<T> {
+        self.ask(move |conn| {
+            f(&mut Sql {
+                c: &mut conn.client,
+                statements: &mut conn.statements,
+            })
+        })
+    }
+
+    /// Every row of `query` with text parameters `key`, each read by `read`.
+    fn all<T: Send + 'static>(
+        &self,
+        query: &'static str,
+        key: Vec<String>,
+        read: impl Fn(&Row) -> Result<T> + Send + 'static,
+    ) -> Answer<Vec<T>> {
+        self.read(move |sql| {
+            let p: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
+            read_rows(sql, query, &p, read)
+        })
+    }
+
+    /// The first row of `query` (the only one, for a lookup by key), if any.
+    fn first<T: Send + 'static>(
+        &self,
+        query: &'static str,
+        key: Vec<String>,
+        read: impl Fn(&Row) -> Result<T> + Send + 'static,
+    ) -> Answer<Option<T>> {
+        self.read(move |sql| {
+            let p: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
+            Ok(read_rows(sql, query, &p, read)?.into_iter().next())
+        })
+    }
+
+    fn exists(&self, query: &'static str, key: Vec<String>) -> Answer<bool> {
+        self.read(move |sql| {
+            let p: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
+            Ok(!read_rows(sql, query, &p, |_| Ok(()))?.is_empty())
+        })
+    }
+
+    /// Queues a recount of the blob totals when they are old and none is queued.
+    fn count_blobs_if_old(&self) {
+        let c = &self.counters;
+        let now = super::now_millis();
+        if now - c.totals_at.load(Ordering::Relaxed) < TOTALS_MAX_AGE_MS
+            || c.counting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let counters = self.counters.clone();
+        let answer = self.read(move |sql| {
+            let rows = read_rows(
+                sql,
+                "SELECT count(*), coalesce(sum(size), 0)::int8 FROM blobs",
+                &[],
+                |row| Ok((col::<i64>(row, 0, "blobs")?, col::<i64>(row, 1, "blobs")?)),
+            );
+            if let Ok((blobs, bytes)) = rows.as_ref().map(|r| r[0]) {
+                counters.blobs.store(blobs as u64, Ordering::Relaxed);
+                counters.blob_bytes.store(bytes as u64, Ordering::Relaxed);
+                counters
+                    .totals_at
+                    .store(super::now_millis(), Ordering::Relaxed);
+            }
+            counters.counting.store(false, Ordering::Release);
+            rows.map(|_| ())
+        });
+        // Nobody waits for the count; the next stats() shows it.
+        drop(answer);
+    }
+}
+
+impl Engine for PostgresEngine {
+    fn repo_exists(&self, repo: &str) -> Answer<bool> {
+        self.exists(
+            "SELECT 1 FROM repositories WHERE name = $1",
+            vec![repo.to_string()],
+        )
+    }
+
+    fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Answer<Option<u64>> {
+        self.first(
+            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repository = $1 AND rb.digest = $2",
+            vec![repo.to_string(), digest.to_string()],
+            |row| size_col("blobs", col(row, 0, "blobs")?),
+        )
+    }
+
+    fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>> {
+        self.first(
+            "SELECT size, last_referenced FROM blobs WHERE digest = $1",
+            vec![digest.to_string()],
+            |row| {
+                Ok(BlobInfo {
+                    size: size_col("blobs", col(row, 0, "blobs")?)?,
+                    last_referenced: col(row, 1, "blobs")?,
+                })
+            },
+        )
+    }
+
+    fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>> {
+        self.first(
+            "SELECT digest, updated FROM tags WHERE repository = $1 AND name = $2",
+            vec![repo.to_string(), tag.to_string()],
+            |row| {
+                Ok(TagInfo {
+                    digest: digest_col("tags", col(row, 0, "tags")?)?,
+                    updated: col(row, 1, "tags")?,
+                })
+            },
+        )
+    }
+
+    fn manifest(&self, repo: &str, digest: &Digest) -> Answer<Option<Arc<ManifestRecord>>> {
+        self.first(
+            concat!(
+                "SELECT ",
+                manifest_columns!(),
+                " FROM manifests WHERE repository = $1 AND digest = $2"
+            ),
+            vec![repo.to_string(), digest.to_string()],
+            |row| manifest_row(row).map(Arc::new),
+        )
+    }
+
+    /// NULL (never pulled) and no row (no such manifest) both read as None.
+    fn last_pulled(&self, repo: &str, digest: &Digest) -> Answer<Option<i64>> {
+        self.first(
+            "SELECT last_pulled FROM manifests
+             WHERE repository = $1 AND digest = $2 AND last_pulled IS NOT NULL",
+            vec![repo.to_string(), digest.to_string()],
+            |row| col(row, 0, "manifests"),
+        )
+    }
+
+    fn tags_after(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Answer<Option<(Vec<String>, bool)>> {
+        let (repo, last) = (repo.to_string(), last.map(str::to_string));
+        self.read(move |sql| {
+            let exists = read_rows(
+                sql,
+                "SELECT 1 FROM repositories WHERE name = $1",
+                &[&repo],
+                |_| Ok(()),
+            )?;
+            if exists.is_empty() {
+                return Ok(None);
+            }
+            page(
+                sql,
+                "SELECT name FROM tags WHERE repository = $1
+                 AND ($2::text IS NULL OR name > $2::text) ORDER BY name LIMIT $3",
+                &[&repo],
+                last.as_deref(),
+                limit,
+                "tags",
+            )
+            .map(Some)
+        })
+    }
+
+    fn repositories_after(&self, last: Option<&str>, limit: usize) -> Answer<(Vec<String>, bool)> {
+        let last = last.map(str::to_string);
+        self.read(move |sql| {
+            page(
+                sql,
+                "SELECT name FROM repositories
+                 WHERE ($1::text IS NULL OR name > $1::text) ORDER BY name LIMIT $2",
+                &[],
+                last.as_deref(),
+                limit,
+                "repositories",
+            )
+        })
+    }
+
+    fn referrers(&self, repo: &str, subject: &Digest) -> Answer<Vec<Arc<ManifestRecord>>> {
+        self.all(
+            concat!(
+                "SELECT ",
+                manifest_columns!(),
+                " FROM manifests WHERE repository = $1 AND subject = $2 ORDER BY digest"
+            ),
+            vec![repo.to_string(), subject.to_string()],
+            |row| manifest_row(row).map(Arc::new),
+        )
+    }
+
+    fn manifest_parents(&self, repo: &str, child: &Digest) -> Answer<Vec<Digest>> {
+        self.all(
+            "SELECT manifest FROM manifest_references
+             WHERE repository = $1 AND child_digest = $2 AND kind = 'manifest'
+             ORDER BY manifest",
+            vec![repo.to_string(), child.to_string()],
+            |row| digest_col("manifest_references", col(row, 0, "manifest_references")?),
+        )
+    }
+
+    fn tags_of(&self, repo: &str, digest: &Digest) -> Answer<Vec<String>> {
+        self.all(
+            "SELECT name FROM tags WHERE repository = $1 AND digest = $2 ORDER BY name",
+            vec![repo.to_string(), digest.to_string()],
+            |row| col(row, 0, "tags"),
+        )
+    }
+
+    fn uploads(&self) -> Answer<Vec<UploadRecord>> {
+        self.all(
+            concat!("SELECT ", upload_columns!(), " FROM uploads ORDER BY id"),
+            vec![],
+            upload_row,
+        )
+    }
+
+    fn upload(&self, id: &str) -> Answer<Option<UploadRecord>> {
+        self.first(
+            concat!("SELECT ", upload_columns!(), " FROM uploads WHERE id = $1"),
+            vec![id.to_string()],
+            upload_row,
+        )
+    }
+
+    fn robot_token(&self, name: &str) -> Answer<Option<RobotToken>> {
+        self.first(
+            concat!(
+                "SELECT ",
+                robot_columns!(),
+                " FROM robot_tokens WHERE name = $1"
+            ),
+            vec![name.to_string()],
+            robot_row,
+        )
+    }
+
+    fn robot_tokens(&self) -> Answer<Vec<RobotToken>> {
+        self.all(
+            concat!(
+                "SELECT ",
+                robot_columns!(),
+                " FROM robot_tokens ORDER BY name"
+            ),
+            vec![],
+            robot_row,
+        )
+    }
+
+    /// Every read asks the database, so whatever another process committed is already seen.
+    fn refresh_robot_tokens(&self) -> Answer<()> {
+        Answer::ready(())
+    }
+
+    fn write(&self, op: WriteOp) -> Answer<WriteOutcome> {
+        let counters = self.counters.clone();
+        self.ask(move |conn| {
+            let outcome = write(conn, &op);
+            if outcome.is_ok() {
+                counters.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            outcome
+        })
+    }
+
+    /// A round trip on an engine thread, behind the jobs queued before it.
+    fn ping(&self) -> Answer<()> {
+        self.read(|sql| read_rows(sql, "SELECT 1", &[], |_| Ok(())).map(|_| ()))
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.count_blobs_if_old();
+        let c = &self.counters;
+        let commits = c.commits.load(Ordering::Relaxed);
+        EngineStats {
+            commits,
+            ops: commits,
+            failed_batches: 0,
+            queue_depth: self.jobs.len() as u64,
+            blobs: c.blobs.load(Ordering::Relaxed),
+            blob_bytes: c.blob_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Each thread stops at its `Stop`, after the jobs queued before it ran (queued writes
+    /// commit); later calls fail at once.
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..threads.len() {
+            let _ = self.jobs.send(Msg::Stop);
+        }
+        for t in threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PostgresEngine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::index::tests::dg;
+    use super::super::pg_test_server::PgServer;
+    use super::super::suite::{self, block_on, now};
+    use super::super::Meta;
+    use super::*;
+
+    fn server() -> PgServer {
+        PgServer::start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Several engine threads, so that a write and the read after it run on different
+    /// connections (read-your-writes across connections, as across nodes).
+    fn open(url: &str) -> Meta {
+        Meta::open_postgres(url, 3).expect("open postgres")
+    }
+
+    #[test]
+    fn the_postgres_engine_passes_the_suite() {
+        let pg = server();
+        let url = pg.create_database("suite").unwrap();
+        suite::run(&|_| open(&url), true);
+    }
+
+    fn versions(url: &str) -> Vec<i32> {
+        let mut c = Client::connect(url, NoTls).unwrap();
+        c.query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    }
+
+    /// Every step is recorded once; opening again (or by a second node) runs none again.
+    #[test]
+    fn migrations_run_once_and_a_newer_schema_is_refused() {
+        let pg = server();
+        let url = pg.create_database("migrations").unwrap();
+        let all: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        let a = open(&url);
+        let b = open(&url);
+        assert_eq!(versions(&url), all);
+        block_on(a.link_blob("r", &dg("x"), 1)).unwrap();
+        assert_eq!(now(b.blob_in_repo("r", &dg("x"))), Some(1));
+        a.close();
+        b.close();
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        c.execute(
+            "INSERT INTO schema_migrations (version, applied) VALUES (99, 0)",
+            &[],
+        )
+        .unwrap();
+        let err = Meta::open_postgres(&url, 1)
+            .err()
+            .expect("a newer schema must be refused");
+        assert!(err.contains("99"), "{err}");
+    }
+
+    /// The check of a manifest put waits for an unlink that another node has running (here a
+    /// transaction held open by hand), and then sees it: the put is refused, not stored with
+    /// a check passed on a link already being removed. Without the lock, READ COMMITTED would
+    /// let the check read the link as last committed and pass.
+    #[test]
+    fn a_check_waits_for_a_concurrent_unlink() {
+        let pg = server();
+        let url = pg.create_database("race").unwrap();
+        let meta = open(&url);
+        let layer = dg("layer");
+        block_on(meta.link_blob("r", &layer, 10)).unwrap();
+        let mut other_node = Client::connect(&url, NoTls).unwrap();
+        let mut unlink = other_node.transaction().unwrap();
+        let removed = unlink
+            .execute(
+                "DELETE FROM repository_blobs WHERE repository = 'r' AND digest = $1",
+                &[&layer.as_str()],
+            )
+            .unwrap();
+        assert_eq!(removed, 1);
+        let rec = super::super::index::tests::record("m", None);
+        let put = meta.write(WriteOp::PutManifest {
+            repo: "r".into(),
+            record: rec.clone(),
+            refs: vec![(layer.clone(), RefKind::Layer)],
+            tag: Some("t".into()),
+            requires: vec![Required {
+                digest: layer.clone(),
+                size: 10,
+                kind: RefKind::Layer,
+            }],
+        });
+        // Long enough for the put to reach the row the unlink holds.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        unlink.commit().unwrap();
+        assert_eq!(
+            block_on(put).unwrap_err(),
+            Error::Conflict(Conflict::Missing {
+                digest: layer,
+                kind: RefKind::Layer
+            })
+        );
+        assert_eq!(now(meta.manifest("r", &rec.digest)), None);
+        assert_eq!(now(meta.tag("r", "t")), None);
+    }
+
+    /// A value beyond PostgreSQL's BIGINT fails that write alone, as invalid, and the engine
+    /// goes on.
+    #[test]
+    fn an_oversized_value_is_invalid_and_changes_nothing() {
+        let pg = server();
+        let url = pg.create_database("invalid").unwrap();
+        let meta = open(&url);
+        let err = block_on(meta.link_blob("r", &dg("huge"), u64::MAX)).unwrap_err();
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        assert!(!now(meta.repo_exists("r")), "rolled back");
+        block_on(meta.link_blob("r", &dg("ok"), 1)).unwrap();
+        assert_eq!(now(meta.blob_in_repo("r", &dg("ok"))), Some(1));
+    }
+}
