@@ -150,7 +150,13 @@ impl Fail {
             Fail::Value(text) => return Error::Invalid(format!("{what}: {text}")),
             Fail::Sql(e) => e,
         };
-        let text = format!("{what}: {e}");
+        // The client's own Display says only "db error": the server's message, SQLSTATE and
+        // the I/O cause are in the details.
+        let text = match (e.as_db_error(), std::error::Error::source(&e)) {
+            (Some(db), _) => format!("{what}: {} (SQLSTATE {})", db.message(), db.code().code()),
+            (None, Some(cause)) => format!("{what}: {e}: {cause}"),
+            (None, None) => format!("{what}: {e}"),
+        };
         let Some(code) = e.code() else {
             // No SQLSTATE: the connection itself failed.
             return Error::unavailable(text);
@@ -196,6 +202,15 @@ fn int(v: u64) -> Result<i64, Fail> {
 struct Conn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn sql(&mut self) -> Sql<'_, Client> {
+        Sql {
+            c: &mut self.client,
+            statements: &mut self.statements,
+        }
+    }
 }
 
 /// The statements of one connection, run on the connection or on a transaction of it.
@@ -734,6 +749,11 @@ fn connect(url: &str) -> Result<Client> {
 }
 
 impl Worker {
+    /// Whether the connection is gone (never made, or closed by a failure).
+    fn lost(&self) -> bool {
+        self.conn.as_ref().is_none_or(|c| c.client.is_closed())
+    }
+
     fn conn(&mut self) -> Result<&mut Conn> {
         if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.conn = None;
@@ -808,10 +828,10 @@ impl PostgresEngine {
         })
     }
 
-    /// Queues `f` for an engine thread's connection; the answer completes with its result.
+    /// Queues `f` for an engine thread; the answer completes with its result.
     fn ask<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&mut Worker) -> Result<T> + Send + 'static,
     ) -> Answer<T> {
         if self.closed.load(Ordering::SeqCst) {
             return Answer::failed(Error::Unavailable {
@@ -821,7 +841,7 @@ impl PostgresEngine {
         }
         let (tx, answer) = Answer::channel();
         let job: Job = Box::new(move |w: &mut Worker| {
-            let _ = tx.send(w.conn().and_then(f));
+            let _ = tx.send(f(w));
         });
         match self.jobs.send(Msg::Job(job)) {
             Ok(()) => answer,
@@ -830,16 +850,20 @@ impl PostgresEngine {
     }
 
     /// A read: `f` gets the connection's statements outside any transaction (each statement
-    /// sees what was committed when it started: every write that resolved before it).
+    /// sees what was committed when it started: every write that resolved before it). A read
+    /// changes nothing, so one that failed because the connection was lost (the server
+    /// restarted, a proxy dropped it) runs once more on a new connection; a write never does,
+    /// since its commit may have happened.
     fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Sql<'_, Client>) -> Result<T> + Send + 'static,
+        f: impl Fn(&mut Sql<'_, Client>) -> Result<T> + Send + 'static,
     ) -> Answer<T> {
-        self.ask(move |conn| {
-            f(&mut Sql {
-                c: &mut conn.client,
-                statements: &mut conn.statements,
-            })
+        self.ask(move |w| {
+            let result = w.conn().and_then(|c| f(&mut c.sql()));
+            if result.is_err() && w.lost() {
+                return w.conn().and_then(|c| f(&mut c.sql()));
+            }
+            result
         })
     }
 
@@ -852,7 +876,7 @@ impl PostgresEngine {
     ) -> Answer<Vec<T>> {
         self.read(move |sql| {
             let p: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
-            read_rows(sql, query, &p, read)
+            read_rows(sql, query, &p, &read)
         })
     }
 
@@ -865,7 +889,7 @@ impl PostgresEngine {
     ) -> Answer<Option<T>> {
         self.read(move |sql| {
             let p: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
-            Ok(read_rows(sql, query, &p, read)?.into_iter().next())
+            Ok(read_rows(sql, query, &p, &read)?.into_iter().next())
         })
     }
 
@@ -1095,8 +1119,8 @@ impl Engine for PostgresEngine {
 
     fn write(&self, op: WriteOp) -> Answer<WriteOutcome> {
         let counters = self.counters.clone();
-        self.ask(move |conn| {
-            let outcome = write(conn, &op);
+        self.ask(move |w| {
+            let outcome = w.conn().and_then(|conn| write(conn, &op));
             if outcome.is_ok() {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
             }
@@ -1251,6 +1275,38 @@ mod tests {
         );
         assert_eq!(now(meta.manifest("r", &rec.digest)), None);
         assert_eq!(now(meta.tag("r", "t")), None);
+    }
+
+    /// The server ends the engine's connection (a restart, a proxy): the next read connects
+    /// again and answers; a write in flight fails as retryable (its commit is unknown to the
+    /// engine, so it is not run twice), and the next one goes through.
+    #[test]
+    fn a_lost_connection_is_made_again() {
+        let pg = server();
+        let url = pg.create_database("reconnect").unwrap();
+        let meta = Meta::open_postgres(&url, 1).expect("open postgres");
+        block_on(meta.link_blob("r", &dg("a"), 1)).unwrap();
+        let end_engine_connection = || {
+            let mut c = Client::connect(&url, NoTls).unwrap();
+            let ended = c
+                .query(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+                     WHERE datname = 'reconnect' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .unwrap();
+            assert_eq!(ended.len(), 1, "the engine's one connection");
+        };
+        end_engine_connection();
+        assert_eq!(now(meta.blob_in_repo("r", &dg("a"))), Some(1));
+        end_engine_connection();
+        let err = block_on(meta.link_blob("r", &dg("b"), 2)).unwrap_err();
+        assert!(
+            matches!(err, Error::Unavailable { retry: true, .. }),
+            "{err}"
+        );
+        block_on(meta.link_blob("r", &dg("b"), 2)).unwrap();
+        assert_eq!(now(meta.blob_in_repo("r", &dg("b"))), Some(2));
     }
 
     /// A value beyond PostgreSQL's BIGINT fails that write alone, as invalid, and the engine
