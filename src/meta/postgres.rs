@@ -1309,6 +1309,47 @@ mod tests {
         assert_eq!(now(meta.blob_in_repo("r", &dg("b"))), Some(2));
     }
 
+    /// A rough figure, not a gate (run with `--ignored --nocapture`): tag lookups per second
+    /// from 8 caller threads, by number of engine threads, against SQLite's in-memory reads.
+    #[test]
+    #[ignore]
+    fn tag_lookup_rate() {
+        let pg = server();
+        let url = pg.create_database("rate").unwrap();
+        let rate = |meta: &Meta| {
+            block_on(meta.put_manifest(
+                "r",
+                super::super::index::tests::record("m", None),
+                vec![],
+                Some("t".into()),
+                vec![],
+            ))
+            .unwrap();
+            let per_thread = 2_000;
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        for _ in 0..per_thread {
+                            assert!(now(meta.tag("r", "t")).is_some());
+                        }
+                    });
+                }
+            });
+            f64::from(8 * per_thread) / start.elapsed().as_secs_f64()
+        };
+        for threads in [1, 2, 4, 8] {
+            let meta = Meta::open_postgres(&url, threads).unwrap();
+            println!(
+                "postgres, {threads} engine threads: {:.0} lookups/s",
+                rate(&meta)
+            );
+        }
+        let dir = suite::TempDir::new("rate");
+        let sqlite = Meta::open_sqlite(&dir.0.join("meta.db")).unwrap();
+        println!("sqlite (index in memory): {:.0} lookups/s", rate(&sqlite));
+    }
+
     /// A value beyond PostgreSQL's BIGINT fails that write alone, as invalid, and the engine
     /// goes on.
     #[test]
