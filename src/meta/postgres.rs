@@ -143,8 +143,7 @@ impl From<postgres::Error> for Fail {
 }
 
 impl Fail {
-    /// This layer's reading of a PostgreSQL failure: what is worth retrying (a lost
-    /// connection, a deadlock, a server shutting down) apart from what an operator must fix.
+    /// This layer's reading of a failure, `what` naming the operation ([`classify`]).
     fn into_error(self, what: &str) -> Error {
         let e = match self {
             Fail::Value(text) => return Error::Invalid(format!("{what}: {text}")),
@@ -157,39 +156,48 @@ impl Fail {
             (None, Some(cause)) => format!("{what}: {e}: {cause}"),
             (None, None) => format!("{what}: {e}"),
         };
-        let Some(code) = e.code() else {
-            // No SQLSTATE: the connection itself failed.
-            return Error::unavailable(text);
-        };
-        match code {
-            c if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => Error::Full(text),
-            c if *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
-                || *c == SqlState::LOCK_NOT_AVAILABLE
-                || *c == SqlState::ADMIN_SHUTDOWN
-                || *c == SqlState::CRASH_SHUTDOWN
-                || *c == SqlState::CANNOT_CONNECT_NOW
-                || *c == SqlState::TOO_MANY_CONNECTIONS
-                || *c == SqlState::QUERY_CANCELED =>
-            {
-                Error::unavailable(text)
-            }
-            c if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
-                Error::Corrupt(text)
-            }
-            c if *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE => Error::Invalid(text),
-            c if *c == SqlState::INSUFFICIENT_PRIVILEGE
-                || *c == SqlState::INVALID_PASSWORD
-                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-                || *c == SqlState::READ_ONLY_SQL_TRANSACTION =>
-            {
-                Error::Unavailable {
-                    retry: false,
-                    cause: text,
-                }
-            }
-            _ => Error::Io(text),
+        classify(e.code(), text)
+    }
+}
+
+/// What a failure with this SQLSTATE (None: the connection itself failed) means to the
+/// metadata's callers: worth retrying (a lost connection, a deadlock, a server shutting down
+/// or short of memory), an operator's matter (no space, no permission), or corruption.
+fn classify(code: Option<&SqlState>, text: String) -> Error {
+    let Some(code) = code else {
+        return Error::unavailable(text);
+    };
+    let any = |codes: &[SqlState]| codes.contains(code);
+    if any(&[SqlState::DISK_FULL]) {
+        Error::Full(text)
+    } else if any(&[
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::QUERY_CANCELED,
+        SqlState::OUT_OF_MEMORY,
+    ]) {
+        Error::unavailable(text)
+    } else if any(&[SqlState::DATA_CORRUPTED, SqlState::INDEX_CORRUPTED]) {
+        Error::Corrupt(text)
+    } else if any(&[SqlState::NUMERIC_VALUE_OUT_OF_RANGE]) {
+        Error::Invalid(text)
+    } else if any(&[
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+    ]) {
+        Error::Unavailable {
+            retry: false,
+            cause: text,
         }
+    } else {
+        Error::Io(text)
     }
 }
 
@@ -1348,6 +1356,35 @@ mod tests {
         let dir = suite::TempDir::new("rate");
         let sqlite = Meta::open_sqlite(&dir.0.join("meta.db")).unwrap();
         println!("sqlite (index in memory): {:.0} lookups/s", rate(&sqlite));
+    }
+
+    #[test]
+    fn failures_are_classified_by_sqlstate() {
+        let t = || "x".to_string();
+        assert_eq!(classify(None, t()), Error::unavailable("x"));
+        assert_eq!(
+            classify(Some(&SqlState::T_R_DEADLOCK_DETECTED), t()),
+            Error::unavailable("x")
+        );
+        assert_eq!(
+            classify(Some(&SqlState::DISK_FULL), t()),
+            Error::Full("x".into())
+        );
+        assert_eq!(
+            classify(Some(&SqlState::INSUFFICIENT_PRIVILEGE), t()),
+            Error::Unavailable {
+                retry: false,
+                cause: "x".into()
+            }
+        );
+        assert_eq!(
+            classify(Some(&SqlState::DATA_CORRUPTED), t()),
+            Error::Corrupt("x".into())
+        );
+        assert_eq!(
+            classify(Some(&SqlState::SYNTAX_ERROR), t()),
+            Error::Io("x".into())
+        );
     }
 
     /// A value beyond PostgreSQL's BIGINT fails that write alone, as invalid, and the engine
