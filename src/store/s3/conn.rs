@@ -338,6 +338,13 @@ impl Exchange {
     }
 }
 
+/// Closes this thread's parked connections: a loop's sockets must not outlive it, and tests
+/// start a loop per case on the same thread.
+#[cfg(test)]
+pub fn close_idle() {
+    IDLE.with(|idle| idle.borrow_mut().clear());
+}
+
 fn closed() -> Failure {
     Failure::Down("connection already closed".into())
 }

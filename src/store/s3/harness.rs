@@ -3,12 +3,14 @@
 //! stopped by its PID when dropped. Two servers, so that the backend is not tuned to one
 //! server's quirks. A missing binary fails the test with how to install it (`.ci/run` does).
 
+use super::conn::Exchange;
 use super::{S3Backend, S3Config};
 use rusty_s3::S3Action;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use url::Url;
 
 const BUCKET: &str = "ringyard-test";
 const ACCESS_KEY: &str = "ringyard";
@@ -20,7 +22,11 @@ pub fn run<F: std::future::Future>(f: F) -> F::Output {
         .enable_timer()
         .build()
         .expect("a monoio runtime")
-        .block_on(f)
+        .block_on(async {
+            let out = f.await;
+            super::conn::close_idle();
+            out
+        })
 }
 
 pub struct S3Server {
@@ -33,7 +39,9 @@ pub struct S3Server {
 /// install it.
 fn find(var: &str, name: &str, install: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(var) {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "${var} names {p:?}, which is not a file");
+        return p;
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
@@ -145,6 +153,20 @@ impl S3Server {
             .sign(super::SIGNED_FOR);
         run(backend.call_for_body("create bucket", "PUT", &url, Some(b"")))
             .expect("creating the test bucket");
+    }
+
+    /// moto's ListMultipartUploads answer for the bucket, unsigned (moto does not check
+    /// signatures, and rusty-s3 has no such action).
+    pub async fn multipart_uploads(&self) -> String {
+        let url = Url::parse(&format!("{}/{BUCKET}?uploads", self.endpoint)).unwrap();
+        let addr = url.socket_addrs(|| None).unwrap()[0];
+        let mut ex = Exchange::start(addr, "GET", &url, &[], None, Duration::from_secs(30))
+            .await
+            .expect("listing multipart uploads");
+        let head = ex.response().await.expect("an answer");
+        let body = ex.body(1 << 20).await.expect("a body");
+        assert_eq!(head.status, 200);
+        String::from_utf8_lossy(&body).into_owned()
     }
 
     /// The backend suite against this server, objects under `prefix`.
