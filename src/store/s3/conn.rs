@@ -403,6 +403,53 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<(Head, usize, Framin
 mod tests {
     use super::*;
 
+    /// Answers one request on a 127.0.0.1 socket with `answer`, then closes.
+    fn answer_once(answer: &'static [u8]) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            s.write_all(answer).unwrap();
+        });
+        addr
+    }
+
+    async fn get(addr: SocketAddr) -> Result<(Head, Vec<Vec<u8>>)> {
+        let url = Url::parse(&format!("http://{addr}/b/k?x=1")).unwrap();
+        let mut ex = Exchange::start(addr, "GET", &url, &[], None, Duration::from_secs(5)).await?;
+        let head = ex.response().await?;
+        let mut pieces = Vec::new();
+        while let Some(p) = ex.next_piece(4).await? {
+            pieces.push(p);
+        }
+        close_idle();
+        Ok((head, pieces))
+    }
+
+    #[test]
+    fn bodies_come_in_bounded_pieces_and_a_cut_body_is_an_error() {
+        let run = |answer| super::super::harness::run(get(answer_once(answer)));
+        let (head, pieces) =
+            run(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789").unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(pieces, [&b"0123"[..], b"4567", b"89"]);
+        let (_, pieces) = run(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n6\r\ndefghi\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(pieces.concat(), b"abcdefghi");
+        assert!(pieces.iter().all(|p| p.len() <= 4));
+        let cut = run(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123");
+        assert!(matches!(cut, Err(Failure::Down(_))), "{cut:?}");
+        let cut = run(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+        assert!(matches!(cut, Err(Failure::Down(_))), "{cut:?}");
+        let silent = run(b"");
+        assert!(matches!(silent, Err(Failure::Down(_))), "{silent:?}");
+    }
+
     #[test]
     fn heads_say_how_the_body_ends() {
         let (h, used, f, ka) = parse_head(
