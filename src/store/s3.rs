@@ -248,7 +248,12 @@ impl S3Backend {
                     if !buf.is_empty() {
                         self.upload_part(&key, m, &buf).await?;
                     }
-                    self.complete_multipart(&key, m).await?;
+                    match self.complete_multipart(&key, m).await {
+                        // A completion retried after a lost answer finds its upload gone:
+                        // the object is there if the first try completed it.
+                        Err(Error::NotFound) if self.present(digest).await? => {}
+                        other => other?,
+                    }
                 }
             }
             Ok(())
