@@ -20,9 +20,12 @@
 //!   other services reading our JWKS do, and distribution v3 names keys the same way
 //!   (libtrust's fingerprints belong to a library that is retired).
 //! - **Refresh tokens are signed JWTs** ([`refresh`]) with their own `typ`, naming the subject,
+//!   its kind (a user or a robot token, so neither stands in for the other of the same name),
 //!   the service and the client, and a caller-supplied credential version: stateless, so they
-//!   work on every node that holds the key, and a changed password or a removed user ends them
-//!   because the token service checks both when one is used.
+//!   work on every node that holds the key, and a changed password, a removed user or a
+//!   revoked, expired or replaced robot token ends them because the token service checks the
+//!   subject when one is used. The refresh grant hands out a new one and leaves the old valid
+//!   until its expiry (docker never stores a rotated one).
 
 pub mod cache;
 pub mod challenge;
