@@ -403,27 +403,10 @@ fn refused_tokens_are_invalid_token_and_store_nothing() {
     }
     // Nothing was stored; the good token (minted with the server's key) sees so.
     let g = bearer(&good);
-    assert_status(
-        &send(
-            &mut c,
-            "HEAD",
-            &format!("/v2/lib/app/blobs/{ld}"),
-            Some(&g),
-            b"",
-        ),
-        404,
-    );
+    let blob = format!("/v2/lib/app/blobs/{ld}");
+    assert_status(&send(&mut c, "HEAD", &blob, Some(&g), b""), 404);
     assert_status(&push_blob(&mut c, &g, "lib/app", layer), 201);
-    assert_status(
-        &send(
-            &mut c,
-            "HEAD",
-            &format!("/v2/lib/app/blobs/{ld}"),
-            Some(&g),
-            b"",
-        ),
-        200,
-    );
+    assert_status(&send(&mut c, "HEAD", &blob, Some(&g), b""), 200);
 }
 
 #[test]
