@@ -43,3 +43,5 @@ pub mod oci;
 pub mod server;
 pub(crate) mod signal;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;

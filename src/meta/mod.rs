@@ -28,10 +28,9 @@ pub(crate) mod error;
 pub(crate) mod index;
 pub(crate) mod indexed;
 pub(crate) mod memory;
-#[cfg(test)]
-pub(crate) mod pg_test_server;
 pub(crate) mod postgres;
 mod pulls;
+pub mod schema;
 mod sql;
 pub(crate) mod sqlite;
 #[cfg(test)]

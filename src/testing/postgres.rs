@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL server for the library's unit tests: its own cluster in a temp dir,
+//! A throwaway PostgreSQL server for tests: its own cluster in a temp dir,
 //! a free port on 127.0.0.1, trust authentication, stopped (by its data directory through
 //! `pg_ctl stop -m immediate`, then by the PID it wrote if that fails) and deleted on drop.
 //! Never stopped by name: other helpers and tests run the same binaries.
@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub(crate) struct PgServer {
+pub struct PgServer {
     dir: PathBuf,
     data: PathBuf,
     bin: PathBuf,
@@ -85,14 +85,14 @@ fn free_port() -> Result<u16, String> {
 
 impl PgServer {
     /// Starts a fresh cluster, or fails saying what is missing. Takes a second or two.
-    pub(crate) fn start() -> Result<PgServer, String> {
+    pub fn start() -> Result<PgServer, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let bin = bin_dir()?;
         let owner = run_as()?;
         let dir = std::env::temp_dir().join(format!(
             "ringyard-pg-{}-{}-{}",
             std::process::id(),
-            super::now_millis(),
+            crate::meta::now_millis(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -171,8 +171,17 @@ impl PgServer {
         })
     }
 
+    /// `postgres://postgres@127.0.0.1:PORT/DATABASE`: the URL form `database.url` takes.
+    pub fn uri(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A connection string for `database` on this server.
-    pub(crate) fn url(&self, database: &str) -> String {
+    pub fn url(&self, database: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname={database}",
             self.port
@@ -180,7 +189,7 @@ impl PgServer {
     }
 
     /// Creates an empty database (one per test keeps tests on one server apart).
-    pub(crate) fn create_database(&self, name: &str) -> Result<String, String> {
+    pub fn create_database(&self, name: &str) -> Result<String, String> {
         let mut c = self.command("createdb");
         c.args([
             "-h",
