@@ -1,6 +1,6 @@
 use clap::Parser;
 use ringyard::config::cli::{
-    Cli, Command, ConfigCommand, DbCommand, DataArgs, HtpasswdCommand, ServeArgs, TokenCommand,
+    Cli, Command, ConfigCommand, DataArgs, DbCommand, HtpasswdCommand, ServeArgs, TokenCommand,
 };
 use ringyard::config::{self, ConfigError, EXIT_CONFIG, EXIT_START};
 
@@ -164,8 +164,13 @@ fn command_config(data: &DataArgs) -> Result<config::Config, i32> {
 /// SQLite in the data directory. Errors never show the database's password.
 fn open_meta(cfg: &config::Config) -> Result<ringyard::meta::Meta, String> {
     if let Some(url) = cfg.database() {
-        return ringyard::meta::Meta::open_postgres(url, 1)
-            .map_err(|e| format!("{} (database.url {})", config::redact_url(&e), config::redact_url(url)));
+        return ringyard::meta::Meta::open_postgres(url, 1).map_err(|e| {
+            format!(
+                "{} (database.url {})",
+                config::redact_url(&e),
+                config::redact_url(url)
+            )
+        });
     }
     std::fs::create_dir_all(&cfg.root)
         .map_err(|e| format!("data directory {}: {e}", cfg.root.display()))?;
@@ -181,8 +186,12 @@ fn db(cmd: &DbCommand) -> i32 {
         Err(code) => return code,
     };
     let (name, answer) = match (cmd, cfg.database()) {
-        (DbCommand::Status { .. }, Some(url)) => (config::redact_url(url), schema::postgres_status(url)),
-        (DbCommand::Migrate { .. }, Some(url)) => (config::redact_url(url), schema::postgres_migrate(url)),
+        (DbCommand::Status { .. }, Some(url)) => {
+            (config::redact_url(url), schema::postgres_status(url))
+        }
+        (DbCommand::Migrate { .. }, Some(url)) => {
+            (config::redact_url(url), schema::postgres_migrate(url))
+        }
         (cmd, None) => {
             let path = cfg.root.join("meta.db");
             let answer = match cmd {

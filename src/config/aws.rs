@@ -29,7 +29,8 @@ pub fn from_system(cfg: &Config) -> Result<AwsCredentials, String> {
     resolve(
         cfg,
         &var,
-        file.as_ref().map(|(p, t)| (p.display().to_string(), t.as_str())),
+        file.as_ref()
+            .map(|(p, t)| (p.display().to_string(), t.as_str())),
     )
 }
 
@@ -160,11 +161,19 @@ region = eu-west-1
         assert_eq!(ci[1].1, "ci/secret=with=equals");
         assert_eq!(ci[2], ("aws_session_token".into(), "tok".into()));
         assert!(ini_section(FILE, "nope").is_empty());
-        assert_eq!(ini_section("[a]\nk=1\nk=2\n", "a"), [("k".into(), "2".into())]);
+        assert_eq!(
+            ini_section("[a]\nk=1\nk=2\n", "a"),
+            [("k".into(), "2".into())]
+        );
     }
 
     fn vars(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
+        move |n| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -182,7 +191,10 @@ region = eu-west-1
         cfg.s3_access_key = "AKIEXPLICIT".into();
         cfg.s3_secret_key = Secret::new("x");
         let got = resolve(&cfg, &env, file()).unwrap();
-        assert_eq!((got.access_key.as_str(), got.session_token), ("AKIEXPLICIT", None));
+        assert_eq!(
+            (got.access_key.as_str(), got.session_token),
+            ("AKIEXPLICIT", None)
+        );
         let cfg = Config::default();
         let got = resolve(&cfg, &vars(&[]), file()).unwrap();
         assert_eq!(got.access_key, "AKIDEFAULT");
@@ -203,7 +215,11 @@ region = eu-west-1
         ] {
             assert!(e.contains(way), "{e}");
         }
-        let e = resolve(&cfg, &vars(&[("AWS_PROFILE", "empty")]), Some(("f".into(), FILE)));
+        let e = resolve(
+            &cfg,
+            &vars(&[("AWS_PROFILE", "empty")]),
+            Some(("f".into(), FILE)),
+        );
         assert!(e.unwrap_err().contains("profile [empty] of f"));
         let mut half = Config::default();
         half.s3_access_key = "AKI".into();

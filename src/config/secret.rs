@@ -56,12 +56,7 @@ pub fn redact_url(url: &str) -> String {
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         if let Some(at) = rest[..end].rfind('@') {
             if let Some(colon) = rest[..at].find(':') {
-                out = format!(
-                    "{}{}:***{}",
-                    &url[..start],
-                    &rest[..colon],
-                    &rest[at..]
-                );
+                out = format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]);
             }
         }
     }
@@ -95,8 +90,14 @@ mod tests {
             redact_url("postgres://user:p%40ss:w@host:5432/db?sslmode=disable"),
             "postgres://user:***@host:5432/db?sslmode=disable"
         );
-        assert_eq!(redact_url("postgres://user@host/db"), "postgres://user@host/db");
-        assert_eq!(redact_url("redis://:secret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(
+            redact_url("postgres://user@host/db"),
+            "postgres://user@host/db"
+        );
+        assert_eq!(
+            redact_url("redis://:secret@127.0.0.1:6379"),
+            "redis://:***@127.0.0.1:6379"
+        );
         assert_eq!(
             redact_url("postgresql://h/db?user=u&password=hunter2&x=1"),
             "postgresql://h/db?user=u&password=***&x=1"
@@ -107,7 +108,11 @@ mod tests {
             "an @ in the password"
         );
         assert_eq!(redact_url("not a url"), "not a url");
-        assert_eq!(redact_url("http://h/x@y:z"), "http://h/x@y:z", "@ in the path");
+        assert_eq!(
+            redact_url("http://h/x@y:z"),
+            "http://h/x@y:z",
+            "@ in the path"
+        );
     }
 
     #[test]

@@ -443,9 +443,7 @@ impl Setting {
     /// is 0 when it is one per core.
     pub fn show(&self, cfg: &Config) -> String {
         match ((self.get)(cfg), self.kind) {
-            (Value::Text(s), Kind::Secret | Kind::Url(_)) => {
-                yaml_scalar(&super::secret::shown(&s))
-            }
+            (Value::Text(s), Kind::Secret | Kind::Url(_)) => yaml_scalar(&super::secret::shown(&s)),
             (Value::Count(n), Kind::Workers) if n == default_workers() => "0".into(),
             (Value::Count(n), Kind::Size { .. }) => format_size(n as u64),
             (Value::Count(n), _) => n.to_string(),
@@ -478,12 +476,8 @@ fn check_url(text: &str, schemes: &[&str]) -> Result<String, String> {
         .collect::<Vec<_>>()
         .join(" or ");
     match url::Url::parse(text) {
-        Ok(u) if !schemes.contains(&u.scheme()) => {
-            Err(format!("{shown:?} is not a {want} URL"))
-        }
-        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-            Err(format!("{shown:?} names no host"))
-        }
+        Ok(u) if !schemes.contains(&u.scheme()) => Err(format!("{shown:?} is not a {want} URL")),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Err(format!("{shown:?} names no host")),
         Ok(_) => Ok(text.to_string()),
         Err(e) => Err(format!("{shown:?} is not a URL ({e}); expected {want}...")),
     }
@@ -654,7 +648,7 @@ mod tests {
             assert!(s
                 .key
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'));
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'));
             assert!(s.doc.ends_with('.'), "{}: one sentence", s.key);
             assert!(!s.doc.contains('\n'));
         }

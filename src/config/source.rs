@@ -171,14 +171,14 @@ fn scale_out_disagreements(cfg: &Config) -> Vec<(&'static [&'static str], String
     if cfg.read_only && (cfg.s3() || cfg.database().is_some()) {
         out.push((
             &["storage.read_only", "storage.backend", "database.url"],
-            "storage.read_only serves a data directory on a read-only filesystem; with              storage.backend s3 or database.url, nodes share the bucket and the database              (no read-only mode there yet): use auth.access rules that grant only pull instead"
+            "storage.read_only serves a data directory on a read-only filesystem; with storage.backend s3 or database.url, nodes share the bucket and the database (no read-only mode there yet): use auth.access rules that grant only pull instead"
                 .into(),
         ));
     }
     if cfg.token_enabled && cfg.database().is_some() && cfg.token_key.is_none() {
         out.push((
             &["auth.token.enabled", "database.url"],
-            "with database.url every node must sign tokens with the same key, so the key cannot              be generated per data directory: set auth.token.key (--token-key) to a PEM file              that every node has (openssl genpkey -algorithm EC -pkeyopt              ec_paramgen_curve:P-256 -out token-key.pem)"
+            "with database.url every node must sign tokens with the same key, so the key cannot be generated per data directory: set auth.token.key (--token-key) to a PEM file that every node has (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out token-key.pem)"
                 .into(),
         ));
     }
@@ -300,7 +300,7 @@ mod tests {
         let errs = resolve([at(file(3), "storage.backend", "s3")]).unwrap_err();
         assert_eq!(
             errs[0].to_string(),
-            "ringyard.yaml:3: storage.backend: storage.backend s3 needs a bucket: set              storage.s3.bucket (--s3-bucket)"
+            "ringyard.yaml:3: storage.backend: storage.backend s3 needs a bucket: set storage.s3.bucket (--s3-bucket)"
         );
         assert!(resolve([
             at(file(3), "storage.backend", "s3"),
@@ -312,14 +312,22 @@ mod tests {
             at(file(9), "database.url", "postgres://u:pw@h/db"),
         ])
         .unwrap_err();
-        assert!(errs[0].to_string().starts_with("--read-only: storage.read_only"), "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("--read-only: storage.read_only"),
+            "{errs:?}"
+        );
         assert!(!errs[0].to_string().contains("pw"));
         let errs = resolve([
             at(flag("token"), "auth.token.enabled", "true"),
             at(file(9), "database.url", "postgres://h/db"),
         ])
         .unwrap_err();
-        assert!(errs[0].to_string().contains("set auth.token.key"), "{errs:?}");
+        assert!(
+            errs[0].to_string().contains("set auth.token.key"),
+            "{errs:?}"
+        );
         assert!(resolve([
             at(flag("token"), "auth.token.enabled", "true"),
             at(file(8), "auth.token.key", "/k.pem"),
@@ -334,8 +342,14 @@ mod tests {
     fn bad_urls_are_refused_without_their_password() {
         let errs = resolve([at(file(4), "database.url", "mysql://u:hunter2@h/db")]).unwrap_err();
         let text = errs[0].to_string();
-        assert!(text.contains("is not a postgres:// or postgresql:// URL"), "{text}");
-        assert!(!text.contains("hunter2") && text.contains("u:***@h"), "{text}");
+        assert!(
+            text.contains("is not a postgres:// or postgresql:// URL"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hunter2") && text.contains("u:***@h"),
+            "{text}"
+        );
         let errs = resolve([at(
             Origin::Env("RINGYARD_DATABASE_URL".into()),
             "database.url",
@@ -344,7 +358,10 @@ mod tests {
         .unwrap_err();
         assert!(!errs[0].to_string().contains("hunter2"), "{errs:?}");
         let errs = resolve([at(file(1), "storage.s3.endpoint", "127.0.0.1:9000")]).unwrap_err();
-        assert!(errs[0].to_string().contains("http:// or https://"), "{errs:?}");
+        assert!(
+            errs[0].to_string().contains("http:// or https://"),
+            "{errs:?}"
+        );
         let cfg = resolve([at(file(1), "storage.s3.endpoint", "http://127.0.0.1:9000")]).unwrap();
         assert_eq!(cfg.s3_endpoint, "http://127.0.0.1:9000");
     }

@@ -752,10 +752,7 @@ pub(crate) fn schema_version(url: &str) -> std::result::Result<i64, String> {
 fn recorded_version(client: &mut Client) -> std::result::Result<i64, String> {
     let sql = |e: postgres::Error| format!("metadata database: schema: {e}");
     let row = client
-        .query_one(
-            "SELECT to_regclass('schema_migrations') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
         .map_err(sql)?;
     if !row.get::<_, bool>(0) {
         return Ok(0);
@@ -1220,10 +1217,10 @@ impl Drop for PostgresEngine {
 #[cfg(test)]
 mod tests {
     use super::super::index::tests::dg;
-    use crate::testing::postgres::PgServer;
     use super::super::suite::{self, block_on, now};
     use super::super::Meta;
     use super::*;
+    use crate::testing::postgres::PgServer;
 
     fn server() -> PgServer {
         PgServer::start().unwrap_or_else(|e| panic!("{e}"))

@@ -96,7 +96,9 @@ mod tests {
             known: vec![1, 2, 3],
         };
         assert!(s(0).describe().contains("no schema yet: migration needed"));
-        assert!(s(2).describe().starts_with("schema version 2; this binary knows versions 1 to 3; migration needed to version 3"));
+        assert!(s(2).describe().starts_with(
+            "schema version 2; this binary knows versions 1 to 3; migration needed to version 3"
+        ));
         assert!(s(3).describe().ends_with("up to date"));
         assert!(s(4).describe().contains("newer than this binary"));
         assert!(!s(3).needs_migration() && s(1).needs_migration() && s(4).too_new());

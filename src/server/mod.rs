@@ -248,6 +248,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     crate::log::info(format_args!(
         "{nofile}; up to {cache} open blob files cached per worker"
     ));
+    // S3 first: its check is quick and its failures the likelier ones on a first try.
+    let s3 = if cfg.s3() { Some(open_s3(&cfg)?) } else { None };
     let meta = open_meta(&cfg, &root, &mut created)?;
     if let Some(auth) = auth.as_mut() {
         auth.use_robot_tokens(meta.clone());
@@ -265,15 +267,19 @@ pub fn run(cfg: Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    let blobs = if cfg.s3() {
-        let backend = open_s3(&cfg)?;
+    let blobs = if let Some(backend) = s3 {
         crate::log::info(format_args!(
             "local cache of hot blobs in {}, up to {} GB",
             tier.display(),
             cfg.cache_disk_size_gb
         ));
-        BlobStore::with_remote(&tier, pool.clone(), Arc::new(backend), cfg.cache_max_bytes())
-            .map_err(|e| format!("cannot open the cache {}: {e}", tier.display()))?
+        BlobStore::with_remote(
+            &tier,
+            pool.clone(),
+            Arc::new(backend),
+            cfg.cache_max_bytes(),
+        )
+        .map_err(|e| format!("cannot open the cache {}: {e}", tier.display()))?
     } else {
         BlobStore::at(&root, pool.clone())
     };

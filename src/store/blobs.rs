@@ -309,7 +309,8 @@ mod tests {
             inner: FsBackend::open(remote_dir.path(), pool.clone()).unwrap(),
             reads: Default::default(),
         });
-        let store = BlobStore::with_remote(tier_dir.path(), pool, remote.clone(), u64::MAX).unwrap();
+        let store =
+            BlobStore::with_remote(tier_dir.path(), pool, remote.clone(), u64::MAX).unwrap();
         let content: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
         let d = Digest::sha256_of(&content);
         let src = remote_dir.path().join("src");

@@ -52,7 +52,12 @@ pub fn free_port() -> Result<u16, String> {
 
 /// The program named by `$var`, else `name` on the PATH, in `extra` directories or in
 /// ~/.cargo/bin; else an error saying how to install it.
-pub fn find_program(var: &str, name: &str, extra: &[&str], install: &str) -> Result<PathBuf, String> {
+pub fn find_program(
+    var: &str,
+    name: &str,
+    extra: &[&str],
+    install: &str,
+) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os(var) {
         let p = PathBuf::from(p);
         return if p.is_file() {
