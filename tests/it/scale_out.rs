@@ -12,9 +12,8 @@
 use crate::common::*;
 use ringyard::testing::postgres::PgServer;
 use ringyard::testing::s3::{S3Server, ACCESS_KEY, BUCKET, SECRET_KEY};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringyard");
@@ -225,10 +224,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// `home` so that no credentials file of this machine is read): (status, stdout, stderr).
 fn run(args: &[&str], env: &[(&str, &str)], home: &Path) -> (ExitStatus, String, String) {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy();
         if n.starts_with("RINGYARD_") || n.starts_with("AWS_") {
@@ -236,25 +232,7 @@ fn run(args: &[&str], env: &[(&str, &str)], home: &Path) -> (ExitStatus, String,
         }
     }
     cmd.env("HOME", home).envs(env.iter().copied());
-    let mut child = cmd.spawn().expect("spawn ringyard");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = wait_bounded(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("ringyard {args:?} did not exit within 60 s (did it start?)")
-    });
-    (status, reader.join().unwrap(), err_reader.join().unwrap())
+    run_to_exit(cmd, Duration::from_secs(60))
 }
 
 /// A start that must fail: exit status 1 (a start failure, as a port in use), and its
@@ -520,7 +498,8 @@ fn token_commands_use_the_configured_database() {
 
 /// Three nodes over one bucket and one database.
 struct Cluster {
-    sv: Services,
+    /// Kept running while the nodes are.
+    _sv: Services,
     nodes: Vec<Server>,
 }
 
@@ -531,7 +510,7 @@ fn cluster(db: &str) -> Cluster {
         .iter()
         .map(|n| sv.node(&config, &sv.root(n)))
         .collect();
-    Cluster { sv, nodes }
+    Cluster { _sv: sv, nodes }
 }
 
 #[test]
