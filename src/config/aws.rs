@@ -221,8 +221,10 @@ region = eu-west-1
             Some(("f".into(), FILE)),
         );
         assert!(e.unwrap_err().contains("profile [empty] of f"));
-        let mut half = Config::default();
-        half.s3_access_key = "AKI".into();
+        let half = Config {
+            s3_access_key: "AKI".into(),
+            ..Config::default()
+        };
         assert!(resolve(&half, &vars(&[]), None)
             .unwrap_err()
             .contains("secret_key is not"));
