@@ -164,17 +164,15 @@ fn command_config(data: &DataArgs) -> Result<config::Config, i32> {
 /// SQLite in the data directory. Errors never show the database's password.
 fn open_meta(cfg: &config::Config) -> Result<ringyard::meta::Meta, String> {
     if let Some(url) = cfg.database() {
-        return ringyard::meta::Meta::open_postgres(url, 1).map_err(|e| {
-            format!(
-                "{} (database.url {})",
-                config::redact_url(&e),
-                config::redact_url(url)
-            )
-        });
+        return ringyard::server::open_postgres(url, 1);
     }
-    std::fs::create_dir_all(&cfg.root)
-        .map_err(|e| format!("data directory {}: {e}", cfg.root.display()))?;
+    data_dir(cfg)?;
     ringyard::meta::Meta::open_sqlite(&cfg.root.join("meta.db"))
+}
+
+fn data_dir(cfg: &config::Config) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.root)
+        .map_err(|e| format!("data directory {}: {e}", cfg.root.display()))
 }
 
 /// `ringyard db migrate|status` on the database `serve` would use. Exit 2 for a bad
@@ -196,9 +194,9 @@ fn db(cmd: &DbCommand) -> i32 {
             let path = cfg.root.join("meta.db");
             let answer = match cmd {
                 DbCommand::Status { .. } => schema::sqlite_status(&path),
-                DbCommand::Migrate { .. } => std::fs::create_dir_all(&cfg.root)
-                    .map_err(|e| format!("data directory {}: {e}", cfg.root.display()))
-                    .and_then(|()| schema::sqlite_migrate(&path)),
+                DbCommand::Migrate { .. } => {
+                    data_dir(&cfg).and_then(|()| schema::sqlite_migrate(&path))
+                }
             };
             (format!("SQLite {}", path.display()), answer)
         }

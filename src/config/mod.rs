@@ -7,7 +7,8 @@
 //! in [`section::SECTIONS`]; they are set only in the file.
 //! Values are parsed by the pure functions of [`value`]; a bad one stops the start with a
 //! [`ConfigError`] naming the file and line, the variable or the flag ([`source`]). Reading
-//! files and the environment happens only in [`load`].
+//! files and the environment happens only in [`load`], and for the S3 credentials (the AWS
+//! variables and credentials file, at start) in [`aws::from_system`].
 
 pub(crate) mod auth;
 pub mod aws;

@@ -53,7 +53,10 @@ pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(start) = url.find("://").map(|i| i + 3) {
         let rest = &url[start..];
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        // The authority ends the URL's way, or where the URL ends inside a message.
+        let end = rest
+            .find(['/', '?', '#', ' ', ')', '"', '\n'])
+            .unwrap_or(rest.len());
         if let Some(at) = rest[..end].rfind('@') {
             if let Some(colon) = rest[..at].find(':') {
                 out = format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]);
@@ -108,6 +111,11 @@ mod tests {
             "an @ in the password"
         );
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            redact_url("at redis://:pw@h:1 (for a@b)"),
+            "at redis://:***@h:1 (for a@b)",
+            "a URL inside a message"
+        );
         assert_eq!(
             redact_url("http://h/x@y:z"),
             "http://h/x@y:z",

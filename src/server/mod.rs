@@ -139,11 +139,10 @@ fn realm_host(listen: &str, port: u16) -> String {
 /// `root` (read-only mode opens it without writing). Blocks: start-up only.
 fn open_meta(cfg: &Config, root: &Path, created: &mut Created) -> Result<Meta, String> {
     if let Some(url) = cfg.database() {
-        let shown = crate::config::redact_url(url);
-        let meta = Meta::open_postgres(url, cfg.database_connections)
-            .map_err(|e| format!("{} (database.url {shown})", crate::config::redact_url(&e)))?;
+        let meta = open_postgres(url, cfg.database_connections)?;
         crate::log::info(format_args!(
-            "metadata in PostgreSQL at {shown}, {} connections",
+            "metadata in PostgreSQL at {}, {} connections",
+            crate::config::redact_url(url),
             cfg.database_connections
         ));
         return Ok(meta);
@@ -158,6 +157,14 @@ fn open_meta(cfg: &Config, root: &Path, created: &mut Created) -> Result<Meta, S
         }
     }
     Meta::open_sqlite(&meta_path)
+}
+
+/// [`Meta::open_postgres`], its error naming the database without its password (for the
+/// server and the `token` command alike). Blocks.
+pub fn open_postgres(url: &str, connections: usize) -> Result<Meta, String> {
+    use crate::config::redact_url;
+    Meta::open_postgres(url, connections)
+        .map_err(|e| format!("{} (database.url {})", redact_url(&e), redact_url(url)))
 }
 
 /// The S3 backend of `storage.s3.*`, with its credentials found ([`crate::config::aws`]) and

@@ -397,6 +397,18 @@ fn secrets_stay_out_of_config_commands() {
     );
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("storage.s3.bucket"), "{err}");
+    // Tokens signed by a key per data directory would not be accepted by the other nodes.
+    let tokens = "auth:\n  token:\n    enabled: true\ndatabase:\n  url: postgres://h/db\n";
+    std::fs::write(&file, tokens).unwrap();
+    let (status, _, err) = run(&["config", "check", file.to_str().unwrap()], &[], dir.path());
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("set auth.token.key"), "{err}");
+    // --read-only has no meaning for nodes sharing a bucket and a database.
+    std::fs::write(&file, "storage:\n  backend: s3\n  s3:\n    bucket: b\n").unwrap();
+    let args = ["serve", "--config", file.to_str().unwrap(), "--read-only"];
+    let (status, _, err) = run(&args, &[], dir.path());
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--read-only: storage.read_only"), "{err}");
 }
 
 #[test]
