@@ -13,8 +13,8 @@
 //!   and what the access rules let them do where; pure rules, bcrypt on a pool of its own.
 //!   It knows no HTTP: the API turns its answers into challenges and refusals.
 //! - [`store`]: bytes. `BlobStore` is a local hot tier (the sharded tree, served by `sendfile`)
-//!   over a [`store::backend::BlobBackend`] (the filesystem today; S3 next), fetching a miss
-//!   once; [`store::upload_writer`] is the upload pipeline, whose session offset and hash
+//!   over a [`store::backend::BlobBackend`] (the filesystem, or S3 by `storage.backend`),
+//!   fetching a miss once; [`store::upload_writer`] is the upload pipeline, whose session offset and hash
 //!   state are persisted so a session resumes without reading its bytes back.
 //! - [`meta`]: one [`meta::Engine`] trait for every metadata read and write. Writes are
 //!   [`meta::WriteOp`]s through one commit path whose outcomes and checks come from the
@@ -23,7 +23,8 @@
 //! - [`oci`]: the grammar and models (digests and the serializable hasher, names, media types,
 //!   manifests), pure.
 //! - [`jobs`]: background work on threads of its own (upload expiry today), with per-job
-//!   metrics; [`observe`], [`config`] and [`log`] serve every layer.
+//!   metrics; [`observe`], [`config`] and [`log`] serve every layer. [`testing`] starts real
+//!   services (PostgreSQL, S3, Redis) for the tests; the registry never uses it.
 //!
 //! `oci`, `store` and `meta` have error enums of their own that know nothing of HTTP. The
 //! shared design notes (ARCHITECTURE.md) give the direction; each module's doc says why it is
@@ -43,3 +44,5 @@ pub mod oci;
 pub mod server;
 pub(crate) mod signal;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;

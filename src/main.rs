@@ -1,6 +1,6 @@
 use clap::Parser;
 use ringyard::config::cli::{
-    Cli, Command, ConfigCommand, HtpasswdCommand, ServeArgs, TokenCommand,
+    Cli, Command, ConfigCommand, DataArgs, DbCommand, HtpasswdCommand, ServeArgs, TokenCommand,
 };
 use ringyard::config::{self, ConfigError, EXIT_CONFIG, EXIT_START};
 
@@ -22,6 +22,7 @@ fn main() {
             htpasswd_add(file, user, *cost)
         }
         Some(Command::Token(cmd)) => token(cmd),
+        Some(Command::Db(cmd)) => db(cmd),
         _ => serve(&cli.serve_args()),
     };
     std::process::exit(code);
@@ -66,12 +67,10 @@ fn token(cmd: &TokenCommand) -> i32 {
         | TokenCommand::List { data }
         | TokenCommand::Revoke { data, .. } => data,
     };
-    let cfg = match config::load(&data.serve_args()) {
-        Ok(l) => l.config,
-        Err(errors) => return report(&errors),
+    let cfg = match command_config(data) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    // The metadata's start-up lines are for a server's log, not this command's output.
-    ringyard::log::configure(config::LogLevel::Warn, cfg.log_format);
     let expires = match cmd {
         TokenCommand::Create { expires, .. } if expires != "never" => {
             match config::value::parse_duration(expires) {
@@ -84,11 +83,7 @@ fn token(cmd: &TokenCommand) -> i32 {
         }
         _ => None,
     };
-    if let Err(e) = std::fs::create_dir_all(&cfg.root) {
-        eprintln!("error: data directory {}: {e}", cfg.root.display());
-        return 1;
-    }
-    let meta = match ringyard::meta::Meta::open_sqlite(&cfg.root.join("meta.db")) {
+    let meta = match open_meta(&cfg) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");
@@ -151,6 +146,75 @@ fn token(cmd: &TokenCommand) -> i32 {
     };
     meta.close();
     code
+}
+
+/// The configuration of a command on the registry's data (`token`, `db`), found as `serve`
+/// finds it; the exit code when it cannot be used.
+fn command_config(data: &DataArgs) -> Result<config::Config, i32> {
+    let cfg = match config::load(&data.serve_args()) {
+        Ok(l) => l.config,
+        Err(errors) => return Err(report(&errors)),
+    };
+    // The metadata's start-up lines are for a server's log, not this command's output.
+    ringyard::log::configure(config::LogLevel::Warn, cfg.log_format);
+    Ok(cfg)
+}
+
+/// The metadata engine `serve` would use: PostgreSQL at database.url (one connection), else
+/// SQLite in the data directory. Errors never show the database's password.
+fn open_meta(cfg: &config::Config) -> Result<ringyard::meta::Meta, String> {
+    if let Some(url) = cfg.database() {
+        return ringyard::server::open_postgres(url, 1);
+    }
+    data_dir(cfg)?;
+    ringyard::meta::Meta::open_sqlite(&cfg.root.join("meta.db"))
+}
+
+fn data_dir(cfg: &config::Config) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.root)
+        .map_err(|e| format!("data directory {}: {e}", cfg.root.display()))
+}
+
+/// `ringyard db migrate|status` on the database `serve` would use. Exit 2 for a bad
+/// configuration; status exits 1 when a migration is needed (or the database is newer).
+fn db(cmd: &DbCommand) -> i32 {
+    use ringyard::meta::schema;
+    let cfg = match command_config(cmd.data()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (name, answer) = match (cmd, cfg.database()) {
+        (DbCommand::Status { .. }, Some(url)) => {
+            (config::redact_url(url), schema::postgres_status(url))
+        }
+        (DbCommand::Migrate { .. }, Some(url)) => {
+            (config::redact_url(url), schema::postgres_migrate(url))
+        }
+        (cmd, None) => {
+            let path = cfg.root.join("meta.db");
+            let answer = match cmd {
+                DbCommand::Status { .. } => schema::sqlite_status(&path),
+                DbCommand::Migrate { .. } => {
+                    data_dir(&cfg).and_then(|()| schema::sqlite_migrate(&path))
+                }
+            };
+            (format!("SQLite {}", path.display()), answer)
+        }
+    };
+    match (cmd, answer) {
+        (_, Err(e)) => {
+            eprintln!("error: {} ({name})", config::redact_url(&e));
+            1
+        }
+        (DbCommand::Migrate { .. }, Ok(s)) => {
+            println!("{name}: schema version {}", s.current);
+            0
+        }
+        (DbCommand::Status { .. }, Ok(s)) => {
+            println!("{name}: {}", s.describe());
+            i32::from(s.needs_migration() || s.too_new())
+        }
+    }
 }
 
 /// `ringyard htpasswd add FILE USER`: the password from standard input, never from the

@@ -1,6 +1,6 @@
 //! The command line: `ringyard [serve] [FLAGS]`, `ringyard config check FILE`,
 //! `ringyard config defaults`, `ringyard htpasswd add FILE USER`,
-//! `ringyard token create|list|revoke`. The serve flags come from the settings table (each setting's
+//! `ringyard token create|list|revoke`, `ringyard db migrate|status`. The serve flags come from the settings table (each setting's
 //! flag, with its doc line, default and variable in the help) plus a few shortcuts; their values
 //! are checked by the same parsers as the file's, so `--upload-expiry 90m` and
 //! `--upload-expiry 5400` mean the same.
@@ -47,6 +47,34 @@ pub enum Command {
     /// registry runs, which sees a change within half a second.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The metadata database's schema (database.url, else the SQLite database in the data
+    /// directory).
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Apply the schema migrations this binary knows (a start does too) and print the schema
+    /// version; safe while other nodes run.
+    Migrate {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Print the schema version, the versions this binary knows and whether a migration is
+    /// needed; changes nothing. Exit 0 when up to date, 1 when not (or unreachable).
+    Status {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+impl DbCommand {
+    pub fn data(&self) -> &DataArgs {
+        match self {
+            DbCommand::Migrate { data } | DbCommand::Status { data } => data,
+        }
+    }
 }
 
 /// Where the data directory is, found as `serve` finds it: `--root`, else the configuration
@@ -451,6 +479,22 @@ mod tests {
         let args = ["ringyard", "htpasswd", "add", "f", "bob", "--cost", "3"];
         assert!(Cli::try_parse_from(args).is_err());
         assert!(Cli::try_parse_from(["ringyard", "htpasswd", "add", "f"]).is_err());
+    }
+
+    #[test]
+    fn db_commands() {
+        let cli = Cli::try_parse_from(["ringyard", "db", "status", "--root", "/tmp/r"]).unwrap();
+        let Some(Command::Db(cmd @ DbCommand::Status { .. })) = cli.command else {
+            panic!("not db status");
+        };
+        let cfg = resolve(cmd.data().serve_args().flags).unwrap();
+        assert_eq!(cfg.root, PathBuf::from("/tmp/r"));
+        let cli = Cli::try_parse_from(["ringyard", "db", "migrate", "--config", "c.yaml"]);
+        assert!(matches!(
+            cli.unwrap().command,
+            Some(Command::Db(DbCommand::Migrate { data })) if data.config.is_some()
+        ));
+        assert!(Cli::try_parse_from(["ringyard", "db"]).is_err());
     }
 
     #[test]

@@ -7,13 +7,16 @@
 //! in [`section::SECTIONS`]; they are set only in the file.
 //! Values are parsed by the pure functions of [`value`]; a bad one stops the start with a
 //! [`ConfigError`] naming the file and line, the variable or the flag ([`source`]). Reading
-//! files and the environment happens only in [`load`].
+//! files and the environment happens only in [`load`], and for the S3 credentials (the AWS
+//! variables and credentials file, at start) in [`aws::from_system`].
 
 pub(crate) mod auth;
+pub mod aws;
 pub mod cli;
 pub(crate) mod env;
 pub(crate) mod file;
 pub(crate) mod load;
+pub mod secret;
 pub mod section;
 pub mod settings;
 pub(crate) mod source;
@@ -21,6 +24,7 @@ pub(crate) mod token;
 pub mod value;
 
 pub use load::{check, load, Loaded, EXIT_CONFIG, EXIT_START};
+pub use secret::{redact_url, Secret};
 pub use source::{ConfigError, Origin};
 
 use std::path::PathBuf;
@@ -78,6 +82,30 @@ pub struct Config {
     pub upload_expiry: Duration,
     /// Larger manifests get 413.
     pub max_manifest_bytes: usize,
+    /// `filesystem` (blobs in `root`) or `s3` (blobs in a bucket, `root` a cache).
+    pub storage_backend: String,
+    pub s3_bucket: String,
+    pub s3_region: String,
+    /// `http(s)://host:port`; empty: AWS (`https://s3.REGION.amazonaws.com`).
+    pub s3_endpoint: String,
+    pub s3_prefix: String,
+    pub s3_path_style: bool,
+    /// Empty: from the AWS variables or the shared credentials file ([`aws`]).
+    pub s3_access_key: String,
+    pub s3_secret_key: Secret,
+    /// `none` or `redis`.
+    pub cache_type: String,
+    pub redis_url: Secret,
+    /// The local tier of a remote backend; None: `<root>/cache`.
+    pub cache_disk_path: Option<PathBuf>,
+    /// The local tier's bound, in GB (10^9 bytes).
+    pub cache_disk_size_gb: usize,
+
+    // database
+    /// `postgres://...`; empty: the embedded SQLite in `root`.
+    pub database_url: Secret,
+    /// Connections (engine threads) to `database_url`.
+    pub database_connections: usize,
 
     // log
     pub log_level: LogLevel,
@@ -137,6 +165,20 @@ impl Default for Config {
             read_only: false,
             upload_expiry: Duration::from_secs(3600),
             max_manifest_bytes: 4 * 1024 * 1024,
+            storage_backend: "filesystem".into(),
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_endpoint: String::new(),
+            s3_prefix: String::new(),
+            s3_path_style: false,
+            s3_access_key: String::new(),
+            s3_secret_key: Secret::default(),
+            cache_type: "none".into(),
+            redis_url: Secret::default(),
+            cache_disk_path: None,
+            cache_disk_size_gb: 50,
+            database_url: Secret::default(),
+            database_connections: 8,
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             access_log: true,
@@ -156,6 +198,30 @@ impl Default for Config {
             token_key: None,
             token_external: Vec::new(),
         }
+    }
+}
+
+impl Config {
+    /// Whether blobs live in S3 (`storage.backend: s3`).
+    pub fn s3(&self) -> bool {
+        self.storage_backend == "s3"
+    }
+
+    /// The PostgreSQL URL, when metadata lives there rather than in the embedded SQLite.
+    pub fn database(&self) -> Option<&str> {
+        Some(self.database_url.expose()).filter(|u| !u.is_empty())
+    }
+
+    /// The local tier of a remote backend: `storage.cache.disk_path`, else `<root>/cache`.
+    pub fn cache_dir(&self, root: &std::path::Path) -> PathBuf {
+        self.cache_disk_path
+            .clone()
+            .unwrap_or_else(|| root.join("cache"))
+    }
+
+    /// `storage.cache.disk_size_gb` in bytes.
+    pub fn cache_max_bytes(&self) -> u64 {
+        self.cache_disk_size_gb as u64 * 1_000_000_000
     }
 }
 

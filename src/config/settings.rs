@@ -40,10 +40,17 @@ pub enum Kind {
     Bool,
     Level,
     Format,
-    /// Free text (a URL, a name); `optional`: empty is allowed.
+    /// Free text (a name); `optional`: empty is allowed.
     Text {
         optional: bool,
     },
+    /// A URL with one of these schemes and a host; empty means none. Shown and quoted in
+    /// errors without its password.
+    Url(&'static [&'static str]),
+    /// Text never shown (`***`); empty means none.
+    Secret,
+    /// A directory's path; empty means none.
+    OptionalDir,
 }
 
 /// A parsed value, before it is stored in its [`Config`] field.
@@ -124,6 +131,15 @@ field!(bool, Bool);
 field!(LogLevel, Level);
 field!(LogFormat, Format);
 
+impl Field for super::Secret {
+    fn to_value(&self) -> Value {
+        Value::Text(self.expose().to_string())
+    }
+    fn from_value(v: Value) -> Self {
+        super::Secret::new(String::from_value(v))
+    }
+}
+
 macro_rules! setting {
     ($key:literal, $field:ident, $kind:expr, $flag:expr, $doc:literal) => {
         Setting {
@@ -179,6 +195,34 @@ pub static SETTINGS: &[Setting] = &[
         "An upload session idle this long is removed with its data."),
     setting!("storage.max_manifest_size", max_manifest_bytes, Kind::Size { min: KIB, max: GIB }, Some(Takes("max-manifest-bytes")),
         "Largest manifest accepted; a larger one gets 413."),
+    setting!("storage.backend", storage_backend, Kind::Word(&["filesystem", "s3"]), Some(Takes("storage-backend")),
+        "Where blobs live: filesystem (in storage.root) or s3 (in storage.s3.bucket, with storage.cache.disk_path as the local cache of hot blobs)."),
+    setting!("storage.s3.bucket", s3_bucket, Kind::Text { optional: true }, Some(Takes("s3-bucket")),
+        "The bucket of storage.backend s3 (required then)."),
+    setting!("storage.s3.region", s3_region, Kind::Text { optional: false }, None,
+        "The bucket's region, signed into every request."),
+    setting!("storage.s3.endpoint", s3_endpoint, Kind::Url(&["http", "https"]), Some(Takes("s3-endpoint")),
+        "http(s)://HOST:PORT of an S3-compatible service; empty: AWS (https://s3.REGION.amazonaws.com)."),
+    setting!("storage.s3.prefix", s3_prefix, Kind::Text { optional: true }, None,
+        "Put before every key (registry/ stores blobs at registry/blobs/sha256/...); empty: none."),
+    setting!("storage.s3.path_style", s3_path_style, Kind::Bool, None,
+        "Address the bucket as ENDPOINT/BUCKET/KEY (most S3-compatible services) rather than BUCKET.ENDPOINT/KEY."),
+    setting!("storage.s3.access_key", s3_access_key, Kind::Text { optional: true }, None,
+        "Access key id; empty: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), else the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile AWS_PROFILE or default)."),
+    setting!("storage.s3.secret_key", s3_secret_key, Kind::Secret, None,
+        "Secret key of storage.s3.access_key; never logged nor shown."),
+    setting!("storage.cache.type", cache_type, Kind::Word(&["none", "redis"]), None,
+        "Shared cache of manifest metadata and blob descriptors: none or redis (at storage.cache.redis_url)."),
+    setting!("storage.cache.redis_url", redis_url, Kind::Url(&["redis"]), None,
+        "redis://[:PASSWORD@]HOST:PORT[/DB] of storage.cache.type redis; the password is never logged nor shown."),
+    setting!("storage.cache.disk_path", cache_disk_path, Kind::OptionalDir, None,
+        "With storage.backend s3, the directory of the local cache of hot blobs (and of upload sessions); empty: cache in storage.root."),
+    setting!("storage.cache.disk_size_gb", cache_disk_size_gb, Kind::Count { min: 1, max: 1_000_000 }, None,
+        "Bound of the local cache of hot blobs, in GB (10^9 bytes); the least recently used are evicted beyond it."),
+    setting!("database.url", database_url, Kind::Url(&["postgres", "postgresql"]), None,
+        "postgres://USER[:PASSWORD]@HOST[:PORT]/DB for metadata shared by several nodes (schema migrated at start, or by ringyard db migrate); empty: SQLite in storage.root. The password is never logged nor shown."),
+    setting!("database.connections", database_connections, Kind::Count { min: 1, max: 1000 }, None,
+        "Connections (engine threads) each node keeps to database.url; nodes times this must stay below the server's max_connections (100 by default)."),
     setting!("log.level", log_level, Kind::Level, Some(Takes("log-level")),
         "error, warn, info or debug; each includes the ones before it."),
     setting!("log.format", log_format, Kind::Format, Some(Takes("log-format")),
@@ -248,7 +292,9 @@ impl Kind {
             Kind::Bool => ("BOOL", "true or false"),
             Kind::Level => ("LEVEL", "a log level (error, warn, info, debug)"),
             Kind::Format => ("FORMAT", "a log format (text, json)"),
-            Kind::Text { .. } => ("TEXT", "a string"),
+            Kind::Text { .. } | Kind::Secret => ("TEXT", "a string"),
+            Kind::Url(_) => ("URL", "a URL"),
+            Kind::OptionalDir => ("DIR", "a directory path"),
         }
     }
 
@@ -270,7 +316,12 @@ impl Kind {
     pub fn optional(&self) -> bool {
         matches!(
             self,
-            Kind::Address { optional: true } | Kind::File | Kind::Text { optional: true }
+            Kind::Address { optional: true }
+                | Kind::File
+                | Kind::Text { optional: true }
+                | Kind::Url(_)
+                | Kind::Secret
+                | Kind::OptionalDir
         )
     }
 
@@ -290,8 +341,10 @@ impl Kind {
             }
             Kind::Path if text.trim().is_empty() => Err("the path is empty".into()),
             Kind::Path => Ok(Value::Path(PathBuf::from(text))),
-            Kind::File if text.trim().is_empty() => Ok(Value::OptionalPath(None)),
-            Kind::File => Ok(Value::OptionalPath(Some(PathBuf::from(text)))),
+            Kind::File | Kind::OptionalDir if text.trim().is_empty() => {
+                Ok(Value::OptionalPath(None))
+            }
+            Kind::File | Kind::OptionalDir => Ok(Value::OptionalPath(Some(PathBuf::from(text)))),
             Kind::Word(words) => match words.iter().find(|w| text.trim() == **w) {
                 Some(w) => Ok(Value::Text(w.to_string())),
                 None => Err(format!("{text:?} is not one of {}", words.join(", "))),
@@ -353,7 +406,8 @@ impl Kind {
             Kind::Text { optional: false } if text.trim().is_empty() => {
                 Err("the value is empty".into())
             }
-            Kind::Text { .. } => Ok(Value::Text(text.trim().to_string())),
+            Kind::Text { .. } | Kind::Secret => Ok(Value::Text(text.trim().to_string())),
+            Kind::Url(schemes) => check_url(text.trim(), schemes).map(Value::Text),
         }
     }
 }
@@ -389,6 +443,7 @@ impl Setting {
     /// is 0 when it is one per core.
     pub fn show(&self, cfg: &Config) -> String {
         match ((self.get)(cfg), self.kind) {
+            (Value::Text(s), Kind::Secret | Kind::Url(_)) => yaml_scalar(&super::secret::shown(&s)),
             (Value::Count(n), Kind::Workers) if n == default_workers() => "0".into(),
             (Value::Count(n), Kind::Size { .. }) => format_size(n as u64),
             (Value::Count(n), _) => n.to_string(),
@@ -405,6 +460,26 @@ impl Setting {
             (Value::Level(l), _) => format!("{l:?}").to_ascii_lowercase(),
             (Value::Format(f), _) => format!("{f:?}").to_ascii_lowercase(),
         }
+    }
+}
+
+/// `text` if it is empty or a URL of one of `schemes` with a host; the error quotes it
+/// without its password. Pure.
+fn check_url(text: &str, schemes: &[&str]) -> Result<String, String> {
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let shown = super::secret::redact_url(text);
+    let want = schemes
+        .iter()
+        .map(|s| format!("{s}://"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    match url::Url::parse(text) {
+        Ok(u) if !schemes.contains(&u.scheme()) => Err(format!("{shown:?} is not a {want} URL")),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Err(format!("{shown:?} names no host")),
+        Ok(_) => Ok(text.to_string()),
+        Err(e) => Err(format!("{shown:?} is not a URL ({e}); expected {want}...")),
     }
 }
 
@@ -573,7 +648,7 @@ mod tests {
             assert!(s
                 .key
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'));
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'));
             assert!(s.doc.ends_with('.'), "{}: one sentence", s.key);
             assert!(!s.doc.contains('\n'));
         }
@@ -592,6 +667,9 @@ mod tests {
                 "http.timeouts",
                 "http.tls",
                 "storage",
+                "storage.s3",
+                "storage.cache",
+                "database",
                 "log",
                 "metrics",
                 "auth",

@@ -115,6 +115,12 @@ pub fn resolve(
             errors.push(ConfigError::new(origin.clone(), Some(key), message));
         }
     }
+    for (keys, message) in scale_out_disagreements(&cfg) {
+        // Blamed on the first of the keys that was set somewhere.
+        if let Some((key, origin)) = keys.iter().find_map(|k| Some((*k, origin(k)?))) {
+            errors.push(ConfigError::new(origin.clone(), Some(key), message));
+        }
+    }
     if errors.is_empty() {
         Ok(cfg)
     } else {
@@ -141,6 +147,39 @@ fn tls_disagreements(cfg: &Config) -> Vec<(&'static str, &'static str)> {
         out.push((
             "http.tls.client_ca",
             "client certificates need TLS: set http.tls.certificate and http.tls.key too",
+        ));
+    }
+    out
+}
+
+/// Settings of the S3 and PostgreSQL deployment that make no sense together: the keys to blame
+/// (the first one set is named) and why.
+fn scale_out_disagreements(cfg: &Config) -> Vec<(&'static [&'static str], String)> {
+    let mut out: Vec<(&'static [&'static str], String)> = Vec::new();
+    if cfg.s3() && cfg.s3_bucket.is_empty() {
+        out.push((
+            &["storage.backend", "storage.s3.bucket"],
+            "storage.backend s3 needs a bucket: set storage.s3.bucket (--s3-bucket)".into(),
+        ));
+    }
+    if cfg.cache_type == "redis" && cfg.redis_url.is_empty() {
+        out.push((
+            &["storage.cache.type"],
+            "storage.cache.type redis needs storage.cache.redis_url (redis://HOST:PORT)".into(),
+        ));
+    }
+    if cfg.read_only && (cfg.s3() || cfg.database().is_some()) {
+        out.push((
+            &["storage.read_only", "storage.backend", "database.url"],
+            "storage.read_only serves a data directory on a read-only filesystem; with storage.backend s3 or database.url, nodes share the bucket and the database (no read-only mode there yet): use auth.access rules that grant only pull instead"
+                .into(),
+        ));
+    }
+    if cfg.token_enabled && cfg.database().is_some() && cfg.token_key.is_none() {
+        out.push((
+            &["auth.token.enabled", "database.url"],
+            "with database.url every node must sign tokens with the same key, so the key cannot be generated per data directory: set auth.token.key (--token-key) to a PEM file that every node has (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out token-key.pem)"
+                .into(),
         ));
     }
     out
@@ -253,6 +292,78 @@ mod tests {
             at(flag("tls-key"), "http.tls.key", ""),
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn scale_out_settings_that_do_not_fit_are_refused() {
+        let flag = |n: &str| Origin::Flag(n.into());
+        let errs = resolve([at(file(3), "storage.backend", "s3")]).unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "ringyard.yaml:3: storage.backend: storage.backend s3 needs a bucket: set storage.s3.bucket (--s3-bucket)"
+        );
+        assert!(resolve([
+            at(file(3), "storage.backend", "s3"),
+            at(file(5), "storage.s3.bucket", "b"),
+        ])
+        .is_ok());
+        let errs = resolve([
+            at(flag("read-only"), "storage.read_only", "true"),
+            at(file(9), "database.url", "postgres://u:pw@h/db"),
+        ])
+        .unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .starts_with("--read-only: storage.read_only"),
+            "{errs:?}"
+        );
+        assert!(!errs[0].to_string().contains("pw"));
+        let errs = resolve([
+            at(flag("token"), "auth.token.enabled", "true"),
+            at(file(9), "database.url", "postgres://h/db"),
+        ])
+        .unwrap_err();
+        assert!(
+            errs[0].to_string().contains("set auth.token.key"),
+            "{errs:?}"
+        );
+        assert!(resolve([
+            at(flag("token"), "auth.token.enabled", "true"),
+            at(file(8), "auth.token.key", "/k.pem"),
+            at(file(9), "database.url", "postgres://h/db"),
+        ])
+        .is_ok());
+        let errs = resolve([at(file(2), "storage.cache.type", "redis")]).unwrap_err();
+        assert!(errs[0].to_string().contains("redis_url"), "{errs:?}");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_their_password() {
+        let errs = resolve([at(file(4), "database.url", "mysql://u:hunter2@h/db")]).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(
+            text.contains("is not a postgres:// or postgresql:// URL"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hunter2") && text.contains("u:***@h"),
+            "{text}"
+        );
+        let errs = resolve([at(
+            Origin::Env("RINGYARD_DATABASE_URL".into()),
+            "database.url",
+            "postgres://u:hunter2@[bad/db",
+        )])
+        .unwrap_err();
+        assert!(!errs[0].to_string().contains("hunter2"), "{errs:?}");
+        let errs = resolve([at(file(1), "storage.s3.endpoint", "127.0.0.1:9000")]).unwrap_err();
+        assert!(
+            errs[0].to_string().contains("http:// or https://"),
+            "{errs:?}"
+        );
+        let cfg = resolve([at(file(1), "storage.s3.endpoint", "http://127.0.0.1:9000")]).unwrap();
+        assert_eq!(cfg.s3_endpoint, "http://127.0.0.1:9000");
     }
 
     #[test]

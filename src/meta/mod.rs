@@ -16,7 +16,7 @@
 //! - [`memory::MemoryEngine`]: the index alone, for tests and as the reference the others are
 //!   checked against by one suite ([`suite`], run on every engine).
 //! - [`postgres::PostgresEngine`]: PostgreSQL, shared by several nodes, on a few engine threads
-//!   of its own; reads go to SQL (not yet wired to configuration).
+//!   of its own; reads go to SQL (chosen by `database.url`).
 //!
 //! An engine for data that does not fit in memory and is written by several nodes
 //! (PostgreSQL) answers reads from SQL; the trait asks nothing of it that only one process
@@ -28,10 +28,9 @@ pub(crate) mod error;
 pub(crate) mod index;
 pub(crate) mod indexed;
 pub(crate) mod memory;
-#[cfg(test)]
-pub(crate) mod pg_test_server;
 pub(crate) mod postgres;
 mod pulls;
+pub mod schema;
 mod sql;
 pub(crate) mod sqlite;
 #[cfg(test)]

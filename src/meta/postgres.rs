@@ -737,6 +737,43 @@ fn migrate(client: &mut Client) -> std::result::Result<(), String> {
     tx.commit().map_err(sql)
 }
 
+/// The versions [`MIGRATIONS`] knows, in order.
+pub(crate) fn known_versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|(v, _)| i64::from(*v)).collect()
+}
+
+/// The schema version recorded in the database at `url`: 0 before the first migration.
+/// Changes nothing. Blocks.
+pub(crate) fn schema_version(url: &str) -> std::result::Result<i64, String> {
+    let mut client = connect(url).map_err(|e| format!("metadata database: {e}"))?;
+    recorded_version(&mut client)
+}
+
+fn recorded_version(client: &mut Client) -> std::result::Result<i64, String> {
+    let sql = |e: postgres::Error| format!("metadata database: schema: {e}");
+    let row = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .map_err(sql)?;
+    if !row.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(sql)?;
+    Ok(i64::from(row.get::<_, i32>(0)))
+}
+
+/// Brings the database at `url` to the newest schema (as opening the engine does, without
+/// starting it) and answers the version it has then. Blocks.
+pub(crate) fn migrate_url(url: &str) -> std::result::Result<i64, String> {
+    let mut client = connect(url).map_err(|e| format!("metadata database: {e}"))?;
+    migrate(&mut client).map_err(|e| format!("metadata database: {e}"))?;
+    recorded_version(&mut client)
+}
+
 // --- the engine threads
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
@@ -1180,10 +1217,10 @@ impl Drop for PostgresEngine {
 #[cfg(test)]
 mod tests {
     use super::super::index::tests::dg;
-    use super::super::pg_test_server::PgServer;
     use super::super::suite::{self, block_on, now};
     use super::super::Meta;
     use super::*;
+    use crate::testing::postgres::PgServer;
 
     fn server() -> PgServer {
         PgServer::start().unwrap_or_else(|e| panic!("{e}"))

@@ -288,6 +288,19 @@ fn add_upload_owner(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The `user_version` of the database at `path`, read without changing anything.
+pub(crate) fn recorded_version(path: &Path) -> Result<i64, String> {
+    use rusqlite::OpenFlags;
+    let fail = |e: rusqlite::Error| format!("metadata database {}: {e}", path.display());
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(fail)
+}
+
 /// v2 to v3 adds only the `robot_tokens` table, which [`SCHEMA`] creates when missing.
 ///
 /// Brings older schemas forward step by step, creates what is missing, and refuses a database

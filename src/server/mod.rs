@@ -25,6 +25,7 @@ use crate::observe::health::{Readiness, Timeouts};
 use crate::observe::Ops;
 use crate::store::blobs::BlobStore;
 use crate::store::open_cache;
+use crate::store::s3::{S3Backend, S3Config};
 use crate::store::uploads::Uploads;
 use connection::ConnSettings;
 use created::Created;
@@ -134,6 +135,73 @@ fn realm_host(listen: &str, port: u16) -> String {
     format!("{host}:{port}")
 }
 
+/// The metadata engine the configuration names: PostgreSQL at `database.url`, else SQLite in
+/// `root` (read-only mode opens it without writing). Blocks: start-up only.
+fn open_meta(cfg: &Config, root: &Path, created: &mut Created) -> Result<Meta, String> {
+    if let Some(url) = cfg.database() {
+        let meta = open_postgres(url, cfg.database_connections)?;
+        crate::log::info(format_args!(
+            "metadata in PostgreSQL at {}, {} connections",
+            crate::config::redact_url(url),
+            cfg.database_connections
+        ));
+        return Ok(meta);
+    }
+    let meta_path = root.join("meta.db");
+    if cfg.read_only {
+        return Meta::open_sqlite_read_only(&meta_path);
+    }
+    if !meta_path.exists() {
+        for suffix in ["", "-wal", "-shm"] {
+            created.file(root.join(format!("meta.db{suffix}")));
+        }
+    }
+    Meta::open_sqlite(&meta_path)
+}
+
+/// [`Meta::open_postgres`], its error naming the database without its password (for the
+/// server and the `token` command alike). Blocks.
+pub fn open_postgres(url: &str, connections: usize) -> Result<Meta, String> {
+    use crate::config::redact_url;
+    Meta::open_postgres(url, connections)
+        .map_err(|e| format!("{} (database.url {})", redact_url(&e), redact_url(url)))
+}
+
+/// The S3 backend of `storage.s3.*`, with its credentials found ([`crate::config::aws`]) and
+/// the bucket reached once, so that a wrong endpoint, key or bucket stops the start here with
+/// one line rather than failing the first push. Blocks: start-up only.
+fn open_s3(cfg: &Config) -> Result<S3Backend, String> {
+    let credentials = crate::config::aws::from_system(cfg)?;
+    let endpoint = match cfg.s3_endpoint.as_str() {
+        "" => format!("https://s3.{}.amazonaws.com", cfg.s3_region),
+        e => e.to_string(),
+    };
+    let s3 = S3Config {
+        bucket: cfg.s3_bucket.clone(),
+        region: cfg.s3_region.clone(),
+        endpoint: endpoint.clone(),
+        path_style: cfg.s3_path_style,
+        prefix: cfg.s3_prefix.clone(),
+        access_key: credentials.access_key.clone(),
+        secret_key: credentials.secret_key.expose().to_string(),
+        session_token: credentials
+            .session_token
+            .as_ref()
+            .map(|t| t.expose().to_string()),
+        timeout: S3_TIMEOUT,
+    };
+    let backend = S3Backend::new(&s3)?;
+    backend.check_now()?;
+    crate::log::info(format_args!(
+        "blobs in S3 bucket {} at {endpoint} under {:?} (credentials from {})",
+        cfg.s3_bucket, cfg.s3_prefix, credentials.source
+    ));
+    Ok(backend)
+}
+
+/// Longest wait for one S3 socket operation (connect, a read, a write).
+const S3_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn run(cfg: Config) -> Result<(), String> {
     // First: a broken htpasswd file or rule stops the start, naming its line, before anything
     // is created on disk.
@@ -187,28 +255,41 @@ pub fn run(cfg: Config) -> Result<(), String> {
     crate::log::info(format_args!(
         "{nofile}; up to {cache} open blob files cached per worker"
     ));
-    let meta_path = root.join("meta.db");
-    let meta = if cfg.read_only {
-        Meta::open_sqlite_read_only(&meta_path)?
-    } else {
-        if !meta_path.exists() {
-            for suffix in ["", "-wal", "-shm"] {
-                created.file(root.join(format!("meta.db{suffix}")));
-            }
-        }
-        Meta::open_sqlite(&meta_path)?
-    };
+    // S3 first: its check is quick and its failures the likelier ones on a first try.
+    let s3 = if cfg.s3() { Some(open_s3(&cfg)?) } else { None };
+    let meta = open_meta(&cfg, &root, &mut created)?;
     if let Some(auth) = auth.as_mut() {
         auth.use_robot_tokens(meta.clone());
     }
+    // With S3 the local tree is the cache of hot blobs (and holds upload sessions).
+    let tier = if cfg.s3() {
+        cfg.cache_dir(&root)
+    } else {
+        root.clone()
+    };
     if !cfg.read_only {
-        for dir in BlobStore::top_dirs(&root) {
+        for dir in BlobStore::top_dirs(&tier) {
             created
                 .dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    let blobs = BlobStore::at(&root, pool.clone());
+    let blobs = if let Some(backend) = s3 {
+        crate::log::info(format_args!(
+            "local cache of hot blobs in {}, up to {} GB",
+            tier.display(),
+            cfg.cache_disk_size_gb
+        ));
+        BlobStore::with_remote(
+            &tier,
+            pool.clone(),
+            Arc::new(backend),
+            cfg.cache_max_bytes(),
+        )
+        .map_err(|e| format!("cannot open the cache {}: {e}", tier.display()))?
+    } else {
+        BlobStore::at(&root, pool.clone())
+    };
     let uploads = Uploads::new(blobs.staging_dir().to_path_buf(), cfg.upload_expiry);
     let records = block_on(meta.uploads()).map_err(|e| format!("reading upload sessions: {e}"))?;
     let dead_rows = uploads.restore(records);

@@ -101,11 +101,15 @@ impl BlobStore {
     }
 
     /// The tree under `root` as a hot tier over `remote`, which holds every blob durably.
+    /// `max_bytes` is the tier's configured bound (`storage.cache.disk_size_gb`), carried for
+    /// the eviction of the LRU cache, which is not here yet.
     pub fn with_remote(
         root: &Path,
         pool: Pool,
         remote: Arc<dyn BlobBackend>,
+        max_bytes: u64,
     ) -> io::Result<BlobStore> {
+        let _ = max_bytes;
         Ok(BlobStore {
             remote: Some(remote),
             ..BlobStore::open(root, pool)?
@@ -305,7 +309,8 @@ mod tests {
             inner: FsBackend::open(remote_dir.path(), pool.clone()).unwrap(),
             reads: Default::default(),
         });
-        let store = BlobStore::with_remote(tier_dir.path(), pool, remote.clone()).unwrap();
+        let store =
+            BlobStore::with_remote(tier_dir.path(), pool, remote.clone(), u64::MAX).unwrap();
         let content: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
         let d = Digest::sha256_of(&content);
         let src = remote_dir.path().join("src");

@@ -14,9 +14,8 @@
 //! object is [`Error::NotFound`], an unreachable or overloaded S3 is
 //! [`Error::Unavailable`] with `retry`, refused credentials are `Unavailable` without.
 
-mod conn;
-#[cfg(test)]
-pub(crate) mod harness;
+pub(crate) mod check;
+pub(crate) mod conn;
 
 use super::backend::{BlobBackend, Chunks, Fut, Whole};
 use super::error::{Error, Result};
@@ -58,6 +57,8 @@ pub struct S3Config {
     pub prefix: String,
     pub access_key: String,
     pub secret_key: String,
+    /// A temporary credential's session token (AWS_SESSION_TOKEN), signed into every request.
+    pub session_token: Option<String>,
     /// Longest wait for any one socket operation (connect, a read, a write).
     pub timeout: Duration,
 }
@@ -105,7 +106,14 @@ impl S3Backend {
         Ok(S3Backend {
             bucket,
             addr,
-            credentials: Credentials::new(config.access_key.clone(), config.secret_key.clone()),
+            credentials: match &config.session_token {
+                Some(token) => Credentials::new_with_token(
+                    config.access_key.clone(),
+                    config.secret_key.clone(),
+                    token.clone(),
+                ),
+                None => Credentials::new(config.access_key.clone(), config.secret_key.clone()),
+            },
             prefix: config.prefix.clone(),
             timeout: config.timeout,
         })
@@ -618,6 +626,14 @@ impl Chunks for Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::s3 as harness;
+
+    /// The backend suite against `server`, objects under `prefix`.
+    fn run_suite(server: &harness::S3Server, prefix: &str) {
+        let backend = S3Backend::new(&server.config(prefix)).unwrap();
+        let staging = crate::testing::TempDir::new("ringyard-s3-staging").unwrap();
+        harness::run(crate::store::backend::suite(&backend, staging.path()));
+    }
 
     #[test]
     fn parts_grow_so_that_10000_cover_the_blob() {
@@ -663,6 +679,7 @@ mod tests {
             prefix: prefix.into(),
             access_key: "k".into(),
             secret_key: "s".into(),
+            session_token: None,
             timeout: Duration::from_secs(1),
         })
         .unwrap()
@@ -726,7 +743,7 @@ mod tests {
     #[test]
     fn the_s3_backend_passes_the_backend_suite_on_s3s_fs() {
         let server = harness::S3Server::s3s_fs();
-        server.run_suite("registry/");
+        run_suite(&server, "registry/");
         let backend = S3Backend::new(&server.config("multipart/")).unwrap();
         let got = harness::run(async {
             multipart_puts(&backend).await;
@@ -743,7 +760,7 @@ mod tests {
     #[test]
     fn the_s3_backend_passes_the_backend_suite_on_moto() {
         let server = harness::S3Server::moto();
-        server.run_suite("");
+        run_suite(&server, "");
         let backend = S3Backend::new(&server.config("multipart/")).unwrap();
         harness::run(multipart_puts(&backend));
         // moto lists multipart uploads (s3s-fs cannot): the refused puts aborted theirs.

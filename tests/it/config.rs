@@ -4,7 +4,7 @@
 //! `config check` and `config defaults` commands.
 
 use crate::common::*;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -83,25 +83,7 @@ fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
 /// Runs the binary to its exit (within 20 s, or it is killed and the test fails): (status,
 /// stdout, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let mut child = command(args, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringyard");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let mut stderr = String::new();
-    let _ = err.read_to_string(&mut stderr);
-    let status = wait_bounded(&mut child, Duration::from_secs(20)).unwrap_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("ringyard {args:?} did not exit within 20 s:\n{stderr}")
-    });
-    (status, out_reader.join().unwrap(), stderr)
+    run_to_exit(command(args, env), Duration::from_secs(20))
 }
 
 /// A server started with environment variables (the common harness passes none); killed when

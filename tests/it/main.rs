@@ -29,5 +29,6 @@ mod ops_limits;
 mod ops_observe;
 mod ops_read_only_mount;
 mod robot_tokens;
+mod scale_out;
 mod tls;
 mod upload_owner;

@@ -473,8 +473,8 @@ fn defaults_show_every_section_and_change_nothing() {
     assert_eq!(cfg, Config::default());
     assert_eq!(got, Schema::default());
     // the product's file is the same, less the sections
-    assert!(text.starts_with(&defaults_file()[..defaults_file().find("\nlog:").unwrap()]));
-    let mirrors = "  max_manifest_size: 4MiB
+    assert!(text.starts_with(&defaults_file()[..defaults_file().find("\ndatabase:").unwrap()]));
+    let mirrors = "    disk_size_gb: 50
   # Registries that get a copy of every push. A mapping from names (a name of lowercase letters,
   # digits and -) to records, set only in this file (no environment variable or flag); each has:
   #   address: a HOST:PORT address; required. Where the mirror listens.
@@ -497,7 +497,7 @@ fn defaults_show_every_section_and_change_nothing() {
   #     max_body: 512MiB
   #     enabled: true
 
-log:
+database:
 ";
     assert!(text.contains(mirrors), "{text}");
     // a section goes after the settings of its group; every example is in the file,

@@ -339,8 +339,7 @@ impl Exchange {
 }
 
 /// Closes this thread's parked connections: a loop's sockets must not outlive it, and tests
-/// start a loop per case on the same thread.
-#[cfg(test)]
+/// start a loop per case on the same thread (so does the start-up check).
 pub fn close_idle() {
     IDLE.with(|idle| idle.borrow_mut().clear());
 }
@@ -431,7 +430,7 @@ mod tests {
 
     #[test]
     fn bodies_come_in_bounded_pieces_and_a_cut_body_is_an_error() {
-        let run = |answer| super::super::harness::run(get(answer_once(answer)));
+        let run = |answer| crate::testing::s3::run(get(answer_once(answer)));
         let (head, pieces) =
             run(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789").unwrap();
         assert_eq!(head.status, 200);

@@ -331,6 +331,32 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// Runs `cmd` to its exit, reading stdout and stderr as it goes: (status, stdout, stderr).
+/// Killed, and the test failed, if it still runs after `limit`.
+pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let read = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
+    let status = wait_bounded(&mut child, limit).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} did not exit within {limit:?}")
+    });
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
 /// Waits up to `limit` for `child` to exit; `None` if it still runs then.
 pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;

@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL server for the library's unit tests: its own cluster in a temp dir,
+//! A throwaway PostgreSQL server for tests: its own cluster in a temp dir,
 //! a free port on 127.0.0.1, trust authentication, stopped (by its data directory through
 //! `pg_ctl stop -m immediate`, then by the PID it wrote if that fails) and deleted on drop.
 //! Never stopped by name: other helpers and tests run the same binaries.
@@ -7,13 +7,14 @@
 //! `RINGYARD_PG_BIN` points elsewhere. initdb refuses to run as root, so as root the cluster
 //! is made and run as the `postgres` user the package creates.
 
+use super::{free_port, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub(crate) struct PgServer {
-    dir: PathBuf,
+pub struct PgServer {
+    /// Removed (after the server stopped, in `drop`) as the last field dropped.
+    dir: TempDir,
     data: PathBuf,
     bin: PathBuf,
     port: u16,
@@ -76,36 +77,23 @@ fn chown(path: &Path, owner: Option<(libc::uid_t, libc::gid_t)>) -> Result<(), S
     Ok(())
 }
 
-/// A port nobody listens on right now (the server may still lose a race for it; `start`
-/// retries with another).
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 impl PgServer {
     /// Starts a fresh cluster, or fails saying what is missing. Takes a second or two.
-    pub(crate) fn start() -> Result<PgServer, String> {
-        static N: AtomicUsize = AtomicUsize::new(0);
+    pub fn start() -> Result<PgServer, String> {
         let bin = bin_dir()?;
         let owner = run_as()?;
-        let dir = std::env::temp_dir().join(format!(
-            "ringyard-pg-{}-{}-{}",
-            std::process::id(),
-            super::now_millis(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let dir = TempDir::new("ringyard-pg")?;
         let mut server = PgServer {
-            data: dir.join("data"),
+            data: dir.path().join("data"),
             dir,
             bin,
             port: 0,
             owner,
         };
-        chown(&server.dir, owner)?;
+        chown(server.dir.path(), owner)?;
         server.initdb()?;
         let mut last = String::new();
+        // The server may lose the race for a free port: another try takes another.
         for _ in 0..3 {
             server.port = free_port()?;
             match server.pg_ctl_start() {
@@ -157,22 +145,32 @@ impl PgServer {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port,
-            self.dir.display()
+            self.dir.path().display()
         );
         let mut c = self.command("pg_ctl");
         c.arg("-D")
             .arg(&self.data)
             .arg("-l")
-            .arg(self.dir.join("server.log"))
+            .arg(self.dir.path().join("server.log"))
             .args(["-o", &options, "-w", "-t", "30", "start"]);
         self.run("pg_ctl start", c).map(|_| ()).map_err(|e| {
-            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
             format!("{e}\nserver log:\n{log}")
         })
     }
 
+    /// `postgres://postgres@127.0.0.1:PORT/DATABASE`: the URL form `database.url` takes.
+    pub fn uri(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A connection string for `database` on this server.
-    pub(crate) fn url(&self, database: &str) -> String {
+    pub fn url(&self, database: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname={database}",
             self.port
@@ -180,7 +178,7 @@ impl PgServer {
     }
 
     /// Creates an empty database (one per test keeps tests on one server apart).
-    pub(crate) fn create_database(&self, name: &str) -> Result<String, String> {
+    pub fn create_database(&self, name: &str) -> Result<String, String> {
         let mut c = self.command("createdb");
         c.args([
             "-h",
@@ -234,7 +232,6 @@ impl Drop for PgServer {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -261,7 +258,7 @@ mod tests {
         let out = server.run("psql", c).unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
         let pid = server.pid().expect("postmaster.pid");
-        let dir = server.dir.clone();
+        let dir = server.dir.path().to_path_buf();
         drop(server);
         assert!(!alive(pid), "server process gone");
         assert!(!dir.exists(), "temp dir removed");
