@@ -400,7 +400,11 @@ fn secrets_stay_out_of_config_commands() {
     // Tokens signed by a key per data directory would not be accepted by the other nodes.
     let tokens = "auth:\n  token:\n    enabled: true\ndatabase:\n  url: postgres://h/db\n";
     std::fs::write(&file, tokens).unwrap();
-    let (status, _, err) = run(&["config", "check", file.to_str().unwrap()], &[], dir.path());
+    let (status, _, err) = run(
+        &["config", "check", file.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("set auth.token.key"), "{err}");
     // --read-only has no meaning for nodes sharing a bucket and a database.
