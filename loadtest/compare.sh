@@ -4,10 +4,12 @@
 # run. Every server gets the same generated images; every workload runs against each in turn;
 # one table of figures and ratios is printed at the end, and every figure is kept as JSON.
 #
-# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--auth] [--out DIR]
+# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--auth] [--scale] [--out DIR]
 #   --smoke      seconds per workload and small sizes: checks the harness works (CI runs this)
 #   --skip-huge  leave out the 10 GiB push and pull
 #   --auth       also the authentication workloads (below); the default run leaves them out
+#   --scale      also the S3 + PostgreSQL column (below): a PostgreSQL and an s3s-fs started
+#                here, two ringyard nodes over them, distribution with its S3 driver
 #   --out DIR    keep the JSON of every run (and summary.json) in DIR; default: a temp dir
 #
 # Workloads (full run; pull, manifest and blob in 3 rounds, the median round shown):
@@ -30,6 +32,14 @@
 #             from a CA made here) and nginx serving the same files with it: the manifest
 #             workload, the blob workload (with each server's CPU seconds per GB sent) and
 #             handshakes per second (a new connection per request, 16 at a time, no resumption)
+#   s3-pull   (--scale) the pull workload split over two nodes on S3 + PostgreSQL, half the
+#             clients each, caches warm; then once more after both nodes restart with empty
+#             caches (cold: every layer from S3), with the bytes each node read from S3
+#   s3-manifest (--scale) the manifest workload against a node on the PostgreSQL engine
+#   s3-push   (--scale) the push workload into S3 through a node, through distribution's S3
+#             driver, and the S3 server's own ingest (boto3's multipart upload of the same size)
+#   s3-huge   (--scale, without --skip-huge) the huge push through one node and pull through
+#             the other, each node's peak RSS
 #
 # It installs what it needs (Debian packages docker-registry, nginx, jq) when missing, binds to
 # 127.0.0.1 only, bounds every run in time (loadtest's --max-seconds and --timeout), and stops
@@ -42,14 +52,16 @@ REPO_ROOT=$(pwd)
 SMOKE=0
 SKIP_HUGE=0
 AUTH=0
+SCALE=0
 OUT=
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SMOKE=1 ;;
         --skip-huge) SKIP_HUGE=1 ;;
         --auth) AUTH=1 ;;
+        --scale) SCALE=1 ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -64,6 +76,10 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "$SCALE" = 1 ]; then
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     SUDO=
@@ -72,6 +88,26 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" </dev/null >&2
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ "$SCALE" = 1 ]; then
+    S3S=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
+    if [ ! -x "$S3S" ]; then
+        say "installing s3s-fs (a few minutes)"
+        cargo install s3s-fs@0.14.1 --features binary --locked </dev/null >&2
+    fi
+    # boto3 for the S3 server's own ingest figure: the CI's moto venv has it, else a venv here.
+    BOTO_PY=
+    for py in "${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-ci/moto-venv/bin/python" \
+        "${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-compare/venv/bin/python"; do
+        if [ -x "$py" ] && "$py" -c 'import boto3' 2>/dev/null; then BOTO_PY=$py; break; fi
+    done
+    if [ -z "$BOTO_PY" ]; then
+        venv="${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-compare/venv"
+        say "installing boto3 into $venv"
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install --quiet boto3 </dev/null >&2
+        BOTO_PY=$venv/bin/python
+    fi
+fi
 
 say "building ringyard and loadtest (release)"
 cargo build --release -p ringyard -p loadtest >&2
@@ -87,8 +123,10 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 PIDS=()
+PG_PID=
 cleanup() {
     local pid
+    [ -z "$PG_PID" ] || kill -INT "$PG_PID" 2>/dev/null || true
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -102,7 +140,7 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$WORK/ringyard" "$WORK/ringyard-auth" "$WORK/distribution" "$WORK/static" \
-        "$WORK/nginx"
+        "$WORK/nginx" "$WORK/scale"
     case "$OUT" in "$WORK"/*) ;; *) rm -rf "$WORK" ;; esac
 }
 trap cleanup EXIT
@@ -137,6 +175,8 @@ else
 fi
 SMALL_IMAGE=bench/small:v1
 SMALL_LAYERS=2MiB,768KiB,256KiB
+# The node metric that counts bytes read from the remote backend (the S3 reads of a cold pull).
+S3_READ_METRIC=ringyard_blob_cache_remote_read_bytes_total
 ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*'
 
 # --- the servers ------------------------------------------------------------------------------
@@ -262,6 +302,103 @@ EOF
     PIDS+=("$!")
     RYA=http://127.0.0.1:$RYA_PORT
     wait_http "$RYA/healthz"
+fi
+
+if [ "$SCALE" = 1 ]; then
+    # PostgreSQL in a cluster of its own (initdb refuses root: as root it runs as postgres).
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    PGDIR=$WORK/scale/pg
+    mkdir -p "$PGDIR"
+    as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+    [ "$(id -u)" = 0 ] && chown postgres: "$PGDIR"
+    as_pg "$PG_BIN/initdb" -D "$PGDIR/data" -U ringyard --auth=trust >"$WORK/pg-initdb.log" 2>&1
+    PG_PORT=$(free_port)
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w -o \
+        "-p $PG_PORT -k $PGDIR -c listen_addresses=127.0.0.1" start >&2
+    # Stopped with the rest; SIGINT is PostgreSQL's fast shutdown (SIGTERM waits for clients).
+    PG_PID=$(head -n 1 "$PGDIR/data/postmaster.pid")
+    PIDS+=("$PG_PID")
+    as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U ringyard ringyard
+    DATABASE_URL=postgres://ringyard@127.0.0.1:$PG_PORT/ringyard
+
+    # s3s-fs over a directory: a bucket is a directory in it.
+    S3_PORT=$(free_port)
+    S3_KEY=compare
+    S3_SECRET=compare-secret-key
+    mkdir -p "$WORK/scale/s3/ringyard" "$WORK/scale/s3/distribution"
+    "$S3S" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_KEY" --secret-key "$S3_SECRET" \
+        "$WORK/scale/s3" >"$WORK/s3s-fs.log" 2>&1 &
+    PIDS+=("$!")
+    S3_URL=http://127.0.0.1:$S3_PORT
+
+    # Two ringyard nodes over them: nothing shared but S3 and PostgreSQL.
+    start_node() { # N: (re)starts node N on its port, its PID in RYS<N>_PID
+        local n=$1 port_var=RYS${1}_PORT
+        "$RINGYARD" serve --listen "127.0.0.1:${!port_var}" --root "$WORK/scale/node$n" --quiet \
+            --no-access-log --config "$WORK/scale/node.yaml" 2>>"$WORK/ringyard-s3-$n.log" &
+        PIDS+=("$!")
+        printf -v "RYS${n}_PID" %s "$!"
+    }
+    stop_node() { # N
+        local pid_var=RYS${1}_PID
+        kill "${!pid_var}"
+        for _ in $(seq 1 200); do kill -0 "${!pid_var}" 2>/dev/null || break; sleep 0.1; done
+        wait "${!pid_var}" 2>/dev/null || true
+    }
+    cat >"$WORK/scale/node.yaml" <<EOF2
+storage:
+  backend: s3
+  s3:
+    bucket: ringyard
+    region: us-east-1
+    endpoint: $S3_URL
+    path_style: true
+    access_key: $S3_KEY
+    secret_key: $S3_SECRET
+  cache:
+    disk_size_gb: 20
+database:
+  url: $DATABASE_URL
+EOF2
+    RYS1_PORT=$(free_port)
+    RYS2_PORT=$(free_port)
+    start_node 1
+    RYS1=http://127.0.0.1:$RYS1_PORT
+    wait_http "$RYS1/v2/"
+    # The second after the first has applied the schema.
+    start_node 2
+    RYS2=http://127.0.0.1:$RYS2_PORT
+    wait_http "$RYS2/v2/"
+
+    # distribution with its S3 driver against the same S3 server.
+    DISTS_PORT=$(free_port)
+    cat >"$WORK/distribution-s3.yml" <<EOF2
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  s3:
+    accesskey: $S3_KEY
+    secretkey: $S3_SECRET
+    region: us-east-1
+    regionendpoint: $S3_URL
+    bucket: distribution
+    secure: false
+    v4auth: true
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$DISTS_PORT
+EOF2
+    docker-registry serve "$WORK/distribution-s3.yml" 2>"$WORK/distribution-s3.log" &
+    DISTS_PID=$!
+    PIDS+=("$DISTS_PID")
+    DISTS=http://127.0.0.1:$DISTS_PORT
+    wait_http "$DISTS/v2/"
 fi
 
 # --- seeding: the same bytes everywhere --------------------------------------------------------
@@ -420,6 +557,119 @@ if [ "$SKIP_HUGE" = 0 ]; then
     [ -w /proc/sys/vm/drop_caches ] && echo 1 >"$OUT/cold.txt" || echo 0 >"$OUT/cold.txt"
 fi
 
+if [ "$SCALE" = 1 ]; then
+    s3_metric() { # URL NAME: the sum of a metric's samples on that node's /metrics (0 if absent)
+        python3 - "$1/metrics" "$2" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+total = 0.0
+for line in text.splitlines():
+    if line.startswith(sys.argv[2]) and line[len(sys.argv[2]):len(sys.argv[2]) + 1] in (" ", "{"):
+        total += float(line.rsplit(" ", 1)[1])
+print(int(total))
+PY
+    }
+    s3_pulls() { # NAME CLIENTS PULLS: the pull workload on both nodes at once, half each
+        local half_c=$(($2 / 2)) half_p=$(($3 / 2)) a b failed=0
+        lt "$1-n1" pull --registry "$RYS1" --image "$SMALL_IMAGE" --no-verify \
+            --clients "$half_c" --pulls "$half_p" --max-seconds 300 &
+        a=$!
+        lt "$1-n2" pull --registry "$RYS2" --image "$SMALL_IMAGE" --no-verify \
+            --clients "$half_c" --pulls "$half_p" --max-seconds 300 &
+        b=$!
+        wait "$a" || failed=1
+        wait "$b" || failed=1
+        return "$failed"
+    }
+
+    say "S3 + PostgreSQL: the small image pushed through node 1, a verified pull through each node"
+    lt seed-small-RYS seed --registry "$RYS1" --image "$SMALL_IMAGE" --layers "$SMALL_LAYERS"
+    [ "$(jq -r .manifest_digest "$OUT/seed-small-RYS.json")" = "$SMALL_DIGEST" ] ||
+        { say "seed-small-RYS: different manifest digest"; exit 1; }
+    for n in 1 2; do
+        url_var=RYS$n
+        lt "s3-pull-verify-$n" pull --registry "${!url_var}" --image "$SMALL_IMAGE" \
+            --clients 10 --pulls 50 --max-seconds 120
+    done
+    say "S3 warm pulls: $ROUNDS x $PULLS pulls by $PULL_CLIENTS clients over two nodes, single-node ringyard in the same rounds"
+    for round in $(seq 1 "$ROUNDS"); do
+        lt "s3-pull-RY-$round" pull --registry "$RY" --image "$SMALL_IMAGE" --no-verify \
+            --clients "$PULL_CLIENTS" --pulls "$PULLS" --max-seconds 300
+        s3_pulls "s3-pull-$round" "$PULL_CLIENTS" "$PULLS"
+    done
+
+    say "S3 cold pulls: both nodes restarted with empty caches, then $PULLS pulls by $PULL_CLIENTS clients"
+    for n in 1 2; do
+        stop_node "$n"
+        rm -rf "$WORK/scale/node$n/cache"
+        start_node "$n"
+    done
+    wait_http "$RYS1/v2/"
+    wait_http "$RYS2/v2/"
+    s3_pulls s3-cold "$PULL_CLIENTS" "$PULLS"
+    for n in 1 2; do
+        url_var=RYS$n
+        s3_metric "${!url_var}" "$S3_READ_METRIC" >"$OUT/s3-cold-read-bytes-$n.txt"
+    done
+    jq '[.manifest_size, .config.size, (.layers[].size)] | add' "$OUT/seed-small-RYS.json" \
+        >"$OUT/s3-image-bytes.txt"
+
+    say "S3 manifest GET by tag on the PostgreSQL engine, 64 connections, $ROUNDS x ${MANIFEST_SECS} s, SQLite ringyard in the same rounds"
+    for round in $(seq 1 "$ROUNDS"); do
+        for srv in RY RYS1; do
+            lt "s3-manifest-$srv-$round" get --url "${!srv}/v2/bench/small/manifests/v1" \
+                --header "$ACCEPT" --connections 64 --duration "$MANIFEST_SECS" \
+                --expect-digest "$SMALL_DIGEST"
+        done
+    done
+
+    say "S3 push: $PUSH_COUNT x $PUSH_SIZE through a node, through distribution's S3 driver, and boto3"
+    for srv in RYS1 DISTS; do
+        lt "s3-push-$srv" push --registry "${!srv}" --size "$PUSH_SIZE" --count "$PUSH_COUNT" \
+            --clients 1 --mode stream --repo bench/push --max-seconds 900 --timeout 300
+    done
+    "$LOADTEST" seed --out-dir "$WORK/scale/probe" --image s3/probe --blob-only "$PUSH_SIZE" \
+        --json >"$OUT/s3-probe-seed.json"
+    PROBE_FILE=$(find "$WORK/scale/probe" -type f | head -n 1)
+    "$BOTO_PY" - "$PROBE_FILE" "$S3_URL" "$S3_KEY" "$S3_SECRET" "$PUSH_COUNT" \
+        >"$OUT/s3-push-boto3.json" <<'PY'
+import json, os, sys, time
+import boto3, botocore.config
+from boto3.s3.transfer import TransferConfig
+path, url, key, secret, count = sys.argv[1:6]
+opts = {"s3": {"addressing_style": "path"}}
+try:  # botocore 1.36+ adds checksums the S3 server may not know; only when required
+    cfg = botocore.config.Config(request_checksum_calculation="when_required", **opts)
+except TypeError:
+    cfg = botocore.config.Config(**opts)
+s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret,
+                  region_name="us-east-1", config=cfg)
+size = os.path.getsize(path)
+transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
+runs = []
+for i in range(int(count)):
+    t = time.monotonic()
+    s3.upload_file(path, "ringyard", f"compare-probe/{i}", Config=transfer)
+    runs.append(size / (time.monotonic() - t) / 1e6)
+    s3.delete_object(Bucket="ringyard", Key=f"compare-probe/{i}")
+json.dump({"mb_per_s": sorted(runs)[len(runs) // 2], "runs": runs, "errors": 0}, sys.stdout)
+PY
+    rm -rf "$WORK/scale/probe"
+
+    if [ "$SKIP_HUGE" = 0 ]; then
+        say "S3 huge: $HUGE_SIZE pushed through node 1, pulled through node 2, peak RSS of each"
+        reset_peak "$RYS1_PID"
+        reset_peak "$RYS2_PID"
+        lt s3-huge-push seed --registry "$RYS1" --image bench/huge --blob-only "$HUGE_SIZE" \
+            --max-seconds 1800 --timeout 300
+        digest=$(jq -r .digest "$OUT/s3-huge-push.json")
+        lt s3-huge-pull get --url "$RYS2/v2/bench/huge/blobs/$digest" --connections 1 \
+            --requests 1 --max-seconds 1800 --timeout 300
+        peak_rss_mib "$RYS1_PID" >"$OUT/s3-huge-rss-1.txt"
+        peak_rss_mib "$RYS2_PID" >"$OUT/s3-huge-rss-2.txt"
+    fi
+fi
+
 cpu_ticks() { # PID: CPU time (user + system, clock ticks) of the process and its children
     local pid total=0 t
     for pid in "$1" $(ps -o pid= --ppid "$1"); do
@@ -483,12 +733,13 @@ fi
 
 SUMMARY=$OUT/summary.json
 python3 - "$OUT" "$SHA_MBPS" "$SKIP_HUGE" "$SMOKE" "$PUSH_SIZE" "$BLOB_SIZE" "$HUGE_SIZE" \
-    "$PULL_CLIENTS" "$ROUNDS" "$AUTH" >"$SUMMARY" <<'PY'
+    "$PULL_CLIENTS" "$ROUNDS" "$AUTH" "$SCALE" >"$SUMMARY" <<'PY'
 import json, os, sys
 out, sha, skip_huge, smoke = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
 push_size, blob_size, huge_size, pull_clients = sys.argv[5:9]
 rounds = int(sys.argv[9])
 auth = sys.argv[10] == "1"
+scale = sys.argv[11] == "1"
 def j(name):
     with open(os.path.join(out, name + ".json")) as f:
         return json.load(f)
@@ -549,6 +800,44 @@ if auth:
         s[f"basic_{kind}"] = {"requests_per_s": m["requests_per_s"],
                               "p99_ms": m["latency"]["p99_ms"], "errors": errors,
                               "requests_per_s_rounds": all_rps}
+if scale:
+    def txt(name):
+        with open(os.path.join(out, name + ".txt")) as f:
+            return float(f.read())
+    def both(name):
+        """Two nodes pulling at once: the worse p99, the pulls of both."""
+        a, b = j(f"{name}-n1"), j(f"{name}-n2")
+        return {"p99_ms": max(a["pull"]["p99_ms"], b["pull"]["p99_ms"]),
+                "pulls_per_s": a["pulls_done"] / a["elapsed_s"] + b["pulls_done"] / b["elapsed_s"],
+                "errors": a["errors"] + b["errors"]}
+    warm = sorted((both(f"s3-pull-{r}") | {"round": r} for r in range(1, rounds + 1)),
+                  key=lambda x: x["p99_ms"])
+    w = warm[len(warm) // 2]
+    single = j(f"s3-pull-RY-{w['round']}")
+    cold = both("s3-cold")
+    image = txt("s3-image-bytes")
+    m_sql, e1, _ = median_round("s3-manifest-RY", lambda r: r["requests_per_s"])
+    m_pg, e2, _ = median_round("s3-manifest-RYS1", lambda r: r["requests_per_s"])
+    push = {k: j(f"s3-push-{k}") for k in ["RYS1", "DISTS", "boto3"]}
+    s["s3"] = {
+        "pull_warm": {"p99_ms": w["p99_ms"], "pulls_per_s": w["pulls_per_s"],
+                      "errors": sum(x["errors"] for x in warm),
+                      "single_node_fs_p99_ms": single["pull"]["p99_ms"],
+                      "p99_ms_rounds": [x["p99_ms"] for x in sorted(warm, key=lambda x: x["round"])]},
+        "pull_cold": {"p99_ms": cold["p99_ms"], "errors": cold["errors"], "image_bytes": image,
+                      "s3_read_bytes_per_node": [txt("s3-cold-read-bytes-1"),
+                                                 txt("s3-cold-read-bytes-2")]},
+        "manifest": {"pg_requests_per_s": m_pg["requests_per_s"],
+                     "sqlite_requests_per_s": m_sql["requests_per_s"],
+                     "pg_p99_ms": m_pg["latency"]["p99_ms"], "errors": e1 + e2},
+        "push": {k: v["mb_per_s"] for k, v in push.items()} | {
+            "errors": sum(v["errors"] for v in push.values())},
+    }
+    if not skip_huge:
+        hp, hg = j("s3-huge-push"), j("s3-huge-pull")
+        s["s3"]["huge"] = {"push_mb_per_s": hp["mb_per_s"], "pull_mb_per_s": hg["mb_per_s"],
+                           "peak_rss_mib": [txt("s3-huge-rss-1"), txt("s3-huge-rss-2")],
+                           "errors": hp["errors"] + hg["errors"]}
 json.dump(s, sys.stdout, indent=2)
 PY
 
@@ -626,6 +915,30 @@ if "tls_RYT" in s:
     row("TLS handshakes/s (new connection each)", f"{t['handshakes_per_s']:.0f}", "-",
         f"{n['handshakes_per_s']:.0f}", "-", ratio(t["handshakes_per_s"], n["handshakes_per_s"]),
         ">= nginx")
+if "s3" in s:
+    x = s["s3"]
+    pw, pc = x["pull_warm"], x["pull_cold"]
+    row(f"S3+PG, 2 nodes: {sz['pull_clients']} pulls warm, p99 ms", f"{pw['p99_ms']:.1f}",
+        f"1 node fs {pw['single_node_fs_p99_ms']:.1f}", "-", "-",
+        ratio(pw["p99_ms"], pw["single_node_fs_p99_ms"]) + " of 1 node fs",
+        "< 250 ms, <= 1.3x 1 node")
+    reads = " / ".join(f"{b / pc['image_bytes']:.2f}" for b in pc["s3_read_bytes_per_node"])
+    row(f"S3+PG, 2 nodes: {sz['pull_clients']} pulls cold, p99 ms", f"{pc['p99_ms']:.1f}", "-", "-",
+        "-", f"image read from S3 {reads} times per node", "< 1 s, once per node")
+    u = x["push"]
+    row(f"S3 push {sz['push']}: MB/s", f"{u['RYS1']:.0f}", f"{u['DISTS']:.0f}",
+        f"boto3 {u['boto3']:.0f}", ratio(u["RYS1"], u["DISTS"]),
+        ratio(u["RYS1"], u["boto3"]) + " of boto3", ">= 3x dist, >= 0.5x boto3")
+    mm = x["manifest"]
+    row("manifest GET, PostgreSQL engine: req/s", f"{mm['pg_requests_per_s']:.0f}",
+        f"SQLite {mm['sqlite_requests_per_s']:.0f}", "-", "-",
+        ratio(mm["pg_requests_per_s"], mm["sqlite_requests_per_s"]) + " of SQLite",
+        ">= 0.5x SQLite")
+    if "huge" in x:
+        h = x["huge"]
+        row(f"S3 {sz['huge']} push (node 1), pull (node 2): peak RSS MiB",
+            " / ".join(f"{r:.1f}" for r in h["peak_rss_mib"]), "-", "-", "-",
+            f"{h['push_mb_per_s']:.0f} / {h['pull_mb_per_s']:.0f} MB/s", "< 64 MiB + parts")
 head = ("workload", "ringyard", "distribution", "nginx", "ry/dist", "ry/nginx", "target")
 w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
 def line(r):
@@ -635,6 +948,7 @@ print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in rows:
     print(line(r))
 errors = sum(v.get("errors", 0) for k, v in s.items() if isinstance(v, dict))
+errors += sum(v.get("errors", 0) for v in s.get("s3", {}).values() if isinstance(v, dict))
 print(f"\nerrors across all runs: {errors}")
 sys.exit(1 if errors else 0)
 PY

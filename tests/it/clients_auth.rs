@@ -229,7 +229,7 @@ impl Registry {
 
 /// Builds a two-layer image FROM scratch (busybox and a file unique to this call, so that
 /// removing it locally really removes a layer the pull must fetch again) as `tag`; its ID.
-fn docker_build(cli: &DockerCli, tag: &str) -> String {
+pub(crate) fn docker_build(cli: &DockerCli, tag: &str) -> String {
     assert!(
         Path::new("/bin/busybox").exists(),
         "missing tool: /bin/busybox (Debian package busybox-static)"
@@ -263,7 +263,7 @@ fn docker_build(cli: &DockerCli, tag: &str) -> String {
 }
 
 /// The local image ID of `image`, `None` if the engine has no such image.
-fn image_id(cli: &DockerCli, image: &str) -> Option<String> {
+pub(crate) fn image_id(cli: &DockerCli, image: &str) -> Option<String> {
     let r = cli.run(&["image", "inspect", "--format", "{{.Id}}", image]);
     if r.success() {
         Some(r.stdout.trim().to_string())
@@ -619,7 +619,7 @@ fn docker_robot_token_with_the_token_service() {
 static FIXTURES: OnceLock<PathBuf> = OnceLock::new();
 
 /// The fixture script's `busybox` OCI layout (built once per process).
-fn busybox_layout() -> PathBuf {
+pub(crate) fn busybox_layout() -> PathBuf {
     FIXTURES
         .get_or_init(|| {
             for tool in ["umoci", "jq"] {
@@ -638,7 +638,7 @@ fn busybox_layout() -> PathBuf {
 }
 
 /// The digest tagged `tag` in an OCI layout's index.json.
-fn layout_digest(layout: &Path, tag: &str) -> String {
+pub(crate) fn layout_digest(layout: &Path, tag: &str) -> String {
     let index = json(&std::fs::read(layout.join("index.json")).unwrap());
     index["manifests"]
         .as_array()

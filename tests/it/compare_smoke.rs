@@ -1,10 +1,11 @@
-//! The performance harness keeps working: `loadtest/compare.sh --smoke --auth` (seconds of
-//! each workload, small sizes, the authentication and TLS workloads included) runs ringyard,
-//! the reference registry and nginx side by side and must end with exit 0, no error in any
-//! run, and a figure for every workload. No timing is asserted: the machines are shared and
+//! The performance harness keeps working: `loadtest/compare.sh --smoke --auth --scale` (seconds
+//! of each workload, small sizes, the authentication, TLS and S3 + PostgreSQL workloads
+//! included) runs ringyard, the reference registry and nginx side by side and must end with
+//! exit 0, no error in any run, and a figure for every workload. No timing is asserted: the machines are shared and
 //! noisy; the figures are for people, in the README.
 //!
-//! Needs: docker-registry, nginx, jq, python3, openssl (`.ci/run` installs them).
+//! Needs: docker-registry, nginx, jq, python3, openssl, PostgreSQL's binaries, s3s-fs and boto3
+//! (`.ci/run` installs them).
 
 use crate::common::*;
 use std::process::Command;
@@ -24,6 +25,7 @@ fn compare_smoke_run_completes_with_every_figure() {
         .arg(script)
         .arg("--smoke")
         .arg("--auth")
+        .arg("--scale")
         .arg("--out")
         .arg(out.path())
         .env("COMPARE_TMPDIR", std::env::temp_dir())
@@ -72,6 +74,27 @@ fn compare_smoke_run_completes_with_every_figure() {
         ] {
             positive(&[&format!("tls_{srv}"), figure]);
         }
+    }
+    for figure in [
+        &["s3", "pull_warm", "p99_ms"][..],
+        &["s3", "pull_warm", "single_node_fs_p99_ms"],
+        &["s3", "pull_cold", "p99_ms"],
+        &["s3", "manifest", "pg_requests_per_s"],
+        &["s3", "manifest", "sqlite_requests_per_s"],
+        &["s3", "push", "RYS1"],
+        &["s3", "push", "DISTS"],
+        &["s3", "push", "boto3"],
+        &["s3", "huge", "pull_mb_per_s"],
+    ] {
+        positive(figure);
+    }
+    // A cold pull read the image from S3, on each node, at least once.
+    let image = summary["s3"]["pull_cold"]["image_bytes"].as_f64().unwrap();
+    for read in summary["s3"]["pull_cold"]["s3_read_bytes_per_node"]
+        .as_array()
+        .expect("S3 reads per node")
+    {
+        assert!(read.as_f64().unwrap() >= image, "{summary}");
     }
     // Every server the script started is gone again.
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();

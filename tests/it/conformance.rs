@@ -1466,26 +1466,36 @@ fn conformance_content_management() {
 #[test]
 fn conformance_whole_suite_in_order() {
     for before_blobs in [true, false] {
-        let server = Server::start_in_temp(&[]);
-        let fx = Fixtures::new();
-        let opts = Options {
-            delete_manifest_before_blobs: before_blobs,
-            ..OPTIONS
-        };
-        let mut s = Suite::new(&server, opts);
-        pull(&mut s, &fx, NAMESPACE);
-        push(&mut s, &fx, NAMESPACE, CROSSMOUNT_NAMESPACE);
-        discovery(&mut s, &fx, NAMESPACE);
-        management(&mut s, &fx, NAMESPACE);
-        assert_alive(&server);
-        s.finish(
-            &format!(
-                "whole suite, OCI_DELETE_MANIFEST_BEFORE_BLOBS={}",
-                before_blobs as u8
-            ),
-            ALL_ITS,
-        );
+        whole_suite(&Server::start_in_temp(&[]), before_blobs, "");
     }
+}
+
+/// The whole suite in order against `server` (which may be any deployment: the S3 +
+/// PostgreSQL tests run it too), namespaces suffixed with `ns_suffix` so that one server can
+/// take it more than once.
+pub(crate) fn whole_suite(server: &Server, delete_manifest_before_blobs: bool, ns_suffix: &str) {
+    let fx = Fixtures::new();
+    let opts = Options {
+        delete_manifest_before_blobs,
+        ..OPTIONS
+    };
+    let (ns, cross) = (
+        format!("{NAMESPACE}{ns_suffix}"),
+        format!("{CROSSMOUNT_NAMESPACE}{ns_suffix}"),
+    );
+    let mut s = Suite::new(server, opts);
+    pull(&mut s, &fx, &ns);
+    push(&mut s, &fx, &ns, &cross);
+    discovery(&mut s, &fx, &ns);
+    management(&mut s, &fx, &ns);
+    assert_alive(server);
+    s.finish(
+        &format!(
+            "whole suite, OCI_DELETE_MANIFEST_BEFORE_BLOBS={}",
+            delete_manifest_before_blobs as u8
+        ),
+        ALL_ITS,
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod ops_limits;
 mod ops_observe;
 mod ops_read_only_mount;
 mod robot_tokens;
+mod scale_fleet;
 mod scale_out;
 mod tls;
 mod upload_owner;

@@ -20,18 +20,18 @@ const BIN: &str = env!("CARGO_BIN_EXE_ringyard");
 /// The database password in every URL here: trust authentication ignores it, so it can be
 /// looked for in every output.
 const DB_PASSWORD: &str = "pg-hunter2-secret";
-const OCTET: (&str, &str) = ("Content-Type", "application/octet-stream");
+pub(crate) const OCTET: (&str, &str) = ("Content-Type", "application/octet-stream");
 
 /// PostgreSQL and S3 for one test, and a temp dir for configuration files and data.
-struct Services {
+pub(crate) struct Services {
     pg: PgServer,
     s3: S3Server,
     db_url: String,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Services {
-    fn start(db: &str) -> Services {
+    pub(crate) fn start(db: &str) -> Services {
         let pg = PgServer::start().unwrap_or_else(|e| panic!("{e}"));
         pg.create_database(db).unwrap_or_else(|e| panic!("{e}"));
         let db_url = pg
@@ -46,7 +46,7 @@ impl Services {
     }
 
     /// A configuration file for a node on these services (`extra` YAML appended).
-    fn config(&self, name: &str, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, name: &str, extra: &str) -> PathBuf {
         let text = format!(
             "storage:\n  backend: s3\n  s3:\n    bucket: {BUCKET}\n    endpoint: {}\n    \
              prefix: registry/\n    path_style: true\n    access_key: {ACCESS_KEY}\n    \
@@ -59,12 +59,12 @@ impl Services {
         path
     }
 
-    fn root(&self, name: &str) -> PathBuf {
+    pub(crate) fn root(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// A node with `config` on its own data directory `root`.
-    fn node(&self, config: &Path, root: &Path) -> Server {
+    pub(crate) fn node(&self, config: &Path, root: &Path) -> Server {
         std::fs::create_dir_all(root).unwrap();
         Server::start_with(root, &["--config", config.to_str().unwrap()])
     }
@@ -108,7 +108,7 @@ fn push_chunked(c: &mut Client, repo: &str, bytes: &[u8]) -> String {
 }
 
 #[track_caller]
-fn assert_blob(c: &mut Client, repo: &str, digest: &str, bytes: &[u8]) {
+pub(crate) fn assert_blob(c: &mut Client, repo: &str, digest: &str, bytes: &[u8]) {
     let r = c.get(&format!("/v2/{repo}/blobs/{digest}"));
     assert_status(&r, 200);
     assert!(
@@ -513,20 +513,28 @@ fn token_commands_use_the_configured_database() {
 }
 
 /// Three nodes over one bucket and one database.
-struct Cluster {
+pub(crate) struct Cluster {
     /// Kept running while the nodes are.
-    _sv: Services,
-    nodes: Vec<Server>,
+    sv: Services,
+    config: PathBuf,
+    pub(crate) nodes: Vec<Server>,
 }
 
-fn cluster(db: &str) -> Cluster {
+impl Cluster {
+    /// One more node of the cluster on the data directory `root` (a restart keeps it).
+    pub(crate) fn node_on(&self, root: &Path) -> Server {
+        self.sv.node(&self.config, root)
+    }
+}
+
+pub(crate) fn cluster(db: &str) -> Cluster {
     let sv = Services::start(db);
     let config = sv.config("cluster.yaml", "");
     let nodes = ["a", "b", "c"]
         .iter()
         .map(|n| sv.node(&config, &sv.root(n)))
         .collect();
-    Cluster { _sv: sv, nodes }
+    Cluster { sv, config, nodes }
 }
 
 #[test]

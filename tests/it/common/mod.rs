@@ -2,8 +2,9 @@
 //! real binary, [`client`] is our own HTTP/1.1 client and its assertions, [`oci`] builds
 //! manifests and pushes, [`bytes`] generates large deterministic data, [`raw`] speaks HTTP over
 //! a bare socket, [`pki`] makes certificates with openssl, [`dockerd`] runs a docker engine
-//! of the tests' own. Everything is re-exported here, so a test module says `use
-//! crate::common::*;` and uses the subset it needs.
+//! of the tests' own, [`proxy`] is a round-robin load balancer in front of several nodes.
+//! Everything is re-exported here, so a test module says `use crate::common::*;` and uses the
+//! subset it needs.
 #![allow(dead_code, unused_imports)]
 
 pub mod bytes;
@@ -12,6 +13,7 @@ pub mod dockerd;
 pub mod oci;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod raw;
 
 pub use bytes::*;
