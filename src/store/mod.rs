@@ -9,10 +9,10 @@
 //! (`blobs`, `backend`, `fs`) use no metadata at all.
 
 pub(crate) mod appender;
-pub(crate) mod backend;
+pub mod backend;
 pub mod blobs;
 pub(crate) mod error;
-pub(crate) mod fs;
+pub mod fs;
 pub(crate) mod open_cache;
 // Not chosen by the configuration yet (issue 13, section 1): only its tests use it so far.
 #[cfg_attr(not(test), allow(dead_code))]
