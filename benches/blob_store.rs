@@ -168,7 +168,7 @@ fn get_hit(bencher: Bencher, deployment: &str) {
                 fs::create_dir_all(dir).unwrap();
             }
             let remote = Arc::new(FsBackend::at(&remote_root, pool.clone()));
-            BlobStore::with_remote(&root.path().join("tier"), pool, remote).unwrap()
+            BlobStore::with_remote(&root.path().join("tier"), pool, remote, 1 << 30).unwrap()
         }
     };
     let mut rt = runtime();

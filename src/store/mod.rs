@@ -13,6 +13,7 @@ pub mod backend;
 pub mod blobs;
 pub(crate) mod error;
 pub mod fs;
+pub(crate) mod lru;
 pub(crate) mod open_cache;
 // Not chosen by the configuration yet (issue 13, section 1): only its tests use it so far.
 #[cfg_attr(not(test), allow(dead_code))]
