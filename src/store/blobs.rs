@@ -430,17 +430,11 @@ mod tests {
     /// commit lands in both.
     #[test]
     fn a_miss_on_the_remote_is_fetched_once_into_the_tier() {
-        let tier_dir = tempfile::tempdir().unwrap();
-        let remote_dir = tempfile::tempdir().unwrap();
-        let pool = Pool::new(2, "t").unwrap();
-        let remote = Arc::new(Counting {
-            inner: FsBackend::open(remote_dir.path(), pool.clone()).unwrap(),
-            reads: Default::default(),
-        });
-        let store = BlobStore::with_remote(tier_dir.path(), pool, remote.clone(), 1 << 30).unwrap();
+        let f = fixture(1 << 30);
+        let (store, remote) = (&f.store, &f.remote);
         let content: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
         let d = Digest::sha256_of(&content);
-        let src = remote_dir.path().join("src");
+        let src = f.remote_dir.path().join("src");
         fs::write(&src, &content).unwrap();
         runtime().block_on(async {
             remote.put_file(&src, &d).await.unwrap();
@@ -809,6 +803,54 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none());
+        });
+    }
+
+    /// What filling before serving costs a miss on a big blob, against s3s-fs: the time to a
+    /// served file (the response head and first byte follow at once) next to the time to the
+    /// first piece of a plain S3 read (what streaming during the fill would wait for). Prints
+    /// the figures; run by hand: `cargo test --release --lib time_to_first_byte -- --ignored
+    /// --nocapture` (RINGYARD_TTFB_MIB sets the size, 256 by default).
+    #[test]
+    #[ignore]
+    fn time_to_first_byte_of_a_miss_over_s3s_fs() {
+        use crate::store::s3::{harness, S3Backend};
+        use std::time::Instant;
+        let mib: usize = std::env::var("RINGYARD_TTFB_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        let server = harness::S3Server::s3s_fs();
+        let s3: Arc<dyn BlobBackend> = Arc::new(S3Backend::new(&server.config("")).unwrap());
+        let tier_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::with_remote(
+            tier_dir.path(),
+            Pool::new(2, "t").unwrap(),
+            s3.clone(),
+            1 << 40,
+        )
+        .unwrap();
+        let content: Vec<u8> = (0..mib << 20).map(|i| (i % 251) as u8).collect();
+        let d = Digest::sha256_of(&content);
+        let src = tier_dir.path().join("src");
+        fs::write(&src, &content).unwrap();
+        harness::run(async {
+            s3.put_file(&src, &d).await.unwrap();
+            let t = Instant::now();
+            let mut read = s3.read(&d, 0..content.len() as u64).await.unwrap();
+            read.next().await.unwrap().unwrap();
+            let first_piece = t.elapsed();
+            drop(read);
+            let t = Instant::now();
+            store.get(&d).await.unwrap().unwrap();
+            let filled = t.elapsed();
+            let t = Instant::now();
+            store.get(&d).await.unwrap().unwrap();
+            let hit = t.elapsed();
+            println!(
+                "{mib} MiB over s3s-fs: first S3 piece {first_piece:?}, miss served after \
+                 fill {filled:?}, hit {hit:?}"
+            );
         });
     }
 
