@@ -149,3 +149,38 @@ fn residency_check_of_a_window(bencher: Bencher) {
         .counter(BytesCount::new(WINDOW))
         .bench_local(|| resident(&file, 0..WINDOW));
 }
+
+/// A blob GET's store lookup on a hot blob (`BlobStore::get`, answered from the worker's cache
+/// of open files): what every pull pays per blob before `sendfile`, on the filesystem
+/// deployment and on a tier over a remote backend (another tree here), where a hit also
+/// touches the cache's recency.
+#[divan::bench(args = ["filesystem", "tier"], sample_count = 200)]
+fn get_hit(bencher: Bencher, deployment: &str) {
+    use ringyard::store::fs::FsBackend;
+    use std::sync::Arc;
+    let root = bench_root();
+    let pool = Pool::new(1, "bench-blocking").unwrap();
+    let store = match deployment {
+        "filesystem" => BlobStore::open(root.path(), pool).unwrap(),
+        _ => {
+            let remote_root = root.path().join("remote");
+            for dir in BlobStore::top_dirs(&remote_root) {
+                fs::create_dir_all(dir).unwrap();
+            }
+            let remote = Arc::new(FsBackend::at(&remote_root, pool.clone()));
+            BlobStore::with_remote(&root.path().join("tier"), pool, remote, 1 << 30).unwrap()
+        }
+    };
+    let mut rt = runtime();
+    let bytes = content(64 * 1024, 1);
+    let digest = Digest::sha256_of(&bytes);
+    rt.block_on(store.put_bytes(&digest, bytes)).unwrap();
+    rt.block_on(store.get(&digest)).unwrap().unwrap();
+    bencher.bench_local(|| {
+        rt.block_on(async {
+            for _ in 0..100 {
+                divan::black_box(store.get(&digest).await.unwrap());
+            }
+        })
+    });
+}

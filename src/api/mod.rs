@@ -422,6 +422,7 @@ async fn ops(
                 metadata_commits: stats.commits,
                 metadata_write_ops: stats.ops,
                 jobs: reg.jobs.figures(),
+                blob_cache: reg.blobs.cache_figures(),
                 ..metrics::Gauges::default()
             };
             let text = reg.ops.render_metrics(gauges);

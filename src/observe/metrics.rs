@@ -259,6 +259,25 @@ pub struct Gauges {
     /// Unix seconds.
     pub start_time: f64,
     pub jobs: Vec<JobFigures>,
+    /// The local cache of hot blobs over a remote backend; None on the filesystem deployment.
+    pub blob_cache: Option<CacheFigures>,
+}
+
+/// The local blob cache's counters and gauges (see `store::lru`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheFigures {
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes read from the remote backend by fills.
+    pub remote_bytes: u64,
+    pub evictions: u64,
+    /// Bytes of the blobs the cache holds.
+    pub bytes: u64,
+    /// Bytes of evicted blobs still on disk because a response or an open-file cache holds
+    /// them.
+    pub evicted_held_bytes: u64,
+    pub bound: u64,
+    pub blobs: u64,
 }
 
 /// One background job's counters (see [`crate::jobs`]).
@@ -432,6 +451,9 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         single(&mut out, name, kind, help, value);
     }
     render_jobs(&mut out, &g.jobs);
+    if let Some(c) = &g.blob_cache {
+        render_blob_cache(&mut out, c);
+    }
     single(
         &mut out,
         "ringyard_process_start_time_seconds",
@@ -451,6 +473,62 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out
+}
+
+fn render_blob_cache(out: &mut String, c: &CacheFigures) {
+    let series: [(&str, &str, &str, u64); 8] = [
+        (
+            "ringyard_blob_cache_hits_total",
+            "counter",
+            "Blob reads served from the local cache.",
+            c.hits,
+        ),
+        (
+            "ringyard_blob_cache_misses_total",
+            "counter",
+            "Blob reads the local cache did not hold (fetched from the remote backend).",
+            c.misses,
+        ),
+        (
+            "ringyard_blob_cache_remote_read_bytes_total",
+            "counter",
+            "Bytes read from the remote backend to fill the local cache.",
+            c.remote_bytes,
+        ),
+        (
+            "ringyard_blob_cache_evictions_total",
+            "counter",
+            "Blobs evicted from the local cache, least recently used first.",
+            c.evictions,
+        ),
+        (
+            "ringyard_blob_cache_bytes",
+            "gauge",
+            "Bytes of the blobs the local cache holds.",
+            c.bytes,
+        ),
+        (
+            "ringyard_blob_cache_evicted_held_bytes",
+            "gauge",
+            "Bytes of evicted blobs still on disk until the responses sending them end.",
+            c.evicted_held_bytes,
+        ),
+        (
+            "ringyard_blob_cache_max_bytes",
+            "gauge",
+            "The local cache's bound (storage.cache.disk_size_gb).",
+            c.bound,
+        ),
+        (
+            "ringyard_blob_cache_blobs",
+            "gauge",
+            "Blobs the local cache holds.",
+            c.blobs,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        single(out, name, kind, help, value);
+    }
 }
 
 /// The background jobs' series, one per job and family. Pass durations are a summary without
@@ -557,9 +635,23 @@ mod tests {
                 last_success: 1_700_000_000.5,
                 duration_seconds: 0.25,
             }],
+            blob_cache: Some(CacheFigures {
+                hits: 7,
+                misses: 2,
+                remote_bytes: 4096,
+                evictions: 1,
+                bytes: 3000,
+                evicted_held_bytes: 1000,
+                bound: 5000,
+                blobs: 3,
+            }),
             ..Gauges::default()
         };
         let text = render(&[a, b], &g);
+        assert!(
+            !render(&[], &Gauges::default()).contains("ringyard_blob_cache"),
+            "no cache series on the filesystem deployment"
+        );
         let s = |series: &str| sample(&text, series);
         let req = |m: &str, r: &str, c: &str| {
             s(&format!(
@@ -604,6 +696,14 @@ mod tests {
                 s("ringyard_job_duration_seconds_count{job=\"upload_expiry\"}"),
                 4.0,
             ),
+            (s("ringyard_blob_cache_hits_total"), 7.0),
+            (s("ringyard_blob_cache_misses_total"), 2.0),
+            (s("ringyard_blob_cache_remote_read_bytes_total"), 4096.0),
+            (s("ringyard_blob_cache_evictions_total"), 1.0),
+            (s("ringyard_blob_cache_bytes"), 3000.0),
+            (s("ringyard_blob_cache_evicted_held_bytes"), 1000.0),
+            (s("ringyard_blob_cache_max_bytes"), 5000.0),
+            (s("ringyard_blob_cache_blobs"), 3.0),
         ];
         for (i, (got, want)) in expected.into_iter().enumerate() {
             assert_eq!(got, Some(want), "expectation {i}");

@@ -1,19 +1,27 @@
 //! `BlobStore`: a local hot tier over a [`BlobBackend`]. Every blob is served from the tier
 //! (this machine's tree, [`FsBackend`]): by `sendfile` from the page cache, or from a mapping
 //! when small. With the filesystem backend the tier *is* the backend. With a remote backend
-//! (S3, an upstream registry), a miss is fetched once into staging, verified, committed to
-//! the tier and then served; however many requests miss on the same blob at once, one fetch
-//! runs and the others wait for it. Evicting from the tier is a component of its own (the
-//! scale-out issue's cache), not this type's job.
+//! (S3, an upstream registry), the tier is a size-bounded cache of hot blobs ([`Lru`]): a miss
+//! is fetched once into staging, verified, committed to the tier and then served; however many
+//! requests miss on the same blob at once, one fetch runs and the others wait for it. Pushes
+//! land in the tier too. The least recently used blobs are evicted when an admission takes the
+//! tier past its bound, never from under a response that is sending them.
+//!
+//! A miss is served once its fill is complete (not streamed while it fills): the response
+//! then is an ordinary file response, `sendfile` and Range included, and the fill's digest
+//! check comes before any byte reaches a client. The cost is the fill's time before the first
+//! byte (measured in the scale-out notes).
 //!
 //! Open blobs are cached per worker ([`super::open_cache`]), so a hot blob costs no `open` per
 //! request.
 
-use super::backend::{BlobBackend, Whole};
+use super::backend::{BlobBackend, Chunks, Fut, Whole};
 use super::error::{Error, Result};
 use super::fs::FsBackend;
+use super::lru::{Entry, Lru};
 use super::open_cache;
 use crate::blocking::Pool;
+use crate::observe::metrics::CacheFigures;
 use crate::oci::digest::Digest;
 use futures_channel::oneshot;
 use memmap2::Mmap;
@@ -33,6 +41,9 @@ pub struct BlobFile {
     file: fs::File,
     len: u64,
     map: OnceCell<Mmap>,
+    /// On a cache tier: the blob's entry, which keeps an evicted file on disk while this is
+    /// held (by a response, or a worker's cache of open files).
+    entry: Option<Arc<Entry>>,
 }
 
 impl BlobFile {
@@ -46,6 +57,11 @@ impl BlobFile {
 
     pub fn file(&self) -> &fs::File {
         &self.file
+    }
+
+    /// Whether the cache tier evicted this blob (its file is only held open now).
+    pub(super) fn evicted(&self) -> bool {
+        self.entry.as_ref().is_some_and(|e| e.evicted())
     }
 
     /// The whole content, mapped. Meant for small blobs: every page read stays counted in the
@@ -63,16 +79,28 @@ impl BlobFile {
     }
 }
 
+/// What a fetch answers its waiters: the blob's entry, or `None` when the remote does not hold
+/// it.
+type FillAnswer = std::result::Result<Option<Arc<Entry>>, String>;
+
 /// Fetches in progress from the remote backend, by digest: whoever finds one running waits
 /// for its answer instead of starting another.
-type Fills = Mutex<HashMap<Digest, Vec<oneshot::Sender<Result<(), String>>>>>;
+type Fills = Mutex<HashMap<Digest, Vec<oneshot::Sender<FillAnswer>>>>;
+
+/// The remote backend under a cache tier, and the cache's index.
+#[derive(Clone)]
+struct Remote {
+    backend: Arc<dyn BlobBackend>,
+    lru: Arc<Lru>,
+}
 
 #[derive(Clone)]
 pub struct BlobStore {
     tier: Arc<FsBackend>,
     /// None: the tier is the backend.
-    remote: Option<Arc<dyn BlobBackend>>,
+    remote: Option<Remote>,
     fills: Arc<Fills>,
+    pool: Pool,
 }
 
 impl BlobStore {
@@ -86,9 +114,10 @@ impl BlobStore {
     /// once. Touches nothing on disk.
     pub fn at(root: &Path, pool: Pool) -> BlobStore {
         BlobStore {
-            tier: Arc::new(FsBackend::at(root, pool)),
+            tier: Arc::new(FsBackend::at(root, pool.clone())),
             remote: None,
             fills: Arc::default(),
+            pool,
         }
     }
 
@@ -100,19 +129,24 @@ impl BlobStore {
         Ok(Self::at(root, pool))
     }
 
-    /// The tree under `root` as a hot tier over `remote`, which holds every blob durably.
-    /// `max_bytes` is the tier's configured bound (`storage.cache.disk_size_gb`), carried for
-    /// the eviction of the LRU cache, which is not here yet.
+    /// The tree under `root` as a cache of at most `max_bytes` of hot blobs over `remote`,
+    /// which holds every blob durably. Re-indexes the tree (blocking: called at start), see
+    /// [`Lru::open`].
     pub fn with_remote(
         root: &Path,
         pool: Pool,
         remote: Arc<dyn BlobBackend>,
         max_bytes: u64,
     ) -> io::Result<BlobStore> {
-        let _ = max_bytes;
+        let store = BlobStore::open(root, pool)?;
+        let [blobs_dir, staging_dir] = Self::top_dirs(root);
+        let lru = Lru::open(&blobs_dir, &staging_dir, max_bytes)?;
         Ok(BlobStore {
-            remote: Some(remote),
-            ..BlobStore::open(root, pool)?
+            remote: Some(Remote {
+                backend: remote,
+                lru: Arc::new(lru),
+            }),
+            ..store
         })
     }
 
@@ -125,30 +159,68 @@ impl BlobStore {
         self.tier.staging_dir()
     }
 
+    /// The cache tier's figures for `/metrics`; `None` on the filesystem deployment.
+    pub fn cache_figures(&self) -> Option<CacheFigures> {
+        self.remote.as_ref().map(|r| r.lru.figures())
+    }
+
     /// The blob, open for serving from the tier; `Ok(None)` when no backend holds it.
     pub async fn get(&self, digest: &Digest) -> Result<Option<Rc<BlobFile>>> {
-        if let Some(b) = open_local(&self.tier, digest)? {
+        let Some(remote) = &self.remote else {
+            return open_local(&self.tier, digest);
+        };
+        if let Some(b) = open_cache::get(digest) {
+            if let Some(e) = &b.entry {
+                remote.lru.hit(e);
+            }
             return Ok(Some(b));
         }
-        let Some(remote) = &self.remote else {
-            return Ok(None);
-        };
-        match remote.stat(digest).await {
-            Ok(_) => {}
-            Err(Error::NotFound) => return Ok(None),
-            Err(e) => return Err(e),
+        if let Some(e) = remote.lru.lookup(digest) {
+            if let Some(b) = self.open_entry(e.clone())? {
+                remote.lru.hit(&e);
+                return Ok(Some(b));
+            }
+            remote.lru.forget(&e);
         }
-        self.fill(remote.as_ref(), digest).await?;
-        open_local(&self.tier, digest)
+        remote.lru.miss(digest);
+        match self.fill(remote, digest).await? {
+            Some(e) => self.open_entry(e),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a cached entry's file (wherever eviction may have moved it) and keeps it in this
+    /// worker's cache unless evicted; `None` when the file is gone.
+    fn open_entry(&self, entry: Arc<Entry>) -> Result<Option<Rc<BlobFile>>> {
+        let file = match entry.open(&self.tier.path_of(entry.digest())) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("opening blob", e)),
+        };
+        let evicted = entry.evicted();
+        let blob = Rc::new(BlobFile {
+            file,
+            len: entry.size(),
+            map: OnceCell::new(),
+            entry: Some(entry),
+        });
+        if !evicted {
+            if let Some(e) = &blob.entry {
+                open_cache::insert(e.digest(), &blob);
+            }
+        }
+        Ok(Some(blob))
     }
 
     /// Makes a fully written and fsynced staged file the blob `digest`: moved into the tier,
     /// and stored in the remote backend (when there is one) before this resolves, since the
-    /// remote is what must survive.
+    /// remote is what must survive; the tier keeps it as a recently used blob.
     pub async fn commit(&self, staged: PathBuf, digest: &Digest) -> Result<()> {
         self.tier.adopt(staged, digest).await?;
         if let Some(remote) = &self.remote {
-            remote.put_file(&self.tier.path_of(digest), digest).await?;
+            let path = self.tier.path_of(digest);
+            remote.backend.put_file(&path, digest).await?;
+            self.admit(remote, digest, None).await?;
         }
         Ok(())
     }
@@ -161,15 +233,41 @@ impl BlobStore {
             .put_stream(digest, size, &mut Whole::new(bytes))
             .await?;
         if let Some(remote) = &self.remote {
-            remote.put_file(&self.path_of(digest), digest).await?;
+            remote
+                .backend
+                .put_file(&self.path_of(digest), digest)
+                .await?;
+            self.admit(remote, digest, Some(size)).await?;
         }
         Ok(())
+    }
+
+    /// Indexes a blob now in the tree (its size read from the file when not given), evicting
+    /// others past the bound, on the pool (eviction renames).
+    async fn admit(
+        &self,
+        remote: &Remote,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<Arc<Entry>> {
+        let (lru, d, path) = (remote.lru.clone(), digest.clone(), self.path_of(digest));
+        self.pool
+            .run(move || {
+                let size = match size {
+                    Some(s) => s,
+                    None => fs::metadata(path)?.len(),
+                };
+                Ok(lru.admit(&d, size))
+            })
+            .await
+            .map_err(|_| Error::Io("admitting a blob: the blocking pool stopped".into()))?
+            .map_err(|e| Error::io("admitting a blob", e))
     }
 
     /// One fetch per digest at a time: the first caller fetches, later ones wait for it. A
     /// fetch abandoned midway (its request went away) answers its waiters with an error
     /// rather than leaving them waiting.
-    async fn fill(&self, remote: &dyn BlobBackend, digest: &Digest) -> Result<()> {
+    async fn fill(&self, remote: &Remote, digest: &Digest) -> Result<Option<Arc<Entry>>> {
         let waiting = {
             let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
             match fills.get_mut(digest) {
@@ -186,7 +284,7 @@ impl BlobStore {
         };
         if let Some(rx) = waiting {
             return match rx.await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(entry)) => Ok(entry),
                 Ok(Err(e)) => Err(Error::Io(e)),
                 Err(_) => Err(Error::Io(
                     "the fetch this request waited for stopped".into(),
@@ -196,7 +294,7 @@ impl BlobStore {
         struct Done<'a> {
             fills: &'a Fills,
             digest: &'a Digest,
-            answer: Result<(), String>,
+            answer: FillAnswer,
         }
         impl Drop for Done<'_> {
             fn drop(&mut self) {
@@ -216,17 +314,27 @@ impl BlobStore {
             digest,
             answer: Err("the fetch was abandoned".into()),
         };
-        let result = self.fetch(remote, digest).await;
-        done.answer = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        let result = match self.fetch(remote, digest).await {
+            Err(Error::NotFound) => Ok(None),
+            r => r.map(Some),
+        };
+        done.answer = match &result {
+            Ok(entry) => Ok(entry.clone()),
+            Err(e) => Err(e.to_string()),
+        };
         result
     }
 
     /// Copies the blob from the remote into the tier, checking its size and digest before it
-    /// becomes visible there.
-    async fn fetch(&self, remote: &dyn BlobBackend, digest: &Digest) -> Result<()> {
-        let size = remote.stat(digest).await?;
-        let mut chunks = remote.read(digest, 0..size).await?;
-        match self.tier.put_stream(digest, size, &mut *chunks).await {
+    /// becomes visible there, and indexes it.
+    async fn fetch(&self, remote: &Remote, digest: &Digest) -> Result<Arc<Entry>> {
+        let size = remote.backend.stat(digest).await?;
+        let chunks = remote.backend.read(digest, 0..size).await?;
+        let mut counted = Counted {
+            inner: chunks,
+            lru: &remote.lru,
+        };
+        match self.tier.put_stream(digest, size, &mut counted).await {
             Err(Error::DigestMismatch { actual, .. }) => Err(Error::Corrupt(format!(
                 "the backend's {digest} reads back as {actual}"
             ))),
@@ -234,7 +342,26 @@ impl BlobStore {
                 "the backend's {digest} reads back as {actual} of {size} bytes"
             ))),
             r => r,
-        }
+        }?;
+        self.admit(remote, digest, Some(size)).await
+    }
+}
+
+/// A remote read that counts its bytes for the cache's metrics.
+struct Counted<'a, 'b> {
+    inner: Box<dyn Chunks + 'a>,
+    lru: &'b Lru,
+}
+
+impl Chunks for Counted<'_, '_> {
+    fn next(&mut self) -> Fut<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let piece = self.inner.next().await?;
+            if let Some(p) = &piece {
+                self.lru.fetched(p.len() as u64);
+            }
+            Ok(piece)
+        })
     }
 }
 
@@ -257,6 +384,7 @@ fn open_local(tier: &FsBackend, digest: &Digest) -> Result<Option<Rc<BlobFile>>>
         file,
         len,
         map: OnceCell::new(),
+        entry: None,
     });
     open_cache::insert(digest, &blob);
     Ok(Some(blob))
@@ -302,23 +430,16 @@ mod tests {
     /// commit lands in both.
     #[test]
     fn a_miss_on_the_remote_is_fetched_once_into_the_tier() {
-        let tier_dir = tempfile::tempdir().unwrap();
-        let remote_dir = tempfile::tempdir().unwrap();
-        let pool = Pool::new(2, "t").unwrap();
-        let remote = Arc::new(Counting {
-            inner: FsBackend::open(remote_dir.path(), pool.clone()).unwrap(),
-            reads: Default::default(),
-        });
-        let store =
-            BlobStore::with_remote(tier_dir.path(), pool, remote.clone(), u64::MAX).unwrap();
+        let f = fixture(1 << 30);
+        let (store, remote) = (&f.store, &f.remote);
         let content: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
         let d = Digest::sha256_of(&content);
-        let src = remote_dir.path().join("src");
+        let src = f.remote_dir.path().join("src");
         fs::write(&src, &content).unwrap();
         runtime().block_on(async {
             remote.put_file(&src, &d).await.unwrap();
             assert!(!store.path_of(&d).exists());
-            let gets = (0..8).map(|_| store.get(&d));
+            let gets = (0..100).map(|_| store.get(&d));
             let got = futures_join_all(gets).await;
             for b in got {
                 let b = b.unwrap().unwrap();
@@ -328,8 +449,12 @@ mod tests {
             assert_eq!(
                 remote.reads.load(Ordering::SeqCst),
                 1,
-                "one fetch for eight misses"
+                "one fetch for a hundred misses"
             );
+            let figures = store.cache_figures().unwrap();
+            assert_eq!(figures.misses, 100);
+            assert_eq!(figures.remote_bytes, content.len() as u64);
+            assert_eq!(figures.bytes, content.len() as u64);
             store.get(&d).await.unwrap().unwrap();
             assert_eq!(
                 remote.reads.load(Ordering::SeqCst),
@@ -362,6 +487,372 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(remote.stat(&Digest::sha256_of(b"{}")).await.unwrap(), 2);
+        });
+    }
+
+    /// A tier over a counting remote tree, bounded to `bound` bytes, and the remote's root.
+    struct Fixture {
+        store: BlobStore,
+        remote: Arc<Counting>,
+        tier_dir: tempfile::TempDir,
+        remote_dir: tempfile::TempDir,
+    }
+
+    fn fixture(bound: u64) -> Fixture {
+        let tier_dir = tempfile::tempdir().unwrap();
+        let remote_dir = tempfile::tempdir().unwrap();
+        let pool = Pool::new(2, "t").unwrap();
+        let remote = Arc::new(Counting {
+            inner: FsBackend::open(remote_dir.path(), pool.clone()).unwrap(),
+            reads: Default::default(),
+        });
+        let store = BlobStore::with_remote(tier_dir.path(), pool, remote.clone(), bound).unwrap();
+        Fixture {
+            store,
+            remote,
+            tier_dir,
+            remote_dir,
+        }
+    }
+
+    impl Fixture {
+        /// Stores `len` bytes (distinct per `seed`) in the remote only.
+        async fn remote_blob(&self, seed: u8, len: usize) -> (Digest, Vec<u8>) {
+            let content: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            let d = Digest::sha256_of(&content);
+            let src = self.remote_dir.path().join(format!("src-{seed}"));
+            fs::write(&src, &content).unwrap();
+            self.remote.put_file(&src, &d).await.unwrap();
+            (d, content)
+        }
+
+        fn reads(&self) -> usize {
+            self.remote.reads.load(Ordering::SeqCst)
+        }
+
+        fn cached(&self, d: &Digest) -> bool {
+            self.store.path_of(d).exists()
+        }
+
+        /// Whether every evicted file was unlinked (the reaper thread does it, counting as it
+        /// goes).
+        fn settled(&self) -> bool {
+            self.staged().is_empty() && self.store.cache_figures().unwrap().evicted_held_bytes == 0
+        }
+
+        /// Names in the staging area (evicted files waiting for their last reader).
+        fn staged(&self) -> Vec<String> {
+            fs::read_dir(self.store.staging_dir())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        }
+    }
+
+    /// Waits (up to 10 s) for the reaper thread to unlink what was released.
+    fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// The least recently used blob goes first, the bound holds after every admission, and a
+    /// hit refreshes a blob's place.
+    #[test]
+    fn the_least_recently_used_blob_is_evicted_and_the_bound_holds() {
+        let f = fixture(3000);
+        runtime().block_on(async {
+            let mut blobs = Vec::new();
+            for seed in 1..=5 {
+                blobs.push(f.remote_blob(seed, 1000).await);
+            }
+            let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| blobs[i].0.clone());
+            for x in [&a, &b, &c] {
+                f.store.get(x).await.unwrap().unwrap();
+            }
+            assert_eq!(f.store.cache_figures().unwrap().bytes, 3000);
+            // a used again: b is now the least recently used.
+            f.store.get(&a).await.unwrap().unwrap();
+            f.store.get(&d).await.unwrap().unwrap();
+            assert!(!f.cached(&b), "b was the least recently used");
+            assert!(f.cached(&a) && f.cached(&c) && f.cached(&d));
+            // c used: a goes next (a was used before c).
+            f.store.get(&c).await.unwrap().unwrap();
+            f.store.get(&e).await.unwrap().unwrap();
+            assert!(!f.cached(&a), "a was the least recently used");
+            assert!(f.cached(&c) && f.cached(&d) && f.cached(&e));
+            let figures = f.store.cache_figures().unwrap();
+            assert_eq!(figures.bytes, 3000);
+            assert!(figures.bytes <= figures.bound);
+            assert_eq!(figures.blobs, 3);
+            assert_eq!(figures.evictions, 2);
+            assert_eq!(figures.misses, 5);
+            assert_eq!(figures.hits, 2);
+            assert_eq!(figures.remote_bytes, 5000);
+            // This thread's cache of open files let go of the evicted files once told, and
+            // their disk space came back.
+            open_cache::heed_pressure();
+            eventually("evicted files unlinked", || f.settled());
+            // An evicted blob is a miss again, fetched once more.
+            let before = f.reads();
+            let got = f.store.get(&b).await.unwrap().unwrap();
+            assert!(got.bytes().unwrap() == blobs[1].1);
+            assert_eq!(f.reads(), before + 1);
+        });
+    }
+
+    /// A blob being sent when it is evicted leaves the tree at once but stays on disk, its
+    /// bytes intact, until the response lets go of it.
+    #[test]
+    fn a_blob_being_served_is_not_unlinked_until_released() {
+        let f = fixture(2000);
+        runtime().block_on(async {
+            let (a, content) = f.remote_blob(1, 1000).await;
+            let (b, _) = f.remote_blob(2, 1000).await;
+            let (c, _) = f.remote_blob(3, 1000).await;
+            let sending = f.store.get(&a).await.unwrap().unwrap();
+            f.store.get(&b).await.unwrap().unwrap();
+            f.store.get(&c).await.unwrap().unwrap();
+            assert!(!f.cached(&a), "a left the tree");
+            open_cache::heed_pressure();
+            let staged = f.staged();
+            assert_eq!(staged.len(), 1, "{staged:?}");
+            assert!(staged[0].starts_with("evicted-"));
+            let figures = f.store.cache_figures().unwrap();
+            assert_eq!((figures.bytes, figures.evicted_held_bytes), (2000, 1000));
+            // Long after: still there, while the response holds it.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert_eq!(f.staged().len(), 1);
+            let mut read = Vec::new();
+            use std::io::{Read, Seek};
+            let mut file = sending.file();
+            file.seek(io::SeekFrom::Start(0)).unwrap();
+            file.read_to_end(&mut read).unwrap();
+            assert!(read == content);
+            drop(sending);
+            eventually("the released file unlinked", || f.settled());
+        });
+    }
+
+    /// A blob larger than the whole cache is served from its fill and does not stay; every
+    /// request for it is a fetch.
+    #[test]
+    fn a_blob_larger_than_the_bound_is_served_without_staying() {
+        let f = fixture(1000);
+        runtime().block_on(async {
+            let (small, _) = f.remote_blob(1, 500).await;
+            f.store.get(&small).await.unwrap().unwrap();
+            let (big, content) = f.remote_blob(2, 3000).await;
+            let got = futures_join_all((0..10).map(|_| f.store.get(&big))).await;
+            assert_eq!(f.reads(), 2, "one fetch for the ten concurrent requests");
+            for b in &got {
+                let b = b.as_ref().unwrap().as_ref().unwrap();
+                assert!(b.bytes().unwrap() == content);
+            }
+            assert!(!f.cached(&big));
+            assert!(f.cached(&small), "nothing was evicted for it");
+            let figures = f.store.cache_figures().unwrap();
+            assert_eq!((figures.bytes, figures.evictions), (500, 0));
+            assert_eq!(figures.evicted_held_bytes, 3000);
+            drop(got);
+            eventually("the oversize fill unlinked", || f.settled());
+            f.store.get(&big).await.unwrap().unwrap();
+            assert_eq!(f.reads(), 3, "not kept: fetched again");
+        });
+    }
+
+    /// Pushes on a remote deployment land in the tier and count toward its bound.
+    #[test]
+    fn committed_pushes_count_toward_the_bound() {
+        let f = fixture(2500);
+        runtime().block_on(async {
+            let (a, _) = f.remote_blob(1, 1000).await;
+            f.store.get(&a).await.unwrap().unwrap();
+            for seed in [7u8, 8] {
+                let content = vec![seed; 1000];
+                let d = Digest::sha256_of(&content);
+                let staged = f.store.staging_dir().join(format!("push-{seed}"));
+                fs::write(&staged, &content).unwrap();
+                f.store.commit(staged, &d).await.unwrap();
+                assert!(f.cached(&d));
+                assert_eq!(f.remote.stat(&d).await.unwrap(), 1000);
+            }
+            assert!(!f.cached(&a), "the pushes pushed the fetched blob out");
+            let figures = f.store.cache_figures().unwrap();
+            assert_eq!((figures.bytes, figures.blobs), (2000, 2));
+            assert_eq!(figures.misses, 1);
+            // A manifest too.
+            f.store
+                .put_bytes(&Digest::sha256_of(b"{}"), b"{}".to_vec())
+                .await
+                .unwrap();
+            assert_eq!(f.store.cache_figures().unwrap().bytes, 2002);
+        });
+    }
+
+    /// A restart re-indexes the tree (recency from file times), discards the partial fill and
+    /// the evicted file a crash left in staging (not upload sessions), and trims to a lowered
+    /// bound, oldest first.
+    #[test]
+    fn a_restart_reindexes_and_discards_partial_fills() {
+        let f = fixture(1 << 20);
+        let pool = Pool::new(1, "t").unwrap();
+        let digests = runtime().block_on(async {
+            let mut digests = Vec::new();
+            for seed in 1..=3 {
+                let (d, _) = f.remote_blob(seed, 1000).await;
+                f.store.get(&d).await.unwrap().unwrap();
+                digests.push(d);
+            }
+            digests
+        });
+        // Used long ago, in the order b, a, c (oldest first).
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        for (d, age) in digests.iter().zip([2, 3, 1]) {
+            let t = now - day * age;
+            let times = fs::FileTimes::new().set_accessed(t).set_modified(t);
+            fs::File::options()
+                .write(true)
+                .open(f.store.path_of(d))
+                .unwrap()
+                .set_times(times)
+                .unwrap();
+        }
+        let staging = f.store.staging_dir().to_path_buf();
+        fs::write(staging.join("put-0123"), b"half a fill").unwrap();
+        fs::write(staging.join("evicted-abcd-7"), b"an old eviction").unwrap();
+        fs::create_dir(staging.join("session")).unwrap();
+        fs::write(staging.join("session").join("data"), b"an upload").unwrap();
+        let remote: Arc<dyn BlobBackend> = f.remote.clone();
+        let store =
+            BlobStore::with_remote(f.tier_dir.path(), pool.clone(), remote, 1 << 20).unwrap();
+        let figures = store.cache_figures().unwrap();
+        assert_eq!((figures.bytes, figures.blobs), (3000, 3));
+        let mut staged = f.staged();
+        staged.sort();
+        assert_eq!(staged, ["session"], "leftovers gone, the upload kept");
+        // Served as hits, without the remote.
+        let reads = f.reads();
+        runtime().block_on(async {
+            for d in &digests {
+                store.get(d).await.unwrap().unwrap();
+            }
+        });
+        assert_eq!(f.reads(), reads);
+        assert_eq!(store.cache_figures().unwrap().hits, 3);
+        drop(store);
+        // A lowered bound keeps the most recently used (c, then a).
+        let remote: Arc<dyn BlobBackend> = f.remote.clone();
+        let store = BlobStore::with_remote(f.tier_dir.path(), pool, remote, 2000).unwrap();
+        let figures = store.cache_figures().unwrap();
+        assert_eq!((figures.bytes, figures.evictions), (2000, 1));
+        assert!(!f.cached(&digests[1]), "a was the oldest");
+        assert!(f.cached(&digests[0]) && f.cached(&digests[2]));
+        eventually("the trimmed blob unlinked", || f.staged() == ["session"]);
+    }
+
+    /// The cache over a real S3 server (s3s-fs): pushes land in both, an evicted blob comes
+    /// back from S3, and a hundred concurrent misses read it from S3 once.
+    #[test]
+    fn the_cache_over_s3s_fs() {
+        use crate::store::s3::S3Backend;
+        use crate::testing::s3 as harness;
+        let server = harness::S3Server::s3s_fs();
+        let s3: Arc<dyn BlobBackend> =
+            Arc::new(S3Backend::new(&server.config("registry/")).unwrap());
+        let tier_dir = tempfile::tempdir().unwrap();
+        let pool = Pool::new(2, "t").unwrap();
+        let len = 2 * 1024 * 1024 + 5;
+        let store = BlobStore::with_remote(tier_dir.path(), pool, s3.clone(), len + 1).unwrap();
+        let blobs: Vec<Vec<u8>> = (1..=2u8)
+            .map(|seed| (0..len).map(|i| (i as u8).wrapping_mul(seed) ^ 7).collect())
+            .collect();
+        let digests: Vec<Digest> = blobs.iter().map(|b| Digest::sha256_of(b)).collect();
+        harness::run(async {
+            for (content, d) in blobs.iter().zip(&digests) {
+                let staged = store.staging_dir().join("push");
+                fs::write(&staged, content).unwrap();
+                store.commit(staged, d).await.unwrap();
+                assert_eq!(s3.stat(d).await.unwrap(), len);
+            }
+            // The bound holds one: the first push was evicted by the second.
+            assert!(!store.path_of(&digests[0]).exists());
+            assert!(store.path_of(&digests[1]).exists());
+            open_cache::heed_pressure();
+            let got = futures_join_all((0..100).map(|_| store.get(&digests[0]))).await;
+            for b in &got {
+                let b = b.as_ref().unwrap().as_ref().unwrap();
+                assert_eq!(b.len(), len);
+            }
+            assert!(got[0].as_ref().unwrap().as_ref().unwrap().bytes().unwrap() == blobs[0]);
+            let figures = store.cache_figures().unwrap();
+            assert_eq!(figures.misses, 100);
+            assert_eq!(
+                figures.remote_bytes, len,
+                "one read from S3 for a hundred misses"
+            );
+            assert_eq!(figures.evictions, 2);
+            assert!(!store.path_of(&digests[1]).exists());
+            store.get(&digests[0]).await.unwrap().unwrap();
+            assert_eq!(store.cache_figures().unwrap().hits, 1);
+            // Absent from S3: not found, not an error.
+            assert!(store
+                .get(&Digest::sha256_of(b"absent"))
+                .await
+                .unwrap()
+                .is_none());
+        });
+    }
+
+    /// What filling before serving costs a miss on a big blob, against s3s-fs: the time to a
+    /// served file (the response head and first byte follow at once) next to the time to the
+    /// first piece of a plain S3 read (what streaming during the fill would wait for). Prints
+    /// the figures; run by hand: `cargo test --release --lib time_to_first_byte -- --ignored
+    /// --nocapture` (RINGYARD_TTFB_MIB sets the size, 256 by default).
+    #[test]
+    #[ignore]
+    fn time_to_first_byte_of_a_miss_over_s3s_fs() {
+        use crate::store::s3::S3Backend;
+        use crate::testing::s3 as harness;
+        use std::time::Instant;
+        let mib: usize = std::env::var("RINGYARD_TTFB_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        let server = harness::S3Server::s3s_fs();
+        let s3: Arc<dyn BlobBackend> = Arc::new(S3Backend::new(&server.config("")).unwrap());
+        let tier_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::with_remote(
+            tier_dir.path(),
+            Pool::new(2, "t").unwrap(),
+            s3.clone(),
+            1 << 40,
+        )
+        .unwrap();
+        let content: Vec<u8> = (0..mib << 20).map(|i| (i % 251) as u8).collect();
+        let d = Digest::sha256_of(&content);
+        let src = tier_dir.path().join("src");
+        fs::write(&src, &content).unwrap();
+        harness::run(async {
+            s3.put_file(&src, &d).await.unwrap();
+            let t = Instant::now();
+            let mut read = s3.read(&d, 0..content.len() as u64).await.unwrap();
+            read.next().await.unwrap().unwrap();
+            let first_piece = t.elapsed();
+            drop(read);
+            let t = Instant::now();
+            store.get(&d).await.unwrap().unwrap();
+            let filled = t.elapsed();
+            let t = Instant::now();
+            store.get(&d).await.unwrap().unwrap();
+            let hit = t.elapsed();
+            println!(
+                "{mib} MiB over s3s-fs: first S3 piece {first_piece:?}, miss served after \
+                 fill {filled:?}, hit {hit:?}"
+            );
         });
     }
 

@@ -9,10 +9,11 @@
 //! (`blobs`, `backend`, `fs`) use no metadata at all.
 
 pub(crate) mod appender;
-pub(crate) mod backend;
+pub mod backend;
 pub mod blobs;
 pub(crate) mod error;
-pub(crate) mod fs;
+pub mod fs;
+pub(crate) mod lru;
 pub(crate) mod open_cache;
 pub(crate) mod s3;
 pub(crate) mod upload_writer;

@@ -6,6 +6,13 @@
 //! worker empties its cache when it next sees the epoch changed (before using the cache, and on
 //! its periodic tick), so a request or a new connection gets a descriptor back instead of an
 //! error.
+//!
+//! On a tier that is a cache over a remote backend ([`super::lru`]), an evicted blob's file
+//! stays on disk until its last holder closes it, and these caches are holders: each worker
+//! drops the evicted files it holds when it sees the eviction epoch changed, at the same
+//! points where it heeds descriptor pressure (so within a tick when idle), and a request does
+//! not get a file from the cache once it is marked evicted (one that raced the eviction is
+//! served from its open descriptor, and the file unlinked after).
 
 use super::blobs::BlobFile;
 use crate::oci::digest::Digest;
@@ -28,16 +35,22 @@ static ENTRIES: AtomicUsize = AtomicUsize::new(MAX_ENTRIES);
 /// older epoch empties it.
 static PRESSURE_EPOCH: AtomicU64 = AtomicU64::new(0);
 
+/// Bumped after each eviction pass of the tier's cache, once the evicted entries are marked.
+static EVICTION_EPOCH: AtomicU64 = AtomicU64::new(0);
+
 struct OpenCache {
     files: HashMap<Digest, Rc<BlobFile>>,
     /// The [`PRESSURE_EPOCH`] these files were opened under.
     epoch: u64,
+    /// The [`EVICTION_EPOCH`] last heeded.
+    evictions: u64,
 }
 
 thread_local! {
     static OPEN: RefCell<OpenCache> = RefCell::new(OpenCache {
         files: HashMap::new(),
         epoch: 0,
+        evictions: 0,
     });
 }
 
@@ -72,23 +85,39 @@ pub fn release() {
     });
 }
 
-/// Empties this worker's cache if another worker ran out of descriptors since it was filled.
-/// Runs before every use of the cache and on each worker's periodic tick (an idle worker
-/// would otherwise keep its files).
+/// Empties this worker's cache if another worker ran out of descriptors since it was filled,
+/// and drops the files the tier's cache evicted since last time. Runs before every use of the
+/// cache and on each worker's periodic tick (an idle worker would otherwise keep its files).
 pub fn heed_pressure() {
     let epoch = PRESSURE_EPOCH.load(Ordering::Acquire);
+    let evictions = EVICTION_EPOCH.load(Ordering::Acquire);
     OPEN.with(|c| {
         let mut c = c.borrow_mut();
         if c.epoch != epoch {
             c.files.clear();
             c.epoch = epoch;
         }
+        if c.evictions != evictions {
+            c.files.retain(|_, b| !b.evicted());
+            c.evictions = evictions;
+        }
     });
+}
+
+/// Tells every worker that some cached files may have been evicted (see the module docs).
+pub(super) fn note_eviction() {
+    EVICTION_EPOCH.fetch_add(1, Ordering::AcqRel);
 }
 
 pub(super) fn get(digest: &Digest) -> Option<Rc<BlobFile>> {
     heed_pressure();
-    OPEN.with(|c| c.borrow().files.get(digest).cloned())
+    OPEN.with(|c| {
+        c.borrow()
+            .files
+            .get(digest)
+            .filter(|b| !b.evicted())
+            .cloned()
+    })
 }
 
 pub(super) fn insert(digest: &Digest, blob: &Rc<BlobFile>) {
