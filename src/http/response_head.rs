@@ -214,8 +214,10 @@ mod tests {
             let e = refused(&format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n"));
             assert!(e.contains("Content-Length"), "{bad}: {e}");
         }
-        assert!(refused("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
-            .contains("conflicting"));
+        assert!(
+            refused("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+                .contains("conflicting")
+        );
         assert!(refused("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n").contains("conflicting"));
         for same in [
             "Content-Length: 2\r\nContent-Length: 2",
@@ -228,7 +230,10 @@ mod tests {
 
     #[test]
     fn only_a_lone_chunked_coding_and_never_with_a_length() {
-        let (h, _) = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n", false);
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            false,
+        );
         assert_eq!(h.body, BodyKind::Chunked);
         assert!(h.keep_alive);
         for bad in [
@@ -256,7 +261,10 @@ mod tests {
         ));
         let (h, _) = parse("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!(h.body, BodyKind::UntilClose);
-        assert!(!h.keep_alive, "a body delimited by the close ends the connection");
+        assert!(
+            !h.keep_alive,
+            "a body delimited by the close ends the connection"
+        );
     }
 
     #[test]

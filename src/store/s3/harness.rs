@@ -3,7 +3,6 @@
 //! stopped by its PID when dropped. Two servers, so that the backend is not tuned to one
 //! server's quirks. A missing binary fails the test with how to install it (`.ci/run` does).
 
-use super::conn::Exchange;
 use super::{S3Backend, S3Config};
 use rusty_s3::S3Action;
 use std::net::{TcpListener, TcpStream};
@@ -141,7 +140,9 @@ impl S3Server {
             prefix: prefix.into(),
             access_key: ACCESS_KEY.into(),
             secret_key: SECRET_KEY.into(),
-            timeout: Duration::from_secs(30),
+            timeouts: super::Timeouts::default(),
+            retry: super::Retry::default(),
+            ca_file: None,
         }
     }
 
@@ -159,13 +160,11 @@ impl S3Server {
     /// signatures, and rusty-s3 has no such action).
     pub async fn multipart_uploads(&self) -> String {
         let url = Url::parse(&format!("{}/{BUCKET}?uploads", self.endpoint)).unwrap();
-        let addr = url.socket_addrs(|| None).unwrap()[0];
-        let mut ex = Exchange::start(addr, "GET", &url, &[], None, Duration::from_secs(30))
+        let backend = S3Backend::new(&self.config("")).unwrap();
+        let (_, body) = backend
+            .call_for_body("list multipart uploads", "GET", &url, None)
             .await
             .expect("listing multipart uploads");
-        let head = ex.response().await.expect("an answer");
-        let body = ex.body(1 << 20).await.expect("a body");
-        assert_eq!(head.status, 200);
         String::from_utf8_lossy(&body).into_owned()
     }
 
