@@ -140,6 +140,12 @@ impl Endpoint {
         })
     }
 
+    /// Looks the host up with `resolver` instead (tests of a changing address).
+    #[cfg(test)]
+    pub fn set_resolver(&mut self, resolver: Resolver) {
+        self.resolver = resolver;
+    }
+
     /// A new connection: every address of the endpoint's host in turn, each within the
     /// connect timeout; the cached addresses are forgotten when none answered.
     async fn connect(&self) -> Result<Stream> {

@@ -318,7 +318,7 @@ fn a_stopped_s3_fails_promptly_and_is_used_again_once_restarted() {
             assert!(unavailable(&put), "{put:?}");
             let took = started.elapsed();
             assert!(
-                took < Duration::from_secs(3),
+                took < Duration::from_secs(5),
                 "three refusals took {took:?}"
             );
         }
@@ -348,7 +348,7 @@ fn a_server_that_accepts_and_never_answers_times_out() {
     assert!(unavailable(&got), "{got:?}");
     assert_eq!(proxy.accepted(), 3, "a HEAD is tried max_tries times");
     // Three first-byte timeouts of 500 ms and two short waits.
-    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(took >= Duration::from_millis(1500), "{took:?}");
 }
 
@@ -412,6 +412,34 @@ fn failures_that_may_pass_are_retried_and_only_where_safe() {
         let got = s.backend.create_multipart("faults/once").await.map(|_| ());
         assert!(unavailable(&got), "{got:?}");
         assert_eq!(s.proxy.accepted() - before, 1, "sent once");
+    });
+}
+
+#[test]
+fn a_changed_address_is_followed() {
+    use super::resolve::{Lookup, Resolver};
+    use std::sync::atomic::AtomicU16;
+    let mut s = setup(10_000, 6);
+    let target = Arc::new(AtomicU16::new(s.proxy.port));
+    let t = target.clone();
+    let lookup: Lookup = Arc::new(move |_, _| {
+        Ok(vec![SocketAddr::from((
+            [127, 0, 0, 1],
+            t.load(Ordering::SeqCst),
+        ))])
+    });
+    // An hour's TTL: only the failed connect makes the name be looked up again.
+    let resolver = Resolver::with("s3.test", 0, lookup, Duration::from_secs(3600)).unwrap();
+    s.backend.endpoint.set_resolver(resolver);
+    run(async {
+        assert_eq!(s.backend.stat(&s.d).await.unwrap(), s.len);
+        // The service moves: the old address stops answering, the name gives the new one.
+        let moved = Proxy::start(upstream(&s.server), 0, None);
+        target.store(moved.port, Ordering::SeqCst);
+        s.proxy.stop();
+        assert_eq!(s.backend.stat(&s.d).await.unwrap(), s.len);
+        assert_eq!(read_all(&s.backend, &s.d, s.len).await.unwrap(), s.content);
+        assert!(moved.accepted() >= 1);
     });
 }
 
