@@ -482,12 +482,16 @@ fn part_size(size: u64) -> u64 {
 fn failure(what: &str, f: Failure) -> Error {
     match f {
         Failure::Connect(m) | Failure::Stale(m) | Failure::Down(m) | Failure::Silent(m) => {
-            Error::Unavailable {
-                retry: true,
-                cause: format!("S3 {what}: {m}"),
-            }
+            down(what, m)
         }
         Failure::Protocol(m) => Error::Io(format!("S3 {what}: {m}")),
+    }
+}
+
+fn down(what: &str, cause: String) -> Error {
+    Error::Unavailable {
+        retry: true,
+        cause: format!("S3 {what}: {cause}"),
     }
 }
 

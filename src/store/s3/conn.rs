@@ -39,7 +39,7 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_IDLE: usize = 16;
 /// A parked connection is not reused after this long: S3 closes idle connections after
 /// about 20 seconds, and a request sent on a closed one costs a round trip.
-pub const MAX_PARKED: Duration = Duration::from_secs(15);
+const MAX_PARKED: Duration = Duration::from_secs(15);
 /// Bytes read from the socket at a time while the head is not complete.
 const HEAD_READ: usize = 16 * 1024;
 
@@ -103,7 +103,7 @@ pub struct Endpoint {
     authority: String,
     resolver: Resolver,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
-    pub timeouts: Timeouts,
+    timeouts: Timeouts,
 }
 
 impl Endpoint {
