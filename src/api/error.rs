@@ -132,6 +132,9 @@ pub struct Error {
     pub cause: Option<String>,
     /// The `WWW-Authenticate` challenge of a 401.
     pub challenge: Option<std::borrow::Cow<'static, str>>,
+    /// A storage or metadata backend that may be back by itself soon (S3 down or busy): the
+    /// answer says when to try again.
+    pub transient: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -145,6 +148,7 @@ impl Error {
             detail: None,
             cause: None,
             challenge: None,
+            transient: false,
         }
     }
 
@@ -210,9 +214,16 @@ impl Error {
     }
 
     /// `Retry-After` seconds for an answer that may succeed later without the client changing
-    /// anything: space can be freed (garbage collection, an operator) at any time.
+    /// anything: space can be freed (garbage collection, an operator) at any time; a backend
+    /// that is down or busy may be back in a moment.
     pub fn retry_after(&self) -> Option<&'static str> {
-        self.is_storage_full().then_some("60")
+        if self.is_storage_full() {
+            Some("60")
+        } else if self.transient {
+            Some("1")
+        } else {
+            None
+        }
     }
 
     /// The response for this error: the spec's body, and `Retry-After` where waiting helps.
@@ -317,8 +328,9 @@ impl From<crate::store::Error> for Error {
         match e {
             // Logged once per episode where readiness is marked (see `handle`).
             Store::Full { what, cause } => Error::storage_full(&what, cause),
-            Store::Unavailable { cause, .. } => Error {
+            Store::Unavailable { retry, cause } => Error {
                 cause: Some(cause),
+                transient: retry,
                 ..Error::new(ErrorCode::Unavailable)
                     .with_message("storage is unavailable; retry later")
             },
@@ -382,6 +394,27 @@ mod tests {
         let cause = io::Error::from_raw_os_error(libc::EIO);
         let e = Error::from(crate::store::Error::io("writing upload data", cause));
         assert_eq!((e.status, e.retry_after()), (500, None));
+    }
+
+    #[test]
+    fn a_backend_down_for_now_is_503_with_retry_after() {
+        let down = |retry| {
+            Error::from(crate::store::Error::Unavailable {
+                retry,
+                cause: "S3 GET: connection refused".into(),
+            })
+        };
+        let e = down(true);
+        assert_eq!((e.status, e.code.as_str()), (503, "UNAVAILABLE"));
+        assert_eq!(e.retry_after(), Some("1"));
+        let r = e.response();
+        assert_eq!(r.status, 503);
+        assert!(r
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "Retry-After" && v == "1"));
+        // Refused credentials: an operator must act, waiting does not help.
+        assert_eq!(down(false).retry_after(), None);
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct Config {
     /// Empty: from the AWS variables or the shared credentials file ([`aws`]).
     pub s3_access_key: String,
     pub s3_secret_key: Secret,
+    /// PEM CA certificates trusted for an `https` endpoint besides the system's.
+    pub s3_ca_file: Option<PathBuf>,
     /// `none` or `redis`.
     pub cache_type: String,
     pub redis_url: Secret,
@@ -196,6 +198,7 @@ impl Default for Config {
             token_expiry: Duration::from_secs(5 * 60),
             token_refresh_expiry: Duration::from_secs(30 * 24 * 3600),
             token_key: None,
+            s3_ca_file: None,
             token_external: Vec::new(),
         }
     }

@@ -211,6 +211,8 @@ pub static SETTINGS: &[Setting] = &[
         "Access key id; empty: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), else the shared credentials file (AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials, profile AWS_PROFILE or default)."),
     setting!("storage.s3.secret_key", s3_secret_key, Kind::Secret, None,
         "Secret key of storage.s3.access_key; never logged nor shown."),
+    setting!("storage.s3.ca_file", s3_ca_file, Kind::File, None,
+        "PEM CA certificates trusted for an https endpoint besides the system's (a private S3 service's own CA); empty: the system's only."),
     setting!("storage.cache.type", cache_type, Kind::Word(&["none", "redis"]), None,
         "Shared cache of manifest metadata and blob descriptors: none or redis (at storage.cache.redis_url)."),
     setting!("storage.cache.redis_url", redis_url, Kind::Url(&["redis"]), None,

@@ -25,6 +25,7 @@ pub(crate) mod query;
 pub mod range;
 pub mod request;
 pub mod response;
+pub mod response_head;
 pub(crate) mod tls;
 pub(crate) mod tls_config;
 pub(crate) mod transport;

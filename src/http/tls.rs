@@ -1,6 +1,8 @@
 //! TLS over a connection's socket: our own glue between rustls, which is sans-IO (ciphertext in
 //! by `read_tls`, out by `write_tls`, plaintext through its reader and writer), and monoio's
-//! owned-buffer socket, as a [`Transport`].
+//! owned-buffer socket, as a [`Transport`]. The server's side ([`accept`]) and, for the S3
+//! backend's https endpoints, a client's ([`connect`]): the same loops over either rustls
+//! connection.
 //!
 //! Not monoio-rustls: its 0.4 pulls rustls with default features (aws-lc-rs, a C and assembly
 //! build, next to the `ring` provider used here) and a buffering IO wrapper of its own, and
@@ -19,8 +21,10 @@ use super::transport::Transport;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, ConnectionCommon, ServerConfig, ServerConnection};
 use std::io::{self, BufRead, Write};
+use std::ops::DerefMut;
 use std::sync::Arc;
 
 /// Ciphertext read from the socket at once: several full records (16 KiB and a few bytes each).
@@ -36,10 +40,11 @@ pub enum Accepted {
     PlainHttp(TcpStream),
 }
 
-/// A server-side TLS connection whose handshake is done.
-pub struct TlsTransport {
+/// A TLS connection whose handshake is done: the server's side by default, a client's with
+/// `C = ClientConnection`.
+pub struct TlsTransport<C = ServerConnection> {
     stream: TcpStream,
-    tls: ServerConnection,
+    tls: C,
     /// Ciphertext read from the socket that rustls has not taken yet: `rbuf[rpos..]`.
     rbuf: Vec<u8>,
     rpos: usize,
@@ -52,37 +57,24 @@ pub struct TlsTransport {
 pub async fn accept(stream: TcpStream, config: Arc<ServerConfig>) -> io::Result<Accepted> {
     let _ = stream.set_nodelay(true);
     let tls = ServerConnection::new(config).map_err(io::Error::other)?;
-    let mut t = TlsTransport {
-        stream,
-        tls,
-        rbuf: Vec::with_capacity(CIPHER_READ),
-        rpos: 0,
-        wbuf: Vec::new(),
-    };
-    let mut first = true;
-    while t.tls.is_handshaking() {
-        if t.tls.wants_write() {
-            t.flush().await?;
-            continue;
-        }
-        if t.rpos == t.rbuf.len() {
-            if t.read_cipher().await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the client closed the connection during the TLS handshake",
-                ));
-            }
-            if first && looks_like_plain_http(&t.rbuf) {
-                return Ok(Accepted::PlainHttp(t.stream));
-            }
-            first = false;
-        }
-        t.feed().await?;
+    let mut t = TlsTransport::new(stream, tls);
+    if !t.handshake(true).await? {
+        return Ok(Accepted::PlainHttp(t.stream));
     }
-    // The last flight (the server's Finished in TLS 1.2, tickets in 1.3) goes out now, not with
-    // the first response.
-    t.flush().await?;
     Ok(Accepted::Tls(Box::new(t)))
+}
+
+/// Runs the client side of the handshake on `stream`, verifying that the server's certificate
+/// names `name`. The caller bounds it in time.
+pub async fn connect(
+    stream: TcpStream,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> io::Result<TlsTransport<ClientConnection>> {
+    let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut t = TlsTransport::new(stream, tls);
+    t.handshake(false).await?;
+    Ok(t)
 }
 
 /// Whether a connection's first bytes are an HTTP request rather than a TLS record (whose
@@ -91,7 +83,49 @@ pub fn looks_like_plain_http(first: &[u8]) -> bool {
     first.first().is_some_and(u8::is_ascii_uppercase)
 }
 
-impl TlsTransport {
+impl<C, D> TlsTransport<C>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+{
+    fn new(stream: TcpStream, tls: C) -> TlsTransport<C> {
+        TlsTransport {
+            stream,
+            tls,
+            rbuf: Vec::with_capacity(CIPHER_READ),
+            rpos: 0,
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// Drives the handshake to its end; false (and nothing sent) when `sniff` is set and the
+    /// peer's first bytes are a plain HTTP request.
+    async fn handshake(&mut self, sniff: bool) -> io::Result<bool> {
+        let mut first = sniff;
+        while self.tls.is_handshaking() {
+            if self.tls.wants_write() {
+                self.flush().await?;
+                continue;
+            }
+            if self.rpos == self.rbuf.len() {
+                if self.read_cipher().await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection during the TLS handshake",
+                    ));
+                }
+                if first && looks_like_plain_http(&self.rbuf) {
+                    return Ok(false);
+                }
+                first = false;
+            }
+            self.feed().await?;
+        }
+        // The last flight (the server's Finished in TLS 1.2, tickets in 1.3) goes out now, not
+        // with the first message.
+        self.flush().await?;
+        Ok(true)
+    }
+
     /// Reads ciphertext from the socket into the (consumed) read buffer; 0 is end of stream,
     /// which rustls is told of.
     async fn read_cipher(&mut self) -> io::Result<usize> {
@@ -134,7 +168,10 @@ impl TlsTransport {
     }
 }
 
-impl Transport for TlsTransport {
+impl<C, D> Transport for TlsTransport<C>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+{
     async fn read<B: IoBufMut>(&mut self, mut buf: B) -> (io::Result<usize>, B) {
         loop {
             match self.tls.reader().fill_buf() {
@@ -151,8 +188,9 @@ impl Transport for TlsTransport {
                     return (Ok(n), buf);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The client closed the socket without close_notify: for HTTP, whose messages
-                // carry their own lengths, the end of the stream like any other.
+                // The peer closed the socket without close_notify: for HTTP, whose messages
+                // carry their own lengths (a cut one is found short by its reader), the end of
+                // the stream like any other.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (Ok(0), buf),
                 Err(e) => return (Err(e), buf),
             }

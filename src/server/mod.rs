@@ -188,7 +188,9 @@ fn open_s3(cfg: &Config) -> Result<S3Backend, String> {
             .session_token
             .as_ref()
             .map(|t| t.expose().to_string()),
-        timeout: S3_TIMEOUT,
+        timeouts: Default::default(),
+        retry: Default::default(),
+        ca_file: cfg.s3_ca_file.clone(),
     };
     let backend = S3Backend::new(&s3)?;
     backend.check_now()?;
@@ -198,9 +200,6 @@ fn open_s3(cfg: &Config) -> Result<S3Backend, String> {
     ));
     Ok(backend)
 }
-
-/// Longest wait for one S3 socket operation (connect, a read, a write).
-const S3_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn run(cfg: Config) -> Result<(), String> {
     // First: a broken htpasswd file or rule stops the start, naming its line, before anything

@@ -10,22 +10,33 @@
 //! sizes start at S3's minimum of 5 MiB and grow with the announced size so that S3's 10,000
 //! parts cover any blob up to 100 GiB and beyond; memory is one part buffer per put.
 //!
-//! S3 answers are read in the store's terms once, in [`status_error`] and [`down`]: a missing
-//! object is [`Error::NotFound`], an unreachable or overloaded S3 is
-//! [`Error::Unavailable`] with `retry`, refused credentials are `Unavailable` without.
+//! Every request goes through [`S3Backend::call`]: sent again (bounded tries, exponential
+//! backoff with jitter, [`retry`]) when it failed in a way that may pass and is safe to repeat,
+//! and its failure read in the store's terms once, in [`status_error`] and [`failure`]: a
+//! missing object is [`Error::NotFound`], an unreachable, silent or overloaded S3 is
+//! [`Error::Unavailable`] with `retry` (the API answers 503 with Retry-After), refused
+//! credentials are `Unavailable` without. `https://` endpoints are verified against the
+//! system's roots and an optional CA file ([`tls`]).
 
 pub(crate) mod check;
 pub(crate) mod conn;
+#[cfg(test)]
+mod faults;
+mod resolve;
+mod retry;
+mod tls;
 
 use super::backend::{BlobBackend, Chunks, Fut, Whole};
 use super::error::{Error, Result};
+use crate::http::response_head::ResponseHead as Head;
 use crate::oci::digest::{Digest, Hasher};
-use conn::{Exchange, Failure, Head};
+pub use conn::Timeouts;
+use conn::{Endpoint, Exchange, Failure};
+pub use retry::Retry;
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
@@ -41,15 +52,18 @@ const MAX_PARTS: u64 = 10_000;
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
 /// Largest XML answer read (a list page of 1,000 keys is about 300 KiB).
 const MAX_XML: usize = 4 * 1024 * 1024;
-/// Tries of a request whose body is in memory (idempotent), when the connection broke.
-const TRIES: usize = 2;
+/// Free retries of a request whose parked connection turned out closed (before the tries).
+const STALE_RETRIES: u32 = 2;
+/// The rate at which S3 is expected to assemble a completed multipart upload at the least:
+/// the completion's first byte may take this much longer per byte of the object.
+const ASSEMBLY_RATE: u64 = 64 * 1024 * 1024;
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone, Debug)]
 pub struct S3Config {
     pub bucket: String,
     pub region: String,
-    /// `http://host:port` of any S3-compatible service.
+    /// `http://host:port` or `https://host:port` of any S3-compatible service.
     pub endpoint: String,
     /// `endpoint/bucket/key` rather than `bucket.endpoint/key`.
     pub path_style: bool,
@@ -59,29 +73,72 @@ pub struct S3Config {
     pub secret_key: String,
     /// A temporary credential's session token (AWS_SESSION_TOKEN), signed into every request.
     pub session_token: Option<String>,
-    /// Longest wait for any one socket operation (connect, a read, a write).
-    pub timeout: Duration,
+    /// How long each step of a request may wait (connect, first byte, idle).
+    pub timeouts: Timeouts,
+    /// How often and after how long a request safe to repeat is sent again.
+    pub retry: Retry,
+    /// PEM CA certificates trusted for an `https` endpoint next to the system's
+    /// (`storage.s3.ca_file`): a private S3 service's own CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 pub struct S3Backend {
     bucket: Bucket,
-    /// The endpoint's address, resolved once at start (a lookup blocks; loops never do).
-    addr: SocketAddr,
+    /// Where requests go: addresses looked up per new connection, TLS, timeouts.
+    endpoint: Endpoint,
     credentials: Credentials,
     prefix: String,
-    timeout: Duration,
+    retry: Retry,
+}
+
+/// One request to send: what it is for (in errors), and whether it may be sent twice.
+struct Req<'a> {
+    what: &'a str,
+    method: &'a str,
+    url: &'a Url,
+    headers: &'a [(&'a str, String)],
+    /// In memory, so that a retry sends the same bytes again.
+    body: Option<&'a [u8]>,
+    /// Safe to send again after S3 may have acted on it.
+    repeat: bool,
+    /// Extra wait for the answer's first byte.
+    allowance: Duration,
+}
+
+impl<'a> Req<'a> {
+    fn new(what: &'a str, method: &'a str, url: &'a Url) -> Req<'a> {
+        Req {
+            what,
+            method,
+            url,
+            headers: &[],
+            body: None,
+            repeat: true,
+            allowance: Duration::ZERO,
+        }
+    }
 }
 
 impl S3Backend {
-    /// Resolves the endpoint's host name: a blocking call, for start-up, not for a loop.
+    /// Reads the CA roots for an `https` endpoint (file IO: for start-up, not for a loop).
     pub fn new(config: &S3Config) -> std::result::Result<S3Backend, String> {
         let endpoint = Url::parse(&config.endpoint)
             .map_err(|e| format!("S3 endpoint {:?}: {e}", config.endpoint))?;
-        if endpoint.scheme() != "http" {
-            return Err(format!(
-                "S3 endpoint {:?}: only http:// endpoints are supported so far",
-                config.endpoint
-            ));
+        let tls = match endpoint.scheme() {
+            "https" => Some(
+                tls::client_config(config.ca_file.as_deref())
+                    .map_err(|e| format!("S3 endpoint {:?}: CA roots: {e}", config.endpoint))?,
+            ),
+            "http" => None,
+            other => {
+                return Err(format!(
+                    "S3 endpoint {:?}: scheme {other}: http or https",
+                    config.endpoint
+                ))
+            }
+        };
+        if config.retry.max_tries == 0 {
+            return Err("S3 retries: at least one try".into());
         }
         let style = if config.path_style {
             UrlStyle::Path
@@ -95,17 +152,11 @@ impl S3Backend {
             config.region.clone(),
         )
         .map_err(|e| format!("S3 bucket {:?}: {e}", config.bucket))?;
-        let url = bucket.base_url();
-        let host = url.host_str().unwrap_or_default();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addr = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| format!("S3 endpoint {host}:{port}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("S3 endpoint {host}:{port}: no address"))?;
+        // The host requests go to: the bucket's own name with virtual-host style.
+        let endpoint = Endpoint::new(bucket.base_url(), tls, config.timeouts)?;
         Ok(S3Backend {
             bucket,
-            addr,
+            endpoint,
             credentials: match &config.session_token {
                 Some(token) => Credentials::new_with_token(
                     config.access_key.clone(),
@@ -115,7 +166,7 @@ impl S3Backend {
                 None => Credentials::new(config.access_key.clone(), config.secret_key.clone()),
             },
             prefix: config.prefix.clone(),
-            timeout: config.timeout,
+            retry: config.retry,
         })
     }
 
@@ -136,57 +187,86 @@ impl S3Backend {
         (digest.algorithm().as_str() == algorithm).then_some(digest)
     }
 
-    /// Sends a request whose body (if any) is in memory and reads its answer's head, trying
-    /// again on a fresh connection when the connection broke (every such request here is
-    /// idempotent: the same bytes under the same key or part number).
-    async fn call(
-        &self,
-        method: &str,
-        url: &Url,
-        headers: &[(&str, String)],
-        body: Option<&[u8]>,
-    ) -> Result<(Head, Exchange)> {
-        let mut last = None;
-        for _ in 0..TRIES {
-            match self.try_call(method, url, headers, body).await {
-                Ok(answer) => return Ok(answer),
-                Err(Failure::Down(m)) => last = Some(Failure::Down(m)),
-                Err(other) => return Err(failure(method, other)),
-            }
+    /// Sends a request and reads its answer's head: a 2xx answer, or the failure in the
+    /// store's terms once the tries allowed are spent. A connection that could not be made is
+    /// tried again whatever the request (S3 saw nothing); a broken connection or a retryable
+    /// S3 error only for a request safe to repeat. The body is in memory, so every try
+    /// sends the same bytes.
+    async fn call(&self, req: &Req<'_>) -> Result<(Head, Exchange)> {
+        let mut tries = 0;
+        let mut stale = 0;
+        loop {
+            tries += 1;
+            let last = tries >= self.retry.max_tries;
+            let error = match self.try_call(req).await {
+                Ok((head, ex)) if head.is_success() => return Ok((head, ex)),
+                Ok((head, mut ex)) => {
+                    let text = ex.body(MAX_XML).await.unwrap_or_default();
+                    let code = xml_text(&String::from_utf8_lossy(&text), "Code")
+                        .unwrap_or("")
+                        .to_string();
+                    let error = status_error(req.what, head.status, &text);
+                    if last || !req.repeat || !retry::retryable_status(head.status, &code) {
+                        return Err(error);
+                    }
+                    error
+                }
+                Err(Failure::Stale(_)) if req.repeat && stale < STALE_RETRIES => {
+                    // Closed by S3 while parked: not a try, and no wait.
+                    stale += 1;
+                    tries -= 1;
+                    continue;
+                }
+                Err(f @ Failure::Connect(_)) if !last => failure(req.what, f),
+                Err(f @ (Failure::Down(_) | Failure::Stale(_) | Failure::Silent(_)))
+                    if req.repeat && !last =>
+                {
+                    failure(req.what, f)
+                }
+                Err(f) => return Err(failure(req.what, f)),
+            };
+            let wait = self.retry.backoff(tries, retry::random());
+            crate::log::debug(format_args!(
+                "S3 {} failed (try {tries} of {}), again in {wait:?}: {error}",
+                req.what, self.retry.max_tries
+            ));
+            monoio::time::sleep(wait).await;
         }
-        Err(failure(method, last.expect("at least one try")))
     }
 
-    async fn try_call(
-        &self,
-        method: &str,
-        url: &Url,
-        headers: &[(&str, String)],
-        body: Option<&[u8]>,
-    ) -> conn::Result<(Head, Exchange)> {
-        let len = body.map(|b| b.len() as u64);
-        let mut ex = Exchange::start(self.addr, method, url, headers, len, self.timeout).await?;
+    /// One try of [`S3Backend::call`].
+    async fn try_call(&self, req: &Req<'_>) -> conn::Result<(Head, Exchange)> {
+        let len = req.body.map(|b| b.len() as u64);
+        let fresh = !req.repeat;
+        let mut ex =
+            Exchange::start(&self.endpoint, req.method, req.url, req.headers, len, fresh).await?;
         // In pieces: the socket write takes its buffer by value, so each is copied once.
-        for piece in body.unwrap_or_default().chunks(WRITE_PIECE) {
+        for piece in req.body.unwrap_or_default().chunks(WRITE_PIECE) {
             ex.write(piece).await?;
         }
-        let head = ex.response().await?;
+        let head = ex.response(req.allowance).await?;
         Ok((head, ex))
     }
 
-    /// A request whose answer is wanted whole (XML, or nothing): the status checked.
-    async fn call_for_body(
+    /// A request safe to repeat whose answer is wanted whole (XML, or nothing).
+    pub(crate) async fn call_for_body(
         &self,
         what: &str,
         method: &str,
         url: &Url,
         body: Option<&[u8]>,
     ) -> Result<(Head, Vec<u8>)> {
-        let (head, mut ex) = self.call(method, url, &[], body).await?;
-        let text = ex.body(MAX_XML).await.map_err(|f| failure(what, f))?;
-        if !(200..300).contains(&head.status) {
-            return Err(status_error(what, head.status, &text));
-        }
+        let req = Req {
+            body,
+            ..Req::new(what, method, url)
+        };
+        self.answer_of(&req).await
+    }
+
+    /// The head and whole (small) body of `req`'s 2xx answer.
+    async fn answer_of(&self, req: &Req<'_>) -> Result<(Head, Vec<u8>)> {
+        let (head, mut ex) = self.call(req).await?;
+        let text = ex.body(MAX_XML).await.map_err(|f| failure(req.what, f))?;
         Ok((head, text))
     }
 
@@ -256,7 +336,7 @@ impl S3Backend {
                     if !buf.is_empty() {
                         self.upload_part(&key, m, &buf).await?;
                     }
-                    match self.complete_multipart(&key, m).await {
+                    match self.complete_multipart(&key, m, size).await {
                         // A completion retried after a lost answer finds its upload gone:
                         // the object is there if the first try completed it.
                         Err(Error::NotFound) if self.present(digest).await? => {}
@@ -296,9 +376,13 @@ impl S3Backend {
             std::iter::once(("uploads", "")),
             std::iter::empty(),
         );
-        let (_, body) = self
-            .call_for_body("create multipart upload", "POST", &url, Some(b""))
-            .await?;
+        // Not sent twice: a second upload would be left behind, unknown to anyone.
+        let req = Req {
+            body: Some(b""),
+            repeat: false,
+            ..Req::new("create multipart upload", "POST", &url)
+        };
+        let (_, body) = self.answer_of(&req).await?;
         let text = String::from_utf8_lossy(&body);
         let parsed = CreateMultipartUpload::parse_response(&text)
             .map_err(|e| Error::Io(format!("S3 create multipart upload answer: {e}")))?;
@@ -327,7 +411,9 @@ impl S3Backend {
         Ok(())
     }
 
-    async fn complete_multipart(&self, key: &str, m: &Multipart) -> Result<()> {
+    /// Safe to repeat: a completion whose first try succeeded unseen finds its upload gone,
+    /// which [`S3Backend::put`] reads as success once the object is there.
+    async fn complete_multipart(&self, key: &str, m: &Multipart, size: u64) -> Result<()> {
         let action = self.bucket.complete_multipart_upload(
             Some(&self.credentials),
             key,
@@ -336,14 +422,12 @@ impl S3Backend {
         );
         let url = action.sign(SIGNED_FOR);
         let body = action.body();
-        let (_, answer) = self
-            .call_for_body(
-                "complete multipart upload",
-                "POST",
-                &url,
-                Some(body.as_bytes()),
-            )
-            .await?;
+        let req = Req {
+            body: Some(body.as_bytes()),
+            allowance: Duration::from_secs(size / ASSEMBLY_RATE),
+            ..Req::new("complete multipart upload", "POST", &url)
+        };
+        let (_, answer) = self.answer_of(&req).await?;
         // S3 may answer 200 and still fail the completion, in the body.
         let text = String::from_utf8_lossy(&answer);
         if text.contains("<Error>") {
@@ -401,10 +485,13 @@ fn part_size(size: u64) -> u64 {
     fit.max(MIN_PART)
 }
 
-/// A request that got no answer, in the store's terms.
+/// A request that got no (whole) answer, in the store's terms: an S3 that cannot be reached
+/// or broke off may be back soon; an answer we cannot read is the operator's business.
 fn failure(what: &str, f: Failure) -> Error {
     match f {
-        Failure::Down(m) => down(what, m),
+        Failure::Connect(m) | Failure::Stale(m) | Failure::Down(m) | Failure::Silent(m) => {
+            down(what, m)
+        }
         Failure::Protocol(m) => Error::Io(format!("S3 {what}: {m}")),
     }
 }
@@ -508,11 +595,11 @@ impl BlobBackend for S3Backend {
                 .get_object(Some(&self.credentials), &key)
                 .sign(SIGNED_FOR);
             let ranged = [("range", format!("bytes={}-{}", range.start, range.end - 1))];
-            let (head, mut ex) = self.call("GET", &url, &ranged, None).await?;
-            if !(200..300).contains(&head.status) {
-                let text = ex.body(MAX_XML).await.unwrap_or_default();
-                return Err(status_error("GET", head.status, &text));
-            }
+            let req = Req {
+                headers: &ranged,
+                ..Req::new("GET", "GET", &url)
+            };
+            let (head, ex) = self.call(&req).await?;
             let want = range.end - range.start;
             let got: Option<u64> = head.header("content-length").and_then(|v| v.parse().ok());
             let whole_object_for_a_prefix = head.status == 200 && range.start == 0;
@@ -680,7 +767,9 @@ mod tests {
             access_key: "k".into(),
             secret_key: "s".into(),
             session_token: None,
-            timeout: Duration::from_secs(1),
+            timeouts: Timeouts::default(),
+            retry: Retry::default(),
+            ca_file: None,
         })
         .unwrap()
     }

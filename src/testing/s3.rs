@@ -3,10 +3,8 @@
 //! PID when dropped. Two servers, so that the backend is not tuned to one server's quirks.
 
 use super::{find_program, free_port, wait_for_port, TempDir};
-use crate::store::s3::conn::Exchange;
 use crate::store::s3::{S3Backend, S3Config};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 use url::Url;
 
 pub const BUCKET: &str = "ringyard-test";
@@ -108,7 +106,9 @@ impl S3Server {
             access_key: ACCESS_KEY.into(),
             secret_key: SECRET_KEY.into(),
             session_token: None,
-            timeout: Duration::from_secs(30),
+            timeouts: crate::store::s3::Timeouts::default(),
+            retry: crate::store::s3::Retry::default(),
+            ca_file: None,
         }
     }
 
@@ -116,13 +116,11 @@ impl S3Server {
     /// signatures, and rusty-s3 has no such action).
     pub async fn multipart_uploads(&self) -> String {
         let url = Url::parse(&format!("{}/{BUCKET}?uploads", self.endpoint)).unwrap();
-        let addr = url.socket_addrs(|| None).unwrap()[0];
-        let mut ex = Exchange::start(addr, "GET", &url, &[], None, Duration::from_secs(30))
+        let backend = S3Backend::new(&self.config("")).unwrap();
+        let (_, body) = backend
+            .call_for_body("list multipart uploads", "GET", &url, None)
             .await
             .expect("listing multipart uploads");
-        let head = ex.response().await.expect("an answer");
-        let body = ex.body(1 << 20).await.expect("a body");
-        assert_eq!(head.status, 200);
         String::from_utf8_lossy(&body).into_owned()
     }
 }
