@@ -307,6 +307,9 @@ pub trait Engine: Send + Sync {
     fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>>;
     fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>>;
     fn manifest(&self, repo: &str, digest: &Digest) -> Answer<Option<Arc<ManifestRecord>>>;
+    /// The manifest `tag` points at in `repo`: a GET by tag in one step, so that an engine
+    /// asking another store answers it in one round trip, from one snapshot.
+    fn tagged_manifest(&self, repo: &str, tag: &str) -> Answer<Option<Arc<ManifestRecord>>>;
     /// When the manifest was last pulled, as far as recorded pulls go.
     fn last_pulled(&self, repo: &str, digest: &Digest) -> Answer<Option<i64>>;
     /// Tags of `repo` in lexical order, strictly after `last`, at most `limit`; bool = more
