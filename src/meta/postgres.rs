@@ -26,6 +26,7 @@
 //! other engines use. Versioned migrations run at open under an advisory lock, recorded in
 //! `schema_migrations`; a database migrated by a newer binary is refused.
 
+use super::redis_cache::{self, RedisCache};
 use super::sql::{describe, digest_col, load_error, size_col};
 use super::{
     Answer, BlobInfo, Conflict, Engine, EngineStats, Error, ManifestRecord, Pull, RefKind,
@@ -753,10 +754,12 @@ enum Msg {
     Stop,
 }
 
-/// An engine thread's state: its connection, made again after it was lost.
+/// An engine thread's state: its connection, made again after it was lost, and its
+/// connection to the Redis cache when there is one.
 struct Worker {
     url: String,
     conn: Option<Conn>,
+    cache: Option<redis_cache::Session>,
 }
 
 fn connect(url: &str) -> Result<Client> {
@@ -793,6 +796,21 @@ impl Worker {
             return self.conn().and_then(|c| f(&mut c.sql()));
         }
         result
+    }
+
+    /// Deletes the Redis entry of a manifest `op` changed or removed, after its commit and
+    /// before the write resolves: a delete has removed it before anything is unlinked. Not
+    /// what keeps reads right (the row stamps do, see [`redis_cache`]), so a failure here is
+    /// counted and the write stands.
+    fn forget(&mut self, op: &WriteOp) {
+        let (repo, digest) = match op {
+            WriteOp::PutManifest { repo, record, .. } => (repo, &record.digest),
+            WriteOp::DeleteManifest { repo, digest } => (repo, digest),
+            _ => return,
+        };
+        if let Some(cache) = self.cache.as_mut() {
+            cache.delete(&[redis_cache::manifest_key(repo, digest.as_str())]);
+        }
     }
 
     /// Serves the queue until its `Stop`: each wake takes what is waiting (up to
@@ -844,6 +862,7 @@ const TOTALS_MAX_AGE_MS: i64 = 10_000;
 
 pub struct PostgresEngine {
     jobs: crossbeam_channel::Sender<Msg>,
+    cache: Option<RedisCache>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     counters: Arc<Counters>,
@@ -855,6 +874,16 @@ impl PostgresEngine {
     /// with its own connection. Blocks: call it at startup, not on an event loop. Errors are
     /// for the operator, naming what failed.
     pub fn open(url: &str, threads: usize) -> std::result::Result<PostgresEngine, String> {
+        PostgresEngine::open_with_cache(url, threads, None)
+    }
+
+    /// [`PostgresEngine::open`], with manifest records and blob sizes cached in Redis
+    /// ([`redis_cache`]) when `cache` is given.
+    pub fn open_with_cache(
+        url: &str,
+        threads: usize,
+        cache: Option<RedisCache>,
+    ) -> std::result::Result<PostgresEngine, String> {
         let fail = |e: &dyn std::fmt::Display| format!("metadata database: {e}");
         let mut first = connect(url).map_err(|e| fail(&e))?;
         migrate(&mut first).map_err(|e| fail(&e))?;
@@ -868,6 +897,7 @@ impl PostgresEngine {
                     client,
                     statements: HashMap::new(),
                 }),
+                cache: cache.as_ref().map(RedisCache::session),
             };
             let rx = rx.clone();
             let handle = std::thread::Builder::new()
@@ -878,6 +908,7 @@ impl PostgresEngine {
         }
         Ok(PostgresEngine {
             jobs: tx,
+            cache,
             threads: Mutex::new(handles),
             closed: AtomicBool::new(false),
             counters: Arc::default(),
@@ -1163,6 +1194,7 @@ impl Engine for PostgresEngine {
             let outcome = w.conn().and_then(|conn| write(conn, &op));
             if outcome.is_ok() {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
+                w.forget(&op);
             }
             outcome
         })
@@ -1184,6 +1216,7 @@ impl Engine for PostgresEngine {
             queue_depth: self.jobs.len() as u64,
             blobs: c.blobs.load(Ordering::Relaxed),
             blob_bytes: c.blob_bytes.load(Ordering::Relaxed),
+            cache: self.cache.as_ref().map(RedisCache::stats),
         }
     }
 
@@ -1213,6 +1246,8 @@ impl Drop for PostgresEngine {
 mod tests {
     use super::super::index::tests::dg;
     use super::super::pg_test_server::PgServer;
+    use super::super::redis_cache::tests::RedisServer;
+    use super::super::resp::Value;
     use super::super::suite::{self, block_on, now};
     use super::super::Meta;
     use super::*;
@@ -1428,14 +1463,39 @@ mod tests {
     fn a_write_on_one_node_is_read_on_the_other_at_once() {
         let pg = server();
         let url = pg.create_database("nodes").unwrap();
-        let (a, b) = (open(&url), open(&url));
+        two_nodes(&open(&url), &open(&url));
+    }
+
+    /// The same with both nodes behind one Redis: entries of either node never hide the
+    /// other's writes, and the cache is used (hits), not bypassed.
+    #[test]
+    fn a_write_on_one_node_is_read_on_the_other_at_once_behind_redis() {
+        let pg = server();
+        let redis = RedisServer::start();
+        let url = pg.create_database("nodes_redis").unwrap();
+        let open = || Meta::open_postgres_with_redis(&url, 3, &redis.url()).unwrap();
+        let (a, b) = (open(), open());
+        two_nodes(&a, &b);
+        let hits = |m: &Meta| m.stats().cache.expect("a cache").hits;
+        assert!(
+            hits(&a) > 0 && hits(&b) > 0,
+            "{:?} {:?}",
+            a.stats(),
+            b.stats()
+        );
+    }
+
+    fn two_nodes(a: &Meta, b: &Meta) {
         for round in 0..100 {
-            let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let (writer, reader) = if round % 2 == 0 { (a, b) } else { (b, a) };
             let rec = super::super::index::tests::record(&format!("n{round}"), None);
             let (d, d_size) = (rec.digest.clone(), rec.size);
             // Warm the reader on the old state first, so that a copy would be there to go stale.
             let before = now(reader.tagged_manifest("r", "latest")).map(|m| m.digest.clone());
             assert_ne!(before, Some(d.clone()));
+            if let Some(old) = before {
+                assert!(now(reader.manifest("r", &old)).is_some());
+            }
             block_on(writer.put_manifest("r", rec, vec![], Some("latest".into()), vec![])).unwrap();
             assert_eq!(
                 now(reader.tagged_manifest("r", "latest")).map(|m| m.digest.clone()),
@@ -1466,6 +1526,136 @@ mod tests {
                 assert_eq!(now(reader.tagged_manifest("r", "latest")), None);
             }
         }
+    }
+
+    #[test]
+    fn the_postgres_engine_passes_the_suite_behind_redis() {
+        let pg = server();
+        let redis = RedisServer::start();
+        let url = pg.create_database("suite_redis").unwrap();
+        suite::run(
+            &|_| Meta::open_postgres_with_redis(&url, 3, &redis.url()).unwrap(),
+            true,
+        );
+    }
+
+    fn manifest_entry(redis: &RedisServer, repo: &str, digest: &Digest) -> bool {
+        let key = redis_cache::manifest_key(repo, digest.as_str());
+        redis.raw(&[b"EXISTS", key.as_bytes()]).unwrap() == Value::Integer(1)
+    }
+
+    /// A manifest delete has removed the Redis entry when it returns (and so before anything
+    /// is unlinked); a re-put removes it too.
+    #[test]
+    fn a_delete_removes_the_redis_entry_before_returning() {
+        let pg = server();
+        let redis = RedisServer::start();
+        let url = pg.create_database("redis_delete").unwrap();
+        let meta = Meta::open_postgres_with_redis(&url, 2, &redis.url()).unwrap();
+        let rec = super::super::index::tests::record("del", None);
+        let d = rec.digest.clone();
+        block_on(meta.put_manifest("r", rec.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        assert!(!manifest_entry(&redis, "r", &d));
+        assert!(now(meta.tagged_manifest("r", "t")).is_some());
+        assert!(manifest_entry(&redis, "r", &d), "a read stores the entry");
+        block_on(meta.put_manifest("r", rec, vec![], None, vec![])).unwrap();
+        assert!(!manifest_entry(&redis, "r", &d), "a re-put removes it");
+        assert!(now(meta.manifest("r", &d)).is_some());
+        assert!(manifest_entry(&redis, "r", &d));
+        assert!(block_on(meta.delete_manifest("r", &d)).unwrap());
+        assert!(
+            !manifest_entry(&redis, "r", &d),
+            "gone when the delete returned"
+        );
+        assert_eq!(now(meta.manifest("r", &d)), None);
+        assert_eq!(now(meta.tagged_manifest("r", "t")), None);
+    }
+
+    /// An entry that outlived its row (a node whose Redis was unreachable changed the row) is
+    /// never served: the row's stamp differs, so the read goes to the database. Redis stopped
+    /// in the middle: every read still right (from the database), the outage counted once;
+    /// after a restart of redis-server the cache is used again.
+    #[test]
+    fn redis_going_away_or_going_stale_never_gives_a_wrong_answer() {
+        let pg = server();
+        let mut redis = RedisServer::start();
+        let url = pg.create_database("redis_outage").unwrap();
+        let meta = Meta::open_postgres_with_redis(&url, 2, &redis.url()).unwrap();
+        // A node without the cache: its writes delete no entry.
+        let blind = open(&url);
+        let stats = |m: &Meta| m.stats().cache.expect("a cache");
+        let mut rec = super::super::index::tests::record("s", None);
+        let d = rec.digest.clone();
+        block_on(blind.link_blob("r", &dg("layer"), 7)).unwrap();
+        block_on(blind.put_manifest("r", rec.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                now(meta.tagged_manifest("r", "t")).unwrap().media_type,
+                rec.media_type
+            );
+            assert_eq!(now(meta.blob_in_repo("r", &dg("layer"))), Some(7));
+        }
+        let warm = stats(&meta);
+        assert!(warm.hits >= 2, "{warm:?}");
+        // The row changes behind the cache's back.
+        rec.media_type = "application/vnd.docker.distribution.manifest.v2+json".into();
+        block_on(blind.put_manifest("r", rec.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        assert!(
+            manifest_entry(&redis, "r", &d),
+            "the stale entry is still there"
+        );
+        assert_eq!(
+            now(meta.tagged_manifest("r", "t")).unwrap().media_type,
+            rec.media_type
+        );
+        assert_eq!(
+            now(meta.manifest("r", &d)).unwrap().media_type,
+            rec.media_type
+        );
+        assert!(block_on(blind.unlink_blob("r", &dg("layer"))).unwrap());
+        assert_eq!(
+            now(meta.blob_in_repo("r", &dg("layer"))),
+            None,
+            "the link is the database's"
+        );
+
+        redis.stop();
+        let other = super::super::index::tests::record("s2", None);
+        for round in 0..3 {
+            assert_eq!(
+                now(meta.tagged_manifest("r", "t")).unwrap().digest,
+                d,
+                "round {round}"
+            );
+            assert_eq!(
+                now(meta.manifest("r", &d)).unwrap().media_type,
+                rec.media_type
+            );
+            assert_eq!(now(meta.blob_in_repo("r", &dg("layer"))), None);
+        }
+        block_on(meta.put_manifest("r", other.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        assert_eq!(
+            now(meta.tagged_manifest("r", "t")).unwrap().digest,
+            other.digest
+        );
+        assert!(block_on(meta.delete_manifest("r", &other.digest)).unwrap());
+        assert_eq!(now(meta.tagged_manifest("r", "t")), None);
+        let down = stats(&meta);
+        assert_eq!(down.outages, 1, "{down:?}");
+        assert!(down.errors > warm.errors, "{down:?}");
+
+        redis.restart();
+        std::thread::sleep(std::time::Duration::from_millis(1_200));
+        block_on(meta.put_manifest("r", other.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                now(meta.tagged_manifest("r", "t")).unwrap().digest,
+                other.digest
+            );
+        }
+        let back = stats(&meta);
+        assert!(back.hits > down.hits, "the cache is used again: {back:?}");
+        assert_eq!(back.outages, 1);
     }
 
     /// A rough figure, not a gate (run with `--ignored --nocapture`): tag lookups per second

@@ -12,6 +12,9 @@
 //! lookup, and batching only changes how many callers share a round trip.
 
 use super::{col, manifest_row, Fail, Sql, Worker};
+use crate::meta::redis_cache::{
+    blob_key, decode_manifest, decode_size, encode_manifest, encode_size, manifest_key,
+};
 use crate::meta::{BlobInfo, Error, ManifestRecord, Result, TagInfo};
 use crate::oci::digest::Digest;
 use futures_channel::oneshot::Sender;
@@ -103,34 +106,13 @@ impl<T, R: Reply<T>> Group<T, R> {
         self.replies.push(reply);
     }
 
-    /// The answer of every lookup in the group, by `query`: its parameters are the key
-    /// columns as text arrays, and its last column is the 1-based ordinal of the key a row
-    /// answers; `read` reads the rest.
     fn query(
         &self,
         sql: &mut Sql<'_, Client>,
         query: &'static str,
         read: &impl Fn(&Row) -> Result<T>,
     ) -> Result<Vec<Option<T>>> {
-        let mut p: Vec<&(dyn ToSql + Sync)> = vec![&self.first];
-        if !self.second.is_empty() {
-            p.push(&self.second);
-        }
-        let rows = sql
-            .rows(query, &p)
-            .map_err(|f: Fail| f.into_error("metadata read"))?;
-        let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None)
-            .take(self.replies.len())
-            .collect();
-        for row in &rows {
-            let i: i64 = col(row, row.len() - 1, "lookup")?;
-            let slot = usize::try_from(i - 1)
-                .ok()
-                .and_then(|i| found.get_mut(i))
-                .ok_or_else(|| Error::Corrupt(format!("lookup ordinal {i} out of range")))?;
-            *slot = Some(read(row)?);
-        }
-        Ok(found)
+        by_keys(sql, query, &self.first, &self.second, read)
     }
 
     /// Answers every caller: the found rows, or the same error for all.
@@ -148,6 +130,35 @@ impl<T, R: Reply<T>> Group<T, R> {
             }
         }
     }
+}
+
+/// The answer for each key, by `query`: its parameters are the key columns as text arrays
+/// (`second` empty for one-column keys), and its last column is the 1-based ordinal of the key
+/// a row answers; `read` reads the rest.
+fn by_keys<T>(
+    sql: &mut Sql<'_, Client>,
+    query: &'static str,
+    first: &[String],
+    second: &[String],
+    read: &impl Fn(&Row) -> Result<T>,
+) -> Result<Vec<Option<T>>> {
+    let mut p: Vec<&(dyn ToSql + Sync)> = vec![&first];
+    if !second.is_empty() {
+        p.push(&second);
+    }
+    let rows = sql
+        .rows(query, &p)
+        .map_err(|f: Fail| f.into_error("metadata read"))?;
+    let mut found: Vec<Option<T>> = std::iter::repeat_with(|| None).take(first.len()).collect();
+    for row in &rows {
+        let i: i64 = col(row, row.len() - 1, "lookup")?;
+        let slot = usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| found.get_mut(i))
+            .ok_or_else(|| Error::Corrupt(format!("lookup ordinal {i} out of range")))?;
+        *slot = Some(read(row)?);
+    }
+    Ok(found)
 }
 
 type Replies<T> = Sender<Result<Option<T>>>;
@@ -255,7 +266,8 @@ impl Pending {
         }
     }
 
-    /// Answers every lookup, one statement per kind present, on `w`'s connection.
+    /// Answers every lookup, one statement per kind present, on `w`'s connection; with a
+    /// Redis cache, manifests and blob sizes come from it where the database vouches for them.
     pub(super) fn answer(self, w: &mut Worker) {
         fn one<T, R: Reply<T>>(
             w: &mut Worker,
@@ -268,11 +280,179 @@ impl Pending {
                 g.answer(result);
             }
         }
+        fn manifests<R: Reply<Arc<ManifestRecord>>>(
+            w: &mut Worker,
+            g: Group<Arc<ManifestRecord>, R>,
+            query: &'static str,
+            stamps: &'static str,
+        ) {
+            if w.cache.is_none() {
+                return one(w, g, query, manifest_of);
+            }
+            if !g.replies.is_empty() {
+                let result = cached_manifests(w, &g.first, &g.second, stamps);
+                g.answer(result);
+            }
+        }
         one(w, self.repo_exists, REPO_EXISTS, |_| Ok(()));
-        one(w, self.blob_in_repo, BLOB_IN_REPO, size_of);
+        if w.cache.is_some() && !self.blob_in_repo.replies.is_empty() {
+            let g = self.blob_in_repo;
+            let result = cached_sizes(w, &g.first, &g.second);
+            g.answer(result);
+        } else {
+            one(w, self.blob_in_repo, BLOB_IN_REPO, size_of);
+        }
         one(w, self.blob, BLOB, blob_of);
         one(w, self.tag, TAG, tag_of);
-        one(w, self.manifest, MANIFEST, manifest_of);
-        one(w, self.tagged_manifest, TAGGED_MANIFEST, manifest_of);
+        manifests(w, self.manifest, MANIFEST, MANIFEST_STAMP);
+        manifests(
+            w,
+            self.tagged_manifest,
+            TAGGED_MANIFEST,
+            TAGGED_MANIFEST_STAMP,
+        );
     }
+}
+
+/// A manifest row's version: its `xmin` (the transaction that wrote this version of the row:
+/// every update or re-insert changes it) and its creation time (which a wrapped-around xmin
+/// would also have to match).
+macro_rules! stamp {
+    () => {
+        "m.xmin::text || ':' || m.created::text"
+    };
+}
+
+/// Which manifest each key finds and that row's stamp.
+const MANIFEST_STAMP: &str = concat!(
+    "SELECT m.digest, ",
+    stamp!(),
+    ", k.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(repo, digest, i)
+     JOIN manifests m ON m.repository = k.repo AND m.digest = k.digest"
+);
+const TAGGED_MANIFEST_STAMP: &str = concat!(
+    "SELECT m.digest, ",
+    stamp!(),
+    ", k.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(repo, name, i)
+     JOIN tags t ON t.repository = k.repo AND t.name = k.name
+     JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest"
+);
+/// Whole rows with their stamps, for the entries Redis did not have right.
+const MANIFEST_STAMPED: &str = concat!(
+    "SELECT m.digest, m.media_type, m.artifact_type, m.subject, m.size, m.annotations, \
+     m.created, ",
+    stamp!(),
+    ", k.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(repo, digest, i)
+     JOIN manifests m ON m.repository = k.repo AND m.digest = k.digest"
+);
+/// Which keys' repositories hold the blob (its size is Redis's, or read with [`BLOB_IN_REPO`]).
+const LINKED: &str =
+    "SELECT k.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(repo, digest, i)
+     JOIN repository_blobs rb ON rb.repository = k.repo AND rb.digest = k.digest";
+
+/// Manifests by `stamps` (a query giving each key's digest and row stamp): records from Redis
+/// whose stamp is the row's, the rest read whole from the database and stored in Redis.
+fn cached_manifests(
+    w: &mut Worker,
+    repos: &[String],
+    second: &[String],
+    stamps: &'static str,
+) -> Result<Vec<Option<Arc<ManifestRecord>>>> {
+    let found: Vec<Option<(String, String)>> = w.read(|sql| {
+        by_keys(sql, stamps, repos, second, &|row| {
+            Ok((col(row, 0, "manifests")?, col(row, 1, "manifests")?))
+        })
+    })?;
+    let mut out: Vec<Option<Arc<ManifestRecord>>> = vec![None; found.len()];
+    let present: Vec<(usize, &String, &String)> = found
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.as_ref().map(|(d, s)| (i, d, s)))
+        .collect();
+    let keys: Vec<String> = present
+        .iter()
+        .map(|(i, d, _)| manifest_key(&repos[*i], d))
+        .collect();
+    let cache = w.cache.as_mut().expect("cached path");
+    let entries = cache.get_many(&keys);
+    let mut miss: Vec<usize> = Vec::new();
+    for (n, (i, _, stamp)) in present.iter().enumerate() {
+        let hit = entries
+            .as_ref()
+            .and_then(|e| e[n].as_deref())
+            .and_then(|e| decode_manifest(stamp, e));
+        match hit {
+            Some(r) => out[*i] = Some(Arc::new(r)),
+            None => miss.push(n),
+        }
+    }
+    cache.hits(present.len() - miss.len());
+    if miss.is_empty() {
+        return Ok(out);
+    }
+    cache.misses(miss.len());
+    let miss_repos: Vec<String> = miss.iter().map(|&n| repos[present[n].0].clone()).collect();
+    let miss_digests: Vec<String> = miss.iter().map(|&n| present[n].1.clone()).collect();
+    let rows = w.read(|sql| {
+        by_keys(sql, MANIFEST_STAMPED, &miss_repos, &miss_digests, &|row| {
+            Ok((manifest_row(row)?, col::<String>(row, 7, "manifests")?))
+        })
+    })?;
+    let mut fills = Vec::new();
+    for (&n, row) in miss.iter().zip(rows) {
+        // None: deleted since the first statement, and so not there now.
+        if let Some((record, stamp)) = row {
+            fills.push((keys[n].clone(), encode_manifest(&stamp, &record)));
+            out[present[n].0] = Some(Arc::new(record));
+        }
+    }
+    if entries.is_some() {
+        if let Some(cache) = w.cache.as_mut() {
+            cache.put_many(fills);
+        }
+    }
+    Ok(out)
+}
+
+/// Sizes of blobs linked in repositories: whether each is linked asked of the database, the
+/// size (the same for a digest forever) from Redis, or read with the link and stored.
+fn cached_sizes(w: &mut Worker, repos: &[String], digests: &[String]) -> Result<Vec<Option<u64>>> {
+    let linked = w.read(|sql| by_keys(sql, LINKED, repos, digests, &|_| Ok(())))?;
+    let present: Vec<usize> = (0..linked.len()).filter(|&i| linked[i].is_some()).collect();
+    let keys: Vec<String> = present.iter().map(|&i| blob_key(&digests[i])).collect();
+    let cache = w.cache.as_mut().expect("cached path");
+    let entries = cache.get_many(&keys);
+    let mut out = vec![None; linked.len()];
+    let mut miss = Vec::new();
+    for (n, &i) in present.iter().enumerate() {
+        match entries
+            .as_ref()
+            .and_then(|e| e[n].as_deref())
+            .and_then(decode_size)
+        {
+            Some(size) => out[i] = Some(size),
+            None => miss.push(n),
+        }
+    }
+    cache.hits(present.len() - miss.len());
+    if miss.is_empty() {
+        return Ok(out);
+    }
+    cache.misses(miss.len());
+    let miss_repos: Vec<String> = miss.iter().map(|&n| repos[present[n]].clone()).collect();
+    let miss_digests: Vec<String> = miss.iter().map(|&n| digests[present[n]].clone()).collect();
+    let sizes = w.read(|sql| by_keys(sql, BLOB_IN_REPO, &miss_repos, &miss_digests, &size_of))?;
+    let mut fills = Vec::new();
+    for (&n, size) in miss.iter().zip(sizes) {
+        if let Some(size) = size {
+            fills.push((keys[n].clone(), encode_size(size)));
+            out[present[n]] = Some(size);
+        }
+    }
+    if entries.is_some() {
+        if let Some(cache) = w.cache.as_mut() {
+            cache.put_many(fills);
+        }
+    }
+    Ok(out)
 }
