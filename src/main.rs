@@ -164,7 +164,7 @@ fn command_config(data: &DataArgs) -> Result<config::Config, i32> {
 /// SQLite in the data directory. Errors never show the database's password.
 fn open_meta(cfg: &config::Config) -> Result<ringyard::meta::Meta, String> {
     if let Some(url) = cfg.database() {
-        return ringyard::server::open_postgres(url, 1);
+        return ringyard::server::open_postgres(url, 1, None);
     }
     data_dir(cfg)?;
     ringyard::meta::Meta::open_sqlite(&cfg.root.join("meta.db"))

@@ -13,17 +13,6 @@ use crate::oci::digest::Digest;
 use crate::oci::manifest::{parse_manifest, Descriptor};
 use crate::oci::name::Reference;
 
-async fn resolve(reg: &Registry, name: &str, reference: &Reference) -> Result<Digest> {
-    let digest = match reference {
-        Reference::Digest(d) => Some(d.clone()),
-        Reference::Tag(t) => reg.meta.resolve_tag(name, t).await?,
-    };
-    match digest {
-        Some(d) => Ok(d),
-        None => Err(unknown(reg, name, reference.to_string()).await),
-    }
-}
-
 /// MANIFEST_UNKNOWN in a repository that exists, NAME_UNKNOWN otherwise.
 async fn unknown(reg: &Registry, name: &str, reference: String) -> Error {
     match reg.meta.repo_exists(name).await {
@@ -35,11 +24,17 @@ async fn unknown(reg: &Registry, name: &str, reference: String) -> Error {
 
 pub async fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> Result<Response> {
     let reference = parse_for_read(reg, name, reference).await?;
-    let digest = resolve(reg, name, &reference).await?;
-    let Some(record) = reg.meta.manifest(name, &digest).await? else {
+    // By tag in one engine call: an engine that asks another store (PostgreSQL) answers it in
+    // one round trip.
+    let record = match &reference {
+        Reference::Tag(t) => reg.meta.tagged_manifest(name, t).await?,
+        Reference::Digest(d) => reg.meta.manifest(name, d).await?,
+    };
+    let Some(record) = record else {
         return Err(unknown(reg, name, reference.to_string()).await);
     };
-    reg.meta.note_pull(name, &digest);
+    let digest = &record.digest;
+    reg.meta.note_pull(name, digest);
     let mut resp = Response::new(200)
         .header("Content-Type", media_type_value(&record.media_type))
         .header("Docker-Content-Digest", digest.as_str().to_owned());
@@ -49,7 +44,7 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> 
     }
     let blob = reg
         .blobs
-        .get(&digest)
+        .get(digest)
         .await?
         .ok_or_else(|| Error::internal("manifest file missing", digest.as_str()))?;
     let len = blob.len();

@@ -423,6 +423,12 @@ async fn ops(
                 metadata_write_ops: stats.ops,
                 jobs: reg.jobs.figures(),
                 blob_cache: reg.blobs.cache_figures(),
+                metadata_cache: stats.cache.map(|c| metrics::MetadataCacheFigures {
+                    hits: c.hits,
+                    misses: c.misses,
+                    errors: c.errors,
+                    outages: c.outages,
+                }),
                 ..metrics::Gauges::default()
             };
             let text = reg.ops.render_metrics(gauges);

@@ -168,6 +168,12 @@ fn scale_out_disagreements(cfg: &Config) -> Vec<(&'static [&'static str], String
             "storage.cache.type redis needs storage.cache.redis_url (redis://HOST:PORT)".into(),
         ));
     }
+    if cfg.cache_type == "redis" && cfg.database().is_none() {
+        out.push((
+            &["storage.cache.type"],
+            "storage.cache.type redis caches the reads of the PostgreSQL engine; the embedded SQLite answers from memory already: set database.url, or storage.cache.type none".into(),
+        ));
+    }
     if cfg.read_only && (cfg.s3() || cfg.database().is_some()) {
         out.push((
             &["storage.read_only", "storage.backend", "database.url"],
@@ -336,6 +342,12 @@ mod tests {
         .is_ok());
         let errs = resolve([at(file(2), "storage.cache.type", "redis")]).unwrap_err();
         assert!(errs[0].to_string().contains("redis_url"), "{errs:?}");
+        let errs = resolve([
+            at(file(2), "storage.cache.type", "redis"),
+            at(file(3), "storage.cache.redis_url", "redis://127.0.0.1:6379"),
+        ])
+        .unwrap_err();
+        assert!(errs[0].to_string().contains("database.url"), "{errs:?}");
     }
 
     #[test]

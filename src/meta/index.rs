@@ -508,6 +508,10 @@ macro_rules! reads_from_index {
             self.read(|ix| ix.manifest(repo, digest))
         }
 
+        fn tagged_manifest(&self, repo: &str, tag: &str) -> Answer<Option<Arc<ManifestRecord>>> {
+            self.read(|ix| ix.manifest(repo, &ix.tag(repo, tag)?.digest))
+        }
+
         fn last_pulled(&self, repo: &str, digest: &Digest) -> Answer<Option<i64>> {
             self.read(|ix| ix.last_pulled(repo, digest))
         }

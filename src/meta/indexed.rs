@@ -197,6 +197,7 @@ impl Engine for Indexed {
             queue_depth: self.tx.len() as u64,
             blobs: ix.blob_count() as u64,
             blob_bytes: ix.blob_bytes(),
+            cache: None,
         }
     }
 

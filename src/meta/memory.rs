@@ -66,6 +66,7 @@ impl Engine for MemoryEngine {
             ops: commits,
             blobs: ix.blob_count() as u64,
             blob_bytes: ix.blob_bytes(),
+            cache: None,
             ..EngineStats::default()
         }
     }

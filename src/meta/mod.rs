@@ -16,12 +16,14 @@
 //! - [`memory::MemoryEngine`]: the index alone, for tests and as the reference the others are
 //!   checked against by one suite ([`suite`], run on every engine).
 //! - [`postgres::PostgresEngine`]: PostgreSQL, shared by several nodes, on a few engine threads
-//!   of its own; reads go to SQL (chosen by `database.url`).
+//!   of its own, chosen by `database.url`; reads go to SQL, the point lookups of many callers
+//!   batched into one statement per kind, optionally with manifest records and blob sizes in
+//!   Redis ([`redis_cache`]).
 //!
 //! An engine for data that does not fit in memory and is written by several nodes
 //! (PostgreSQL) answers reads from SQL; the trait asks nothing of it that only one process
-//! could know, and what it may cache is what content addressing makes immutable (manifest
-//! records and blob sizes by digest).
+//! could know, and what it may take from a cache is only what the database vouches for at the
+//! same read (a blob's size by digest, a manifest record whose row version matches).
 
 pub(crate) mod answer;
 pub(crate) mod error;
@@ -30,6 +32,8 @@ pub(crate) mod indexed;
 pub(crate) mod memory;
 pub(crate) mod postgres;
 mod pulls;
+pub(crate) mod redis_cache;
+mod resp;
 pub mod schema;
 mod sql;
 pub(crate) mod sqlite;
@@ -293,6 +297,8 @@ pub struct EngineStats {
     /// Blobs recorded (manifests included) and their total size.
     pub blobs: u64,
     pub blob_bytes: u64,
+    /// The Redis cache's figures, when the engine has one.
+    pub cache: Option<redis_cache::CacheStats>,
 }
 
 /// The metadata store as handlers see it. Object-safe: the server holds an `Arc<dyn Engine>`
@@ -306,6 +312,9 @@ pub trait Engine: Send + Sync {
     fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>>;
     fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>>;
     fn manifest(&self, repo: &str, digest: &Digest) -> Answer<Option<Arc<ManifestRecord>>>;
+    /// The manifest `tag` points at in `repo`: a GET by tag in one step, so that an engine
+    /// asking another store answers it in one round trip, from one snapshot.
+    fn tagged_manifest(&self, repo: &str, tag: &str) -> Answer<Option<Arc<ManifestRecord>>>;
     /// When the manifest was last pulled, as far as recorded pulls go.
     fn last_pulled(&self, repo: &str, digest: &Digest) -> Answer<Option<i64>>;
     /// Tags of `repo` in lexical order, strictly after `last`, at most `limit`; bool = more
@@ -388,6 +397,20 @@ impl Meta {
     /// `threads` engine threads (see [`postgres::PostgresEngine::open`]). Blocks.
     pub fn open_postgres(url: &str, threads: usize) -> Result<Meta, String> {
         postgres::PostgresEngine::open(url, threads).map(|e| Meta::new(Arc::new(e)))
+    }
+
+    /// [`Meta::open_postgres`] with manifest records and blob sizes cached in the Redis at
+    /// `redis_url` (`redis://[[user]:password@]host[:port][/db]`; see [`redis_cache`] for
+    /// what is cached and why it cannot be served stale). A Redis that is down, at start or
+    /// later, only sends every read to the database until it answers again.
+    pub fn open_postgres_with_redis(
+        url: &str,
+        threads: usize,
+        redis_url: &str,
+    ) -> Result<Meta, String> {
+        let cache = redis_cache::RedisCache::new(redis_url)?;
+        postgres::PostgresEngine::open_with_cache(url, threads, Some(cache))
+            .map(|e| Meta::new(Arc::new(e)))
     }
 
     pub fn in_memory() -> Meta {

@@ -7,9 +7,11 @@
 //! on the database nor sees a runtime. A lost connection fails the job it was running
 //! (unavailable, retryable) and the thread connects again for the next one.
 //!
-//! Every read goes to SQL for now: the database is the one truth that several nodes share, and
-//! nothing is cached yet. Caching what content addressing makes immutable (manifest records and
-//! blob sizes by digest), and learning of changes from other nodes, is a later step (issue 13).
+//! Every read goes to SQL: the database is the one truth that several nodes share, and a tag
+//! pushed on one node must be seen by the next GET on any other, so no node keeps a copy of
+//! a mutable row. Point lookups (tags, manifests, blob links) of many callers share one
+//! statement per kind ([`batch`]): an engine thread takes every lookup waiting when it wakes,
+//! which is what makes this fast under load, not a cache.
 //!
 //! Writes: one transaction per [`WriteOp`] (no group commit yet), at READ COMMITTED, stamped
 //! with the database's clock so that every node orders its times by one clock. The checks a
@@ -24,6 +26,7 @@
 //! other engines use. Versioned migrations run at open under an advisory lock, recorded in
 //! `schema_migrations`; a database migrated by a newer binary is refused.
 
+use super::redis_cache::{self, RedisCache};
 use super::sql::{describe, digest_col, load_error, size_col};
 use super::{
     Answer, BlobInfo, Conflict, Engine, EngineStats, Error, ManifestRecord, Pull, RefKind,
@@ -37,6 +40,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+
+mod batch;
+use batch::{Lookup, Pending, MAX_BATCH};
 
 /// The migrations, in order; each runs once, in the transaction that records it. Append only:
 /// a released step is never edited, a change is a new step.
@@ -780,13 +786,17 @@ type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 enum Msg {
     Job(Job),
+    /// A point lookup, answered with the others of its wake ([`batch`]).
+    Lookup(Lookup),
     Stop,
 }
 
-/// An engine thread's state: its connection, made again after it was lost.
+/// An engine thread's state: its connection, made again after it was lost, and its
+/// connection to the Redis cache when there is one.
 struct Worker {
     url: String,
     conn: Option<Conn>,
+    cache: Option<redis_cache::Session>,
 }
 
 fn connect(url: &str) -> Result<Client> {
@@ -811,6 +821,66 @@ impl Worker {
         }
         Ok(self.conn.as_mut().expect("just connected"))
     }
+
+    /// A read: `f` gets the connection's statements outside any transaction (each statement
+    /// sees what was committed when it started: every write that resolved before it). A read
+    /// changes nothing, so one that failed because the connection was lost (the server
+    /// restarted, a proxy dropped it) runs once more on a new connection; a write never does,
+    /// since its commit may have happened.
+    fn read<T>(&mut self, f: impl Fn(&mut Sql<'_, Client>) -> Result<T>) -> Result<T> {
+        let result = self.conn().and_then(|c| f(&mut c.sql()));
+        if result.is_err() && self.lost() {
+            return self.conn().and_then(|c| f(&mut c.sql()));
+        }
+        result
+    }
+
+    /// Deletes the Redis entry of a manifest `op` changed or removed, after its commit and
+    /// before the write resolves: a delete has removed it before anything is unlinked. Not
+    /// what keeps reads right (the row stamps do, see [`redis_cache`]), so a failure here is
+    /// counted and the write stands.
+    fn forget(&mut self, op: &WriteOp) {
+        let (repo, digest) = match op {
+            WriteOp::PutManifest { repo, record, .. } => (repo, &record.digest),
+            WriteOp::DeleteManifest { repo, digest } => (repo, digest),
+            _ => return,
+        };
+        if let Some(cache) = self.cache.as_mut() {
+            cache.delete(&[redis_cache::manifest_key(repo, digest.as_str())]);
+        }
+    }
+
+    /// Serves the queue until its `Stop`: each wake takes what is waiting (up to
+    /// [`MAX_BATCH`]), runs the jobs in order and answers the lookups together. All of them
+    /// were asked before any answer was given, so no order among them is owed to anyone.
+    fn serve(&mut self, rx: &crossbeam_channel::Receiver<Msg>) {
+        while let Ok(first) = rx.recv() {
+            let mut lookups = Pending::default();
+            let mut next = Some(first);
+            let mut taken = 0;
+            let mut stop = false;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Job(job) => job(self),
+                    Msg::Lookup(l) => lookups.add(l),
+                    Msg::Stop => {
+                        stop = true;
+                        break;
+                    }
+                }
+                taken += 1;
+                if taken < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !lookups.is_empty() {
+                lookups.answer(self);
+            }
+            if stop {
+                return;
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -829,6 +899,7 @@ const TOTALS_MAX_AGE_MS: i64 = 10_000;
 
 pub struct PostgresEngine {
     jobs: crossbeam_channel::Sender<Msg>,
+    cache: Option<RedisCache>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     counters: Arc<Counters>,
@@ -840,6 +911,16 @@ impl PostgresEngine {
     /// with its own connection. Blocks: call it at startup, not on an event loop. Errors are
     /// for the operator, naming what failed.
     pub fn open(url: &str, threads: usize) -> std::result::Result<PostgresEngine, String> {
+        PostgresEngine::open_with_cache(url, threads, None)
+    }
+
+    /// [`PostgresEngine::open`], with manifest records and blob sizes cached in Redis
+    /// ([`redis_cache`]) when `cache` is given.
+    pub fn open_with_cache(
+        url: &str,
+        threads: usize,
+        cache: Option<RedisCache>,
+    ) -> std::result::Result<PostgresEngine, String> {
         let fail = |e: &dyn std::fmt::Display| format!("metadata database: {e}");
         let mut first = connect(url).map_err(|e| fail(&e))?;
         migrate(&mut first).map_err(|e| fail(&e))?;
@@ -853,30 +934,28 @@ impl PostgresEngine {
                     client,
                     statements: HashMap::new(),
                 }),
+                cache: cache.as_ref().map(RedisCache::session),
             };
             let rx = rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("meta-pg-{i}"))
-                .spawn(move || {
-                    while let Ok(Msg::Job(job)) = rx.recv() {
-                        job(&mut worker);
-                    }
-                })
+                .spawn(move || worker.serve(&rx))
                 .map_err(|e| fail(&format_args!("engine thread: {e}")))?;
             handles.push(handle);
         }
         Ok(PostgresEngine {
             jobs: tx,
+            cache,
             threads: Mutex::new(handles),
             closed: AtomicBool::new(false),
             counters: Arc::default(),
         })
     }
 
-    /// Queues `f` for an engine thread; the answer completes with its result.
-    fn ask<T: Send + 'static>(
+    /// Queues the message `make` builds around the sender of an answer.
+    fn queue<T>(
         &self,
-        f: impl FnOnce(&mut Worker) -> Result<T> + Send + 'static,
+        make: impl FnOnce(futures_channel::oneshot::Sender<Result<T>>) -> Msg,
     ) -> Answer<T> {
         if self.closed.load(Ordering::SeqCst) {
             return Answer::failed(Error::Unavailable {
@@ -885,31 +964,38 @@ impl PostgresEngine {
             });
         }
         let (tx, answer) = Answer::channel();
-        let job: Job = Box::new(move |w: &mut Worker| {
-            let _ = tx.send(f(w));
-        });
-        match self.jobs.send(Msg::Job(job)) {
+        match self.jobs.send(make(tx)) {
             Ok(()) => answer,
             Err(_) => Answer::failed(Error::unavailable("the metadata engine stopped")),
         }
     }
 
-    /// A read: `f` gets the connection's statements outside any transaction (each statement
-    /// sees what was committed when it started: every write that resolved before it). A read
-    /// changes nothing, so one that failed because the connection was lost (the server
-    /// restarted, a proxy dropped it) runs once more on a new connection; a write never does,
-    /// since its commit may have happened.
+    /// Queues `f` for an engine thread; the answer completes with its result.
+    fn ask<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> Result<T> + Send + 'static,
+    ) -> Answer<T> {
+        self.queue(|tx| {
+            Msg::Job(Box::new(move |w: &mut Worker| {
+                let _ = tx.send(f(w));
+            }))
+        })
+    }
+
+    /// A point lookup, answered with the others of its engine thread's wake.
+    fn lookup<T>(
+        &self,
+        make: impl FnOnce(futures_channel::oneshot::Sender<Result<T>>) -> Lookup,
+    ) -> Answer<T> {
+        self.queue(|tx| Msg::Lookup(make(tx)))
+    }
+
+    /// A read on an engine thread ([`Worker::read`]).
     fn read<T: Send + 'static>(
         &self,
         f: impl Fn(&mut Sql<'_, Client>) -> Result<T> + Send + 'static,
     ) -> Answer<T> {
-        self.ask(move |w| {
-            let result = w.conn().and_then(|c| f(&mut c.sql()));
-            if result.is_err() && w.lost() {
-                return w.conn().and_then(|c| f(&mut c.sql()));
-            }
-            result
-        })
+        self.ask(move |w| w.read(f))
     }
 
     /// Every row of `query` with text parameters `key`, each read by `read`.
@@ -935,13 +1021,6 @@ impl PostgresEngine {
         self.read(move |sql| {
             let p: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
             Ok(read_rows(sql, query, &p, &read)?.into_iter().next())
-        })
-    }
-
-    fn exists(&self, query: &'static str, key: Vec<String>) -> Answer<bool> {
-        self.read(move |sql| {
-            let p: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
-            Ok(!read_rows(sql, query, &p, |_| Ok(()))?.is_empty())
         })
     }
 
@@ -979,57 +1058,41 @@ impl PostgresEngine {
 
 impl Engine for PostgresEngine {
     fn repo_exists(&self, repo: &str) -> Answer<bool> {
-        self.exists(
-            "SELECT 1 FROM repositories WHERE name = $1",
-            vec![repo.to_string()],
-        )
+        let repo = repo.to_string();
+        self.lookup(|reply| Lookup::RepoExists { repo, reply })
     }
 
     fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Answer<Option<u64>> {
-        self.first(
-            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
-             WHERE rb.repository = $1 AND rb.digest = $2",
-            vec![repo.to_string(), digest.to_string()],
-            |row| size_col("blobs", col(row, 0, "blobs")?),
-        )
+        let (repo, digest) = (repo.to_string(), digest.clone());
+        self.lookup(|reply| Lookup::BlobInRepo {
+            repo,
+            digest,
+            reply,
+        })
     }
 
     fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>> {
-        self.first(
-            "SELECT size, last_referenced FROM blobs WHERE digest = $1",
-            vec![digest.to_string()],
-            |row| {
-                Ok(BlobInfo {
-                    size: size_col("blobs", col(row, 0, "blobs")?)?,
-                    last_referenced: col(row, 1, "blobs")?,
-                })
-            },
-        )
+        let digest = digest.clone();
+        self.lookup(|reply| Lookup::Blob { digest, reply })
     }
 
     fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>> {
-        self.first(
-            "SELECT digest, updated FROM tags WHERE repository = $1 AND name = $2",
-            vec![repo.to_string(), tag.to_string()],
-            |row| {
-                Ok(TagInfo {
-                    digest: digest_col("tags", col(row, 0, "tags")?)?,
-                    updated: col(row, 1, "tags")?,
-                })
-            },
-        )
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.lookup(|reply| Lookup::Tag { repo, tag, reply })
     }
 
     fn manifest(&self, repo: &str, digest: &Digest) -> Answer<Option<Arc<ManifestRecord>>> {
-        self.first(
-            concat!(
-                "SELECT ",
-                manifest_columns!(),
-                " FROM manifests WHERE repository = $1 AND digest = $2"
-            ),
-            vec![repo.to_string(), digest.to_string()],
-            |row| manifest_row(row).map(Arc::new),
-        )
+        let (repo, digest) = (repo.to_string(), digest.clone());
+        self.lookup(|reply| Lookup::Manifest {
+            repo,
+            digest,
+            reply,
+        })
+    }
+
+    fn tagged_manifest(&self, repo: &str, tag: &str) -> Answer<Option<Arc<ManifestRecord>>> {
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.lookup(|reply| Lookup::TaggedManifest { repo, tag, reply })
     }
 
     /// NULL (never pulled) and no row (no such manifest) both read as None.
@@ -1168,6 +1231,7 @@ impl Engine for PostgresEngine {
             let outcome = w.conn().and_then(|conn| write(conn, &op));
             if outcome.is_ok() {
                 counters.commits.fetch_add(1, Ordering::Relaxed);
+                w.forget(&op);
             }
             outcome
         })
@@ -1189,6 +1253,7 @@ impl Engine for PostgresEngine {
             queue_depth: self.jobs.len() as u64,
             blobs: c.blobs.load(Ordering::Relaxed),
             blob_bytes: c.blob_bytes.load(Ordering::Relaxed),
+            cache: self.cache.as_ref().map(RedisCache::stats),
         }
     }
 
@@ -1217,6 +1282,8 @@ impl Drop for PostgresEngine {
 #[cfg(test)]
 mod tests {
     use super::super::index::tests::dg;
+    use super::super::redis_cache::tests::RedisServer;
+    use super::super::resp::Value;
     use super::super::suite::{self, block_on, now};
     use super::super::Meta;
     use super::*;
@@ -1352,6 +1419,280 @@ mod tests {
         );
         block_on(meta.link_blob("r", &dg("b"), 2)).unwrap();
         assert_eq!(now(meta.blob_in_repo("r", &dg("b"))), Some(2));
+    }
+
+    /// Lookups queued together (one engine thread, all asked before any is awaited, more than
+    /// one wake takes) are answered in batches: each caller gets its own key's answer, hits
+    /// and misses mixed, duplicates included.
+    #[test]
+    fn batched_lookups_get_their_own_answers() {
+        let pg = server();
+        let url = pg.create_database("batch").unwrap();
+        let meta = Meta::open_postgres(&url, 1).expect("open postgres");
+        for i in 0..20 {
+            let rec = super::super::index::tests::record(&format!("m{i}"), None);
+            block_on(meta.put_manifest(
+                &format!("r{i}"),
+                rec,
+                vec![],
+                Some(format!("t{i}")),
+                vec![],
+            ))
+            .unwrap();
+        }
+        let n = 3 * batch::MAX_BATCH / 2;
+        // Key i names repository r(i % 30): 20 of them exist, 10 do not.
+        let key = |i: usize| (format!("r{}", i % 30), format!("t{}", i % 30), i % 30);
+        let mut tagged = Vec::new();
+        let mut tags = Vec::new();
+        let mut manifests = Vec::new();
+        let mut links = Vec::new();
+        let mut repos = Vec::new();
+        for i in 0..n {
+            let (repo, tag, j) = key(i);
+            let d = dg(&format!("m{j}"));
+            tagged.push(meta.tagged_manifest(&repo, &tag));
+            tags.push(meta.tag(&repo, &tag));
+            manifests.push(meta.manifest(&repo, &d));
+            links.push(meta.blob_in_repo(&repo, &d));
+            repos.push(meta.repo_exists(&repo));
+        }
+        for (i, (((t, tg), m), (l, r))) in tagged
+            .into_iter()
+            .zip(tags)
+            .zip(manifests)
+            .zip(links.into_iter().zip(repos))
+            .enumerate()
+        {
+            let (_, _, j) = key(i);
+            let want = (j < 20).then(|| super::super::index::tests::record(&format!("m{j}"), None));
+            let got = now(t);
+            assert_eq!(
+                got.as_ref().map(|m| m.digest.clone()),
+                want.as_ref().map(|m| m.digest.clone()),
+                "tagged {i}"
+            );
+            assert_eq!(
+                got.as_ref().map(|m| m.size),
+                want.as_ref().map(|m| m.size),
+                "tagged {i}"
+            );
+            assert_eq!(
+                now(tg).map(|t| t.digest),
+                want.as_ref().map(|m| m.digest.clone()),
+                "tag {i}"
+            );
+            assert_eq!(
+                now(m).map(|m| m.digest.clone()),
+                want.as_ref().map(|m| m.digest.clone()),
+                "manifest {i}"
+            );
+            assert_eq!(now(l), want.as_ref().map(|m| m.size), "link {i}");
+            assert_eq!(now(r), j < 20, "repo {i}");
+        }
+    }
+
+    /// Two nodes on one database: whatever one of them wrote (a tag pushed, moved, deleted, a
+    /// manifest deleted) the other reads at once, in both directions, many times over. An
+    /// engine that kept a copy of tags or manifests without hearing of the other's writes
+    /// fails here on the first round.
+    #[test]
+    fn a_write_on_one_node_is_read_on_the_other_at_once() {
+        let pg = server();
+        let url = pg.create_database("nodes").unwrap();
+        two_nodes(&open(&url), &open(&url));
+    }
+
+    /// The same with both nodes behind one Redis: entries of either node never hide the
+    /// other's writes, and the cache is used (hits), not bypassed.
+    #[test]
+    fn a_write_on_one_node_is_read_on_the_other_at_once_behind_redis() {
+        let pg = server();
+        let redis = RedisServer::start();
+        let url = pg.create_database("nodes_redis").unwrap();
+        let open = || Meta::open_postgres_with_redis(&url, 3, &redis.url()).unwrap();
+        let (a, b) = (open(), open());
+        two_nodes(&a, &b);
+        let hits = |m: &Meta| m.stats().cache.expect("a cache").hits;
+        assert!(
+            hits(&a) > 0 && hits(&b) > 0,
+            "{:?} {:?}",
+            a.stats(),
+            b.stats()
+        );
+    }
+
+    fn two_nodes(a: &Meta, b: &Meta) {
+        for round in 0..100 {
+            let (writer, reader) = if round % 2 == 0 { (a, b) } else { (b, a) };
+            let rec = super::super::index::tests::record(&format!("n{round}"), None);
+            let (d, d_size) = (rec.digest.clone(), rec.size);
+            // Warm the reader on the old state first, so that a copy would be there to go stale.
+            let before = now(reader.tagged_manifest("r", "latest")).map(|m| m.digest.clone());
+            assert_ne!(before, Some(d.clone()));
+            if let Some(old) = before {
+                assert!(now(reader.manifest("r", &old)).is_some());
+            }
+            block_on(writer.put_manifest("r", rec, vec![], Some("latest".into()), vec![])).unwrap();
+            assert_eq!(
+                now(reader.tagged_manifest("r", "latest")).map(|m| m.digest.clone()),
+                Some(d.clone()),
+                "round {round}: tag move"
+            );
+            assert_eq!(
+                now(reader.tag("r", "latest")).map(|t| t.digest),
+                Some(d.clone())
+            );
+            assert!(now(reader.manifest("r", &d)).is_some());
+            assert_eq!(now(reader.blob_in_repo("r", &d)), Some(d_size));
+            if round % 3 == 0 {
+                assert!(block_on(writer.delete_tag("r", "latest")).unwrap());
+                assert_eq!(
+                    now(reader.tagged_manifest("r", "latest")),
+                    None,
+                    "round {round}: tag delete"
+                );
+                assert_eq!(now(reader.tag("r", "latest")), None);
+            } else if round % 3 == 1 {
+                assert!(block_on(writer.delete_manifest("r", &d)).unwrap());
+                assert_eq!(
+                    now(reader.manifest("r", &d)),
+                    None,
+                    "round {round}: manifest delete"
+                );
+                assert_eq!(now(reader.tagged_manifest("r", "latest")), None);
+            }
+        }
+    }
+
+    #[test]
+    fn the_postgres_engine_passes_the_suite_behind_redis() {
+        let pg = server();
+        let redis = RedisServer::start();
+        let url = pg.create_database("suite_redis").unwrap();
+        suite::run(
+            &|_| Meta::open_postgres_with_redis(&url, 3, &redis.url()).unwrap(),
+            true,
+        );
+    }
+
+    fn manifest_entry(redis: &RedisServer, repo: &str, digest: &Digest) -> bool {
+        let key = redis_cache::manifest_key(repo, digest.as_str());
+        redis.raw(&[b"EXISTS", key.as_bytes()]).unwrap() == Value::Integer(1)
+    }
+
+    /// A manifest delete has removed the Redis entry when it returns (and so before anything
+    /// is unlinked); a re-put removes it too.
+    #[test]
+    fn a_delete_removes_the_redis_entry_before_returning() {
+        let pg = server();
+        let redis = RedisServer::start();
+        let url = pg.create_database("redis_delete").unwrap();
+        let meta = Meta::open_postgres_with_redis(&url, 2, &redis.url()).unwrap();
+        let rec = super::super::index::tests::record("del", None);
+        let d = rec.digest.clone();
+        block_on(meta.put_manifest("r", rec.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        assert!(!manifest_entry(&redis, "r", &d));
+        assert!(now(meta.tagged_manifest("r", "t")).is_some());
+        assert!(manifest_entry(&redis, "r", &d), "a read stores the entry");
+        block_on(meta.put_manifest("r", rec, vec![], None, vec![])).unwrap();
+        assert!(!manifest_entry(&redis, "r", &d), "a re-put removes it");
+        assert!(now(meta.manifest("r", &d)).is_some());
+        assert!(manifest_entry(&redis, "r", &d));
+        assert!(block_on(meta.delete_manifest("r", &d)).unwrap());
+        assert!(
+            !manifest_entry(&redis, "r", &d),
+            "gone when the delete returned"
+        );
+        assert_eq!(now(meta.manifest("r", &d)), None);
+        assert_eq!(now(meta.tagged_manifest("r", "t")), None);
+    }
+
+    /// An entry that outlived its row (a node whose Redis was unreachable changed the row) is
+    /// never served: the row's stamp differs, so the read goes to the database. Redis stopped
+    /// in the middle: every read still right (from the database), the outage counted once;
+    /// after a restart of redis-server the cache is used again.
+    #[test]
+    fn redis_going_away_or_going_stale_never_gives_a_wrong_answer() {
+        let pg = server();
+        let mut redis = RedisServer::start();
+        let url = pg.create_database("redis_outage").unwrap();
+        let meta = Meta::open_postgres_with_redis(&url, 2, &redis.url()).unwrap();
+        // A node without the cache: its writes delete no entry.
+        let blind = open(&url);
+        let stats = |m: &Meta| m.stats().cache.expect("a cache");
+        let mut rec = super::super::index::tests::record("s", None);
+        let d = rec.digest.clone();
+        block_on(blind.link_blob("r", &dg("layer"), 7)).unwrap();
+        block_on(blind.put_manifest("r", rec.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                now(meta.tagged_manifest("r", "t")).unwrap().media_type,
+                rec.media_type
+            );
+            assert_eq!(now(meta.blob_in_repo("r", &dg("layer"))), Some(7));
+        }
+        let warm = stats(&meta);
+        assert!(warm.hits >= 2, "{warm:?}");
+        // The row changes behind the cache's back.
+        rec.media_type = "application/vnd.docker.distribution.manifest.v2+json".into();
+        block_on(blind.put_manifest("r", rec.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        assert!(
+            manifest_entry(&redis, "r", &d),
+            "the stale entry is still there"
+        );
+        assert_eq!(
+            now(meta.tagged_manifest("r", "t")).unwrap().media_type,
+            rec.media_type
+        );
+        assert_eq!(
+            now(meta.manifest("r", &d)).unwrap().media_type,
+            rec.media_type
+        );
+        assert!(block_on(blind.unlink_blob("r", &dg("layer"))).unwrap());
+        assert_eq!(
+            now(meta.blob_in_repo("r", &dg("layer"))),
+            None,
+            "the link is the database's"
+        );
+
+        redis.stop();
+        let other = super::super::index::tests::record("s2", None);
+        for round in 0..3 {
+            assert_eq!(
+                now(meta.tagged_manifest("r", "t")).unwrap().digest,
+                d,
+                "round {round}"
+            );
+            assert_eq!(
+                now(meta.manifest("r", &d)).unwrap().media_type,
+                rec.media_type
+            );
+            assert_eq!(now(meta.blob_in_repo("r", &dg("layer"))), None);
+        }
+        block_on(meta.put_manifest("r", other.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        assert_eq!(
+            now(meta.tagged_manifest("r", "t")).unwrap().digest,
+            other.digest
+        );
+        assert!(block_on(meta.delete_manifest("r", &other.digest)).unwrap());
+        assert_eq!(now(meta.tagged_manifest("r", "t")), None);
+        let down = stats(&meta);
+        assert_eq!(down.outages, 1, "{down:?}");
+        assert!(down.errors > warm.errors, "{down:?}");
+
+        redis.restart();
+        std::thread::sleep(std::time::Duration::from_millis(1_200));
+        block_on(meta.put_manifest("r", other.clone(), vec![], Some("t".into()), vec![])).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                now(meta.tagged_manifest("r", "t")).unwrap().digest,
+                other.digest
+            );
+        }
+        let back = stats(&meta);
+        assert!(back.hits > down.hits, "the cache is used again: {back:?}");
+        assert_eq!(back.outages, 1);
     }
 
     /// A rough figure, not a gate (run with `--ignored --nocapture`): tag lookups per second

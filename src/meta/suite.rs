@@ -182,6 +182,10 @@ fn observe(meta: &Meta) -> Vec<String> {
         ));
         for tag in ["v1", "v2", "v3", "latest", "multi"] {
             out.push(format!("{repo}:{tag} {:?}", now(meta.tag(repo, tag))));
+            out.push(format!(
+                "{repo}:{tag} man {:?}",
+                now(meta.tagged_manifest(repo, tag))
+            ));
         }
         for l in labels {
             let d = dg(l);
@@ -280,6 +284,13 @@ fn semantics(meta: &Meta) {
         Some(dg("m1"))
     );
     assert_eq!(block_on(meta.resolve_tag("lib/app", "v3")).unwrap(), None);
+    assert_eq!(
+        now(meta.tagged_manifest("lib/app", "latest")),
+        Some(m1.clone()),
+        "by tag, the record the tag's manifest has"
+    );
+    assert_eq!(now(meta.tagged_manifest("lib/app", "v3")), None);
+    assert_eq!(now(meta.tagged_manifest("nope", "latest")), None);
     let sigs: Vec<_> = now(meta.referrers("lib/app", &dg("m1")))
         .iter()
         .map(|m| m.digest.clone())

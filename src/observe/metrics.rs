@@ -261,6 +261,19 @@ pub struct Gauges {
     pub jobs: Vec<JobFigures>,
     /// The local cache of hot blobs over a remote backend; None on the filesystem deployment.
     pub blob_cache: Option<CacheFigures>,
+    /// The Redis cache of the PostgreSQL engine's reads; None without one.
+    pub metadata_cache: Option<MetadataCacheFigures>,
+}
+
+/// The Redis cache's counters (see `meta::redis_cache`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetadataCacheFigures {
+    pub hits: u64,
+    pub misses: u64,
+    /// Redis operations that failed or were skipped while it was down (each read then served
+    /// by PostgreSQL alone).
+    pub errors: u64,
+    pub outages: u64,
 }
 
 /// The local blob cache's counters and gauges (see `store::lru`).
@@ -453,6 +466,33 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
     render_jobs(&mut out, &g.jobs);
     if let Some(c) = &g.blob_cache {
         render_blob_cache(&mut out, c);
+    }
+    if let Some(c) = &g.metadata_cache {
+        let series = [
+            (
+                "ringyard_redis_cache_hits_total",
+                "Metadata lookups answered from Redis (checked against the row's version).",
+                c.hits,
+            ),
+            (
+                "ringyard_redis_cache_misses_total",
+                "Metadata lookups Redis did not answer (absent or stale: read from PostgreSQL).",
+                c.misses,
+            ),
+            (
+                "ringyard_redis_cache_errors_total",
+                "Redis operations that failed or were skipped while it was down; reads were served by PostgreSQL.",
+                c.errors,
+            ),
+            (
+                "ringyard_redis_cache_outages_total",
+                "Times Redis went from answering to failing.",
+                c.outages,
+            ),
+        ];
+        for (name, help, value) in series {
+            single(&mut out, name, "counter", help, value);
+        }
     }
     single(
         &mut out,

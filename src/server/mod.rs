@@ -139,11 +139,19 @@ fn realm_host(listen: &str, port: u16) -> String {
 /// `root` (read-only mode opens it without writing). Blocks: start-up only.
 fn open_meta(cfg: &Config, root: &Path, created: &mut Created) -> Result<Meta, String> {
     if let Some(url) = cfg.database() {
-        let meta = open_postgres(url, cfg.database_connections)?;
+        let redis = (cfg.cache_type == "redis").then(|| cfg.redis_url.expose());
+        let meta = open_postgres(url, cfg.database_connections, redis)?;
         crate::log::info(format_args!(
-            "metadata in PostgreSQL at {}, {} connections",
+            "metadata in PostgreSQL at {}, {} connections{}",
             crate::config::redact_url(url),
-            cfg.database_connections
+            cfg.database_connections,
+            match redis {
+                Some(r) => format!(
+                    ", reads cached in Redis at {}",
+                    crate::config::redact_url(r)
+                ),
+                None => String::new(),
+            }
         ));
         return Ok(meta);
     }
@@ -161,10 +169,16 @@ fn open_meta(cfg: &Config, root: &Path, created: &mut Created) -> Result<Meta, S
 
 /// [`Meta::open_postgres`], its error naming the database without its password (for the
 /// server and the `token` command alike). Blocks.
-pub fn open_postgres(url: &str, connections: usize) -> Result<Meta, String> {
+pub fn open_postgres(url: &str, connections: usize, redis: Option<&str>) -> Result<Meta, String> {
     use crate::config::redact_url;
-    Meta::open_postgres(url, connections)
-        .map_err(|e| format!("{} (database.url {})", redact_url(&e), redact_url(url)))
+    match redis {
+        Some(r) => Meta::open_postgres_with_redis(url, connections, r).map_err(|e| {
+            let (e, url, r) = (redact_url(&e), redact_url(url), redact_url(r));
+            format!("{e} (database.url {url}, storage.cache.redis_url {r})")
+        }),
+        None => Meta::open_postgres(url, connections)
+            .map_err(|e| format!("{} (database.url {})", redact_url(&e), redact_url(url))),
+    }
 }
 
 /// The S3 backend of `storage.s3.*`, with its credentials found ([`crate::config::aws`]) and
