@@ -40,7 +40,11 @@ use std::thread::JoinHandle;
 
 /// The migrations, in order; each runs once, in the transaction that records it. Append only:
 /// a released step is never edited, a change is a new step.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+
+/// Version 2: an upload session's state in the remote backend (its multipart upload, parts
+/// and tail), so that any node continues it; rows from before have none.
+const V2: &str = "ALTER TABLE uploads ADD COLUMN remote TEXT;";
 
 /// Version 1: the SQLite engine's schema version 4, in PostgreSQL types.
 const V1: &str = r#"
@@ -312,6 +316,7 @@ fn upload_row(row: &Row) -> Result<UploadRecord> {
         offset: size_col(t, col(row, 4, t)?)?,
         hash_state: col(row, 5, t)?,
         owner: col(row, 6, t)?,
+        remote: col(row, 7, t)?,
     })
 }
 
@@ -339,7 +344,7 @@ fn robot_row(row: &Row) -> Result<RobotToken> {
 
 macro_rules! upload_columns {
     () => {
-        "id, repository, started, expires, upload_offset, hash_state, owner"
+        "id, repository, started, expires, upload_offset, hash_state, owner, remote"
     };
 }
 
@@ -567,15 +572,17 @@ fn apply<C: GenericClient>(
             let inserted: bool = sql
                 .opt(
                     "INSERT INTO uploads
-                        (id, repository, started, expires, upload_offset, hash_state, owner)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                        (id, repository, started, expires, upload_offset, hash_state, owner,
+                         remote)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (id) DO UPDATE SET
                         repository = excluded.repository,
                         started = excluded.started,
                         expires = excluded.expires,
                         upload_offset = excluded.upload_offset,
                         hash_state = excluded.hash_state,
-                        owner = excluded.owner
+                        owner = excluded.owner,
+                        remote = excluded.remote
                      RETURNING (xmax = 0)",
                     &[
                         &r.id,
@@ -585,6 +592,7 @@ fn apply<C: GenericClient>(
                         &int(r.offset)?,
                         &r.hash_state,
                         &r.owner,
+                        &r.remote,
                     ],
                 )?
                 .is_some_and(|row| row.get(0));
@@ -593,7 +601,7 @@ fn apply<C: GenericClient>(
         // Start and owner stay as the session's start wrote them.
         WriteOp::AdvanceUpload(r) => {
             let updated = sql.execute(
-                "UPDATE uploads SET expires = $3, upload_offset = $4, hash_state = $5
+                "UPDATE uploads SET expires = $3, upload_offset = $4, hash_state = $5, remote = $6
                  WHERE id = $1 AND repository = $2",
                 &[
                     &r.id,
@@ -601,6 +609,7 @@ fn apply<C: GenericClient>(
                     &r.expires,
                     &int(r.offset)?,
                     &r.hash_state,
+                    &r.remote,
                 ],
             )?;
             if updated == 0 {

@@ -219,6 +219,7 @@ impl Uploads {
             offset: lease.offset,
             hash_state: lease.hasher.as_ref().map(Hasher::save),
             owner: lease.session.owner.clone(),
+            remote: None,
         }
     }
 
@@ -256,6 +257,7 @@ impl Uploads {
                     offset: 0,
                     hash_state: Some(Hasher::new(Algorithm::Sha256).save()),
                     owner: owner.map(str::to_owned),
+                    remote: None,
                 })
                 .await;
             if let Err(e) = row {
