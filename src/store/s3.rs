@@ -17,6 +17,7 @@
 mod conn;
 #[cfg(test)]
 pub(crate) mod harness;
+mod staging;
 
 use super::backend::{BlobBackend, Chunks, Fut, Whole};
 use super::error::{Error, Result};
@@ -580,6 +581,12 @@ impl BlobBackend for S3Backend {
             }
             self.list_page(after, limit).await
         })
+    }
+
+    fn upload_staging(
+        self: std::sync::Arc<Self>,
+    ) -> Option<std::sync::Arc<dyn super::backend::UploadStaging>> {
+        Some(self.staging())
     }
 }
 

@@ -339,8 +339,7 @@ impl Exchange {
 }
 
 /// Closes this thread's parked connections: a loop's sockets must not outlive it, and tests
-/// start a loop per case on the same thread.
-#[cfg(test)]
+/// start a loop per case on the same thread (as a background job does for its S3 work).
 pub fn close_idle() {
     IDLE.with(|idle| idle.borrow_mut().clear());
 }
