@@ -66,7 +66,7 @@ pub trait BlobBackend: Send + Sync {
 /// order, each but the last at least 5 MiB), and a small object holding the bytes after the
 /// last part (its tail), rewritten at the end of every request. Sources are ranges of a local
 /// file read piece by piece, so memory stays bounded whatever the size.
-pub trait UploadStaging {
+pub trait UploadStaging: Send + Sync {
     /// Starts the session's multipart upload; its upload id.
     fn begin<'a>(&'a self, id: &'a str) -> Fut<'a, String>;
 

@@ -465,6 +465,349 @@ impl S3Backend {
 mod tests {
     use super::super::harness;
     use super::*;
+    use crate::blocking::Pool;
+    use crate::buf::{AlignedBuf, FillBuf};
+    use crate::meta::Meta;
+    use crate::store::blobs::BlobStore;
+    use crate::store::upload_writer::{AppendError, ByteSource, UploadWriter};
+    use crate::store::uploads::{Staged, Uploads};
+    use std::time::Duration;
+
+    const MIB: usize = 1024 * 1024;
+    const ALICE: Option<&str> = Some("alice");
+
+    /// Bytes from memory in whatever pieces the writer asks for.
+    struct Bytes<'a>(&'a [u8]);
+
+    impl ByteSource for Bytes<'_> {
+        type Error = Error;
+
+        async fn read_into(
+            &mut self,
+            mut buf: AlignedBuf,
+            max: usize,
+        ) -> (Result<usize>, AlignedBuf) {
+            let n = max.min(buf.room()).min(self.0.len());
+            buf.extend_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            (Ok(n), buf)
+        }
+
+        fn is_done(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// A node: its own tier directory and session table over the shared S3 and metadata.
+    struct Node {
+        _dir: tempfile::TempDir,
+        blobs: BlobStore,
+        uploads: Uploads,
+    }
+
+    struct Cluster {
+        backend: Arc<S3Backend>,
+        meta: Meta,
+        pool: Pool,
+        _meta_dir: tempfile::TempDir,
+    }
+
+    impl Cluster {
+        fn new(server: &harness::S3Server, meta: Option<Meta>) -> Cluster {
+            let meta_dir = tempfile::tempdir().unwrap();
+            let meta =
+                meta.unwrap_or_else(|| Meta::open_sqlite(&meta_dir.path().join("m.db")).unwrap());
+            Cluster {
+                backend: Arc::new(S3Backend::new(&server.config("reg/")).unwrap()),
+                meta,
+                pool: Pool::new(2, "staged-test").unwrap(),
+                _meta_dir: meta_dir,
+            }
+        }
+
+        /// A node as it starts: nothing cached, no spool trusted.
+        fn node(&self) -> Node {
+            let dir = tempfile::tempdir().unwrap();
+            let blobs =
+                BlobStore::with_remote(dir.path(), self.pool.clone(), self.backend.clone())
+                    .unwrap();
+            let uploads = Uploads::new(blobs.staging_dir().to_path_buf(), Duration::from_secs(60))
+                .with_staging(blobs.upload_staging())
+                .with_parts_per_step(2);
+            let rows = crate::blocking::block_on(self.meta.uploads()).unwrap();
+            assert!(uploads.restore(rows).is_empty(), "no staged row is dead");
+            Node {
+                _dir: dir,
+                blobs,
+                uploads,
+            }
+        }
+
+        fn writer<'a>(&'a self, node: &'a Node) -> UploadWriter<'a> {
+            UploadWriter {
+                uploads: &node.uploads,
+                blobs: &node.blobs,
+                meta: &self.meta,
+                pool: &self.pool,
+                hashing: &self.pool,
+            }
+        }
+
+        async fn start(&self, node: &Node) -> String {
+            let s = node
+                .uploads
+                .start(&self.pool, &self.meta, "r", ALICE, true)
+                .await
+                .unwrap();
+            s.id.clone()
+        }
+
+        /// One PATCH of `bytes` on `node`; the offset it acknowledges.
+        async fn patch(&self, node: &Node, id: &str, bytes: &[u8]) -> u64 {
+            let mut lease = node
+                .uploads
+                .lease_current(&self.pool, &self.meta, "r", ALICE, id)
+                .await
+                .unwrap();
+            self.writer(node)
+                .append(&mut lease, &mut Bytes(bytes))
+                .await
+                .map_err(|e| match e {
+                    AppendError::Source(e) | AppendError::Store(e) => e,
+                })
+                .unwrap();
+            lease.offset
+        }
+
+        /// The final PUT (with `rest` as its body) on `node`.
+        async fn finish(&self, node: &Node, id: &str, rest: &[u8], digest: &Digest) -> Result<u64> {
+            let mut lease = node
+                .uploads
+                .lease_current(&self.pool, &self.meta, "r", ALICE, id)
+                .await?;
+            let w = self.writer(node);
+            w.append(&mut lease, &mut Bytes(rest))
+                .await
+                .map_err(|e| match e {
+                    AppendError::Source(e) | AppendError::Store(e) => e,
+                })?;
+            w.complete(&mut lease, digest).await
+        }
+
+        fn row(&self, id: &str) -> Option<crate::meta::UploadRecord> {
+            crate::blocking::block_on(self.meta.upload(id)).unwrap()
+        }
+
+        fn staged(&self, id: &str) -> Staged {
+            Staged::parse(self.row(id).unwrap().remote.as_deref()).unwrap()
+        }
+
+        async fn blob(&self, d: &Digest) -> Vec<u8> {
+            let size = self.backend.stat(d).await.unwrap();
+            let mut read = self.backend.read(d, 0..size).await.unwrap();
+            let mut got = Vec::new();
+            while let Some(piece) = read.next().await.unwrap() {
+                got.extend_from_slice(&piece);
+            }
+            got
+        }
+
+        /// Whether the session left anything at its keys.
+        async fn leftovers(&self, id: &str) -> bool {
+            let mut any = false;
+            for name in ["tail", "data"] {
+                let key = self.backend.session_key(id, name);
+                any |= self.backend.object_size(&key).await.unwrap().is_some();
+            }
+            any
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 7919) as u8).collect()
+    }
+
+    /// Two nodes alternate PATCHes of awkward sizes across part boundaries and the other one
+    /// completes: the blob at its key is the bytes sent, the parts grew (5, 5, 10 MiB with
+    /// two parts a step), the spools held about a part, and the session left nothing.
+    async fn alternate(c: &Cluster) {
+        let data = pattern(27 * MIB + 4321);
+        let digest = Digest::sha256_of(&data);
+        let (a, b) = (c.node(), c.node());
+        let id = c.start(&a).await;
+        let cuts = [
+            MIB + 7,
+            6 * MIB + 3,
+            6 * MIB + 4,
+            9 * MIB - 11,
+            24 * MIB,
+            26 * MIB + 1,
+        ];
+        let mut at = 0;
+        for (i, &cut) in cuts.iter().enumerate() {
+            let node = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(c.patch(node, &id, &data[at..cut]).await, cut as u64);
+            assert_eq!(c.row(&id).unwrap().offset, cut as u64);
+            at = cut;
+        }
+        let staged = c.staged(&id);
+        let lens: Vec<u64> = staged.parts.iter().map(|(_, l)| *l).collect();
+        let m = MIB as u64;
+        assert_eq!(lens, vec![5 * m, 5 * m, 10 * m], "parts grow");
+        assert!(staged.tail.is_some());
+        for node in [&a, &b] {
+            let spool = node.blobs.staging_dir().join(&id).join("data");
+            let used = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(spool).unwrap())
+                * 512;
+            assert!(used <= 12 * m, "the spool holds about a part, not {used} bytes");
+        }
+        // A status request on either node answers the row's offset.
+        for node in [&a, &b] {
+            let s = node
+                .uploads
+                .current(&c.pool, &c.meta, "r", ALICE, &id)
+                .await
+                .unwrap();
+            assert_eq!(s.offset(), at as u64);
+        }
+        let size = c.finish(&a, &id, &data[at..], &digest).await.unwrap();
+        assert_eq!(size, data.len() as u64);
+        assert!(c.blob(&digest).await == data, "byte-identical at the blob key");
+        assert_eq!(
+            crate::blocking::block_on(c.meta.blob_in_repo("r", &digest)),
+            Ok(Some(data.len() as u64))
+        );
+        assert!(c.row(&id).is_none());
+        assert!(!c.leftovers(&id).await);
+    }
+
+    #[test]
+    fn two_nodes_alternate_and_complete_on_either() {
+        let server = harness::S3Server::s3s_fs();
+        let c = Cluster::new(&server, None);
+        harness::run(alternate(&c));
+    }
+
+    #[test]
+    fn two_nodes_alternate_over_postgres() {
+        let pg = crate::meta::pg_test_server::PgServer::start().unwrap_or_else(|e| panic!("{e}"));
+        let url = pg.create_database("staged").unwrap();
+        let server = harness::S3Server::s3s_fs();
+        let c = Cluster::new(&server, Some(Meta::open_postgres(&url, 2).unwrap()));
+        harness::run(alternate(&c));
+    }
+
+    /// A node gone (kill -9: its writer, its cache and its spool lost) loses nothing
+    /// acknowledged: a fresh node goes on at the row's offset with the row's hash state; one
+    /// whose hash state was lost (or a digest other than sha256) reads the assembled object
+    /// back to verify, and a wrong digest then leaves nothing at the blob key.
+    #[test]
+    fn a_session_survives_its_node() {
+        let server = harness::S3Server::s3s_fs();
+        let c = Cluster::new(&server, None);
+        harness::run(async {
+            let data = pattern(13 * MIB + 77);
+            let digest = Digest::sha256_of(&data);
+            let first = 7 * MIB + 5;
+            let a = c.node();
+            let id = c.start(&a).await;
+            assert_eq!(c.patch(&a, &id, &data[..first]).await, first as u64);
+            drop(a);
+            let b = c.node();
+            let s = b
+                .uploads
+                .current(&c.pool, &c.meta, "r", ALICE, &id)
+                .await
+                .unwrap();
+            assert_eq!(s.offset(), first as u64);
+            c.finish(&b, &id, &data[first..], &digest).await.unwrap();
+            assert!(c.blob(&digest).await == data);
+
+            // The hash state lost: verified by reading the assembled object back.
+            for (wrong, content) in [(true, pattern(11 * MIB + 1)), (false, pattern(12 * MIB))] {
+                let d = Digest::sha256_of(&content);
+                let claimed = if wrong { Digest::sha256_of(b"other") } else { d.clone() };
+                let a = c.node();
+                let id = c.start(&a).await;
+                c.patch(&a, &id, &content[..6 * MIB]).await;
+                let row = c.row(&id).unwrap();
+                c.meta
+                    .put_upload(crate::meta::UploadRecord {
+                        hash_state: None,
+                        ..row
+                    })
+                    .await
+                    .unwrap();
+                let b = c.node();
+                let got = c.finish(&b, &id, &content[6 * MIB..], &claimed).await;
+                if wrong {
+                    assert!(matches!(got, Err(Error::DigestMismatch { .. })), "{got:?}");
+                    assert!(matches!(c.backend.stat(&claimed).await, Err(Error::NotFound)));
+                } else {
+                    got.unwrap();
+                    assert!(c.blob(&d).await == content);
+                }
+                assert!(c.row(&id).is_none());
+                assert!(!c.leftovers(&id).await);
+            }
+        });
+    }
+
+    /// A refused digest (running hash) leaves nothing at the blob key; cancel and expiry abort
+    /// the multipart upload and delete the tail (moto lists multipart uploads).
+    #[test]
+    fn refusal_cancel_and_expiry_leave_nothing() {
+        let server = harness::S3Server::moto();
+        let c = Cluster::new(&server, None);
+        let a = c.node();
+        let data = pattern(8 * MIB + 3);
+        let ids = harness::run(async {
+            let d = Digest::sha256_of(b"not these bytes");
+            let id = c.start(&a).await;
+            c.patch(&a, &id, &data).await;
+            let got = c.finish(&a, &id, b"", &d).await;
+            assert!(matches!(got, Err(Error::DigestMismatch { .. })), "{got:?}");
+            assert!(matches!(c.backend.stat(&d).await, Err(Error::NotFound)));
+            assert!(!c.leftovers(&id).await);
+
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let id = c.start(&a).await;
+                c.patch(&a, &id, &data).await;
+                assert!(c.staged(&id).upload.is_some() && c.staged(&id).tail.is_some());
+                ids.push(id);
+            }
+            assert!(server.multipart_uploads().await.contains("<Upload>"));
+            let lease = a
+                .uploads
+                .lease_current(&c.pool, &c.meta, "r", ALICE, &ids[0])
+                .await
+                .unwrap();
+            a.uploads
+                .discard(&c.pool, &c.meta, &lease.session)
+                .await
+                .unwrap();
+            drop(lease);
+            assert!(!c.leftovers(&ids[0]).await);
+            ids
+        });
+        // Expiry, on a job's thread (no event loop), from the rows alone.
+        let rows = crate::blocking::block_on(c.meta.uploads()).unwrap();
+        let far = rows[0].expires + 1;
+        let other = c.node();
+        let expired = other.uploads.take_expired(&rows, far);
+        assert_eq!(expired.len(), 1);
+        other
+            .uploads
+            .discard_blocking(&c.meta, &expired[0])
+            .unwrap();
+        assert!(c.row(&ids[1]).is_none());
+        harness::run(async {
+            assert!(!c.leftovers(&ids[1]).await);
+            let listed = server.multipart_uploads().await;
+            assert!(!listed.contains("<Upload>"), "{listed}");
+        });
+    }
 
     /// Beyond CopyObject's 5 GiB: a copy in ranges gives the same bytes (with ranges small
     /// enough to test), and the source stays until the caller removes it.
