@@ -414,7 +414,11 @@ fn uploads(meta: &Meta) {
         ..row("s1", "lib/app", 6)
     };
     block_on(meta.advance_upload(unstaged.clone())).unwrap();
-    assert_eq!(now(meta.upload("s1")), Some(unstaged), "a remote state cleared");
+    assert_eq!(
+        now(meta.upload("s1")),
+        Some(unstaged),
+        "a remote state cleared"
+    );
     let gone = |r| {
         matches!(
             block_on(meta.advance_upload(r)),

@@ -517,9 +517,16 @@ impl UploadWriter<'_> {
                     h.update(&piece);
                 }
                 drop(chunks);
+                if let Some(st) = lease.staged.as_mut() {
+                    st.upload = None;
+                }
                 self.refuse_unless(lease, expected, &h.finish()).await?;
             }
             staging.publish(&id, expected, size).await?;
+            // Completed: there is no multipart upload left to abort.
+            if let Some(st) = lease.staged.as_mut() {
+                st.upload = None;
+            }
         }
         self.meta
             .link_blob(&lease.session.repo, expected, size)

@@ -207,7 +207,10 @@ impl S3Backend {
                     ("x-amz-copy-source-range", range.clone()),
                 ];
                 let (head, mut ex) = self.call("PUT", &url, &sent, Some(b"")).await?;
-                let text = ex.body(MAX_XML).await.map_err(|f| failure("copy part", f))?;
+                let text = ex
+                    .body(MAX_XML)
+                    .await
+                    .map_err(|f| failure("copy part", f))?;
                 let answer = String::from_utf8_lossy(&text);
                 let etag = super::xml_text(&answer, "ETag")
                     .filter(|_| (200..300).contains(&head.status))
@@ -528,9 +531,8 @@ mod tests {
         /// A node as it starts: nothing cached, no spool trusted.
         fn node(&self) -> Node {
             let dir = tempfile::tempdir().unwrap();
-            let blobs =
-                BlobStore::with_remote(dir.path(), self.pool.clone(), self.backend.clone())
-                    .unwrap();
+            let blobs = BlobStore::with_remote(dir.path(), self.pool.clone(), self.backend.clone())
+                .unwrap();
             let uploads = Uploads::new(blobs.staging_dir().to_path_buf(), Duration::from_secs(60))
                 .with_staging(blobs.upload_staging())
                 .with_parts_per_step(2);
@@ -657,9 +659,12 @@ mod tests {
         assert!(staged.tail.is_some());
         for node in [&a, &b] {
             let spool = node.blobs.staging_dir().join(&id).join("data");
-            let used = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(spool).unwrap())
-                * 512;
-            assert!(used <= 12 * m, "the spool holds about a part, not {used} bytes");
+            let used =
+                std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(spool).unwrap()) * 512;
+            assert!(
+                used <= 12 * m,
+                "the spool holds about a part, not {used} bytes"
+            );
         }
         // A status request on either node answers the row's offset.
         for node in [&a, &b] {
@@ -672,7 +677,10 @@ mod tests {
         }
         let size = c.finish(&a, &id, &data[at..], &digest).await.unwrap();
         assert_eq!(size, data.len() as u64);
-        assert!(c.blob(&digest).await == data, "byte-identical at the blob key");
+        assert!(
+            c.blob(&digest).await == data,
+            "byte-identical at the blob key"
+        );
         assert_eq!(
             crate::blocking::block_on(c.meta.blob_in_repo("r", &digest)),
             Ok(Some(data.len() as u64))
@@ -726,7 +734,11 @@ mod tests {
             // The hash state lost: verified by reading the assembled object back.
             for (wrong, content) in [(true, pattern(11 * MIB + 1)), (false, pattern(12 * MIB))] {
                 let d = Digest::sha256_of(&content);
-                let claimed = if wrong { Digest::sha256_of(b"other") } else { d.clone() };
+                let claimed = if wrong {
+                    Digest::sha256_of(b"other")
+                } else {
+                    d.clone()
+                };
                 let a = c.node();
                 let id = c.start(&a).await;
                 c.patch(&a, &id, &content[..6 * MIB]).await;
@@ -742,7 +754,10 @@ mod tests {
                 let got = c.finish(&b, &id, &content[6 * MIB..], &claimed).await;
                 if wrong {
                     assert!(matches!(got, Err(Error::DigestMismatch { .. })), "{got:?}");
-                    assert!(matches!(c.backend.stat(&claimed).await, Err(Error::NotFound)));
+                    assert!(matches!(
+                        c.backend.stat(&claimed).await,
+                        Err(Error::NotFound)
+                    ));
                 } else {
                     got.unwrap();
                     assert!(c.blob(&d).await == content);
