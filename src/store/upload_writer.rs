@@ -220,7 +220,7 @@ impl UploadWriter<'_> {
             let number = p.staged.parts.len() + 1 + usize::from(p.inflight.is_some());
             let len = self.uploads.part_len(number);
             let ready = lease.offset >= start + len;
-            if !ready && !(all && p.inflight.is_some()) {
+            if !(ready || all && p.inflight.is_some()) {
                 return Ok(());
             }
             if let Some((task, len)) = p.inflight.take() {
@@ -508,7 +508,7 @@ impl UploadWriter<'_> {
                 .as_deref()
                 .ok_or_else(|| Error::Corrupt("a staged upload without its id".into()))?;
             let etags: Vec<String> = staged.parts.iter().map(|(e, _)| e.clone()).collect();
-            let last = (size > end).then(|| (spool.as_path(), end..size));
+            let last = (size > end).then_some((spool.as_path(), end..size));
             staging.assemble(&id, upload, &etags, last, size).await?;
             if known.is_none() {
                 let mut h = Hasher::new(expected.algorithm());
