@@ -629,35 +629,33 @@ async fn settle(lease: &mut Lease, write: PendingWrite) -> Result<()> {
     Ok(())
 }
 
+/// Bytes from memory, handed out in whatever pieces the writer asks for (tests' bodies).
+#[cfg(test)]
+pub(crate) struct Bytes<'a>(pub &'a [u8]);
+
+#[cfg(test)]
+impl ByteSource for Bytes<'_> {
+    type Error = Error;
+
+    async fn read_into(&mut self, mut buf: AlignedBuf, max: usize) -> (Result<usize>, AlignedBuf) {
+        use crate::buf::FillBuf;
+        let n = max.min(buf.room()).min(self.0.len());
+        buf.extend_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        (Ok(n), buf)
+    }
+
+    fn is_done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buf::FillBuf;
     use crate::meta::UploadRecord;
     use std::path::Path;
     use std::time::Duration;
-
-    /// Bytes from memory, handed out in whatever pieces the writer asks for.
-    struct Bytes<'a>(&'a [u8]);
-
-    impl ByteSource for Bytes<'_> {
-        type Error = Error;
-
-        async fn read_into(
-            &mut self,
-            mut buf: AlignedBuf,
-            max: usize,
-        ) -> (Result<usize>, AlignedBuf) {
-            let n = max.min(buf.room()).min(self.0.len());
-            buf.extend_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            (Ok(n), buf)
-        }
-
-        fn is_done(&self) -> bool {
-            self.0.is_empty()
-        }
-    }
 
     struct Stores {
         _root: tempfile::TempDir,

@@ -469,37 +469,14 @@ mod tests {
     use super::super::harness;
     use super::*;
     use crate::blocking::Pool;
-    use crate::buf::{AlignedBuf, FillBuf};
     use crate::meta::Meta;
     use crate::store::blobs::BlobStore;
-    use crate::store::upload_writer::{AppendError, ByteSource, UploadWriter};
+    use crate::store::upload_writer::{AppendError, Bytes, UploadWriter};
     use crate::store::uploads::{Staged, Uploads};
     use std::time::Duration;
 
     const MIB: usize = 1024 * 1024;
     const ALICE: Option<&str> = Some("alice");
-
-    /// Bytes from memory in whatever pieces the writer asks for.
-    struct Bytes<'a>(&'a [u8]);
-
-    impl ByteSource for Bytes<'_> {
-        type Error = Error;
-
-        async fn read_into(
-            &mut self,
-            mut buf: AlignedBuf,
-            max: usize,
-        ) -> (Result<usize>, AlignedBuf) {
-            let n = max.min(buf.room()).min(self.0.len());
-            buf.extend_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            (Ok(n), buf)
-        }
-
-        fn is_done(&self) -> bool {
-            self.0.is_empty()
-        }
-    }
 
     /// A node: its own tier directory and session table over the shared S3 and metadata.
     struct Node {
