@@ -36,8 +36,10 @@
 #             clients each, caches warm; then once more after both nodes restart with empty
 #             caches (cold: every layer from S3), with the bytes each node read from S3
 #   s3-manifest (--scale) the manifest workload against a node on the PostgreSQL engine
-#   s3-push   (--scale) the push workload into S3 through a node, through distribution's S3
-#             driver, and the S3 server's own ingest (boto3's multipart upload of the same size)
+#   s3-push   (--scale) the push workload into S3 through a node against the S3 server's own
+#             ingest (boto3's multipart upload of the same size) on s3s-fs; and through a node
+#             against distribution's S3 driver on moto (distribution continues an upload with
+#             ListMultipartUploads, which s3s-fs lacks)
 #   s3-huge   (--scale, without --skip-huge) the huge push through one node and pull through
 #             the other, each node's peak RSS
 #
@@ -94,18 +96,24 @@ if [ "$SCALE" = 1 ]; then
         say "installing s3s-fs (a few minutes)"
         cargo install s3s-fs@0.14.1 --features binary --locked </dev/null >&2
     fi
-    # boto3 for the S3 server's own ingest figure: the CI's moto venv has it, else a venv here.
+    # moto (distribution's S3 driver needs ListMultipartUploads, which s3s-fs lacks) and boto3
+    # (the S3 server's own ingest figure): the CI's moto venv has both, else a venv here.
     BOTO_PY=
-    for py in "${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-ci/moto-venv/bin/python" \
-        "${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-compare/venv/bin/python"; do
-        if [ -x "$py" ] && "$py" -c 'import boto3' 2>/dev/null; then BOTO_PY=$py; break; fi
+    for venv in "${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-ci/moto-venv" \
+        "${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-compare/venv"; do
+        if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c 'import boto3' 2>/dev/null; then
+            BOTO_PY=$venv/bin/python
+            MOTO=$venv/bin/moto_server
+            break
+        fi
     done
     if [ -z "$BOTO_PY" ]; then
         venv="${XDG_CACHE_HOME:-$HOME/.cache}/ringyard-compare/venv"
-        say "installing boto3 into $venv"
+        say "installing moto and boto3 into $venv"
         python3 -m venv "$venv" >&2
-        "$venv/bin/pip" install --quiet boto3 </dev/null >&2
+        "$venv/bin/pip" install --quiet 'moto[server]' boto3 </dev/null >&2
         BOTO_PY=$venv/bin/python
+        MOTO=$venv/bin/moto_server
     fi
 fi
 
@@ -362,15 +370,44 @@ database:
 EOF2
     RYS1_PORT=$(free_port)
     RYS2_PORT=$(free_port)
-    start_node 1
+    wait_node() { # N
+        local url_var=RYS$1
+        wait_http "${!url_var}/v2/" || { tail -n 20 "$WORK/ringyard-s3-$1.log" >&2; exit 1; }
+    }
     RYS1=http://127.0.0.1:$RYS1_PORT
-    wait_http "$RYS1/v2/"
+    RYS2=http://127.0.0.1:$RYS2_PORT
+    start_node 1
+    wait_node 1
     # The second after the first has applied the schema.
     start_node 2
-    RYS2=http://127.0.0.1:$RYS2_PORT
-    wait_http "$RYS2/v2/"
+    wait_node 2
 
-    # distribution with its S3 driver against the same S3 server.
+    # moto, for the push comparison with distribution, whose S3 driver continues an upload
+    # with ListMultipartUploads (s3s-fs has none): a node of ringyard on it too, with a
+    # database of its own.
+    MOTO_PORT=$(free_port)
+    env -u AWS_CA_BUNDLE "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+    PIDS+=("$!")
+    MOTO_URL=http://127.0.0.1:$MOTO_PORT
+    wait_http "$MOTO_URL/moto-api/" || { tail -n 20 "$WORK/moto.log" >&2; exit 1; }
+    "$BOTO_PY" - "$MOTO_URL" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="compare",
+                  aws_secret_access_key="compare-secret-key", region_name="us-east-1")
+for bucket in ["ringyard", "distribution"]:
+    s3.create_bucket(Bucket=bucket)
+PY
+    as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U ringyard ringyard_moto
+    sed -e "s#$S3_URL#$MOTO_URL#" -e "s#/ringyard\$#/ringyard_moto#" "$WORK/scale/node.yaml" \
+        >"$WORK/scale/node-moto.yaml"
+    RYM_PORT=$(free_port)
+    "$RINGYARD" serve --listen "127.0.0.1:$RYM_PORT" --root "$WORK/scale/node-moto" --quiet \
+        --no-access-log --config "$WORK/scale/node-moto.yaml" 2>"$WORK/ringyard-moto.log" &
+    PIDS+=("$!")
+    RYM=http://127.0.0.1:$RYM_PORT
+    wait_http "$RYM/v2/" || { tail -n 20 "$WORK/ringyard-moto.log" >&2; exit 1; }
+
+    # distribution with its S3 driver, on moto.
     DISTS_PORT=$(free_port)
     cat >"$WORK/distribution-s3.yml" <<EOF2
 version: 0.1
@@ -383,7 +420,7 @@ storage:
     accesskey: $S3_KEY
     secretkey: $S3_SECRET
     region: us-east-1
-    regionendpoint: $S3_URL
+    regionendpoint: $MOTO_URL
     bucket: distribution
     secure: false
     v4auth: true
@@ -394,11 +431,14 @@ storage:
 http:
   addr: 127.0.0.1:$DISTS_PORT
 EOF2
-    docker-registry serve "$WORK/distribution-s3.yml" 2>"$WORK/distribution-s3.log" &
+    # Without AWS_CA_BUNDLE: the endpoint is plain HTTP, and distribution's AWS SDK refuses to
+    # start when that variable is set ("unable to load custom CA bundle").
+    env -u AWS_CA_BUNDLE docker-registry serve "$WORK/distribution-s3.yml" \
+        2>"$WORK/distribution-s3.log" &
     DISTS_PID=$!
     PIDS+=("$DISTS_PID")
     DISTS=http://127.0.0.1:$DISTS_PORT
-    wait_http "$DISTS/v2/"
+    wait_http "$DISTS/v2/" || { tail -n 20 "$WORK/distribution-s3.log" >&2; exit 1; }
 fi
 
 # --- seeding: the same bytes everywhere --------------------------------------------------------
@@ -604,8 +644,8 @@ PY
         rm -rf "$WORK/scale/node$n/cache"
         start_node "$n"
     done
-    wait_http "$RYS1/v2/"
-    wait_http "$RYS2/v2/"
+    wait_node 1
+    wait_node 2
     s3_pulls s3-cold "$PULL_CLIENTS" "$PULLS"
     for n in 1 2; do
         url_var=RYS$n
@@ -623,8 +663,8 @@ PY
         done
     done
 
-    say "S3 push: $PUSH_COUNT x $PUSH_SIZE through a node, through distribution's S3 driver, and boto3"
-    for srv in RYS1 DISTS; do
+    say "S3 push: $PUSH_COUNT x $PUSH_SIZE through a node and with boto3 on s3s-fs; through a node and distribution's S3 driver on moto"
+    for srv in RYS1 RYM DISTS; do
         lt "s3-push-$srv" push --registry "${!srv}" --size "$PUSH_SIZE" --count "$PUSH_COUNT" \
             --clients 1 --mode stream --repo bench/push --max-seconds 900 --timeout 300
     done
@@ -818,7 +858,7 @@ if scale:
     image = txt("s3-image-bytes")
     m_sql, e1, _ = median_round("s3-manifest-RY", lambda r: r["requests_per_s"])
     m_pg, e2, _ = median_round("s3-manifest-RYS1", lambda r: r["requests_per_s"])
-    push = {k: j(f"s3-push-{k}") for k in ["RYS1", "DISTS", "boto3"]}
+    push = {k: j(f"s3-push-{k}") for k in ["RYS1", "RYM", "DISTS", "boto3"]}
     s["s3"] = {
         "pull_warm": {"p99_ms": w["p99_ms"], "pulls_per_s": w["pulls_per_s"],
                       "errors": sum(x["errors"] for x in warm),
@@ -926,9 +966,10 @@ if "s3" in s:
     row(f"S3+PG, 2 nodes: {sz['pull_clients']} pulls cold, p99 ms", f"{pc['p99_ms']:.1f}", "-", "-",
         "-", f"image read from S3 {reads} times per node", "< 1 s, once per node")
     u = x["push"]
-    row(f"S3 push {sz['push']}: MB/s", f"{u['RYS1']:.0f}", f"{u['DISTS']:.0f}",
-        f"boto3 {u['boto3']:.0f}", ratio(u["RYS1"], u["DISTS"]),
-        ratio(u["RYS1"], u["boto3"]) + " of boto3", ">= 3x dist, >= 0.5x boto3")
+    row(f"S3 push {sz['push']} on s3s-fs: MB/s", f"{u['RYS1']:.0f}", "-", f"boto3 {u['boto3']:.0f}",
+        "-", ratio(u["RYS1"], u["boto3"]) + " of boto3", ">= 0.5x boto3")
+    row(f"S3 push {sz['push']} on moto: MB/s", f"{u['RYM']:.0f}", f"{u['DISTS']:.0f}", "-",
+        ratio(u["RYM"], u["DISTS"]), "-", ">= 3x dist")
     mm = x["manifest"]
     row("manifest GET, PostgreSQL engine: req/s", f"{mm['pg_requests_per_s']:.0f}",
         f"SQLite {mm['sqlite_requests_per_s']:.0f}", "-", "-",

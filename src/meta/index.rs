@@ -240,6 +240,7 @@ impl Index {
                     row.expires = record.expires;
                     row.offset = record.offset;
                     row.hash_state = record.hash_state.clone();
+                    row.remote = record.remote.clone();
                     true
                 }
                 None => false,
@@ -782,6 +783,7 @@ pub(crate) mod tests {
             offset: expires as u64 * 10,
             hash_state: Some(vec![expires as u8; 3]),
             owner: (expires > 5).then(|| "alice".into()),
+            remote: None,
         };
         assert!(!existed(&mut ix, WriteOp::PutUpload(up("u2", 5)), 1));
         assert!(
@@ -900,6 +902,7 @@ pub(crate) mod tests {
                 offset: 4096,
                 hash_state: Some(vec![1, 1, 7]),
                 owner: Some("alice".into()),
+                remote: None,
             }),
             5,
         );
@@ -913,6 +916,7 @@ pub(crate) mod tests {
             offset: 4096,
             hash_state: Some(vec![1, 1, 7]),
             owner: Some("alice".into()),
+            remote: None,
         });
         loaded.load_tag("r", "t".into(), dg("idx"), 5);
         loaded.load_reference("r", &dg("idx"), &dg("c"), RefKind::Manifest);

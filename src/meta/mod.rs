@@ -112,6 +112,11 @@ pub struct UploadRecord {
     /// The user who started the session (None: anonymous, or a row from before schema v4);
     /// only that identity may use it. Set when the row is put, never changed by an advance.
     pub owner: Option<String>,
+    /// Where the session's bytes stand in a remote backend (a multipart upload, its parts and
+    /// the object holding the bytes after them), as the store writes it; None on a deployment
+    /// without one, and for rows from before schema v5 (SQLite) or migration 2 (PostgreSQL).
+    /// The metadata keeps it as opaque text.
+    pub remote: Option<String>,
 }
 
 /// A robot token as stored: its name, the SHA-256 of its secret (never the secret), the
@@ -193,7 +198,7 @@ pub enum WriteOp {
     },
     /// Inserts or replaces the session with this id (a session starting).
     PutUpload(UploadRecord),
-    /// Records a session's new offset, hash state and expiry after a request, refused with
+    /// Records a session's new offset, hash state, remote state and expiry after a request, refused with
     /// [`Conflict::UploadGone`] unless the session is still there in the same repository: a
     /// session completed, cancelled or expired (on any node) is never brought back by a writer
     /// that still had it open.

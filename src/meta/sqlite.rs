@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// Stored in `PRAGMA user_version`. Bump it with a migration step in [`migrate`] whenever the
 /// schema changes shape.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS repositories (
@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     expires       INTEGER NOT NULL,
     upload_offset INTEGER NOT NULL DEFAULT 0,
     hash_state    BLOB,
-    owner         TEXT
+    owner         TEXT,
+    remote        TEXT
 ) WITHOUT ROWID;
 -- Expiry sweep.
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
@@ -276,14 +277,17 @@ ALTER TABLE manifests ADD COLUMN last_pulled INTEGER;
 /// them. Rows from before get none, that is anonymous: with authentication on, only an
 /// anonymous caller may go on with them. Added only where it is missing, so the step holds
 /// whatever else v3 brought and in whichever order the two were merged.
-fn add_upload_owner(conn: &Connection) -> rusqlite::Result<()> {
-    let has_owner: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('uploads') WHERE name = 'owner'",
-        [],
+///
+/// v4 to v5 likewise adds `remote`, where a session's state in a remote backend is kept
+/// (rows from before have none: they were written on a filesystem deployment).
+fn add_upload_column(conn: &Connection, column: &str) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('uploads') WHERE name = ?1",
+        [column],
         |row| row.get(0),
     )?;
-    if !has_owner {
-        conn.execute_batch("ALTER TABLE uploads ADD COLUMN owner TEXT;")?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE uploads ADD COLUMN {column} TEXT;"))?;
     }
     Ok(())
 }
@@ -323,7 +327,10 @@ fn migrate(conn: &Connection) -> Result<(), String> {
             conn.execute_batch(V1_TO_V2).map_err(sql)?;
         }
         if (1..4).contains(&version) {
-            add_upload_owner(conn).map_err(sql)?;
+            add_upload_column(conn, "owner").map_err(sql)?;
+        }
+        if (1..5).contains(&version) {
+            add_upload_column(conn, "remote").map_err(sql)?;
         }
         conn.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(sql)
@@ -542,19 +549,21 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             offset,
             hash_state,
             owner,
+            remote,
         }) => {
             let existed = exists(tx, "SELECT 1 FROM uploads WHERE id = ?1", params![id])?;
             tx.prepare_cached(
                 "INSERT INTO uploads
-                    (id, repository, started, expires, upload_offset, hash_state, owner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    (id, repository, started, expires, upload_offset, hash_state, owner, remote)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET
                     repository = excluded.repository,
                     started = excluded.started,
                     expires = excluded.expires,
                     upload_offset = excluded.upload_offset,
                     hash_state = excluded.hash_state,
-                    owner = excluded.owner",
+                    owner = excluded.owner,
+                    remote = excluded.remote",
             )?
             .execute(params![
                 id,
@@ -563,7 +572,8 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                 expires,
                 int(*offset)?,
                 hash_state,
-                owner
+                owner,
+                remote
             ])?;
             existed
         }
@@ -575,13 +585,22 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             offset,
             hash_state,
             owner: _,
+            remote,
         }) => {
             let updated = tx
                 .prepare_cached(
-                    "UPDATE uploads SET expires = ?3, upload_offset = ?4, hash_state = ?5
+                    "UPDATE uploads SET expires = ?3, upload_offset = ?4, hash_state = ?5,
+                        remote = ?6
                      WHERE id = ?1 AND repository = ?2",
                 )?
-                .execute(params![id, repository, expires, int(*offset)?, hash_state])?;
+                .execute(params![
+                    id,
+                    repository,
+                    expires,
+                    int(*offset)?,
+                    hash_state,
+                    remote
+                ])?;
             if updated == 0 {
                 return Ok(Err(Conflict::UploadGone));
             }
@@ -846,7 +865,7 @@ impl Database for SqliteEngine {
         for_rows(
             conn,
             "uploads",
-            "SELECT id, repository, started, expires, upload_offset, hash_state, owner
+            "SELECT id, repository, started, expires, upload_offset, hash_state, owner, remote
              FROM uploads",
             [],
             |r| {
@@ -858,6 +877,7 @@ impl Database for SqliteEngine {
                     offset: r.get(4)?,
                     hash_state: r.get(5)?,
                     owner: r.get(6)?,
+                    remote: r.get(7)?,
                 })
             },
             |record| {
@@ -1018,12 +1038,14 @@ mod tests {
             offset: 0,
             hash_state: None,
             owner: None,
+            remote: None,
         };
         assert_eq!(e.load().unwrap().uploads(), vec![old.clone()]);
         let moved = UploadRecord {
             offset: 77,
             hash_state: Some(vec![1, 1, 2]),
             owner: Some("alice".into()),
+            remote: Some("{}".into()),
             ..old
         };
         e.apply_batch(&[WriteOp::PutUpload(moved.clone())], 7)
@@ -1034,17 +1056,20 @@ mod tests {
     }
 
     /// A v2 or v3 database gains the owner column (its sessions anonymous), and one that has
-    /// it already (the column came with another step) opens as well.
+    /// it already (the column came with another step) opens as well; a v4 one gains the
+    /// remote state column (its sessions without one).
     #[test]
-    fn adds_the_upload_owner_once() {
-        for (version, drop_column) in [(2, true), (3, true), (3, false)] {
+    fn adds_the_upload_owner_and_remote_once() {
+        for (version, drop_owner) in [(2, true), (3, true), (3, false), (4, false)] {
             let dir = TempDir::new("owner");
             drop(open(&dir));
             let old = Connection::open(dir.0.join("meta.db")).unwrap();
-            if drop_column {
+            if drop_owner {
                 old.execute_batch("ALTER TABLE uploads DROP COLUMN owner")
                     .unwrap();
             }
+            old.execute_batch("ALTER TABLE uploads DROP COLUMN remote")
+                .unwrap();
             old.execute_batch(&format!(
                 "INSERT INTO uploads (id, repository, started, expires) VALUES ('u', 'r', 1, 2);
                  PRAGMA user_version = {version};"
@@ -1056,8 +1081,10 @@ mod tests {
             let rows = e.load().unwrap().uploads();
             assert_eq!(rows.len(), 1);
             assert_eq!(rows[0].owner, None, "v{version}: anonymous");
+            assert_eq!(rows[0].remote, None, "v{version}: no remote state");
             let owned = UploadRecord {
                 owner: Some("bob".into()),
+                remote: Some("{}".into()),
                 ..rows[0].clone()
             };
             e.apply_batch(&[WriteOp::PutUpload(owned.clone())], 3)
@@ -1195,6 +1222,7 @@ mod tests {
             offset,
             hash_state: (offset > 0).then(|| vec![1, 1, offset as u8, 0]),
             owner: (offset > 0).then(|| "alice".into()),
+            remote: (offset > 0).then(|| format!("{{\"parts_end\":{offset}}}")),
         };
         let batches: Vec<Vec<WriteOp>> = vec![
             vec![

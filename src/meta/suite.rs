@@ -146,6 +146,7 @@ fn populate(meta: &Meta) {
                 offset: exp as u64 * 3,
                 hash_state: Some(vec![1, 2, exp as u8]),
                 owner: None,
+                remote: Some(format!("r{exp}")),
             })
             .await
             .unwrap();
@@ -392,7 +393,7 @@ fn robot_tokens(meta: &Meta) {
 }
 
 /// An upload session's row is what any node finds it by: the read gives back offset and hash
-/// state as last recorded; advancing needs the row (a completed, cancelled or expired session
+/// state (and remote state) as last recorded; advancing needs the row (a completed, cancelled or expired session
 /// is never brought back) and keeps its start.
 fn uploads(meta: &Meta) {
     let row = |id: &str, repository: &str, offset: u64| UploadRecord {
@@ -403,6 +404,7 @@ fn uploads(meta: &Meta) {
         offset,
         hash_state: Some(offset.to_le_bytes().to_vec()),
         owner: Some("alice".into()),
+        remote: (offset > 0).then(|| format!("{{\"parts_end\":{offset}}}")),
     };
     assert_eq!(now(meta.upload("s1")), None);
     block_on(meta.put_upload(row("s1", "lib/app", 0))).unwrap();
@@ -416,7 +418,17 @@ fn uploads(meta: &Meta) {
     assert_eq!(
         now(meta.upload("s1")),
         Some(row("s1", "lib/app", 5 << 32)),
-        "offset, state and expiry advance; the start and the owner stay"
+        "offset, state, remote state and expiry advance; the start and the owner stay"
+    );
+    let unstaged = UploadRecord {
+        remote: None,
+        ..row("s1", "lib/app", 6)
+    };
+    block_on(meta.advance_upload(unstaged.clone())).unwrap();
+    assert_eq!(
+        now(meta.upload("s1")),
+        Some(unstaged),
+        "a remote state cleared"
     );
     let gone = |r| {
         matches!(

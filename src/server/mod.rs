@@ -303,7 +303,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     } else {
         BlobStore::at(&root, pool.clone())
     };
-    let uploads = Uploads::new(blobs.staging_dir().to_path_buf(), cfg.upload_expiry);
+    let uploads = Uploads::new(blobs.staging_dir().to_path_buf(), cfg.upload_expiry)
+        .with_staging(blobs.upload_staging());
     let records = block_on(meta.uploads()).map_err(|e| format!("reading upload sessions: {e}"))?;
     let dead_rows = uploads.restore(records);
     // Crash leftovers stay in read-only mode: nothing may be deleted there.

@@ -51,6 +51,82 @@ pub trait BlobBackend: Send + Sync {
     /// Blobs in digest order strictly after `after`, at most `limit`, with their sizes: a
     /// sweep pages through the whole backend with this.
     fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<(Digest, u64)>>;
+
+    /// Where upload sessions keep their bytes when this backend is remote and shared by
+    /// several nodes (S3); None (the default): sessions stay on the local disk, as with the
+    /// filesystem backend.
+    fn upload_staging(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn UploadStaging>> {
+        None
+    }
+}
+
+/// Upload sessions whose bytes live in a remote backend, so that any node continues any
+/// session (`store::uploads` keeps the state that names these objects in the session's
+/// metadata row). A session `id` has a multipart upload of its own (parts numbered from 1, in
+/// order, each but the last at least 5 MiB), and a small object holding the bytes after the
+/// last part (its tail), rewritten at the end of every request. Sources are ranges of a local
+/// file read piece by piece, so memory stays bounded whatever the size.
+pub trait UploadStaging: Send + Sync {
+    /// Starts the session's multipart upload; its upload id.
+    fn begin<'a>(&'a self, id: &'a str) -> Fut<'a, String>;
+
+    /// Uploads bytes `range` of `src` as part `number`; the part's ETag.
+    fn put_part<'a>(
+        &'a self,
+        id: &'a str,
+        upload: &'a str,
+        number: u16,
+        src: &'a Path,
+        range: Range<u64>,
+    ) -> Fut<'a, String>;
+
+    /// Stores bytes `range` of `src` as the session's tail, replacing the one before; its ETag.
+    fn put_tail<'a>(&'a self, id: &'a str, src: &'a Path, range: Range<u64>) -> Fut<'a, String>;
+
+    /// Writes the session's tail into `dst` from `at` on, once it is the one with `etag` and
+    /// `len` bytes ([`Error::Corrupt`](super::Error::Corrupt) otherwise: another node replaced
+    /// it).
+    fn get_tail<'a>(
+        &'a self,
+        id: &'a str,
+        etag: &'a str,
+        len: u64,
+        dst: &'a Path,
+        at: u64,
+    ) -> Fut<'a, ()>;
+
+    /// Completes the multipart upload from `parts` (ETags in part order) and, when given,
+    /// `last` (a range of a local file uploaded as the last part first) into the session's
+    /// object of `size` bytes. A completion retried after one that went through finds the
+    /// object and succeeds.
+    fn assemble<'a>(
+        &'a self,
+        id: &'a str,
+        upload: &'a str,
+        parts: &'a [String],
+        last: Option<(&'a Path, Range<u64>)>,
+        size: u64,
+    ) -> Fut<'a, ()>;
+
+    /// The assembled object's bytes, piece by piece (to hash them when the running hash was
+    /// lost).
+    fn read_assembled<'a>(&'a self, id: &'a str, size: u64) -> Fut<'a, Box<dyn Chunks + 'a>>;
+
+    /// Makes the assembled object the blob `digest` (unless the backend holds it already),
+    /// then removes it from the session.
+    fn publish<'a>(&'a self, id: &'a str, digest: &'a Digest, size: u64) -> Fut<'a, ()>;
+
+    /// Stores a whole local file (complete, verified against `digest`) as the blob: a session
+    /// that never filled a part.
+    fn publish_file<'a>(&'a self, src: &'a Path, digest: &'a Digest) -> Fut<'a, ()>;
+
+    /// Removes what the session holds: aborts its multipart upload (when it has one), deletes
+    /// its tail and its assembled object. What is already gone is no error.
+    fn discard<'a>(&'a self, id: &'a str, upload: Option<&'a str>) -> Fut<'a, ()>;
+
+    /// [`discard`](Self::discard) for a thread that may block and runs no event loop (a
+    /// background job's).
+    fn discard_blocking(&self, id: &str, upload: Option<&str>) -> Result<()>;
 }
 
 /// The pieces of one read, in order; also the source of a [`BlobBackend::put_stream`].

@@ -154,6 +154,12 @@ impl BlobStore {
         self.tier.path_of(digest)
     }
 
+    /// Where resumable upload sessions keep their bytes: the remote backend's staging, when it
+    /// has one (see `store::uploads`).
+    pub fn upload_staging(&self) -> Option<Arc<dyn super::backend::UploadStaging>> {
+        self.remote.as_ref()?.backend.clone().upload_staging()
+    }
+
     /// Where upload sessions keep their data (`<root>/uploads`).
     pub fn staging_dir(&self) -> &Path {
         self.tier.staging_dir()

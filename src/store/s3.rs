@@ -24,6 +24,7 @@ pub(crate) mod conn;
 mod faults;
 mod resolve;
 mod retry;
+mod staging;
 mod tls;
 
 use super::backend::{BlobBackend, Chunks, Fut, Whole};
@@ -675,6 +676,12 @@ impl BlobBackend for S3Backend {
             }
             self.list_page(after, limit).await
         })
+    }
+
+    fn upload_staging(
+        self: std::sync::Arc<Self>,
+    ) -> Option<std::sync::Arc<dyn super::backend::UploadStaging>> {
+        Some(self.staging())
     }
 }
 

@@ -6,16 +6,30 @@
 //! arrive, so completing a 10 GB upload costs an fsync and a rename, not a second read. The end
 //! of each request on a resumable session makes its offset durable and records it with the
 //! hash state, so that after a restart the session also goes on without reading its bytes back.
+//!
+//! A staged session (the blobs are remote, see `store::uploads`) writes the same way to its
+//! spool, and whenever a full part has been written it goes up from the spool to the remote
+//! backend, one part in flight while the request goes on streaming; what went up is punched
+//! out of the spool, so a session holds about a part of disk whatever its size, and memory
+//! holds a piece of a part at a time. The end of the request puts the bytes after the last
+//! part up as the tail object and only then advances the row, which names exactly the parts
+//! and the tail the backend acknowledged: durable before acknowledged, on any node. A request
+//! that fails leaves the row as it was (the session stands where it was last acknowledged)
+//! and the spool to be refilled from the tail. Completion puts the tail up as the last part,
+//! assembles the upload and has the backend copy it to the blob's key.
 
 use super::error::{Error, Result};
 use crate::blocking::Pool;
 use crate::buf::AlignedBuf;
-use crate::meta::{Conflict, Meta};
+use crate::meta::{Conflict, Meta, UploadRecord};
 use crate::oci::digest::{Digest, Hasher};
 use crate::store::appender::{Appender, PendingWrite};
+use crate::store::backend::UploadStaging;
 use crate::store::blobs::BlobStore;
-use crate::store::uploads::{hash_file, Lease, Session, Uploads};
+use crate::store::uploads::{hash_file, Lease, Session, Staged, Uploads};
+use monoio::task::JoinHandle;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Where upload bytes come from (a request body): the store knows nothing of HTTP, and passes
@@ -87,15 +101,12 @@ impl UploadWriter<'_> {
         if src.is_done() {
             return Ok(());
         }
-        let mut out = Appender::open(&lease.session.data_path(), lease.offset)
-            .await
-            .map_err(|e| match e.kind() {
-                // Finished meanwhile (by a request on another node).
-                std::io::ErrorKind::NotFound => Error::UnknownUpload(lease.session.id.clone()),
-                _ => Error::io("opening upload data", e),
-            })?;
+        if let Some(staging) = self.staging_of(lease) {
+            return self.append_staged(staging, lease, src).await;
+        }
+        let mut out = self.open_data(lease).await?;
         let found = (lease.offset, lease.hasher.as_ref().map(Hasher::save));
-        let mut result = self.stream(lease, &mut out, src).await;
+        let mut result = self.stream(lease, &mut out, src, None).await;
         if result.is_ok() && lease.session.persisted() {
             result = out
                 .sync_data()
@@ -126,11 +137,153 @@ impl UploadWriter<'_> {
         Ok(())
     }
 
+    async fn open_data(&self, lease: &Lease) -> Result<Appender> {
+        Appender::open(&lease.session.data_path(), lease.offset)
+            .await
+            .map_err(|e| match e.kind() {
+                // Finished meanwhile (by a request on another node).
+                std::io::ErrorKind::NotFound => Error::UnknownUpload(lease.session.id.clone()),
+                _ => Error::io("opening upload data", e),
+            })
+    }
+
+    /// The remote staging of a resumable session on a deployment that has one.
+    fn staging_of(&self, lease: &Lease) -> Option<Arc<dyn UploadStaging>> {
+        self.uploads
+            .staging()
+            .filter(|_| lease.session.persisted())
+            .cloned()
+    }
+
+    /// [`append`](Self::append) for a staged session (see the module doc).
+    async fn append_staged<S: ByteSource>(
+        &self,
+        staging: Arc<dyn UploadStaging>,
+        lease: &mut Lease,
+        src: &mut S,
+    ) -> Result<(), AppendError<S::Error>> {
+        if !lease.spool_ready {
+            return Err(Error::Busy.into());
+        }
+        let found = lease.hasher.as_ref().map(Hasher::save);
+        let mut pump = Pump {
+            staging,
+            acked: self.uploads.record(lease),
+            staged: lease.staged.clone().unwrap_or_default(),
+            inflight: None,
+        };
+        let mut out = self.open_data(lease).await?;
+        let mut result = self.stream(lease, &mut out, src, Some(&mut pump)).await;
+        out.close().await;
+        if result.is_ok() {
+            result = self.seal(lease, &mut pump).await.map_err(Into::into);
+        }
+        if let Some((task, _)) = pump.inflight.take() {
+            let _ = task.await;
+        }
+        if result.is_err() {
+            // Back to what the row says; the spool may have lost acknowledged bytes to holes.
+            lease.offset = pump.acked.offset;
+            lease.hasher = found.as_deref().and_then(Hasher::restore);
+            lease.staged = Staged::parse(pump.acked.remote.as_deref());
+            lease.spool_ready = false;
+        }
+        result
+    }
+
+    /// The end of a staged request: the remaining full parts, then the tail, go up; then the
+    /// row names them.
+    async fn seal(&self, lease: &mut Lease, pump: &mut Pump) -> Result<()> {
+        self.pump(pump, lease, true).await?;
+        let end = pump.staged.parts_end();
+        pump.staged.tail = if lease.offset > end {
+            let spool = lease.session.data_path();
+            let etag = pump
+                .staging
+                .put_tail(&lease.session.id, &spool, end..lease.offset)
+                .await?;
+            Some(etag)
+        } else {
+            None
+        };
+        lease.staged = Some(pump.staged.clone());
+        self.advance(lease).await
+    }
+
+    /// Starts uploading the next part once the spool holds it whole (waiting first for the
+    /// part in flight: one at a time); with `all`, until no full part is left and none is in
+    /// flight. A part acknowledged is punched out of the spool.
+    async fn pump(&self, p: &mut Pump, lease: &Lease, all: bool) -> Result<()> {
+        loop {
+            let pending = p.inflight.as_ref().map_or(0, |(_, len)| *len);
+            let start = p.staged.parts_end() + pending;
+            let number = p.staged.parts.len() + 1 + usize::from(p.inflight.is_some());
+            let len = self.uploads.part_len(number);
+            let ready = lease.offset >= start + len;
+            if !(ready || all && p.inflight.is_some()) {
+                return Ok(());
+            }
+            if let Some((task, len)) = p.inflight.take() {
+                let etag = task.await?;
+                let at = p.staged.parts_end();
+                p.staged.parts.push((etag, len));
+                self.punch(lease, at, len).await;
+                continue;
+            }
+            let number = u16::try_from(number)
+                .ok()
+                .filter(|n| *n <= 10_000)
+                .ok_or_else(|| Error::Io("an upload of more than 10,000 parts".into()))?;
+            let upload = match &p.staged.upload {
+                Some(u) => u.clone(),
+                None => self.begin(p, lease).await?,
+            };
+            let (staging, id) = (p.staging.clone(), lease.session.id.clone());
+            let spool = lease.session.data_path();
+            let task = monoio::spawn(async move {
+                staging
+                    .put_part(&id, &upload, number, &spool, start..start + len)
+                    .await
+            });
+            p.inflight = Some((task, len));
+            if !all {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts the session's multipart upload and records its id in the row before any part
+    /// goes up (the row as the request found it otherwise), so that an abort always finds it.
+    async fn begin(&self, p: &mut Pump, lease: &Lease) -> Result<String> {
+        let upload = p.staging.begin(&lease.session.id).await?;
+        let mut acked = Staged::parse(p.acked.remote.as_deref()).unwrap_or_default();
+        acked.upload = Some(upload.clone());
+        p.acked.remote = Some(acked.to_text());
+        if let Err(e) = self.record(p.acked.clone(), lease).await {
+            let _ = p.staging.discard(&lease.session.id, Some(&upload)).await;
+            return Err(e);
+        }
+        p.staged.upload = Some(upload.clone());
+        Ok(upload)
+    }
+
+    /// Frees the spool's blocks of bytes that went up (best effort: a filesystem without hole
+    /// punching keeps them until the session ends).
+    async fn punch(&self, lease: &Lease, at: u64, len: u64) {
+        let spool = lease.session.data_path();
+        let _ = self.pool.run(move || punch_hole(&spool, at, len)).await;
+    }
+
     /// Records the lease's offset and hash state in the session's row. A row gone meanwhile
     /// (the session was completed, cancelled or expired, here or on another node) refuses it:
     /// the session is unknown from then on and this process's writer is dropped.
     async fn advance(&self, lease: &Lease) -> Result<()> {
-        match self.meta.advance_upload(self.uploads.record(lease)).await {
+        self.record(self.uploads.record(lease), lease).await
+    }
+
+    /// Writes `row` as the session's (see [`advance`](Self::advance)).
+    async fn record(&self, row: UploadRecord, lease: &Lease) -> Result<()> {
+        match self.meta.advance_upload(row).await {
             Err(crate::meta::Error::Conflict(Conflict::UploadGone)) => {
                 self.uploads.evict(&lease.session);
                 Err(Error::UnknownUpload(lease.session.id.clone()))
@@ -154,6 +307,7 @@ impl UploadWriter<'_> {
         lease: &mut Lease,
         out: &mut Appender,
         src: &mut S,
+        mut parts: Option<&mut Pump>,
     ) -> Result<(), AppendError<S::Error>> {
         let mut hasher = lease.hasher.take();
         let mut hashing: Option<Hashing> = None;
@@ -189,6 +343,12 @@ impl UploadWriter<'_> {
             if let Err(e) = write_after(lease, out, &mut writing, hashed).await {
                 buf.give();
                 break Err(e.into());
+            }
+            if let Some(p) = parts.as_deref_mut() {
+                if let Err(e) = self.pump(p, lease, false).await {
+                    buf.give();
+                    break Err(e.into());
+                }
             }
             if let Err(e) = read {
                 // What was read of this buffer is not written: the hash would not match the file.
@@ -264,6 +424,9 @@ impl UploadWriter<'_> {
     /// when a later step fails (a full disk) the session keeps its bytes and the completion
     /// can be retried. Returns the size.
     pub async fn complete(&self, lease: &mut Lease, expected: &Digest) -> Result<u64> {
+        if let Some(staging) = self.staging_of(lease) {
+            return self.complete_staged(staging, lease, expected).await;
+        }
         let session: Arc<Session> = lease.session.clone();
         let path = session.data_path();
         let file = monoio::fs::File::open(&path)
@@ -299,6 +462,129 @@ impl UploadWriter<'_> {
         self.meta.link_blob(&session.repo, expected, size).await?;
         self.uploads.discard(self.pool, self.meta, &session).await?;
         Ok(size)
+    }
+}
+
+impl UploadWriter<'_> {
+    /// [`complete`](Self::complete) for a staged session: verified by the running hash (or,
+    /// when it was lost or the digest is not sha256, by hashing the assembled object as it is
+    /// read back), then made the blob by the backend; the local tier is filled by the first
+    /// pull. A refused digest leaves nothing at the blob's key and removes the session; a
+    /// failure of the backend leaves the session for a retry (an assembly that went through
+    /// is found again).
+    async fn complete_staged(
+        &self,
+        staging: Arc<dyn UploadStaging>,
+        lease: &mut Lease,
+        expected: &Digest,
+    ) -> Result<u64> {
+        let staged = lease.staged.clone().unwrap_or_default();
+        let (id, size, end) = (lease.session.id.clone(), lease.offset, staged.parts_end());
+        let spool = lease.session.data_path();
+        // A copy: the lease keeps its state should the backend fail below.
+        let known = lease
+            .hasher
+            .as_ref()
+            .filter(|h| h.algorithm() == expected.algorithm())
+            .and_then(|h| Hasher::restore(&h.save()))
+            .map(Hasher::finish);
+        if let Some(actual) = &known {
+            self.refuse_unless(lease, expected, actual).await?;
+        }
+        if staged.parts.is_empty() {
+            if known.is_none() {
+                let (p, algorithm) = (spool.clone(), expected.algorithm());
+                let actual = self
+                    .pool
+                    .run(move || hash_file(&p, algorithm))
+                    .await?
+                    .map_err(|e| Error::io("hashing upload data", e))?;
+                self.refuse_unless(lease, expected, &actual).await?;
+            }
+            staging.publish_file(&spool, expected).await?;
+        } else {
+            let upload = staged
+                .upload
+                .as_deref()
+                .ok_or_else(|| Error::Corrupt("a staged upload without its id".into()))?;
+            let etags: Vec<String> = staged.parts.iter().map(|(e, _)| e.clone()).collect();
+            let last = (size > end).then_some((spool.as_path(), end..size));
+            staging.assemble(&id, upload, &etags, last, size).await?;
+            if known.is_none() {
+                let mut h = Hasher::new(expected.algorithm());
+                let mut chunks = staging.read_assembled(&id, size).await?;
+                while let Some(piece) = chunks.next().await? {
+                    h.update(&piece);
+                }
+                drop(chunks);
+                if let Some(st) = lease.staged.as_mut() {
+                    st.upload = None;
+                }
+                self.refuse_unless(lease, expected, &h.finish()).await?;
+            }
+            staging.publish(&id, expected, size).await?;
+            // Completed: there is no multipart upload left to abort.
+            if let Some(st) = lease.staged.as_mut() {
+                st.upload = None;
+            }
+        }
+        self.meta
+            .link_blob(&lease.session.repo, expected, size)
+            .await?;
+        self.uploads
+            .discard_leased(self.pool, self.meta, lease)
+            .await?;
+        Ok(size)
+    }
+
+    /// A digest that is not the one expected ends the session (nothing reaches the blob's
+    /// key).
+    async fn refuse_unless(&self, lease: &Lease, expected: &Digest, actual: &Digest) -> Result<()> {
+        if actual == expected {
+            return Ok(());
+        }
+        self.uploads
+            .discard_leased(self.pool, self.meta, lease)
+            .await?;
+        Err(Error::DigestMismatch {
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        })
+    }
+}
+
+/// The parts of one staged request (see [`UploadWriter::pump`]).
+struct Pump {
+    staging: Arc<dyn UploadStaging>,
+    /// The row as the request found it (and as it stays if the request fails).
+    acked: UploadRecord,
+    /// The parts so far, this request's included.
+    staged: Staged,
+    /// The part going up: its upload and its length.
+    inflight: Option<(JoinHandle<Result<String>>, u64)>,
+}
+
+/// Deallocates bytes `at..at + len` of the file, its length unchanged.
+fn punch_hole(path: &Path, at: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let (at, len) = (
+        i64::try_from(at).unwrap_or(i64::MAX),
+        i64::try_from(len).unwrap_or(i64::MAX),
+    );
+    // SAFETY: fallocate on a descriptor this function owns; no memory is passed.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            at,
+            len,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -343,35 +629,33 @@ async fn settle(lease: &mut Lease, write: PendingWrite) -> Result<()> {
     Ok(())
 }
 
+/// Bytes from memory, handed out in whatever pieces the writer asks for (tests' bodies).
+#[cfg(test)]
+pub(crate) struct Bytes<'a>(pub &'a [u8]);
+
+#[cfg(test)]
+impl ByteSource for Bytes<'_> {
+    type Error = Error;
+
+    async fn read_into(&mut self, mut buf: AlignedBuf, max: usize) -> (Result<usize>, AlignedBuf) {
+        use crate::buf::FillBuf;
+        let n = max.min(buf.room()).min(self.0.len());
+        buf.extend_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        (Ok(n), buf)
+    }
+
+    fn is_done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buf::FillBuf;
     use crate::meta::UploadRecord;
     use std::path::Path;
     use std::time::Duration;
-
-    /// Bytes from memory, handed out in whatever pieces the writer asks for.
-    struct Bytes<'a>(&'a [u8]);
-
-    impl ByteSource for Bytes<'_> {
-        type Error = Error;
-
-        async fn read_into(
-            &mut self,
-            mut buf: AlignedBuf,
-            max: usize,
-        ) -> (Result<usize>, AlignedBuf) {
-            let n = max.min(buf.room()).min(self.0.len());
-            buf.extend_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            (Ok(n), buf)
-        }
-
-        fn is_done(&self) -> bool {
-            self.0.is_empty()
-        }
-    }
 
     struct Stores {
         _root: tempfile::TempDir,

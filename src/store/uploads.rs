@@ -21,7 +21,16 @@
 //! sha256 and puts them back when the request ends, however it ends. When the state is missing
 //! or unusable, the offset is the data file's length and the hash is recomputed from the file
 //! when the upload completes.
+//!
+//! With a remote backend that stages sessions ([`UploadStaging`], S3), the session's bytes are
+//! not on any one node: they are the parts of a multipart upload plus a tail object, which the
+//! row names ([`Staged`]), and the local data file is only a spool holding the bytes not yet
+//! in a part. Nodes share no disk then, so the row, not the file, says whether a cached writer
+//! is current: every request reads it (one metadata round trip), and a writer whose offset or
+//! staged state differs from the row's is replaced by one restored from the row, whose spool
+//! is refilled from the tail object under the lease. A restart trusts no spool at all.
 
+use super::backend::UploadStaging;
 use super::error::{Error, Result};
 use crate::blocking::Pool;
 use crate::meta::{now_millis, Meta, UploadRecord};
@@ -61,6 +70,54 @@ struct State {
     hasher: Option<Hasher>,
     busy: bool,
     expires: i64,
+    /// Where the bytes stand in the remote backend; None on a deployment without staging.
+    staged: Option<Staged>,
+    /// Whether the local spool holds the bytes after the last part (staged sessions only).
+    spool_ready: bool,
+}
+
+/// A staged session's bytes in the remote backend, as its row records them (JSON in the
+/// row's `remote` column): the multipart upload, its parts so far, and the tail object with
+/// the bytes after them. The bytes of every part and the tail were acknowledged by the
+/// backend before the row named them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Staged {
+    /// The multipart upload's id, once the first part was ready; recorded before any part
+    /// goes up, so that cancel and expiry can always abort it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+    /// ETag and length of each part, in part order (part numbers from 1).
+    #[serde(default)]
+    pub parts: Vec<(String, u64)>,
+    /// The tail object's ETag: the bytes from [`parts_end`](Self::parts_end) to the offset;
+    /// None when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<String>,
+}
+
+impl Staged {
+    /// Bytes the parts cover.
+    pub fn parts_end(&self) -> u64 {
+        self.parts.iter().map(|(_, len)| len).sum()
+    }
+
+    /// The row's text. Deterministic, so that two states compare as their texts do.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A row's text; None when absent or unreadable.
+    pub fn parse(text: Option<&str>) -> Option<Staged> {
+        serde_json::from_str(text?).ok()
+    }
+}
+
+/// Bytes in part `number` (from 1): S3's 5 MiB minimum, growing by 5 MiB every `per_step`
+/// parts, so that 10,000 parts of the default step (1,000) cover 268 GiB while a session's
+/// spool holds at most about two parts. Pure.
+pub fn part_len(number: usize, per_step: usize) -> u64 {
+    const STEP: u64 = 5 * 1024 * 1024;
+    STEP * (1 + (number.saturating_sub(1) / per_step.max(1)) as u64)
 }
 
 pub struct Session {
@@ -95,8 +152,25 @@ impl Session {
                 hasher,
                 busy: false,
                 expires,
+                staged: Staged::parse(r.remote.as_deref()),
+                spool_ready: false,
             }),
         }
+    }
+
+    /// Whether this writer stands where `row` says (staged sessions: the row decides).
+    fn matches(&self, row: &UploadRecord) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.offset == row.offset && state.staged.as_ref().map(Staged::to_text) == row.remote
+    }
+
+    fn busy(&self) -> bool {
+        self.state.lock().map(|s| s.busy).unwrap_or(true)
+    }
+
+    /// The staged state as last released by a request.
+    fn staged(&self) -> Option<Staged> {
+        self.state.lock().ok().and_then(|s| s.staged.clone())
     }
 
     pub fn data_path(&self) -> PathBuf {
@@ -126,6 +200,11 @@ pub struct Uploads {
     dir: PathBuf,
     expiry: Duration,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Where resumable sessions keep their bytes when the blobs are remote; None: on this
+    /// machine's disk.
+    staging: Option<Arc<dyn UploadStaging>>,
+    /// Parts per step of the part size ([`part_len`]).
+    parts_per_step: usize,
 }
 
 /// Exclusive use of a session for one request.
@@ -133,6 +212,10 @@ pub struct Lease {
     pub session: Arc<Session>,
     pub offset: u64,
     pub hasher: Option<Hasher>,
+    /// The session's bytes in the remote backend (staged sessions).
+    pub staged: Option<Staged>,
+    /// Whether the local spool holds the bytes after the last part (staged sessions).
+    pub spool_ready: bool,
     expiry_ms: i64,
 }
 
@@ -141,6 +224,8 @@ impl Drop for Lease {
         if let Ok(mut s) = self.session.state.lock() {
             s.offset = self.offset;
             s.hasher = self.hasher.take();
+            s.staged = self.staged.take();
+            s.spool_ready = self.spool_ready;
             s.busy = false;
             s.expires = now_millis() + self.expiry_ms;
         }
@@ -153,7 +238,32 @@ impl Uploads {
             dir,
             expiry,
             sessions: Mutex::new(HashMap::new()),
+            staging: None,
+            parts_per_step: 1000,
         }
+    }
+
+    /// Resumable sessions keep their bytes in `staging` (the remote blob backend's, see
+    /// [`BlobStore::upload_staging`](super::blobs::BlobStore::upload_staging)) when given.
+    pub fn with_staging(self, staging: Option<Arc<dyn UploadStaging>>) -> Uploads {
+        Uploads { staging, ..self }
+    }
+
+    /// Parts per step of the part size (tests use small steps to see parts grow).
+    pub fn with_parts_per_step(self, parts_per_step: usize) -> Uploads {
+        Uploads {
+            parts_per_step,
+            ..self
+        }
+    }
+
+    pub fn staging(&self) -> Option<&Arc<dyn UploadStaging>> {
+        self.staging.as_ref()
+    }
+
+    /// Bytes in part `number` of a staged session.
+    pub fn part_len(&self, number: usize) -> u64 {
+        part_len(number, self.parts_per_step)
     }
 
     fn expiry_ms(&self) -> i64 {
@@ -168,8 +278,15 @@ impl Uploads {
     /// returns the ids of rows without data (crash leftovers, for the caller to delete).
     /// Changes nothing on disk (read-only mode calls it too). Runs before any event loop
     /// starts, so plain blocking calls are fine here.
+    ///
+    /// With staging, every session lives in the remote backend and its row, not here: none is
+    /// dead for lack of local data, and no spool is trusted after a restart (each is refilled
+    /// from its row when a request comes), so nothing is restored.
     pub fn restore(&self, records: Vec<UploadRecord>) -> Vec<String> {
         let mut dead_rows = Vec::new();
+        if self.staging.is_some() {
+            return dead_rows;
+        }
         let now = now_millis();
         for r in records {
             let dir = self.dir.join(&r.id);
@@ -219,6 +336,7 @@ impl Uploads {
             offset: lease.offset,
             hash_state: lease.hasher.as_ref().map(Hasher::save),
             owner: lease.session.owner.clone(),
+            remote: lease.staged.as_ref().map(Staged::to_text),
         }
     }
 
@@ -246,6 +364,7 @@ impl Uploads {
         .await?
         .map_err(|e| Error::io("creating upload session", e))?;
         let started = now_millis();
+        let staged = (persist && self.staging.is_some()).then(Staged::default);
         if persist {
             let row = meta
                 .put_upload(UploadRecord {
@@ -256,6 +375,7 @@ impl Uploads {
                     offset: 0,
                     hash_state: Some(Hasher::new(Algorithm::Sha256).save()),
                     owner: owner.map(str::to_owned),
+                    remote: staged.as_ref().map(Staged::to_text),
                 })
                 .await;
             if let Err(e) = row {
@@ -276,6 +396,8 @@ impl Uploads {
                 hasher: Some(Hasher::new(Algorithm::Sha256)),
                 busy: false,
                 expires: started + self.expiry_ms(),
+                staged,
+                spool_ready: true,
             }),
         });
         if persist {
@@ -299,6 +421,9 @@ impl Uploads {
     ) -> Result<Arc<Session>> {
         if !valid_id(id) {
             return Err(unknown(id));
+        }
+        if self.staging.is_some() {
+            return self.find_staged(meta, repo, caller, id).await;
         }
         if let Some(s) = self.table().get(id) {
             return if s.visible(repo, caller) {
@@ -332,6 +457,86 @@ impl Uploads {
             .clone())
     }
 
+    /// [`find`](Self::find) for staged sessions: the row first, every time (see the module
+    /// doc); the cached writer when it stands where the row says (or a request here is using
+    /// it), else one restored from the row, its spool to be refilled under the lease.
+    async fn find_staged(
+        &self,
+        meta: &Meta,
+        repo: &str,
+        caller: Option<&str>,
+        id: &str,
+    ) -> Result<Arc<Session>> {
+        let row = match meta.upload(id).await? {
+            Some(row) if visible(&row.repository, row.owner.as_deref(), repo, caller) => row,
+            _ => {
+                self.forget(id);
+                return Err(unknown(id));
+            }
+        };
+        if row.remote.is_none() && row.offset > 0 {
+            // Written by a node that kept the bytes on its own disk: not reachable from here.
+            return Err(unknown(id));
+        }
+        let mut table = self.table();
+        if let Some(s) = table.get(id) {
+            if s.busy() || s.matches(&row) {
+                return Ok(s.clone());
+            }
+        }
+        let hasher = row
+            .hash_state
+            .as_deref()
+            .and_then(Hasher::restore)
+            .filter(|h| h.bytes_hashed() == row.offset);
+        let mut session = Session::from_row(
+            self.dir.join(id),
+            &row,
+            (row.offset, hasher),
+            now_millis() + self.expiry_ms(),
+        );
+        if let Ok(state) = session.state.get_mut() {
+            state.staged.get_or_insert_with(Staged::default);
+        }
+        let session = Arc::new(session);
+        table.insert(row.id, session.clone());
+        Ok(session)
+    }
+
+    /// Makes the leased staged session's spool hold the bytes after its last part: as it is
+    /// when this node wrote them, else recreated (sparse up to the parts' end) and filled from
+    /// the tail object the row names.
+    async fn ready_spool(&self, pool: &Pool, lease: &mut Lease) -> Result<()> {
+        let Some(staging) = self.staging.clone() else {
+            return Ok(());
+        };
+        if lease.spool_ready && on_disk(&lease.session, lease.offset).await {
+            return Ok(());
+        }
+        lease.spool_ready = false;
+        let staged = lease.staged.clone().unwrap_or_default();
+        let end = staged.parts_end();
+        let (dir, data) = (lease.session.dir.clone(), lease.session.data_path());
+        pool.run(move || -> io::Result<()> {
+            fs::create_dir_all(&dir)?;
+            fs::File::create(&data)?.set_len(end)
+        })
+        .await?
+        .map_err(|e| Error::io("making an upload spool", e))?;
+        if lease.offset > end {
+            let etag = staged
+                .tail
+                .as_deref()
+                .ok_or_else(|| Error::Corrupt("an upload session's row names no tail".into()))?;
+            let data = lease.session.data_path();
+            staging
+                .get_tail(&lease.session.id, etag, lease.offset - end, &data, end)
+                .await?;
+        }
+        lease.spool_ready = true;
+        Ok(())
+    }
+
     /// [`find`](Self::find), then [`lease`](Self::lease), with the cached writer checked
     /// against the data file first: when another node went on with the session (the file is
     /// longer) or finished it (the file is gone), the cache entry is dropped and the session
@@ -346,6 +551,11 @@ impl Uploads {
         id: &str,
     ) -> Result<Lease> {
         let lease = self.lease(self.find(pool, meta, repo, caller, id).await?)?;
+        if self.staging.is_some() {
+            let mut lease = lease;
+            self.ready_spool(pool, &mut lease).await?;
+            return Ok(lease);
+        }
         if on_disk(&lease.session, lease.offset).await {
             return Ok(lease);
         }
@@ -373,6 +583,10 @@ impl Uploads {
         id: &str,
     ) -> Result<Arc<Session>> {
         let session = self.find(pool, meta, repo, caller, id).await?;
+        if self.staging.is_some() {
+            // Found through the row: current, or in use by a request here.
+            return Ok(session);
+        }
         let (busy, offset) = {
             let state = session.state.lock().unwrap_or_else(|p| p.into_inner());
             (state.busy, state.offset)
@@ -409,11 +623,15 @@ impl Uploads {
         s.busy = true;
         let offset = s.offset;
         let hasher = s.hasher.take();
+        let staged = s.staged.clone();
+        let spool_ready = s.spool_ready;
         drop(s);
         Ok(Lease {
             session,
             offset,
             hasher,
+            staged,
+            spool_ready,
             expiry_ms: self.expiry_ms(),
         })
     }
@@ -468,8 +686,33 @@ impl Uploads {
         expired
     }
 
-    /// Removes a finished or abandoned session's files and metadata row.
+    /// Removes a finished or abandoned session's files and metadata row, and (staged) what
+    /// the remote backend holds of it, first: a failure there leaves the row for expiry.
     pub async fn discard(&self, pool: &Pool, meta: &Meta, session: &Session) -> Result<()> {
+        self.discard_staged(pool, meta, session, session.staged())
+            .await
+    }
+
+    /// [`discard`](Self::discard) of the leased session, whose request may have started its
+    /// multipart upload.
+    pub async fn discard_leased(&self, pool: &Pool, meta: &Meta, lease: &Lease) -> Result<()> {
+        let staged = lease.staged.clone().or_else(|| lease.session.staged());
+        self.discard_staged(pool, meta, &lease.session, staged)
+            .await
+    }
+
+    async fn discard_staged(
+        &self,
+        pool: &Pool,
+        meta: &Meta,
+        session: &Session,
+        staged: Option<Staged>,
+    ) -> Result<()> {
+        if let (Some(staging), Some(staged)) = (&self.staging, &staged) {
+            staging
+                .discard(&session.id, staged.upload.as_deref())
+                .await?;
+        }
         self.forget(&session.id);
         let dir = session.dir.clone();
         pool.run(move || remove_session_dir(&dir))
@@ -484,6 +727,11 @@ impl Uploads {
     /// [`Uploads::discard`] for a thread that may block (a background job's). The error says
     /// what failed, never the session id (it is the secret in the upload URL).
     pub fn discard_blocking(&self, meta: &Meta, session: &Session) -> Result<(), String> {
+        if let (Some(staging), Some(staged)) = (&self.staging, session.staged()) {
+            staging
+                .discard_blocking(&session.id, staged.upload.as_deref())
+                .map_err(|e| format!("removing it from the remote backend: {e}"))?;
+        }
         self.forget(&session.id);
         remove_session_dir(&session.dir).map_err(|e| format!("removing its files: {e}"))?;
         if session.persisted {

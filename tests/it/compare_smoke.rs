@@ -82,6 +82,7 @@ fn compare_smoke_run_completes_with_every_figure() {
         &["s3", "manifest", "pg_requests_per_s"],
         &["s3", "manifest", "sqlite_requests_per_s"],
         &["s3", "push", "RYS1"],
+        &["s3", "push", "RYM"],
         &["s3", "push", "DISTS"],
         &["s3", "push", "boto3"],
         &["s3", "huge", "pull_mb_per_s"],

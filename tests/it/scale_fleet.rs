@@ -182,7 +182,7 @@ fn docker_skopeo_and_podman_through_a_round_robin_balancer_with_auth() {
 
     // skopeo pushes an OCI layout, podman pulls it, both with credentials.
     let layout = crate::clients_auth::busybox_layout();
-    let want = crate::clients_auth::layout_digest(&layout, "latest");
+    let want = crate::clients_auth::layout_digest(&layout, "1");
     let tmp = tempfile::tempdir().unwrap();
     let skopeo = |args: &[&str]| {
         let (ok, out, err) = skopeo_in(tmp.path(), args);
@@ -194,7 +194,7 @@ fn docker_skopeo_and_podman_through_a_round_robin_balancer_with_auth() {
         "--dest-tls-verify=false",
         "--dest-creds",
         "admin:fleet-secret",
-        &format!("oci:{}:latest", layout.display()),
+        &format!("oci:{}:1", layout.display()),
         &format!("docker://{host}/fleet/busybox:1"),
     ]);
     let raw = skopeo(&[

@@ -430,18 +430,18 @@ fn db_status_and_migrate() {
     assert!(out.contains("postgres:***@127.0.0.1"), "{out}");
     let (status, out, err) = run(&["db", "migrate", "--config", c], &[], home);
     assert!(status.success(), "{out}{err}");
-    assert!(out.contains(": schema version 1"), "{out}");
+    assert!(out.contains(": schema version 2"), "{out}");
     let (status, out, err) = run(&["db", "status", "--config", c], &[], home);
     assert!(status.success(), "{out}{err}");
     assert!(
-        out.contains("schema version 1; this binary knows version 1; up to date"),
+        out.contains("schema version 2; this binary knows version 2; up to date"),
         "{out}"
     );
     assert_no_secret("db commands", &format!("{out}{err}"));
     // Again: nothing to do, same answer.
     let (status, out, _) = run(&["db", "migrate", "--config", c], &[], home);
     assert!(
-        status.success() && out.contains(": schema version 1"),
+        status.success() && out.contains(": schema version 2"),
         "{out}"
     );
 
@@ -580,7 +580,6 @@ fn three_nodes_see_each_others_writes_at_once() {
 /// One push whose requests go to every node in turn, as behind a load balancer without
 /// sticky sessions: the session must live in S3 and the database, not in one node.
 #[test]
-#[ignore = "needs shared upload sessions (sessions branch)"]
 fn a_push_alternating_between_nodes_completes() {
     let cl = cluster("alternate");
     let mut c: Vec<Client> = cl.nodes.iter().map(Server::client).collect();

@@ -511,7 +511,8 @@ fn unpark(key: &str) -> Option<Stream> {
 }
 
 /// Closes this thread's parked connections: a loop's sockets must not outlive it, and tests
-/// start a loop per case on the same thread (so does the start-up check).
+/// start a loop per case on the same thread (so do the start-up check and a background job's
+/// S3 work).
 pub fn close_idle() {
     IDLE.with(|idle| idle.borrow_mut().clear());
 }
