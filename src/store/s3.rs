@@ -365,18 +365,7 @@ impl S3Backend {
     async fn create_multipart(&self, key: &str) -> Result<Multipart> {
         // Signed here rather than by rusty-s3's CreateMultipartUpload, which sends
         // `?uploads=1`: S3 and s3s-fs ignore the value, moto 5.2.6 answers 500 to it.
-        let url = rusty_s3::signing::sign(
-            &jiff::Timestamp::now(),
-            rusty_s3::Method::Post,
-            self.bucket.object_url(key),
-            self.credentials.key(),
-            self.credentials.secret(),
-            self.credentials.token(),
-            self.bucket.region(),
-            SIGNED_FOR.as_secs(),
-            std::iter::once(("uploads", "")),
-            std::iter::empty(),
-        );
+        let url = self.sign_with(rusty_s3::Method::Post, key, &[("uploads", "")], &[]);
         // Not sent twice: a second upload would be left behind, unknown to anyone.
         let req = Req {
             body: Some(b""),

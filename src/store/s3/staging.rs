@@ -149,8 +149,9 @@ impl S3Backend {
         self.call(&Req::new("GET", "GET", &url)).await
     }
 
-    /// A request signed with extra headers (the copy source), which S3 wants signed.
-    fn sign_with(
+    /// A request on `key` signed with its query and extra headers (a copy source, which S3
+    /// wants signed), which rusty-s3's actions do not cover.
+    pub(super) fn sign_with(
         &self,
         method: rusty_s3::Method,
         key: &str,
