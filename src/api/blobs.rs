@@ -9,6 +9,10 @@ use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Response};
 use crate::oci::digest::Digest;
 
+/// How long a redirect's presigned URL stays valid: long enough for a slow client to start,
+/// short enough that a leaked URL soon stops working.
+const REDIRECT_VALID: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
 pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Result<Response> {
     let digest = Digest::parse(digest)?;
     let unknown = || Error::new(ErrorCode::BlobUnknown).with_detail(digest.as_str());
@@ -43,6 +47,14 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Res
     if req.method == Method::Head {
         resp.body = Body::LengthOnly(end - start);
         return Ok(resp);
+    }
+    if reg.limits.redirect {
+        // The client takes the bytes from S3 itself, its Range with it.
+        if let Some(url) = reg.blobs.presigned_get(&digest, REDIRECT_VALID) {
+            return Ok(Response::new(307)
+                .header("Location", url)
+                .header("Docker-Content-Digest", digest.as_str().to_owned()));
+        }
     }
     let blob = reg
         .blobs

@@ -55,6 +55,8 @@ pub struct Limits {
     pub max_page: usize,
     /// Socket progress timeout while streaming a body.
     pub body_timeout: Duration,
+    /// Blob GETs answered 307 to a presigned URL of the remote backend (`storage.redirect`).
+    pub redirect: bool,
 }
 
 impl Default for Limits {
@@ -65,6 +67,7 @@ impl Default for Limits {
             read_only: false,
             max_page: 10_000,
             body_timeout: Duration::from_secs(60),
+            redirect: false,
         }
     }
 }

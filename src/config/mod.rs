@@ -95,6 +95,10 @@ pub struct Config {
     pub s3_secret_key: Secret,
     /// PEM CA certificates trusted for an `https` endpoint besides the system's.
     pub s3_ca_file: Option<PathBuf>,
+    /// Where clients reach S3, for presigned URLs; empty: `s3_endpoint`.
+    pub s3_public_endpoint: String,
+    /// Blob GETs redirected to presigned URLs (S3 only).
+    pub redirect: bool,
     /// `none` or `redis`.
     pub cache_type: String,
     pub redis_url: Secret,
@@ -199,6 +203,8 @@ impl Default for Config {
             token_refresh_expiry: Duration::from_secs(30 * 24 * 3600),
             token_key: None,
             s3_ca_file: None,
+            s3_public_endpoint: String::new(),
+            redirect: false,
             token_external: Vec::new(),
         }
     }

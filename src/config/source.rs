@@ -168,6 +168,13 @@ fn scale_out_disagreements(cfg: &Config) -> Vec<(&'static [&'static str], String
             "storage.cache.type redis needs storage.cache.redis_url (redis://HOST:PORT)".into(),
         ));
     }
+    if cfg.redirect && !cfg.s3() {
+        out.push((
+            &["storage.redirect"],
+            "storage.redirect sends clients to presigned S3 URLs: it needs storage.backend s3"
+                .into(),
+        ));
+    }
     if cfg.cache_type == "redis" && cfg.database().is_none() {
         out.push((
             &["storage.cache.type"],
@@ -348,6 +355,8 @@ mod tests {
         ])
         .unwrap_err();
         assert!(errs[0].to_string().contains("database.url"), "{errs:?}");
+        let errs = resolve([at(file(2), "storage.redirect", "true")]).unwrap_err();
+        assert!(errs[0].to_string().contains("storage.backend s3"), "{errs:?}");
     }
 
     #[test]

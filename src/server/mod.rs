@@ -205,6 +205,8 @@ fn open_s3(cfg: &Config) -> Result<S3Backend, String> {
         timeouts: Default::default(),
         retry: Default::default(),
         ca_file: cfg.s3_ca_file.clone(),
+        public_endpoint: (!cfg.s3_public_endpoint.is_empty())
+            .then(|| cfg.s3_public_endpoint.clone()),
     };
     let backend = S3Backend::new(&s3)?;
     backend.check_now()?;
@@ -339,6 +341,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         limits: Limits {
             max_manifest_bytes: cfg.max_manifest_bytes,
             delete_enabled: cfg.delete_enabled,
+            redirect: cfg.redirect,
             read_only: cfg.read_only,
             body_timeout: cfg.body_timeout,
             ..Limits::default()

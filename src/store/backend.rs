@@ -58,6 +58,13 @@ pub trait BlobBackend: Send + Sync {
     fn upload_staging(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn UploadStaging>> {
         None
     }
+
+    /// A URL where a client may GET the blob itself for `valid` (a presigned S3 URL), so that
+    /// its bytes need not pass through this node; None (the default) when the backend has no
+    /// such thing.
+    fn presigned_get(&self, _digest: &Digest, _valid: std::time::Duration) -> Option<String> {
+        None
+    }
 }
 
 /// Upload sessions whose bytes live in a remote backend, so that any node continues any

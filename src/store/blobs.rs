@@ -165,6 +165,12 @@ impl BlobStore {
         self.tier.staging_dir()
     }
 
+    /// A URL where the client may fetch the blob from the remote backend itself, valid for
+    /// `valid`; None when the backend has none (the filesystem deployment).
+    pub fn presigned_get(&self, digest: &Digest, valid: std::time::Duration) -> Option<String> {
+        self.remote.as_ref()?.backend.presigned_get(digest, valid)
+    }
+
     /// The cache tier's figures for `/metrics`; `None` on the filesystem deployment.
     pub fn cache_figures(&self) -> Option<CacheFigures> {
         self.remote.as_ref().map(|r| r.lru.figures())

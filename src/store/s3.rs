@@ -81,10 +81,15 @@ pub struct S3Config {
     /// PEM CA certificates trusted for an `https` endpoint next to the system's
     /// (`storage.s3.ca_file`): a private S3 service's own CA.
     pub ca_file: Option<PathBuf>,
+    /// Where clients reach S3 when it differs from `endpoint` (presigned URLs are signed for
+    /// the host they are sent to); None: `endpoint`.
+    pub public_endpoint: Option<String>,
 }
 
 pub struct S3Backend {
     bucket: Bucket,
+    /// The bucket as clients reach it (`public_endpoint`), for presigned URLs.
+    public: Bucket,
     /// Where requests go: addresses looked up per new connection, TLS, timeouts.
     endpoint: Endpoint,
     credentials: Credentials,
@@ -153,10 +158,20 @@ impl S3Backend {
             config.region.clone(),
         )
         .map_err(|e| format!("S3 bucket {:?}: {e}", config.bucket))?;
+        let public = match &config.public_endpoint {
+            Some(url) => {
+                let url =
+                    Url::parse(url).map_err(|e| format!("S3 public endpoint {url:?}: {e}"))?;
+                Bucket::new(url, style, config.bucket.clone(), config.region.clone())
+                    .map_err(|e| format!("S3 bucket {:?}: {e}", config.bucket))?
+            }
+            None => bucket.clone(),
+        };
         // The host requests go to: the bucket's own name with virtual-host style.
         let endpoint = Endpoint::new(bucket.base_url(), tls, config.timeouts)?;
         Ok(S3Backend {
             bucket,
+            public,
             endpoint,
             credentials: match &config.session_token {
                 Some(token) => Credentials::new_with_token(
@@ -667,6 +682,14 @@ impl BlobBackend for S3Backend {
         })
     }
 
+    fn presigned_get(&self, digest: &Digest, valid: Duration) -> Option<String> {
+        let url = self
+            .public
+            .get_object(Some(&self.credentials), &self.key(digest))
+            .sign(valid);
+        Some(url.to_string())
+    }
+
     fn upload_staging(
         self: std::sync::Arc<Self>,
     ) -> Option<std::sync::Arc<dyn super::backend::UploadStaging>> {
@@ -766,6 +789,7 @@ mod tests {
             timeouts: Timeouts::default(),
             retry: Retry::default(),
             ca_file: None,
+            public_endpoint: None,
         })
         .unwrap()
     }

@@ -109,6 +109,7 @@ impl S3Server {
             timeouts: crate::store::s3::Timeouts::default(),
             retry: crate::store::s3::Retry::default(),
             ca_file: None,
+            public_endpoint: None,
         }
     }
 

@@ -260,3 +260,60 @@ fn docker_skopeo_and_podman_through_a_round_robin_balancer_with_auth() {
         assert!(!log.contains("fleet-secret"), "a password in a log:\n{log}");
     }
 }
+
+/// `storage.redirect`: a blob GET is answered 307 to a presigned S3 URL that gives the bytes
+/// (whole, and a range of them) without the node; HEAD and manifests are answered by the node.
+#[test]
+fn blob_gets_redirect_to_presigned_s3_urls() {
+    require_tool("curl");
+    let sv = Services::start("redirect");
+    let config = sv.config("redirect.yaml", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("storage:\n", "storage:\n  redirect: true\n", 1),
+    )
+    .unwrap();
+    let node = sv.node(&config, &sv.root("node"));
+    let mut c = node.client();
+    let layer = generated(77, 2 * 1024 * 1024 + 9);
+    let (_, manifest) = push_image(&mut c, "redir/app", "v1", &[&layer]);
+    let digest = sha256_digest(&layer);
+    let path = format!("/v2/redir/app/blobs/{digest}");
+
+    let r = c.head(&path);
+    assert_status(&r, 200);
+    let r = c.get(&path);
+    assert_status(&r, 307);
+    assert_eq!(r.header("Docker-Content-Digest"), Some(digest.as_str()));
+    let url = must_header(&r, "location").to_string();
+    assert!(
+        url.contains("X-Amz-Signature=") && !url.contains(&node.addr.to_string()),
+        "a presigned S3 URL: {url}"
+    );
+    let fetch = |range: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "--fail"]);
+        if let Some(r) = range {
+            cmd.args(["-H", &format!("Range: bytes={r}")]);
+        }
+        let out = cmd.arg(&url).output().expect("curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert!(fetch(None) == layer, "the presigned URL gives the blob");
+    assert!(
+        fetch(Some("10-1033")) == layer[10..1034],
+        "and a range of it"
+    );
+    // An unknown blob is still the registry's 404, and manifests are served by the node.
+    let r = c.get(&format!("/v2/redir/app/blobs/{}", sha256_digest(b"absent")));
+    assert_status(&r, 404);
+    let r = c.get("/v2/redir/app/manifests/v1");
+    assert_status(&r, 200);
+    assert!(r.body == manifest);
+}

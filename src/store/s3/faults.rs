@@ -502,6 +502,7 @@ fn https_endpoints_are_verified_against_the_configured_ca() {
     // Without the CA, the system's roots do not vouch for the test's server.
     let untrusted = S3Backend::new(&S3Config {
         ca_file: None,
+        public_endpoint: None,
         ..config.clone()
     })
     .unwrap();
