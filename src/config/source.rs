@@ -356,7 +356,10 @@ mod tests {
         .unwrap_err();
         assert!(errs[0].to_string().contains("database.url"), "{errs:?}");
         let errs = resolve([at(file(2), "storage.redirect", "true")]).unwrap_err();
-        assert!(errs[0].to_string().contains("storage.backend s3"), "{errs:?}");
+        assert!(
+            errs[0].to_string().contains("storage.backend s3"),
+            "{errs:?}"
+        );
     }
 
     #[test]
