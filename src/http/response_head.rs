@@ -30,6 +30,9 @@ pub struct ResponseHead {
     /// Names lower-cased, values trimmed.
     pub headers: Vec<(String, String)>,
     pub body: BodyKind,
+    /// The Content-Length header, checked (digits, every copy agreeing), also where no body
+    /// follows: a HEAD answer's is the size of what a GET would send.
+    pub content_length: Option<u64>,
     /// False when the server said `Connection: close`, spoke HTTP/1.0 without keep-alive, or
     /// delimits the body by closing.
     pub keep_alive: bool,
@@ -148,6 +151,7 @@ pub fn parse_response_head(
         status,
         headers,
         body,
+        content_length: length,
         keep_alive,
     };
     Ok(Some((head, n)))

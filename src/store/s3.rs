@@ -293,8 +293,7 @@ impl S3Backend {
             .head_object(Some(&self.credentials), &key)
             .sign(SIGNED_FOR);
         let (head, _) = self.call_for_body("HEAD", "HEAD", &url, None).await?;
-        head.header("content-length")
-            .and_then(|v| v.parse().ok())
+        head.content_length
             .ok_or_else(|| Error::Io(format!("S3 HEAD {key}: no content-length")))
     }
 
@@ -606,7 +605,7 @@ impl BlobBackend for S3Backend {
             };
             let (head, ex) = self.call(&req).await?;
             let want = range.end - range.start;
-            let got: Option<u64> = head.header("content-length").and_then(|v| v.parse().ok());
+            let got: Option<u64> = head.content_length;
             let whole_object_for_a_prefix = head.status == 200 && range.start == 0;
             if got != Some(want) && !(whole_object_for_a_prefix && got.is_some_and(|g| g >= want)) {
                 return Err(Error::Io(format!(

@@ -123,7 +123,7 @@ impl S3Backend {
             .head_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
         match self.call_for_body("HEAD", "HEAD", &url, None).await {
-            Ok((head, _)) => Ok(head.header("content-length").and_then(|v| v.parse().ok())),
+            Ok((head, _)) => Ok(head.content_length),
             Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -366,7 +366,7 @@ impl UploadStaging for S3Backend {
     ) -> Fut<'a, ()> {
         Box::pin(async move {
             let (head, mut ex) = self.get_key(&self.session_key(id, "tail")).await?;
-            let got_len: Option<u64> = head.header("content-length").and_then(|v| v.parse().ok());
+            let got_len: Option<u64> = head.content_length;
             let got_etag = head.header("etag").unwrap_or_default();
             if got_len != Some(len) || !same_etag(got_etag, etag) {
                 return Err(Error::Corrupt(format!(
@@ -419,7 +419,7 @@ impl UploadStaging for S3Backend {
     fn read_assembled<'a>(&'a self, id: &'a str, size: u64) -> Fut<'a, Box<dyn Chunks + 'a>> {
         Box::pin(async move {
             let (head, ex) = self.get_key(&self.session_key(id, "data")).await?;
-            let got: Option<u64> = head.header("content-length").and_then(|v| v.parse().ok());
+            let got: Option<u64> = head.content_length;
             if got != Some(size) {
                 return Err(Error::Corrupt(format!(
                     "an assembled upload reads back as {got:?} bytes, not {size}"
