@@ -8,6 +8,7 @@ use crate::http::range::{content_range, parse_range, unsatisfied_range, ByteRang
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Response};
 use crate::oci::digest::Digest;
+use crate::store::blobs::Served;
 
 /// How long a redirect's presigned URL stays valid: long enough for a slow client to start,
 /// short enough that a leaked URL soon stops working.
@@ -56,18 +57,27 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Res
                 .header("Docker-Content-Digest", digest.as_str().to_owned()));
         }
     }
-    let blob = reg
-        .blobs
-        .get(&digest)
-        .await?
-        .ok_or_else(|| Error::internal("blob file missing", digest.as_str()))?;
-    if blob.len() != size {
-        return Err(Error::internal(
-            "blob file size differs from metadata",
-            digest.as_str(),
-        ));
-    }
-    resp.body = Body::File(blob, start, end);
+    let missing = || Error::internal("blob file missing", digest.as_str());
+    let differs = || Error::internal("blob file size differs from metadata", digest.as_str());
+    // A whole blob may be sent while the cache fetches it; a range waits for the whole file.
+    resp.body = if status == 200 {
+        match reg
+            .blobs
+            .get_streaming(&digest)
+            .await?
+            .ok_or_else(missing)?
+        {
+            Served::File(blob) if blob.len() == size => Body::File(blob, start, end),
+            Served::Growing(blob) if blob.len() == size => Body::Growing(blob, size),
+            _ => return Err(differs()),
+        }
+    } else {
+        let blob = reg.blobs.get(&digest).await?.ok_or_else(missing)?;
+        if blob.len() != size {
+            return Err(differs());
+        }
+        Body::File(blob, start, end)
+    };
     Ok(resp)
 }
 

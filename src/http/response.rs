@@ -8,7 +8,9 @@
 use super::conn::Conn;
 use super::transport::Transport;
 use std::borrow::Cow;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -26,11 +28,23 @@ pub trait FileBody {
     fn bytes(&self) -> io::Result<&[u8]>;
 }
 
+/// A file another task is still writing (a blob being fetched into a cache), sent as its bytes
+/// arrive. The writer may fail after the head went out: the response is then cut short (the
+/// connection closes), which a client reads as a broken body, never as a whole one.
+pub trait GrowingBody {
+    fn file(&self) -> &std::fs::File;
+    /// Resolves once bytes at `at` may be sent, with the end of what may be sent now; an
+    /// error when the writer failed.
+    fn readable(&self, at: u64) -> Pin<Box<dyn Future<Output = io::Result<u64>> + '_>>;
+}
+
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
     /// `[start, end)` of a file; the `Rc` is the caller's own (no allocation to wrap it).
     File(Rc<dyn FileBody>, u64, u64),
+    /// The first `len` bytes of a file being written.
+    Growing(Rc<dyn GrowingBody>, u64),
     /// HEAD of something whose bytes we do not need to touch.
     LengthOnly(u64),
 }
@@ -41,6 +55,7 @@ impl Body {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::File(_, start, end) => end - start,
+            Body::Growing(_, len) => *len,
             Body::LengthOnly(n) => *n,
         }
     }
@@ -200,6 +215,20 @@ pub async fn write_response<T: Transport>(
                 conn.send_file(file.file(), start..end, timeout).await?;
                 return Ok(());
             }
+        }
+        Body::Growing(body, len) => {
+            let head = conn.write_all(head, timeout).await?;
+            conn.return_write_buf(head);
+            let mut at = 0;
+            while at < len {
+                let end = body.readable(at).await?.min(len);
+                if end <= at {
+                    return Err(io::Error::other("a growing body made no progress"));
+                }
+                conn.send_file(body.file(), at..end, timeout).await?;
+                at = end;
+            }
+            return Ok(());
         }
     }
     let head = conn.write_all(head, timeout).await?;

@@ -7,31 +7,40 @@
 //! land in the tier too. The least recently used blobs are evicted when an admission takes the
 //! tier past its bound, never from under a response that is sending them.
 //!
-//! A miss is served once its fill is complete (not streamed while it fills): the response
-//! then is an ordinary file response, `sendfile` and Range included, and the fill's digest
-//! check comes before any byte reaches a client. The cost is the fill's time before the first
-//! byte (measured in the scale-out notes).
+//! A miss on a big blob is sent while its fetch writes it ([`super::fill`]), the blob's last
+//! byte held back until the digest matched; small blobs, ranges and manifests wait for the
+//! fetch to be complete and are then ordinary file responses.
 //!
 //! Open blobs are cached per worker ([`super::open_cache`]), so a hot blob costs no `open` per
 //! request.
 
-use super::backend::{BlobBackend, Chunks, Fut, Whole};
+use super::backend::{BlobBackend, Whole};
 use super::error::{Error, Result};
+use super::fill::{self, Fill, Fills, Growing, Job};
 use super::fs::FsBackend;
-use super::lru::{Entry, Lru};
+use super::lru::{Entry, Lru, FILL_PREFIX};
 use super::open_cache;
 use crate::blocking::Pool;
 use crate::observe::metrics::CacheFigures;
 use crate::oci::digest::Digest;
-use futures_channel::oneshot;
 use memmap2::Mmap;
 use std::cell::OnceCell;
-use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+/// Misses on blobs up to this size wait for their fetch to complete: it takes about as long
+/// as a round trip, and the answer is then an ordinary (inlined, mapped) file response.
+pub const STREAM_FROM: u64 = 1024 * 1024;
+
+/// A blob for a whole-body response.
+pub enum Served {
+    File(Rc<BlobFile>),
+    /// A miss whose fetch is under way: its bytes are sent as they arrive.
+    Growing(Rc<Growing>),
+}
 
 /// A committed blob, open for serving. Large bodies go to the socket by `sendfile` straight
 /// from the page cache (no copy through this process, no pages mapped into it, so a 10 GB
@@ -78,14 +87,6 @@ impl BlobFile {
         Ok(self.map.get_or_init(|| m))
     }
 }
-
-/// What a fetch answers its waiters: the blob's entry, or `None` when the remote does not hold
-/// it.
-type FillAnswer = std::result::Result<Option<Arc<Entry>>, String>;
-
-/// Fetches in progress from the remote backend, by digest: whoever finds one running waits
-/// for its answer instead of starting another.
-type Fills = Mutex<HashMap<Digest, Vec<oneshot::Sender<FillAnswer>>>>;
 
 /// The remote backend under a cache tier, and the cache's index.
 #[derive(Clone)]
@@ -176,11 +177,43 @@ impl BlobStore {
         self.remote.as_ref().map(|r| r.lru.figures())
     }
 
-    /// The blob, open for serving from the tier; `Ok(None)` when no backend holds it.
+    /// The blob, open for serving from the tier; `Ok(None)` when no backend holds it. A miss
+    /// waits for its fetch to be complete (for what needs the whole file: ranges, manifests).
     pub async fn get(&self, digest: &Digest) -> Result<Option<Rc<BlobFile>>> {
         let Some(remote) = &self.remote else {
             return open_local(&self.tier, digest);
         };
+        if let Some(b) = self.cached(remote, digest)? {
+            return Ok(Some(b));
+        }
+        match self.fill(remote, digest).finished().await? {
+            Some(e) => self.open_entry(e),
+            None => Ok(None),
+        }
+    }
+
+    /// The blob for a whole-body response: as [`get`](Self::get), except that a miss on a
+    /// blob larger than [`STREAM_FROM`] is sent while its fetch writes it ([`super::fill`]).
+    pub async fn get_streaming(&self, digest: &Digest) -> Result<Option<Served>> {
+        let Some(remote) = &self.remote else {
+            return Ok(open_local(&self.tier, digest)?.map(Served::File));
+        };
+        if let Some(b) = self.cached(remote, digest)? {
+            return Ok(Some(Served::File(b)));
+        }
+        let fill = self.fill(remote, digest);
+        match fill.started().await? {
+            None => Ok(None),
+            Some(g) if g.len() > STREAM_FROM => Ok(Some(Served::Growing(Rc::new(g)))),
+            Some(_) => match fill.finished().await? {
+                Some(e) => Ok(self.open_entry(e)?.map(Served::File)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The blob from the tier when it holds it (a hit), else counts the miss.
+    fn cached(&self, remote: &Remote, digest: &Digest) -> Result<Option<Rc<BlobFile>>> {
         if let Some(b) = open_cache::get(digest) {
             if let Some(e) = &b.entry {
                 remote.lru.hit(e);
@@ -195,10 +228,22 @@ impl BlobStore {
             remote.lru.forget(&e);
         }
         remote.lru.miss(digest);
-        match self.fill(remote, digest).await? {
-            Some(e) => self.open_entry(e),
-            None => Ok(None),
-        }
+        Ok(None)
+    }
+
+    /// The fetch of `digest` into the tier: the one running, or a new one.
+    fn fill(&self, remote: &Remote, digest: &Digest) -> Arc<Fill> {
+        fill::start(Job {
+            digest: digest.clone(),
+            backend: remote.backend.clone(),
+            lru: remote.lru.clone(),
+            pool: self.pool.clone(),
+            fills: self.fills.clone(),
+            staged: self
+                .staging_dir()
+                .join(format!("{}{}", FILL_PREFIX, super::uploads::new_id())),
+            dest: self.path_of(digest),
+        })
     }
 
     /// Opens a cached entry's file (wherever eviction may have moved it) and keeps it in this
@@ -274,106 +319,6 @@ impl BlobStore {
             .await
             .map_err(|_| Error::Io("admitting a blob: the blocking pool stopped".into()))?
             .map_err(|e| Error::io("admitting a blob", e))
-    }
-
-    /// One fetch per digest at a time: the first caller fetches, later ones wait for it. A
-    /// fetch abandoned midway (its request went away) answers its waiters with an error
-    /// rather than leaving them waiting.
-    async fn fill(&self, remote: &Remote, digest: &Digest) -> Result<Option<Arc<Entry>>> {
-        let waiting = {
-            let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
-            match fills.get_mut(digest) {
-                Some(waiters) => {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
-                    Some(rx)
-                }
-                None => {
-                    fills.insert(digest.clone(), Vec::new());
-                    None
-                }
-            }
-        };
-        if let Some(rx) = waiting {
-            return match rx.await {
-                Ok(Ok(entry)) => Ok(entry),
-                Ok(Err(e)) => Err(Error::Io(e)),
-                Err(_) => Err(Error::Io(
-                    "the fetch this request waited for stopped".into(),
-                )),
-            };
-        }
-        struct Done<'a> {
-            fills: &'a Fills,
-            digest: &'a Digest,
-            answer: FillAnswer,
-        }
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                let waiters = self
-                    .fills
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(self.digest)
-                    .unwrap_or_default();
-                for w in waiters {
-                    let _ = w.send(self.answer.clone());
-                }
-            }
-        }
-        let mut done = Done {
-            fills: &self.fills,
-            digest,
-            answer: Err("the fetch was abandoned".into()),
-        };
-        let result = match self.fetch(remote, digest).await {
-            Err(Error::NotFound) => Ok(None),
-            r => r.map(Some),
-        };
-        done.answer = match &result {
-            Ok(entry) => Ok(entry.clone()),
-            Err(e) => Err(e.to_string()),
-        };
-        result
-    }
-
-    /// Copies the blob from the remote into the tier, checking its size and digest before it
-    /// becomes visible there, and indexes it.
-    async fn fetch(&self, remote: &Remote, digest: &Digest) -> Result<Arc<Entry>> {
-        let size = remote.backend.stat(digest).await?;
-        let chunks = remote.backend.read(digest, 0..size).await?;
-        let mut counted = Counted {
-            inner: chunks,
-            lru: &remote.lru,
-        };
-        match self.tier.put_stream(digest, size, &mut counted).await {
-            Err(Error::DigestMismatch { actual, .. }) => Err(Error::Corrupt(format!(
-                "the backend's {digest} reads back as {actual}"
-            ))),
-            Err(Error::SizeMismatch { actual, .. }) => Err(Error::Corrupt(format!(
-                "the backend's {digest} reads back as {actual} of {size} bytes"
-            ))),
-            r => r,
-        }?;
-        self.admit(remote, digest, Some(size)).await
-    }
-}
-
-/// A remote read that counts its bytes for the cache's metrics.
-struct Counted<'a, 'b> {
-    inner: Box<dyn Chunks + 'a>,
-    lru: &'b Lru,
-}
-
-impl Chunks for Counted<'_, '_> {
-    fn next(&mut self) -> Fut<'_, Option<Vec<u8>>> {
-        Box::pin(async move {
-            let piece = self.inner.next().await?;
-            if let Some(p) = &piece {
-                self.lru.fetched(p.len() as u64);
-            }
-            Ok(piece)
-        })
     }
 }
 
@@ -517,6 +462,7 @@ mod tests {
         let remote = Arc::new(Counting {
             inner: FsBackend::open(remote_dir.path(), pool.clone()).unwrap(),
             reads: Default::default(),
+            gate: Arc::new(AtomicUsize::new(usize::MAX)),
         });
         let store = BlobStore::with_remote(tier_dir.path(), pool, remote.clone(), bound).unwrap();
         Fixture {
@@ -675,6 +621,104 @@ mod tests {
         });
     }
 
+    /// Sends what a growing blob lets out, from `at`, until it is whole or fails; the bytes
+    /// and how it ended.
+    async fn drain(g: &Growing) -> (Vec<u8>, Result<()>) {
+        use std::os::unix::fs::FileExt;
+        let mut out = Vec::new();
+        loop {
+            let at = out.len() as u64;
+            if at == g.len() {
+                return (out, Ok(()));
+            }
+            match g.readable(at).await {
+                Ok(end) => {
+                    let mut buf = vec![0; (end - at) as usize];
+                    g.file().read_exact_at(&mut buf, at).unwrap();
+                    out.extend_from_slice(&buf);
+                }
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+
+    fn growing(served: Option<Served>) -> Rc<Growing> {
+        match served {
+            Some(Served::Growing(g)) => g,
+            Some(Served::File(_)) => panic!("served from a complete file"),
+            None => panic!("not found"),
+        }
+    }
+
+    /// A miss on a big blob is readable while its one fetch runs, by every request that
+    /// missed, up to what the fetch wrote; the last byte waits for the digest.
+    #[test]
+    fn a_miss_is_sent_while_its_fetch_writes_it() {
+        let f = fixture(1 << 30);
+        runtime().block_on(async {
+            let (d, content) = f.remote_blob(3, 3 * 1024 * 1024 + 5).await;
+            f.remote.gate.store(1, Ordering::SeqCst);
+            let first = growing(f.store.get_streaming(&d).await.unwrap());
+            let end = first.readable(0).await.unwrap();
+            assert!(
+                end > 0 && end < content.len() as u64,
+                "one piece out: {end}"
+            );
+            let others = futures_join_all((0..5).map(|_| f.store.get_streaming(&d))).await;
+            let others: Vec<_> = others.into_iter().map(|s| growing(s.unwrap())).collect();
+            assert_eq!(f.reads(), 1, "one fetch for every request that missed");
+            assert!(!f.cached(&d), "not in the tree before it is whole");
+            f.remote.gate.store(usize::MAX, Ordering::SeqCst);
+            let all = std::iter::once(&first).chain(&others).map(|g| drain(g));
+            for (bytes, end) in futures_join_all(all).await {
+                end.unwrap();
+                assert!(bytes == content);
+            }
+            // Waits for the fetch to be over, then finds it forgotten and the blob cached.
+            f.store.get(&d).await.unwrap().unwrap();
+            assert!(f.cached(&d) && f.store.fills.lock().unwrap().is_empty());
+            assert!(matches!(
+                f.store.get_streaming(&d).await.unwrap(),
+                Some(Served::File(_))
+            ));
+            assert_eq!(f.reads(), 1);
+            // Small blobs and ranges wait for the whole file.
+            let (small, _) = f.remote_blob(4, 1000).await;
+            assert!(matches!(
+                f.store.get_streaming(&small).await.unwrap(),
+                Some(Served::File(_))
+            ));
+        });
+    }
+
+    /// A remote blob whose bytes do not match its name fails every reader before its body is
+    /// whole: the last byte is never let out, and nothing lands in the tree.
+    #[test]
+    fn a_corrupt_fetch_is_cut_before_its_last_byte() {
+        let f = fixture(1 << 30);
+        runtime().block_on(async {
+            let len = 2 * 1024 * 1024 + 7;
+            let claimed = Digest::sha256_of(b"claimed");
+            let path = f.remote.inner.path_of(&claimed);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, vec![9u8; len]).unwrap();
+            let readers = futures_join_all((0..3).map(|_| f.store.get_streaming(&claimed))).await;
+            for r in readers {
+                let (bytes, end) = drain(&growing(r.unwrap())).await;
+                assert!(matches!(end, Err(Error::Corrupt(_))), "{end:?}");
+                assert!(bytes.len() < len, "the last byte stayed back");
+            }
+            assert!(!f.cached(&claimed));
+            // Removed and forgotten before the readers were told.
+            assert!(f.staged().is_empty() && f.store.fills.lock().unwrap().is_empty());
+            assert!(matches!(
+                f.store.get(&claimed).await,
+                Err(Error::Corrupt(_))
+            ));
+            assert_eq!(f.reads(), 2, "a failed fetch is not kept: tried again");
+        });
+    }
+
     /// Pushes on a remote deployment land in the tier and count toward its bound.
     #[test]
     fn committed_pushes_count_toward_the_bound() {
@@ -819,11 +863,11 @@ mod tests {
         });
     }
 
-    /// What filling before serving costs a miss on a big blob, against s3s-fs: the time to a
-    /// served file (the response head and first byte follow at once) next to the time to the
-    /// first piece of a plain S3 read (what streaming during the fill would wait for). Prints
-    /// the figures; run by hand: `cargo test --release --lib time_to_first_byte -- --ignored
-    /// --nocapture` (RINGYARD_TTFB_MIB sets the size, 256 by default).
+    /// What a miss on a big blob costs over s3s-fs: the time to the first bytes a response may
+    /// send (streamed while the fetch writes them) next to the time to the first piece of a
+    /// plain S3 read and to the whole fetch. Prints the figures; run by hand: `cargo test
+    /// --release --lib time_to_first_byte -- --ignored --nocapture` (RINGYARD_TTFB_MIB sets the
+    /// size, 256 by default).
     #[test]
     #[ignore]
     fn time_to_first_byte_of_a_miss_over_s3s_fs() {
@@ -856,25 +900,51 @@ mod tests {
             let first_piece = t.elapsed();
             drop(read);
             let t = Instant::now();
+            let Some(Served::Growing(g)) = store.get_streaming(&d).await.unwrap() else {
+                panic!("a miss on a big blob is streamed");
+            };
+            g.readable(0).await.unwrap();
+            let first_bytes = t.elapsed();
+            g.readable(g.len() - 1).await.unwrap();
+            let whole = t.elapsed();
             store.get(&d).await.unwrap().unwrap();
-            let filled = t.elapsed();
             let t = Instant::now();
             store.get(&d).await.unwrap().unwrap();
             let hit = t.elapsed();
             println!(
-                "{mib} MiB over s3s-fs: first S3 piece {first_piece:?}, miss served after \
-                 fill {filled:?}, hit {hit:?}"
+                "{mib} MiB over s3s-fs: first S3 piece {first_piece:?}, miss: first bytes \
+                 {first_bytes:?}, whole {whole:?}; hit {hit:?}"
             );
         });
     }
 
-    /// A backend that counts the reads reaching it.
+    /// A backend that counts the reads reaching it, and gives out only as many pieces of a
+    /// read as its gate says.
     struct Counting {
         inner: FsBackend,
-        reads: std::sync::atomic::AtomicUsize,
+        reads: AtomicUsize,
+        gate: Arc<AtomicUsize>,
     }
 
-    use std::sync::atomic::Ordering;
+    struct Gated<'a> {
+        inner: Box<dyn super::super::backend::Chunks + 'a>,
+        gate: Arc<AtomicUsize>,
+        given: usize,
+    }
+
+    impl super::super::backend::Chunks for Gated<'_> {
+        fn next(&mut self) -> super::super::backend::Fut<'_, Option<Vec<u8>>> {
+            Box::pin(async move {
+                while self.gate.load(Ordering::SeqCst) <= self.given {
+                    monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                self.given += 1;
+                self.inner.next().await
+            })
+        }
+    }
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     impl BlobBackend for Counting {
         fn stat<'a>(&'a self, d: &'a Digest) -> super::super::backend::Fut<'a, u64> {
@@ -886,7 +956,16 @@ mod tests {
             range: std::ops::Range<u64>,
         ) -> super::super::backend::Fut<'a, Box<dyn super::super::backend::Chunks + 'a>> {
             self.reads.fetch_add(1, Ordering::SeqCst);
-            self.inner.read(d, range)
+            Box::pin(async move {
+                let inner = self.inner.read(d, range).await?;
+                let gate = self.gate.clone();
+                Ok(Box::new(Gated {
+                    inner,
+                    gate,
+                    given: 0,
+                })
+                    as Box<dyn super::super::backend::Chunks + 'a>)
+            })
         }
         fn put_file<'a>(
             &'a self,

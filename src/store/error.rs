@@ -79,6 +79,37 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A copy for the other requests that waited on the same work (one fetch serving many):
+    /// the kind is kept, so that each answers as the first did (503 for a remote that is
+    /// down, not a bare 500); metadata failures travel as their text.
+    pub fn shared(&self) -> Error {
+        match self {
+            Error::NotFound => Error::NotFound,
+            Error::Full { what, cause } => Error::Full {
+                what: what.clone(),
+                cause,
+            },
+            Error::Unavailable { retry, cause } => Error::Unavailable {
+                retry: *retry,
+                cause: cause.clone(),
+            },
+            Error::Corrupt(m) => Error::Corrupt(m.clone()),
+            Error::UnknownUpload(id) => Error::UnknownUpload(id.clone()),
+            Error::Busy => Error::Busy,
+            Error::DigestMismatch { expected, actual } => Error::DigestMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            Error::SizeMismatch { expected, actual } => Error::SizeMismatch {
+                expected: *expected,
+                actual: *actual,
+            },
+            Error::Io(_) | Error::Metadata(_) => Error::Io(self.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -44,7 +44,7 @@ const STRIPES: usize = 8;
 
 /// Names in the staging area that a restart removes: fills in progress (the tree's own
 /// staged puts) and evicted files awaiting their last reader.
-const FILL_PREFIX: &str = "put-";
+pub(super) const FILL_PREFIX: &str = "put-";
 const EVICTED_PREFIX: &str = "evicted-";
 
 /// One blob of the tier. Shared by the index, every open file of it and every fill waiter; the

@@ -12,6 +12,7 @@ pub(crate) mod appender;
 pub mod backend;
 pub mod blobs;
 pub(crate) mod error;
+pub mod fill;
 pub mod fs;
 pub(crate) mod lru;
 pub(crate) mod open_cache;

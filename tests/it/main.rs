@@ -16,6 +16,7 @@ mod auth_token;
 mod cli;
 mod clients;
 mod clients_auth;
+mod cold_pull;
 mod compare_smoke;
 mod config;
 mod conformance;

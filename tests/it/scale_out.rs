@@ -59,6 +59,10 @@ impl Services {
         path
     }
 
+    pub(crate) fn s3(&self) -> &S3Server {
+        &self.s3
+    }
+
     pub(crate) fn root(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
