@@ -605,10 +605,13 @@ fn apply<C: GenericClient>(
             !inserted
         }
         // Start and owner stay as the session's start wrote them.
-        WriteOp::AdvanceUpload(r) => {
+        // One statement decides: under concurrent writers it waits for the other's commit and
+        // reads the row again, so of two that found the same state only the first advances it.
+        WriteOp::AdvanceUpload { record: r, from } => {
             let updated = sql.execute(
                 "UPDATE uploads SET expires = $3, upload_offset = $4, hash_state = $5, remote = $6
-                 WHERE id = $1 AND repository = $2",
+                 WHERE id = $1 AND repository = $2
+                    AND upload_offset = $7 AND remote IS NOT DISTINCT FROM $8",
                 &[
                     &r.id,
                     &r.repository,
@@ -616,10 +619,21 @@ fn apply<C: GenericClient>(
                     &int(r.offset)?,
                     &r.hash_state,
                     &r.remote,
+                    &int(from.offset)?,
+                    &from.remote,
                 ],
             )?;
             if updated == 0 {
-                return Ok(Err(Conflict::UploadGone));
+                let now = sql.opt(
+                    "SELECT upload_offset FROM uploads WHERE id = $1 AND repository = $2",
+                    &[&r.id, &r.repository],
+                )?;
+                return Ok(Err(match now {
+                    Some(row) => Conflict::UploadMoved {
+                        offset: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                    },
+                    None => Conflict::UploadGone,
+                }));
             }
             true
         }
