@@ -331,6 +331,22 @@ fn a_start_that_cannot_reach_its_services_is_refused_with_one_clear_line() {
     let line = refused(&sv, &nowhere, &[]);
     assert!(line.contains("metadata database"), "{line}");
     assert!(line.contains("postgres:***@127.0.0.1:1/"), "{line}");
+    assert!(!line.contains("redis_url"), "no cache configured: {line}");
+    // With a Redis cache, the line names it too, its password hidden as the database's.
+    let text = std::fs::read_to_string(&nowhere).unwrap().replace(
+        "  backend: s3\n",
+        "  backend: s3\n  cache:\n    type: redis\n    \
+         redis_url: redis://:redis-hunter2@127.0.0.1:1/0\n",
+    );
+    let cached = sv.dir.path().join("database-cache.yaml");
+    std::fs::write(&cached, text).unwrap();
+    let line = refused(&sv, &cached, &[]);
+    assert!(
+        line.contains("postgres:***@127.0.0.1:1/")
+            && line.contains("storage.cache.redis_url redis://:***@127.0.0.1:1/0"),
+        "{line}"
+    );
+    assert!(!line.contains("redis-hunter2"), "{line}");
 
     // The AWS variables are a way in: this start gets past S3 (to the unreachable database).
     let text = std::fs::read_to_string(&none)
