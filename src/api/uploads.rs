@@ -18,7 +18,7 @@ use crate::http::response::Response;
 use crate::http::transport::Transport;
 use crate::oci::digest::Digest;
 use crate::oci::name::validate_name;
-use crate::store::upload_writer::ByteSource;
+use crate::store::upload_writer::{moved, AppendError, ByteSource};
 use crate::store::uploads::{Lease, Session};
 
 pub async fn start<T: Transport>(
@@ -155,14 +155,13 @@ fn check_chunk_range<T: Transport>(
             .with_detail(header.chars().take(128).collect::<String>()));
     };
     if start != lease.offset {
-        return Err(Error::new(ErrorCode::BlobUploadInvalid)
-            .with_status(416)
-            .with_message("chunk does not start where the upload stands")
-            .with_detail(serde_json::json!({
-                "expected_start": lease.offset,
-                "range": header,
-                "location": upload_location(name, &lease.session.id),
-            })));
+        return Err(out_of_order(
+            "chunk does not start where the upload stands",
+            name,
+            &lease.session.id,
+            lease.offset,
+            Some(header),
+        ));
     }
     let len = end - start + 1;
     if let Some(declared) = body.declared_length() {
@@ -175,6 +174,22 @@ fn check_chunk_range<T: Transport>(
         }
     }
     Ok(Some(len))
+}
+
+/// The answer to a chunk that does not go on where the upload stands (416, the spec's), with
+/// where it does, so that the client can resume from there.
+fn out_of_order(message: &str, name: &str, id: &str, offset: u64, range: Option<&str>) -> Error {
+    let mut detail = serde_json::json!({
+        "expected_start": offset,
+        "location": upload_location(name, id),
+    });
+    if let Some(range) = range {
+        detail["range"] = range.into();
+    }
+    Error::new(ErrorCode::BlobUploadInvalid)
+        .with_status(416)
+        .with_message(message)
+        .with_detail(detail)
 }
 
 /// A PATCH or final PUT body: checked against its Content-Range, appended, and its length
@@ -212,15 +227,31 @@ impl<T: Transport> ByteSource for BodySource<'_, '_, T> {
     }
 }
 
+/// Appends the body. A request that another one on the same session (a client's retry of
+/// it, on another node) beat to the row gets the out-of-order chunk's answer: the session
+/// stands where the other left it, and this body was not taken.
 async fn append_body<T: Transport>(
     reg: &Registry,
     lease: &mut Lease,
     body: &mut Body<'_, T>,
 ) -> Result<()> {
-    Ok(reg
+    let appended = reg
         .upload_writer()
         .append(lease, &mut BodySource(body))
-        .await?)
+        .await;
+    match appended {
+        Err(AppendError::Store(e)) => Err(match moved(&e) {
+            Some(offset) => out_of_order(
+                "another request on this upload session went first",
+                &lease.session.repo,
+                &lease.session.id,
+                offset,
+                None,
+            ),
+            None => e.into(),
+        }),
+        r => Ok(r?),
+    }
 }
 
 async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Result<u64> {

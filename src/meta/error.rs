@@ -36,6 +36,9 @@ pub enum Conflict {
     /// An upload session's row is gone (completed, cancelled or expired), or belongs to
     /// another repository: a writer that still had it open may not continue it.
     UploadGone,
+    /// An upload session's row no longer stands where the writer found it: another request
+    /// (on another node) advanced it first. `offset` is where it stands now.
+    UploadMoved { offset: u64 },
     /// A robot token of this name exists and is not revoked.
     RobotTokenExists { name: String },
 }
@@ -69,6 +72,10 @@ impl fmt::Display for Error {
                 "{digest} is {stored} bytes, the descriptor says {declared}"
             ),
             Error::Conflict(Conflict::UploadGone) => f.write_str("the upload session is gone"),
+            Error::Conflict(Conflict::UploadMoved { offset }) => write!(
+                f,
+                "another request advanced the upload session first (to {offset} bytes)"
+            ),
             Error::Conflict(Conflict::RobotTokenExists { name }) => write!(
                 f,
                 "a robot token named {name:?} exists; revoke it first to replace it"

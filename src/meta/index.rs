@@ -8,8 +8,8 @@
 //! `Index` (see the `load_*` methods, used only by engines at startup).
 
 use super::{
-    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, RobotToken, TagInfo, UploadRecord,
-    WriteOp, WriteOutcome,
+    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, RobotToken, TagInfo, UploadAt,
+    UploadRecord, WriteOp, WriteOutcome,
 };
 use crate::oci::digest::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -123,9 +123,13 @@ impl Index {
             WriteOp::PutManifest { repo, requires, .. } => requires
                 .iter()
                 .try_for_each(|r| self.check_required(repo, r)),
-            WriteOp::AdvanceUpload(r) => match self.uploads.get(&r.id) {
-                Some(row) if row.repository == r.repository => Ok(()),
-                _ => Err(Conflict::UploadGone),
+            WriteOp::AdvanceUpload { record, from } => match self.uploads.get(&record.id) {
+                Some(row) if row.repository != record.repository => Err(Conflict::UploadGone),
+                Some(row) if UploadAt::of(row) != *from => {
+                    Err(Conflict::UploadMoved { offset: row.offset })
+                }
+                Some(_) => Ok(()),
+                None => Err(Conflict::UploadGone),
             },
             WriteOp::CreateRobotToken(t) => match self.robot_tokens.get(&t.name) {
                 Some(old) if old.revoked.is_none() => Err(Conflict::RobotTokenExists {
@@ -235,7 +239,7 @@ impl Index {
                 .insert(record.id.clone(), record.clone())
                 .is_some(),
             // Checked first: the row is there, in this repository. Its start stays as it was.
-            WriteOp::AdvanceUpload(record) => match self.uploads.get_mut(&record.id) {
+            WriteOp::AdvanceUpload { record, .. } => match self.uploads.get_mut(&record.id) {
                 Some(row) => {
                     row.expires = record.expires;
                     row.offset = record.offset;

@@ -119,6 +119,26 @@ pub struct UploadRecord {
     pub remote: Option<String>,
 }
 
+/// Where an upload session's row stands: the two columns a request changes. Every request
+/// that writes moves the offset, and the one step that leaves it (recording a new multipart
+/// upload) changes the remote state, so two requests that found the same pair found the same
+/// state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadAt {
+    pub offset: u64,
+    pub remote: Option<String>,
+}
+
+impl UploadAt {
+    /// Where `record` stands.
+    pub fn of(record: &UploadRecord) -> UploadAt {
+        UploadAt {
+            offset: record.offset,
+            remote: record.remote.clone(),
+        }
+    }
+}
+
 /// A robot token as stored: its name, the SHA-256 of its secret (never the secret), the
 /// scopes it grants as written (`repository:ci/*:pull,push`; `auth::robot` reads them), and
 /// its times. The metadata knows nothing of what the scopes mean.
@@ -198,11 +218,17 @@ pub enum WriteOp {
     },
     /// Inserts or replaces the session with this id (a session starting).
     PutUpload(UploadRecord),
-    /// Records a session's new offset, hash state, remote state and expiry after a request, refused with
-    /// [`Conflict::UploadGone`] unless the session is still there in the same repository: a
-    /// session completed, cancelled or expired (on any node) is never brought back by a writer
-    /// that still had it open.
-    AdvanceUpload(UploadRecord),
+    /// Records a session's new offset, hash state, remote state and expiry after a request,
+    /// refused with [`Conflict::UploadGone`] unless the session is still there in the same
+    /// repository (a session completed, cancelled or expired, on any node, is never brought
+    /// back by a writer that still had it open), and with [`Conflict::UploadMoved`] unless its
+    /// row still stands `from` where the writer found it: of two requests that raced from the
+    /// same state (a client's retry beside its original request, on two nodes), only the
+    /// first to commit advances the row, and the other cannot overwrite what it recorded.
+    AdvanceUpload {
+        record: UploadRecord,
+        from: UploadAt,
+    },
     DeleteUpload {
         id: String,
     },
@@ -529,8 +555,10 @@ impl Meta {
     }
 
     /// See [`WriteOp::AdvanceUpload`].
-    pub async fn advance_upload(&self, record: UploadRecord) -> Result<()> {
-        self.write(WriteOp::AdvanceUpload(record)).await.map(|_| ())
+    pub async fn advance_upload(&self, record: UploadRecord, from: UploadAt) -> Result<()> {
+        self.write(WriteOp::AdvanceUpload { record, from })
+            .await
+            .map(|_| ())
     }
 
     /// `true` if the upload existed.

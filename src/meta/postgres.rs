@@ -605,10 +605,13 @@ fn apply<C: GenericClient>(
             !inserted
         }
         // Start and owner stay as the session's start wrote them.
-        WriteOp::AdvanceUpload(r) => {
+        // One statement decides: under concurrent writers it waits for the other's commit and
+        // reads the row again, so of two that found the same state only the first advances it.
+        WriteOp::AdvanceUpload { record: r, from } => {
             let updated = sql.execute(
                 "UPDATE uploads SET expires = $3, upload_offset = $4, hash_state = $5, remote = $6
-                 WHERE id = $1 AND repository = $2",
+                 WHERE id = $1 AND repository = $2
+                    AND upload_offset = $7 AND remote IS NOT DISTINCT FROM $8",
                 &[
                     &r.id,
                     &r.repository,
@@ -616,10 +619,21 @@ fn apply<C: GenericClient>(
                     &int(r.offset)?,
                     &r.hash_state,
                     &r.remote,
+                    &int(from.offset)?,
+                    &from.remote,
                 ],
             )?;
             if updated == 0 {
-                return Ok(Err(Conflict::UploadGone));
+                let now = sql.opt(
+                    "SELECT upload_offset FROM uploads WHERE id = $1 AND repository = $2",
+                    &[&r.id, &r.repository],
+                )?;
+                return Ok(Err(match now {
+                    Some(row) => Conflict::UploadMoved {
+                        offset: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
+                    },
+                    None => Conflict::UploadGone,
+                }));
             }
             true
         }
@@ -1291,7 +1305,7 @@ impl Drop for PostgresEngine {
 #[cfg(test)]
 mod tests {
     use super::super::index::tests::dg;
-    use super::super::redis_cache::tests::RedisServer;
+    use super::super::redis_cache::tests::{raw, redis, RedisServer};
     use super::super::resp::Value;
     use super::super::suite::{self, block_on, now};
     use super::super::Meta;
@@ -1517,7 +1531,7 @@ mod tests {
     #[test]
     fn a_write_on_one_node_is_read_on_the_other_at_once_behind_redis() {
         let pg = server();
-        let redis = RedisServer::start();
+        let redis = redis();
         let url = pg.create_database("nodes_redis").unwrap();
         let open = || Meta::open_postgres_with_redis(&url, 3, &redis.url()).unwrap();
         let (a, b) = (open(), open());
@@ -1577,7 +1591,7 @@ mod tests {
     #[test]
     fn the_postgres_engine_passes_the_suite_behind_redis() {
         let pg = server();
-        let redis = RedisServer::start();
+        let redis = redis();
         let url = pg.create_database("suite_redis").unwrap();
         suite::run(
             &|_| Meta::open_postgres_with_redis(&url, 3, &redis.url()).unwrap(),
@@ -1587,7 +1601,7 @@ mod tests {
 
     fn manifest_entry(redis: &RedisServer, repo: &str, digest: &Digest) -> bool {
         let key = redis_cache::manifest_key(repo, digest.as_str());
-        redis.raw(&[b"EXISTS", key.as_bytes()]).unwrap() == Value::Integer(1)
+        raw(redis, &[b"EXISTS", key.as_bytes()]).unwrap() == Value::Integer(1)
     }
 
     /// A manifest delete has removed the Redis entry when it returns (and so before anything
@@ -1595,7 +1609,7 @@ mod tests {
     #[test]
     fn a_delete_removes_the_redis_entry_before_returning() {
         let pg = server();
-        let redis = RedisServer::start();
+        let redis = redis();
         let url = pg.create_database("redis_delete").unwrap();
         let meta = Meta::open_postgres_with_redis(&url, 2, &redis.url()).unwrap();
         let rec = super::super::index::tests::record("del", None);
@@ -1624,7 +1638,7 @@ mod tests {
     #[test]
     fn redis_going_away_or_going_stale_never_gives_a_wrong_answer() {
         let pg = server();
-        let mut redis = RedisServer::start();
+        let mut redis = redis();
         let url = pg.create_database("redis_outage").unwrap();
         let meta = Meta::open_postgres_with_redis(&url, 2, &redis.url()).unwrap();
         // A node without the cache: its writes delete no entry.
@@ -1690,7 +1704,7 @@ mod tests {
         assert_eq!(down.outages, 1, "{down:?}");
         assert!(down.errors > warm.errors, "{down:?}");
 
-        redis.restart();
+        redis.restart().unwrap_or_else(|e| panic!("{e}"));
         std::thread::sleep(std::time::Duration::from_millis(1_200));
         block_on(meta.put_manifest("r", other.clone(), vec![], Some("t".into()), vec![])).unwrap();
         // Each engine thread tries Redis again at most once a second: lookups until one of

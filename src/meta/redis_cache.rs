@@ -438,7 +438,7 @@ pub(crate) fn decode_size(entry: &[u8]) -> Option<u64> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::process::{Child, Command, Stdio};
+    pub(crate) use crate::testing::redis::RedisServer;
 
     #[test]
     fn urls_give_address_credentials_and_database() {
@@ -488,87 +488,18 @@ pub(crate) mod tests {
         assert_eq!(decode_size(&encode_size(42)), Some(42));
     }
 
-    /// A throwaway redis-server on a free port in a temp dir, without persistence, stopped by
-    /// its PID (never by name) and its directory removed on drop. Debian's `redis-server`
-    /// (`apt-get install -y redis-server`, which `.ci/run` installs).
-    pub(crate) struct RedisServer {
-        pub(crate) port: u16,
-        dir: std::path::PathBuf,
-        child: Option<Child>,
+    /// One command to `server` on a connection of its own, as an operator's redis-cli would.
+    pub(crate) fn raw(server: &RedisServer, args: &[&[u8]]) -> std::result::Result<Value, String> {
+        let t = parse_url(&server.url())?;
+        let mut c = Conn::open(&t)?;
+        let cmd: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+        c.pipeline(&[cmd])?.pop().ok_or_else(|| "no reply".into())
     }
 
-    impl RedisServer {
-        pub(crate) fn start() -> RedisServer {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port");
-            let dir =
-                std::env::temp_dir().join(format!("ringyard-redis-{}-{port}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut s = RedisServer {
-                port,
-                dir,
-                child: None,
-            };
-            s.restart();
-            s
-        }
-
-        pub(crate) fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}", self.port)
-        }
-
-        /// Starts the server (again) on the same port, and waits until it answers.
-        pub(crate) fn restart(&mut self) {
-            self.stop();
-            let child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-                .arg("--dir")
-                .arg(&self.dir)
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot run redis-server ({e}): install it with \
-                         `apt-get install -y redis-server` (or run .ci/run)"
-                    )
-                });
-            self.child = Some(child);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while self.raw(&[b"PING"]).is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-
-        /// Stops the server by its PID and waits for it to exit.
-        pub(crate) fn stop(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-
-        /// One command on a connection of its own, as an operator's redis-cli would.
-        pub(crate) fn raw(&self, args: &[&[u8]]) -> std::result::Result<Value, String> {
-            let t = parse_url(&self.url())?;
-            let mut c = Conn::open(&t)?;
-            let cmd: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
-            c.pipeline(&[cmd])?.pop().ok_or_else(|| "no reply".into())
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.stop();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+    /// A throwaway server ([`crate::testing::redis`]), or the test fails saying what is
+    /// missing.
+    pub(crate) fn redis() -> RedisServer {
+        RedisServer::start().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The client against a real server: values round-trip, a missing key is None, a delete
@@ -576,7 +507,7 @@ pub(crate) mod tests {
     /// a restart (and the retry pause) the same session works again.
     #[test]
     fn a_session_survives_an_outage() {
-        let mut server = RedisServer::start();
+        let mut server = redis();
         let cache = RedisCache::new(&server.url()).unwrap();
         let mut s = cache.session();
         s.put_many(vec![("ringyard:v1:test:a".into(), b"1".to_vec())]);
@@ -592,7 +523,7 @@ pub(crate) mod tests {
         let st = cache.stats();
         assert_eq!(st.outages, 1);
         assert!(st.errors >= 2, "{st:?}");
-        server.restart();
+        server.restart().unwrap_or_else(|e| panic!("{e}"));
         std::thread::sleep(Duration::from_millis(RETRY_MS as u64 + 100));
         assert_eq!(s.get_many(&["ringyard:v1:test:a".into()]), Some(vec![None]));
         assert_eq!(cache.stats().outages, 1);

@@ -17,7 +17,9 @@ pub(super) fn describe(op: &WriteOp) -> String {
         WriteOp::DeleteTag { repo, tag } => format!("delete tag {repo}:{tag}"),
         WriteOp::MountBlob { from, repo, digest } => format!("mount {from}@{digest} in {repo}"),
         WriteOp::PutUpload(r) => format!("put upload in {}", r.repository),
-        WriteOp::AdvanceUpload(r) => format!("advance upload in {}", r.repository),
+        WriteOp::AdvanceUpload { record, .. } => {
+            format!("advance upload in {}", record.repository)
+        }
         WriteOp::DeleteUpload { .. } => "delete upload".into(),
         WriteOp::RecordPulls(p) => format!("record {} pulls", p.len()),
         WriteOp::CreateRobotToken(t) => format!("create robot token {}", t.name),

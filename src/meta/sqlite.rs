@@ -577,21 +577,27 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             ])?;
             existed
         }
-        WriteOp::AdvanceUpload(UploadRecord {
-            id,
-            repository,
-            started: _,
-            expires,
-            offset,
-            hash_state,
-            owner: _,
-            remote,
-        }) => {
+        WriteOp::AdvanceUpload {
+            record:
+                UploadRecord {
+                    id,
+                    repository,
+                    started: _,
+                    expires,
+                    offset,
+                    hash_state,
+                    owner: _,
+                    remote,
+                },
+            from,
+        } => {
+            // One statement decides, so that of two writers that found the same state only
+            // the first to commit advances it (`IS`: two absent remote states are equal).
             let updated = tx
                 .prepare_cached(
                     "UPDATE uploads SET expires = ?3, upload_offset = ?4, hash_state = ?5,
                         remote = ?6
-                     WHERE id = ?1 AND repository = ?2",
+                     WHERE id = ?1 AND repository = ?2 AND upload_offset = ?7 AND remote IS ?8",
                 )?
                 .execute(params![
                     id,
@@ -599,10 +605,23 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                     expires,
                     int(*offset)?,
                     hash_state,
-                    remote
+                    remote,
+                    int(from.offset)?,
+                    from.remote
                 ])?;
             if updated == 0 {
-                return Ok(Err(Conflict::UploadGone));
+                let now: Option<i64> = tx
+                    .prepare_cached(
+                        "SELECT upload_offset FROM uploads WHERE id = ?1 AND repository = ?2",
+                    )?
+                    .query_row(params![id, repository], |r| r.get(0))
+                    .optional()?;
+                return Ok(Err(match now {
+                    Some(at) => Conflict::UploadMoved {
+                        offset: u64::try_from(at).unwrap_or(0),
+                    },
+                    None => Conflict::UploadGone,
+                }));
             }
             true
         }

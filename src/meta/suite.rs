@@ -5,7 +5,7 @@
 
 use super::index::tests::{dg, record};
 use super::{
-    Answer, Conflict, Error, ManifestRecord, Meta, Pull, RefKind, Required, RobotToken,
+    Answer, Conflict, Error, ManifestRecord, Meta, Pull, RefKind, Required, RobotToken, UploadAt,
     UploadRecord, WriteOp,
 };
 use std::future::Future;
@@ -393,8 +393,10 @@ fn robot_tokens(meta: &Meta) {
 }
 
 /// An upload session's row is what any node finds it by: the read gives back offset and hash
-/// state (and remote state) as last recorded; advancing needs the row (a completed, cancelled or expired session
-/// is never brought back) and keeps its start.
+/// state (and remote state) as last recorded; advancing needs the row (a completed, cancelled
+/// or expired session is never brought back) where the writer found it (of two writers from
+/// one state only the first advances it, the other learns where it stands), and keeps its
+/// start.
 fn uploads(meta: &Meta) {
     let row = |id: &str, repository: &str, offset: u64| UploadRecord {
         id: id.into(),
@@ -406,40 +408,88 @@ fn uploads(meta: &Meta) {
         owner: Some("alice".into()),
         remote: (offset > 0).then(|| format!("{{\"parts_end\":{offset}}}")),
     };
+    let at = |r: &UploadRecord| UploadAt::of(r);
+    let advance = |r: UploadRecord, from: &UploadRecord| block_on(meta.advance_upload(r, at(from)));
     assert_eq!(now(meta.upload("s1")), None);
-    block_on(meta.put_upload(row("s1", "lib/app", 0))).unwrap();
-    assert_eq!(now(meta.upload("s1")), Some(row("s1", "lib/app", 0)));
+    let started = row("s1", "lib/app", 0);
+    block_on(meta.put_upload(started.clone())).unwrap();
+    assert_eq!(now(meta.upload("s1")), Some(started.clone()));
     let advanced = UploadRecord {
         started: 99,
         owner: Some("mallory".into()),
         ..row("s1", "lib/app", 5 << 32)
     };
-    block_on(meta.advance_upload(advanced)).unwrap();
+    advance(advanced, &started).unwrap();
+    let first = row("s1", "lib/app", 5 << 32);
     assert_eq!(
         now(meta.upload("s1")),
-        Some(row("s1", "lib/app", 5 << 32)),
+        Some(first.clone()),
         "offset, state, remote state and expiry advance; the start and the owner stay"
     );
     let unstaged = UploadRecord {
         remote: None,
         ..row("s1", "lib/app", 6)
     };
-    block_on(meta.advance_upload(unstaged.clone())).unwrap();
+    advance(unstaged.clone(), &first).unwrap();
     assert_eq!(
         now(meta.upload("s1")),
-        Some(unstaged),
+        Some(unstaged.clone()),
         "a remote state cleared"
     );
-    let gone = |r| {
-        matches!(
-            block_on(meta.advance_upload(r)),
-            Err(Error::Conflict(Conflict::UploadGone))
-        )
+
+    // Two writers found the session where `unstaged` stands; the first advances it.
+    let (a, b) = (row("s1", "lib/app", 20), row("s1", "lib/app", 30));
+    advance(a.clone(), &unstaged).unwrap();
+    let moved = |r: Result<(), Error>| match r {
+        Err(Error::Conflict(Conflict::UploadMoved { offset })) => Some(offset),
+        _ => None,
     };
+    assert_eq!(
+        moved(advance(b.clone(), &unstaged)),
+        Some(20),
+        "the second is refused with where the row stands"
+    );
+    assert_eq!(
+        moved(advance(a.clone(), &unstaged)),
+        Some(20),
+        "also when it would record the same state"
+    );
+    assert_eq!(
+        now(meta.upload("s1")),
+        Some(a.clone()),
+        "the first's state stays"
+    );
+    // A new remote state at the same offset (a multipart upload recorded) moves it too.
+    let begun = UploadRecord {
+        remote: Some("{\"upload\":\"u2\"}".into()),
+        ..a.clone()
+    };
+    advance(begun.clone(), &a).unwrap();
+    assert_eq!(
+        moved(advance(b.clone(), &a)),
+        Some(20),
+        "same offset, other remote state"
+    );
+    assert_eq!(
+        moved(advance(
+            a.clone(),
+            &UploadRecord {
+                remote: None,
+                ..a.clone()
+            }
+        )),
+        Some(20),
+        "an absent remote state is not a present one"
+    );
+    advance(b.clone(), &begun).unwrap();
+    assert_eq!(now(meta.upload("s1")), Some(b.clone()));
+
+    let gone =
+        |r: UploadRecord| matches!(advance(r, &b), Err(Error::Conflict(Conflict::UploadGone)));
     assert!(gone(row("s1", "other", 9)), "another repository's session");
     assert!(gone(row("never", "lib/app", 9)), "a session never started");
     assert!(block_on(meta.delete_upload("s1")).unwrap());
-    assert!(gone(row("s1", "lib/app", 9)), "a finished session");
+    assert!(gone(row("s1", "lib/app", 40)), "a finished session");
     assert_eq!(now(meta.upload("s1")), None, "not brought back");
 }
 

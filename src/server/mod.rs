@@ -171,14 +171,20 @@ fn open_meta(cfg: &Config, root: &Path, created: &mut Created) -> Result<Meta, S
 /// server and the `token` command alike). Blocks.
 pub fn open_postgres(url: &str, connections: usize, redis: Option<&str>) -> Result<Meta, String> {
     use crate::config::redact_url;
-    match redis {
-        Some(r) => Meta::open_postgres_with_redis(url, connections, r).map_err(|e| {
-            let (e, url, r) = (redact_url(&e), redact_url(url), redact_url(r));
-            format!("{e} (database.url {url}, storage.cache.redis_url {r})")
-        }),
-        None => Meta::open_postgres(url, connections)
-            .map_err(|e| format!("{} (database.url {})", redact_url(&e), redact_url(url))),
-    }
+    let opened = match redis {
+        Some(r) => Meta::open_postgres_with_redis(url, connections, r),
+        None => Meta::open_postgres(url, connections),
+    };
+    opened.map_err(|e| {
+        let cache = redis
+            .map(|r| format!(", storage.cache.redis_url {}", redact_url(r)))
+            .unwrap_or_default();
+        format!(
+            "{} (database.url {}{cache})",
+            redact_url(&e),
+            redact_url(url)
+        )
+    })
 }
 
 /// The S3 backend of `storage.s3.*`, with its credentials found ([`crate::config::aws`]) and

@@ -21,7 +21,7 @@
 use super::error::{Error, Result};
 use crate::blocking::Pool;
 use crate::buf::AlignedBuf;
-use crate::meta::{Conflict, Meta, UploadRecord};
+use crate::meta::{Conflict, Meta, UploadAt, UploadRecord};
 use crate::oci::digest::{Digest, Hasher};
 use crate::store::appender::{Appender, PendingWrite};
 use crate::store::backend::UploadStaging;
@@ -197,6 +197,7 @@ impl UploadWriter<'_> {
         self.pump(pump, lease, true).await?;
         let end = pump.staged.parts_end();
         pump.staged.tail = if lease.offset > end {
+            self.unmoved(lease).await?;
             let spool = lease.session.data_path();
             let etag = pump
                 .staging
@@ -213,7 +214,7 @@ impl UploadWriter<'_> {
     /// Starts uploading the next part once the spool holds it whole (waiting first for the
     /// part in flight: one at a time); with `all`, until no full part is left and none is in
     /// flight. A part acknowledged is punched out of the spool.
-    async fn pump(&self, p: &mut Pump, lease: &Lease, all: bool) -> Result<()> {
+    async fn pump(&self, p: &mut Pump, lease: &mut Lease, all: bool) -> Result<()> {
         loop {
             let pending = p.inflight.as_ref().map_or(0, |(_, len)| *len);
             let start = p.staged.parts_end() + pending;
@@ -234,8 +235,12 @@ impl UploadWriter<'_> {
                 .ok()
                 .filter(|n| *n <= 10_000)
                 .ok_or_else(|| Error::Io("an upload of more than 10,000 parts".into()))?;
+            // Recording a new multipart upload checks the row itself.
             let upload = match &p.staged.upload {
-                Some(u) => u.clone(),
+                Some(u) => {
+                    self.unmoved(lease).await?;
+                    u.clone()
+                }
                 None => self.begin(p, lease).await?,
             };
             let (staging, id) = (p.staging.clone(), lease.session.id.clone());
@@ -254,13 +259,19 @@ impl UploadWriter<'_> {
 
     /// Starts the session's multipart upload and records its id in the row before any part
     /// goes up (the row as the request found it otherwise), so that an abort always finds it.
-    async fn begin(&self, p: &mut Pump, lease: &Lease) -> Result<String> {
+    ///
+    /// When another request recorded first, the new upload is left alone: it has no parts, and
+    /// discarding it would also delete the tail the other request's row names (a bucket's
+    /// lifecycle rule for incomplete multipart uploads removes it).
+    async fn begin(&self, p: &mut Pump, lease: &mut Lease) -> Result<String> {
         let upload = p.staging.begin(&lease.session.id).await?;
         let mut acked = Staged::parse(p.acked.remote.as_deref()).unwrap_or_default();
         acked.upload = Some(upload.clone());
         p.acked.remote = Some(acked.to_text());
         if let Err(e) = self.record(p.acked.clone(), lease).await {
-            let _ = p.staging.discard(&lease.session.id, Some(&upload)).await;
+            if moved(&e).is_none() {
+                let _ = p.staging.discard(&lease.session.id, Some(&upload)).await;
+            }
             return Err(e);
         }
         p.staged.upload = Some(upload.clone());
@@ -276,19 +287,58 @@ impl UploadWriter<'_> {
 
     /// Records the lease's offset and hash state in the session's row. A row gone meanwhile
     /// (the session was completed, cancelled or expired, here or on another node) refuses it:
-    /// the session is unknown from then on and this process's writer is dropped.
-    async fn advance(&self, lease: &Lease) -> Result<()> {
+    /// the session is unknown from then on and this process's writer is dropped. So does a row
+    /// that another request advanced since this one found it ([`moved`]): this request is
+    /// not acknowledged, and the writer is found again through the row next time.
+    async fn advance(&self, lease: &mut Lease) -> Result<()> {
         self.record(self.uploads.record(lease), lease).await
     }
 
-    /// Writes `row` as the session's (see [`advance`](Self::advance)).
-    async fn record(&self, row: UploadRecord, lease: &Lease) -> Result<()> {
-        match self.meta.advance_upload(row).await {
-            Err(crate::meta::Error::Conflict(Conflict::UploadGone)) => {
-                self.uploads.evict(&lease.session);
-                Err(Error::UnknownUpload(lease.session.id.clone()))
+    /// Writes `row` as the session's (see [`advance`](Self::advance)), from where the lease
+    /// found it.
+    async fn record(&self, row: UploadRecord, lease: &mut Lease) -> Result<()> {
+        let to = UploadAt::of(&row);
+        match self.meta.advance_upload(row, lease.recorded.clone()).await {
+            Ok(()) => {
+                lease.recorded = to;
+                Ok(())
             }
-            r => Ok(r?),
+            Err(e) => Err(self.refused(lease, e)),
+        }
+    }
+
+    /// Fails unless the session's row still stands where the lease found it: checked before
+    /// anything goes up to the objects a session shares between requests (its parts, its
+    /// tail), so that a request that lost a race to another does not overwrite what that one
+    /// had acknowledged. (Two requests that pass it at the same moment still write the same
+    /// objects; the row's advance then takes one of them, and the other's bytes are the same
+    /// bytes when it is a client's retry.)
+    async fn unmoved(&self, lease: &Lease) -> Result<()> {
+        let row = self.meta.upload(&lease.session.id).await?;
+        let conflict = match row {
+            Some(r) if r.repository != lease.session.repo => Conflict::UploadGone,
+            Some(r) if UploadAt::of(&r) != lease.recorded => {
+                Conflict::UploadMoved { offset: r.offset }
+            }
+            Some(_) => return Ok(()),
+            None => Conflict::UploadGone,
+        };
+        Err(self.refused(lease, crate::meta::Error::Conflict(conflict)))
+    }
+
+    /// The store's error for a refused advance; a session gone or moved on elsewhere drops
+    /// this process's writer.
+    fn refused(&self, lease: &Lease, e: crate::meta::Error) -> Error {
+        match e {
+            crate::meta::Error::Conflict(Conflict::UploadGone) => {
+                self.uploads.evict(&lease.session);
+                Error::UnknownUpload(lease.session.id.clone())
+            }
+            e @ crate::meta::Error::Conflict(Conflict::UploadMoved { .. }) => {
+                self.uploads.evict(&lease.session);
+                e.into()
+            }
+            e => e.into(),
         }
     }
 
@@ -562,6 +612,16 @@ struct Pump {
     staged: Staged,
     /// The part going up: its upload and its length.
     inflight: Option<(JoinHandle<Result<String>>, u64)>,
+}
+
+/// Where the session stands when `e` says another request advanced it first.
+pub fn moved(e: &Error) -> Option<u64> {
+    match e {
+        Error::Metadata(crate::meta::Error::Conflict(Conflict::UploadMoved { offset })) => {
+            Some(*offset)
+        }
+        _ => None,
+    }
 }
 
 /// Deallocates bytes `at..at + len` of the file, its length unchanged.

@@ -29,11 +29,17 @@
 //! is current: every request reads it (one metadata round trip), and a writer whose offset or
 //! staged state differs from the row's is replaced by one restored from the row, whose spool
 //! is refilled from the tail object under the lease. A restart trusts no spool at all.
+//!
+//! The lease is per process; two requests on one session may still run at once on two nodes
+//! (a client's retry racing its original request). Each writer keeps where the row stood when
+//! it found it ([`Lease::recorded`]), and its advance is refused unless the row still stands
+//! there (`meta::WriteOp::AdvanceUpload`): only the first to finish is acknowledged, the
+//! other is answered as an out-of-order chunk, with where the session stands.
 
 use super::backend::UploadStaging;
 use super::error::{Error, Result};
 use crate::blocking::Pool;
-use crate::meta::{now_millis, Meta, UploadRecord};
+use crate::meta::{now_millis, Meta, UploadAt, UploadRecord};
 use crate::oci::digest::{Algorithm, Digest, Hasher};
 use std::collections::HashMap;
 use std::fs;
@@ -74,6 +80,9 @@ struct State {
     staged: Option<Staged>,
     /// Whether the local spool holds the bytes after the last part (staged sessions only).
     spool_ready: bool,
+    /// Where the row stood when this writer last read or wrote it: the state its next
+    /// advance must find there (see [`Lease::recorded`]).
+    recorded: UploadAt,
 }
 
 /// A staged session's bytes in the remote backend, as its row records them (JSON in the
@@ -154,6 +163,7 @@ impl Session {
                 expires,
                 staged: Staged::parse(r.remote.as_deref()),
                 spool_ready: false,
+                recorded: UploadAt::of(r),
             }),
         }
     }
@@ -216,6 +226,11 @@ pub struct Lease {
     pub staged: Option<Staged>,
     /// Whether the local spool holds the bytes after the last part (staged sessions).
     pub spool_ready: bool,
+    /// Where the session's row stands as far as this writer knows: as it was read when the
+    /// writer was restored, or as this process last recorded it. The request's advance is
+    /// refused unless the row still stands there, so that of two requests racing on two
+    /// nodes from the same state only one is acknowledged.
+    pub recorded: UploadAt,
     expiry_ms: i64,
 }
 
@@ -226,6 +241,7 @@ impl Drop for Lease {
             s.hasher = self.hasher.take();
             s.staged = self.staged.take();
             s.spool_ready = self.spool_ready;
+            s.recorded = std::mem::take(&mut self.recorded);
             s.busy = false;
             s.expires = now_millis() + self.expiry_ms;
         }
@@ -365,6 +381,10 @@ impl Uploads {
         .map_err(|e| Error::io("creating upload session", e))?;
         let started = now_millis();
         let staged = (persist && self.staging.is_some()).then(Staged::default);
+        let recorded = UploadAt {
+            offset: 0,
+            remote: staged.as_ref().map(Staged::to_text),
+        };
         if persist {
             let row = meta
                 .put_upload(UploadRecord {
@@ -375,7 +395,7 @@ impl Uploads {
                     offset: 0,
                     hash_state: Some(Hasher::new(Algorithm::Sha256).save()),
                     owner: owner.map(str::to_owned),
-                    remote: staged.as_ref().map(Staged::to_text),
+                    remote: recorded.remote.clone(),
                 })
                 .await;
             if let Err(e) = row {
@@ -398,6 +418,7 @@ impl Uploads {
                 expires: started + self.expiry_ms(),
                 staged,
                 spool_ready: true,
+                recorded,
             }),
         });
         if persist {
@@ -625,6 +646,7 @@ impl Uploads {
         let hasher = s.hasher.take();
         let staged = s.staged.clone();
         let spool_ready = s.spool_ready;
+        let recorded = s.recorded.clone();
         drop(s);
         Ok(Lease {
             session,
@@ -632,6 +654,7 @@ impl Uploads {
             hasher,
             staged,
             spool_ready,
+            recorded,
             expiry_ms: self.expiry_ms(),
         })
     }

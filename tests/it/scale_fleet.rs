@@ -9,6 +9,8 @@
 //! - docker, skopeo and podman through a round-robin balancer (no stickiness) in front of three
 //!   nodes with authentication on (one htpasswd file, one token signing key): login, push, pull,
 //!   refusals, with the balancer's count showing that more than one node did the work.
+//! - `storage.redirect`: blob GETs answered 307 to presigned S3 URLs, which give the bytes
+//!   (curl, whole and a range), and a docker pull that follows them and runs the image.
 
 use crate::common::proxy::RoundRobin;
 use crate::common::*;
@@ -261,12 +263,8 @@ fn docker_skopeo_and_podman_through_a_round_robin_balancer_with_auth() {
     }
 }
 
-/// `storage.redirect`: a blob GET is answered 307 to a presigned S3 URL that gives the bytes
-/// (whole, and a range of them) without the node; HEAD and manifests are answered by the node.
-#[test]
-fn blob_gets_redirect_to_presigned_s3_urls() {
-    require_tool("curl");
-    let sv = Services::start("redirect");
+/// A node of `sv` with `storage.redirect: true`.
+fn redirecting_node(sv: &Services) -> Server {
     let config = sv.config("redirect.yaml", "");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -274,7 +272,74 @@ fn blob_gets_redirect_to_presigned_s3_urls() {
         text.replacen("storage:\n", "storage:\n  redirect: true\n", 1),
     )
     .unwrap();
-    let node = sv.node(&config, &sv.root("node"));
+    sv.node(&config, &sv.root("node"))
+}
+
+/// Blob GETs `c`'s node answered with `code`, from its /metrics.
+fn blob_gets(c: &mut Client, code: u16) -> u64 {
+    let r = c.get("/metrics");
+    assert_status(&r, 200);
+    let series =
+        format!("ringyard_http_requests_total{{method=\"GET\",route=\"blob\",code=\"{code}\"}} ");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// `storage.redirect` with a real client: dockerd pulls an image whose blob GETs the node
+/// answers 307 only (none with bytes), so the layers and config came from the presigned S3
+/// URLs; the image pulled is the one pushed (its id is its config's digest, and docker checks
+/// every layer against its digest), and it runs.
+#[test]
+fn docker_pulls_through_redirects_to_s3() {
+    let sv = Services::start("redirect_docker");
+    let node = redirecting_node(&sv);
+    let mut c = node.client();
+    let cli = DockerCli::new();
+    let image = format!("{}/redir/docker:v1", node.addr);
+    let id = crate::clients_auth::docker_build(&cli, &image);
+    let out = cli.ok(&["push", &image]);
+    assert!(out.contains("digest: sha256:"), "docker push:\n{out}");
+    cli.ok(&["rmi", &image]);
+    let (redirected, served) = (blob_gets(&mut c, 307), blob_gets(&mut c, 200));
+    cli.ok(&["pull", &image]);
+    assert_eq!(
+        crate::clients_auth::image_id(&cli, &image).as_deref(),
+        Some(id.as_str()),
+        "the image pulled through redirects is the one pushed"
+    );
+    let redirected = blob_gets(&mut c, 307) - redirected;
+    assert!(
+        redirected >= 2,
+        "the config and the layers were redirected: {redirected} blob GETs answered 307"
+    );
+    assert_eq!(
+        blob_gets(&mut c, 200) - served,
+        0,
+        "no blob bytes from the node"
+    );
+    let out = cli.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "/bin/busybox",
+        "cat",
+        "/nonce",
+    ]);
+    assert!(out.starts_with(&image), "the image runs: {out}");
+    cli.ok(&["rmi", &image]);
+}
+
+/// `storage.redirect`: a blob GET is answered 307 to a presigned S3 URL that gives the bytes
+/// (whole, and a range of them) without the node; HEAD and manifests are answered by the node.
+#[test]
+fn blob_gets_redirect_to_presigned_s3_urls() {
+    require_tool("curl");
+    let sv = Services::start("redirect");
+    let node = redirecting_node(&sv);
     let mut c = node.client();
     let layer = generated(77, 2 * 1024 * 1024 + 9);
     let (_, manifest) = push_image(&mut c, "redir/app", "v1", &[&layer]);

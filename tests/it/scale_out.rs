@@ -7,7 +7,9 @@
 //! - Starts refused with one clear line: S3 unreachable, wrong credentials, missing bucket,
 //!   database unreachable, no credentials at all; no secret in any output.
 //! - `db status` / `db migrate` on PostgreSQL and on SQLite.
-//! - Three nodes over the same services: what one writes, the others serve at once.
+//! - Three nodes over the same services: what one writes, the others serve at once; a push
+//!   alternating between them; two PATCHes of one session racing on two nodes, of which only
+//!   the first to finish is acknowledged.
 
 use crate::common::*;
 use ringyard::testing::postgres::PgServer;
@@ -333,6 +335,22 @@ fn a_start_that_cannot_reach_its_services_is_refused_with_one_clear_line() {
     let line = refused(&sv, &nowhere, &[]);
     assert!(line.contains("metadata database"), "{line}");
     assert!(line.contains("postgres:***@127.0.0.1:1/"), "{line}");
+    assert!(!line.contains("redis_url"), "no cache configured: {line}");
+    // With a Redis cache, the line names it too, its password hidden as the database's.
+    let text = std::fs::read_to_string(&nowhere).unwrap().replace(
+        "  backend: s3\n",
+        "  backend: s3\n  cache:\n    type: redis\n    \
+         redis_url: redis://:redis-hunter2@127.0.0.1:1/0\n",
+    );
+    let cached = sv.dir.path().join("database-cache.yaml");
+    std::fs::write(&cached, text).unwrap();
+    let line = refused(&sv, &cached, &[]);
+    assert!(
+        line.contains("postgres:***@127.0.0.1:1/")
+            && line.contains("storage.cache.redis_url redis://:***@127.0.0.1:1/0"),
+        "{line}"
+    );
+    assert!(!line.contains("redis-hunter2"), "{line}");
 
     // The AWS variables are a way in: this start gets past S3 (to the unreachable database).
     let text = std::fs::read_to_string(&none)
@@ -614,5 +632,111 @@ fn a_push_alternating_between_nodes_completes() {
     for c in &mut c {
         assert_blob(c, "alt/app", &digest, &bytes);
         assert_manifest(c, "alt/app", "v1", &manifest);
+    }
+}
+
+/// One PATCH of `bytes` at `start` to the session at `loc`, sent in two halves: the head and
+/// the first half now (the node finds the session's row on the head), the rest by
+/// [`HalfSent::finish`].
+struct HalfSent<'a> {
+    c: Client,
+    rest: &'a [u8],
+}
+
+impl<'a> HalfSent<'a> {
+    fn send(node: &Server, loc: &str, start: usize, bytes: &'a [u8]) -> HalfSent<'a> {
+        let mut c = node.client();
+        let range = format!("{start}-{}", start + bytes.len() - 1);
+        let length = bytes.len().to_string();
+        let half = bytes.len() / 2;
+        let head = request_bytes(
+            "localhost",
+            "PATCH",
+            loc,
+            &[
+                OCTET,
+                ("Content-Range", &range),
+                ("Content-Length", &length),
+            ],
+            &bytes[..half],
+        );
+        c.send_raw(&head);
+        HalfSent {
+            c,
+            rest: &bytes[half..],
+        }
+    }
+
+    fn finish(mut self) -> Response {
+        self.c.send_raw(self.rest);
+        self.c.read_response(false)
+    }
+}
+
+/// Two PATCHes of one session at the same offset on two nodes at once (a client's retry
+/// racing its original request through a load balancer): both find the same row, then the
+/// first finishes and is acknowledged. The second gets the answer of an out-of-order chunk,
+/// with where the session stands, and leaves nothing of itself: its bytes differ here (the
+/// worst case), and the session still completes with exactly the bytes acknowledged, from
+/// yet another node that must read back what the winner put in the bucket.
+#[test]
+fn racing_patches_on_two_nodes_acknowledge_one() {
+    const MIB: usize = 1024 * 1024;
+    let cl = cluster("race");
+    let n = &cl.nodes;
+    let bytes = generated(17, 12 * MIB + 7);
+    let digest = sha256_digest(&bytes);
+    let junk = generated(18, bytes.len());
+    let loc = start_upload(&mut n[0].client(), "race/app");
+    // `winner` finishes first; both had found the session at `start` before.
+    let race = |winner: &Server, loser: &Server, loc: &str, range: (usize, usize)| {
+        let (start, end) = range;
+        let won = HalfSent::send(winner, loc, start, &bytes[start..end]);
+        let lost = HalfSent::send(loser, loc, start, &junk[start..end]);
+        std::thread::sleep(Duration::from_millis(1500));
+        let won = won.finish();
+        assert_status(&won, 202);
+        assert_eq!(must_header(&won, "range"), format!("0-{}", end - 1));
+        let lost = lost.finish();
+        assert_error(&lost, 416, &["BLOB_UPLOAD_INVALID"]);
+        let error = &lost.json()["errors"][0];
+        assert_eq!(
+            error["message"], "another request on this upload session went first",
+            "the loser found the row the winner moved: no race was run"
+        );
+        assert_eq!(error["detail"]["expected_start"], end);
+        location_path(must_header(&won, "location"))
+    };
+    // From a session without a multipart upload yet: only tails.
+    let loc = race(&n[0], &n[1], &loc, (0, 3 * MIB));
+    // The loser's node goes on from the row: the first part, and a tail read back.
+    let r = n[1].client().patch(
+        &loc,
+        &[
+            OCTET,
+            ("Content-Range", &format!("{}-{}", 3 * MIB, 8 * MIB + 4)),
+        ],
+        &bytes[3 * MIB..8 * MIB + 5],
+    );
+    assert_status(&r, 202);
+    let loc = location_path(must_header(&r, "location"));
+    // With a part recorded, the other way round.
+    let loc = race(&n[2], &n[1], &loc, (8 * MIB + 5, 9 * MIB + 5));
+    let mut c = n[0].client();
+    let r = c.request(
+        "PUT",
+        &with_query(&loc, &format!("digest={digest}")),
+        &[
+            OCTET,
+            (
+                "Content-Range",
+                &format!("{}-{}", 9 * MIB + 5, bytes.len() - 1),
+            ),
+        ],
+        &bytes[9 * MIB + 5..],
+    );
+    assert_status(&r, 201);
+    for node in n {
+        assert_blob(&mut node.client(), "race/app", &digest, &bytes);
     }
 }
