@@ -332,14 +332,21 @@ impl Lru {
                     .map(|e| (e.last_use.load(Relaxed), e.clone())),
             );
         }
-        all.sort_unstable_by_key(|(t, _)| *t);
+        // Usually a few of the oldest go: a heap (built in linear time) yields them without
+        // sorting the whole index on every admission past the bound.
+        let mut oldest: std::collections::BinaryHeap<_> = all
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| std::cmp::Reverse((*t, i)))
+            .collect();
         let mut evicted = 0;
-        for (_, entry) in all {
+        while let Some(std::cmp::Reverse((_, i))) = oldest.pop() {
             if self.bytes.load(Relaxed) <= self.bound {
                 break;
             }
-            if self.unindex(&entry) {
-                self.move_out(&entry);
+            let entry = &all[i].1;
+            if self.unindex(entry) {
+                self.move_out(entry);
                 evicted += 1;
             }
         }
