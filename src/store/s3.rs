@@ -10,13 +10,13 @@
 //! sizes start at S3's minimum of 5 MiB and grow with the announced size so that S3's 10,000
 //! parts cover any blob up to 100 GiB and beyond; memory is one part buffer per put.
 //!
-//! Every request goes through [`S3Backend::call`]: sent again (bounded tries, exponential
-//! backoff with jitter, [`retry`]) when it failed in a way that may pass and is safe to repeat,
-//! and its failure read in the store's terms once, in [`status_error`] and [`failure`]: a
-//! missing object is [`Error::NotFound`], an unreachable, silent or overloaded S3 is
-//! [`Error::Unavailable`] with `retry` (the API answers 503 with Retry-After), refused
-//! credentials are `Unavailable` without. `https://` endpoints are verified against the
-//! system's roots and an optional CA file ([`tls`]).
+//! Every request goes through [`S3Backend::call`], its body from memory or a range of a file
+//! ([`Body`]): sent again (bounded tries, exponential backoff with jitter, [`retry`]) when it
+//! failed in a way that may pass and is safe to repeat, and its failure read in the store's
+//! terms once, in [`status_error`] and [`failure`]: a missing object is [`Error::NotFound`],
+//! an unreachable, silent or overloaded S3 is [`Error::Unavailable`] with `retry` (the API
+//! answers 503 with Retry-After), refused credentials are `Unavailable` without. `https://`
+//! endpoints are verified against the system's roots and an optional CA file ([`tls`]).
 
 pub(crate) mod check;
 pub(crate) mod conn;
@@ -33,6 +33,7 @@ use crate::http::response_head::ResponseHead as Head;
 use crate::oci::digest::{Digest, Hasher};
 pub use conn::Timeouts;
 use conn::{Endpoint, Exchange, Failure};
+use monoio::buf::SliceMut;
 pub use retry::Retry;
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -97,14 +98,32 @@ pub struct S3Backend {
     retry: Retry,
 }
 
+/// A request's body, which every try sends whole again: bytes in memory, or a range of a
+/// file read a piece at a time and read again for a retry (so a part of any size costs a
+/// piece of memory). A file is for requests that put the same bytes at the same place
+/// however often they are sent (an object or a part), which makes them safe to repeat.
+#[derive(Clone)]
+pub(crate) enum Body<'a> {
+    Bytes(&'a [u8]),
+    File(&'a monoio::fs::File, Range<u64>),
+}
+
+impl Body<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File(_, range) => range.end - range.start,
+        }
+    }
+}
+
 /// One request to send: what it is for (in errors), and whether it may be sent twice.
 struct Req<'a> {
     what: &'a str,
     method: &'a str,
     url: &'a Url,
     headers: &'a [(&'a str, String)],
-    /// In memory, so that a retry sends the same bytes again.
-    body: Option<&'a [u8]>,
+    body: Option<Body<'a>>,
     /// Safe to send again after S3 may have acted on it.
     repeat: bool,
     /// Extra wait for the answer's first byte.
@@ -206,15 +225,15 @@ impl S3Backend {
     /// Sends a request and reads its answer's head: a 2xx answer, or the failure in the
     /// store's terms once the tries allowed are spent. A connection that could not be made is
     /// tried again whatever the request (S3 saw nothing); a broken connection or a retryable
-    /// S3 error only for a request safe to repeat. The body is in memory, so every try
-    /// sends the same bytes.
+    /// S3 error only for a request safe to repeat. Every try sends the whole body again
+    /// ([`Body`]); a body's file that cannot be read fails the request at once.
     async fn call(&self, req: &Req<'_>) -> Result<(Head, Exchange)> {
         let mut tries = 0;
         let mut stale = 0;
         loop {
             tries += 1;
             let last = tries >= self.retry.max_tries;
-            let error = match self.try_call(req).await {
+            let error = match self.try_call(req).await? {
                 Ok((head, ex)) if head.is_success() => return Ok((head, ex)),
                 Ok((head, mut ex)) => {
                     let text = ex.body(MAX_XML).await.unwrap_or_default();
@@ -250,18 +269,20 @@ impl S3Backend {
         }
     }
 
-    /// One try of [`S3Backend::call`].
-    async fn try_call(&self, req: &Req<'_>) -> conn::Result<(Head, Exchange)> {
-        let len = req.body.map(|b| b.len() as u64);
+    /// One try of [`S3Backend::call`]: the request's failure on the way inside, a failure
+    /// to read its body's file outside.
+    async fn try_call(&self, req: &Req<'_>) -> Result<conn::Result<(Head, Exchange)>> {
+        let len = req.body.as_ref().map(Body::len);
         let fresh = !req.repeat;
-        let mut ex =
-            Exchange::start(&self.endpoint, req.method, req.url, req.headers, len, fresh).await?;
-        // In pieces: the socket write takes its buffer by value, so each is copied once.
-        for piece in req.body.unwrap_or_default().chunks(WRITE_PIECE) {
-            ex.write(piece).await?;
+        let start = Exchange::start(&self.endpoint, req.method, req.url, req.headers, len, fresh);
+        let mut ex = match start.await {
+            Ok(ex) => ex,
+            Err(f) => return Ok(Err(f)),
+        };
+        if let Err(f) = send_body(&mut ex, req.body.clone()).await? {
+            return Ok(Err(f));
         }
-        let head = ex.response(req.allowance).await?;
-        Ok((head, ex))
+        Ok(ex.response(req.allowance).await.map(|head| (head, ex)))
     }
 
     /// A request safe to repeat whose answer is wanted whole (XML, or nothing).
@@ -270,7 +291,7 @@ impl S3Backend {
         what: &str,
         method: &str,
         url: &Url,
-        body: Option<&[u8]>,
+        body: Option<Body<'_>>,
     ) -> Result<(Head, Vec<u8>)> {
         let req = Req {
             body,
@@ -322,7 +343,8 @@ impl S3Backend {
                         multipart = Some(self.create_multipart(&key).await?);
                     }
                     let m = multipart.as_mut().expect("created above");
-                    self.upload_part(&key, m, &buf[..part_size]).await?;
+                    self.add_part(&key, m, Body::Bytes(&buf[..part_size]))
+                        .await?;
                     buf.drain(..part_size);
                 }
             }
@@ -341,15 +363,11 @@ impl S3Backend {
             }
             match multipart.as_mut() {
                 None => {
-                    let url = self
-                        .bucket
-                        .put_object(Some(&self.credentials), &key)
-                        .sign(SIGNED_FOR);
-                    self.call_for_body("PUT", "PUT", &url, Some(&buf)).await?;
+                    self.put_object("PUT", &key, Body::Bytes(&buf)).await?;
                 }
                 Some(m) => {
                     if !buf.is_empty() {
-                        self.upload_part(&key, m, &buf).await?;
+                        self.add_part(&key, m, Body::Bytes(&buf)).await?;
                     }
                     match self.complete_multipart(&key, m, size).await {
                         // A completion retried after a lost answer finds its upload gone:
@@ -382,7 +400,7 @@ impl S3Backend {
         let url = self.sign_with(rusty_s3::Method::Post, key, &[("uploads", "")], &[]);
         // Not sent twice: a second upload would be left behind, unknown to anyone.
         let req = Req {
-            body: Some(b""),
+            body: Some(Body::Bytes(b"")),
             repeat: false,
             ..Req::new("create multipart upload", "POST", &url)
         };
@@ -396,23 +414,41 @@ impl S3Backend {
         })
     }
 
-    async fn upload_part(&self, key: &str, m: &mut Multipart, bytes: &[u8]) -> Result<()> {
-        let number = u16::try_from(m.etags.len() + 1)
-            .ok()
-            .filter(|n| u64::from(*n) <= MAX_PARTS)
-            .ok_or_else(|| Error::Io(format!("S3 upload of {key}: more than 10,000 parts")))?;
+    /// Uploads `body` as the next part of `m`, and notes its ETag.
+    async fn add_part(&self, key: &str, m: &mut Multipart, body: Body<'_>) -> Result<()> {
+        let number = part_number(m.etags.len() + 1)?;
+        let etag = self.upload_part(key, &m.id, number, body).await?;
+        m.etags.push(etag);
+        Ok(())
+    }
+
+    /// Uploads `body` as part `number` of the multipart upload `upload` at `key`; the part's
+    /// ETag. Safe to repeat: the same bytes to the same part.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u16,
+        body: Body<'_>,
+    ) -> Result<String> {
         let url = self
             .bucket
-            .upload_part(Some(&self.credentials), key, number, &m.id)
+            .upload_part(Some(&self.credentials), key, number, upload)
             .sign(SIGNED_FOR);
         let (head, _) = self
-            .call_for_body("upload part", "PUT", &url, Some(bytes))
+            .call_for_body("upload part", "PUT", &url, Some(body))
             .await?;
-        let etag = head
-            .header("etag")
-            .ok_or_else(|| Error::Io(format!("S3 upload part {number} of {key}: no ETag")))?;
-        m.etags.push(etag.to_string());
-        Ok(())
+        etag_of(&head, &format!("upload part {number} of {key}"))
+    }
+
+    /// PUTs `body` as the object at `key` (`what` it is, in errors); its ETag.
+    async fn put_object(&self, what: &str, key: &str, body: Body<'_>) -> Result<String> {
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), key)
+            .sign(SIGNED_FOR);
+        let (head, _) = self.call_for_body(what, "PUT", &url, Some(body)).await?;
+        etag_of(&head, what)
     }
 
     /// Safe to repeat: a completion whose first try succeeded unseen finds its upload gone,
@@ -427,7 +463,7 @@ impl S3Backend {
         let url = action.sign(SIGNED_FOR);
         let body = action.body();
         let req = Req {
-            body: Some(body.as_bytes()),
+            body: Some(Body::Bytes(body.as_bytes())),
             allowance: Duration::from_secs(size / ASSEMBLY_RATE),
             ..Req::new("complete multipart upload", "POST", &url)
         };
@@ -479,6 +515,21 @@ struct Multipart {
     id: String,
     /// Of the parts uploaded so far, in order.
     etags: Vec<String>,
+}
+
+/// The number of part `n` (from 1), refused beyond S3's 10,000. Pure.
+fn part_number(n: usize) -> Result<u16> {
+    u16::try_from(n)
+        .ok()
+        .filter(|n| u64::from(*n) <= MAX_PARTS)
+        .ok_or_else(|| Error::Io("an S3 upload of more than 10,000 parts".into()))
+}
+
+/// A part's or object's ETag from its answer.
+fn etag_of(head: &Head, what: &str) -> Result<String> {
+    head.header("etag")
+        .map(str::to_string)
+        .ok_or_else(|| Error::Io(format!("S3 {what}: no ETag")))
 }
 
 /// Bytes per part for a blob of `size`: S3's 5 MiB minimum, or (rounded up to whole MiB) the
@@ -539,6 +590,45 @@ fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
     let start = xml.find(&open)? + open.len();
     let len = xml[start..].find("</")?;
     Some(&xml[start..start + len])
+}
+
+/// Writes `body` after the request's head: bytes a piece at a time (the socket takes its buffer
+/// by value, so each piece is copied once), a file's range read a piece at a time into one
+/// buffer that goes to the socket and comes back for the next. The request's failure inside,
+/// a failure to read the file outside (not worth another try).
+async fn send_body(ex: &mut Exchange, body: Option<Body<'_>>) -> Result<conn::Result<()>> {
+    match body {
+        None => {}
+        Some(Body::Bytes(bytes)) => {
+            for piece in bytes.chunks(WRITE_PIECE) {
+                if let Err(f) = ex.write(piece).await {
+                    return Ok(Err(f));
+                }
+            }
+        }
+        Some(Body::File(file, range)) => {
+            let mut buf = Vec::with_capacity(WRITE_PIECE);
+            let mut pos = range.start;
+            while pos < range.end {
+                let want = (range.end - pos).min(WRITE_PIECE as u64) as usize;
+                buf.clear();
+                let (r, slice) = file.read_at(SliceMut::new(buf, 0, want), pos).await;
+                buf = slice.into_inner();
+                let n = r.map_err(|e| Error::io("reading a file sent to S3", e))?;
+                if n == 0 {
+                    return Err(Error::Io(
+                        "a file sent to S3 ended before the range sent".into(),
+                    ));
+                }
+                buf = match ex.write_owned(buf).await {
+                    Ok(buf) => buf,
+                    Err(f) => return Ok(Err(f)),
+                };
+                pos += n as u64;
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// A ranged GET's body, piece by piece.

@@ -9,9 +9,9 @@
 //!
 //! A staged session (the blobs are remote, see `store::uploads`) writes the same way to its
 //! spool, and whenever a full part has been written it goes up from the spool to the remote
-//! backend, one part in flight while the request goes on streaming; what went up is punched
-//! out of the spool, so a session holds about a part of disk whatever its size, and memory
-//! holds a piece of a part at a time. The end of the request puts the bytes after the last
+//! backend, a few parts in flight while the request goes on streaming; what went up is punched
+//! out of the spool, so a session holds a few parts of disk whatever its size, and memory
+//! holds a piece of each part in flight. The end of the request puts the bytes after the last
 //! part up as the tail object and only then advances the row, which names exactly the parts
 //! and the tail the backend acknowledged: durable before acknowledged, on any node. A request
 //! that fails leaves the row as it was (the session stands where it was last acknowledged)
@@ -28,6 +28,7 @@ use crate::store::backend::UploadStaging;
 use crate::store::blobs::BlobStore;
 use crate::store::uploads::{hash_file, Lease, Session, Staged, Uploads};
 use monoio::task::JoinHandle;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +81,12 @@ pub struct UploadWriter<'a> {
 
 /// Buffers at least this large are hashed on the hashing pool rather than on the event loop.
 const OFFLOAD_HASH_MIN: usize = 256 * 1024;
+
+/// Parts of a staged request uploaded at once, each on a connection of its own: S3 takes a
+/// part on while the next goes up, where one at a time left the link idle during each
+/// answer. Each costs a piece of memory (parts are read from the spool a piece at a time)
+/// and a part of spool disk until acknowledged.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// A hash of one buffer on the hashing pool; it resolves with the hasher and the buffer.
 type Hashing = std::pin::Pin<Box<dyn Future<Output = Result<(Hasher, AlignedBuf)>>>>;
@@ -170,7 +177,7 @@ impl UploadWriter<'_> {
             staging,
             acked: self.uploads.record(lease),
             staged: lease.staged.clone().unwrap_or_default(),
-            inflight: None,
+            inflight: VecDeque::new(),
         };
         let mut out = self.open_data(lease).await?;
         let mut result = self.stream(lease, &mut out, src, Some(&mut pump)).await;
@@ -178,7 +185,7 @@ impl UploadWriter<'_> {
         if result.is_ok() {
             result = self.seal(lease, &mut pump).await.map_err(Into::into);
         }
-        if let Some((task, _)) = pump.inflight.take() {
+        for (task, _) in pump.inflight.drain(..) {
             let _ = task.await;
         }
         if result.is_err() {
@@ -211,20 +218,23 @@ impl UploadWriter<'_> {
         self.advance(lease).await
     }
 
-    /// Starts uploading the next part once the spool holds it whole (waiting first for the
-    /// part in flight: one at a time); with `all`, until no full part is left and none is in
-    /// flight. A part acknowledged is punched out of the spool.
+    /// Starts uploading the next part once the spool holds it whole, up to
+    /// [`PARTS_IN_FLIGHT`] at a time (the oldest awaited first when that many are: the request
+    /// streams on while S3 takes parts on as many connections); with `all`, until no full part
+    /// is left and none is in flight. A part acknowledged is punched out of the spool, parts
+    /// acknowledged in order.
     async fn pump(&self, p: &mut Pump, lease: &mut Lease, all: bool) -> Result<()> {
         loop {
-            let pending = p.inflight.as_ref().map_or(0, |(_, len)| *len);
+            let pending: u64 = p.inflight.iter().map(|(_, len)| *len).sum();
             let start = p.staged.parts_end() + pending;
-            let number = p.staged.parts.len() + 1 + usize::from(p.inflight.is_some());
+            let number = p.staged.parts.len() + 1 + p.inflight.len();
             let len = self.uploads.part_len(number);
             let ready = lease.offset >= start + len;
-            if !(ready || all && p.inflight.is_some()) {
+            if !(ready || all && !p.inflight.is_empty()) {
                 return Ok(());
             }
-            if let Some((task, len)) = p.inflight.take() {
+            if !ready || p.inflight.len() >= PARTS_IN_FLIGHT {
+                let (task, len) = p.inflight.pop_front().expect("a part in flight");
                 let etag = task.await?;
                 let at = p.staged.parts_end();
                 p.staged.parts.push((etag, len));
@@ -250,10 +260,7 @@ impl UploadWriter<'_> {
                     .put_part(&id, &upload, number, &spool, start..start + len)
                     .await
             });
-            p.inflight = Some((task, len));
-            if !all {
-                return Ok(());
-            }
+            p.inflight.push_back((task, len));
         }
     }
 
@@ -610,8 +617,8 @@ struct Pump {
     acked: UploadRecord,
     /// The parts so far, this request's included.
     staged: Staged,
-    /// The part going up: its upload and its length.
-    inflight: Option<(JoinHandle<Result<String>>, u64)>,
+    /// The parts going up, oldest first: their uploads and their lengths.
+    inflight: VecDeque<(JoinHandle<Result<String>>, u64)>,
 }
 
 /// Where the session stands when `e` says another request advanced it first.

@@ -44,7 +44,7 @@ impl S3Backend {
             .bucket
             .create_bucket(&self.credentials)
             .sign(SIGNED_FOR);
-        self.call_for_body("create bucket", "PUT", &url, Some(b""))
+        self.call_for_body("create bucket", "PUT", &url, Some(super::Body::Bytes(b"")))
             .await
             .map(|_| ())
     }

@@ -297,11 +297,16 @@ impl Exchange {
 
     /// Writes request bytes (the head, or a piece of the body).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let stream = self.stream.as_mut().ok_or_else(closed)?;
         // monoio takes the buffer by value; a copy of at most a body piece.
-        let buf = bytes.to_vec();
+        self.write_owned(bytes.to_vec()).await.map(drop)
+    }
+
+    /// Writes a buffer the caller owns, and gives it back for the next piece (a body read
+    /// from a file goes to the socket without a copy).
+    pub async fn write_owned(&mut self, buf: Vec<u8>) -> Result<Vec<u8>> {
+        let stream = self.stream.as_mut().ok_or_else(closed)?;
         let failure = match monoio::time::timeout(self.timeouts.idle, stream.write_all(buf)).await {
-            Ok((Ok(()), _)) => return Ok(()),
+            Ok((Ok(()), buf)) => return Ok(buf),
             Ok((Err(e), _)) => Failure::Down(format!("writing to {}: {e}", self.key)),
             Err(_) => Failure::Silent(format!("writing to {} timed out", self.key)),
         };

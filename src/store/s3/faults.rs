@@ -514,3 +514,60 @@ fn https_endpoints_are_verified_against_the_configured_ca() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A part whose body comes from a file goes through the same loop as one from memory: sent
+/// again, read again from the file, after a broken connection or a busy S3; a file shorter
+/// than the range sent fails at once, without another try.
+#[test]
+fn a_part_from_a_file_is_read_again_for_each_try() {
+    use crate::store::backend::UploadStaging;
+    let s = setup(10, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let (content, _) = blob(3 * 1024 * 1024 + 5, 8);
+    std::fs::write(&spool, &content).unwrap();
+    let len = content.len() as u64;
+    run(async {
+        let upload = s.backend.begin("f").await.unwrap();
+        super::conn::close_idle();
+        let before = s.proxy.accepted();
+        s.proxy.next(Mode::Close, 2);
+        let etag = s
+            .backend
+            .put_part("f", &upload, 1, &spool, 0..len)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.proxy.accepted() - before,
+            3,
+            "two broken tries, then whole"
+        );
+
+        super::conn::close_idle();
+        let before = s.proxy.accepted();
+        s.proxy.next(Mode::SlowDown, 1);
+        let again = s.backend.put_part("f", &upload, 1, &spool, 0..len).await;
+        assert_eq!(again.unwrap(), etag, "the same bytes, the same part");
+        assert_eq!(s.proxy.accepted() - before, 2);
+
+        super::conn::close_idle();
+        let before = s.proxy.accepted();
+        let past = s
+            .backend
+            .put_part("f", &upload, 2, &spool, 0..len + 1)
+            .await;
+        assert!(matches!(past, Err(Error::Io(_))), "{past:?}");
+        assert_eq!(s.proxy.accepted() - before, 1, "not tried again");
+
+        s.backend
+            .assemble("f", &upload, &[etag], None, len)
+            .await
+            .unwrap();
+        let mut chunks = s.backend.read_assembled("f", len).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(piece) = chunks.next().await.unwrap() {
+            got.extend_from_slice(&piece);
+        }
+        assert!(got == content, "the part went up whole");
+    });
+}

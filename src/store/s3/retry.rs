@@ -1,8 +1,8 @@
 //! When a failed S3 request is sent again, and after how long. Pure.
 //!
 //! Only a request that is safe to repeat is (the backend says which: GET, HEAD, DELETE, a PUT
-//! of an object or part whose bytes are in memory, a completion that recognises its own
-//! earlier success), and only for failures that may pass: S3 unreachable, a connection that
+//! of an object or part whose bytes are in memory or read again from a file's range, a
+//! completion that recognises its own earlier success), and only for failures that may pass: S3 unreachable, a connection that
 //! broke, S3 busy or failing inside (500, 502, 503, 504; `SlowDown`, `InternalError`,
 //! `RequestTimeout`). Waits grow exponentially with full jitter (AWS's advice: many nodes
 //! retrying after the same outage do not come back in step), and the number of tries is

@@ -1,16 +1,18 @@
 //! Upload sessions in the bucket ([`UploadStaging`] for [`S3Backend`]): a session `id` is a
 //! multipart upload at `<prefix>uploads/<id>/data` and a tail object at
 //! `<prefix>uploads/<id>/tail`. Parts and tails go up from ranges of the node's local spool
-//! file, read a piece at a time, so a part of any size costs one piece of memory.
+//! file, read a piece at a time (a [`Body::File`], sent by the backend's one request loop and
+//! read again from the file for a retry), so a part of any size costs one piece of memory.
 //!
 //! Completion assembles the upload at the session's key and then copies it to the blob's key
 //! server-side (S3 cannot rename): one CopyObject up to S3's 5 GiB limit, UploadPartCopy in
 //! ranges beyond it (as distribution's S3 driver moves large objects), and removes the
 //! session's object. A session that never filled a part is PUT straight to the blob's key.
 
-use super::conn::{Exchange, Failure};
+use super::conn::Exchange;
 use super::{
-    failure, retry, status_error, Download, Head, Multipart, Req, S3Backend, MAX_XML, SIGNED_FOR,
+    failure, status_error, Body, Download, Head, Multipart, Req, S3Backend, MAX_XML, READ_PIECE,
+    SIGNED_FOR,
 };
 use crate::oci::digest::Digest;
 use crate::store::backend::{BlobBackend, Chunks, Fut, UploadStaging};
@@ -21,8 +23,6 @@ use std::path::Path;
 use std::sync::Arc;
 use url::Url;
 
-/// Largest piece of a part read from the spool and written to the socket at once.
-const PIECE: u64 = 1024 * 1024;
 /// Largest object one CopyObject may copy.
 const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
 /// Bytes per UploadPartCopy when an object is copied in ranges (at most 5 GiB each).
@@ -31,89 +31,6 @@ const COPY_PART: u64 = 1024 * 1024 * 1024;
 impl S3Backend {
     fn session_key(&self, id: &str, name: &str) -> String {
         format!("{}uploads/{id}/{name}", self.prefix)
-    }
-
-    /// Sends `range` of the file `src` as the body of `method` on `url`, read from the file a
-    /// piece at a time; tried again from the file when the connection broke (every such
-    /// request is idempotent: the same bytes to the same key or part). The answer's head and
-    /// body, its status checked.
-    async fn send_file(
-        &self,
-        what: &str,
-        method: &str,
-        url: &Url,
-        src: &Path,
-        range: Range<u64>,
-    ) -> Result<(Head, Vec<u8>)> {
-        let file = monoio::fs::File::open(src)
-            .await
-            .map_err(|e| Error::io("opening an upload spool", e))?;
-        let mut last = None;
-        let mut outcome = None;
-        for tries in 1..=self.retry.max_tries {
-            match self.try_send_file(method, url, &file, range.clone()).await {
-                Ok(answer) => {
-                    outcome = Some(answer);
-                    break;
-                }
-                Err(SendError::Net(f @ Failure::Protocol(_))) => {
-                    last = Some(f);
-                    break;
-                }
-                Err(SendError::Net(f)) => {
-                    // Broken off, refused or silent: the same bytes again, after a wait.
-                    last = Some(f);
-                    if tries < self.retry.max_tries {
-                        monoio::time::sleep(self.retry.backoff(tries, retry::random())).await;
-                    }
-                }
-                Err(SendError::Store(e)) => {
-                    let _ = file.close().await;
-                    return Err(e);
-                }
-            }
-        }
-        let _ = file.close().await;
-        let (head, mut ex) = match outcome {
-            Some(answer) => answer,
-            None => return Err(failure(what, last.expect("at least one try"))),
-        };
-        let text = ex.body(MAX_XML).await.map_err(|f| failure(what, f))?;
-        if !(200..300).contains(&head.status) {
-            return Err(status_error(what, head.status, &text));
-        }
-        Ok((head, text))
-    }
-
-    async fn try_send_file(
-        &self,
-        method: &str,
-        url: &Url,
-        file: &monoio::fs::File,
-        range: Range<u64>,
-    ) -> std::result::Result<(Head, Exchange), SendError> {
-        let len = range.end - range.start;
-        let mut ex = Exchange::start(&self.endpoint, method, url, &[], Some(len), false)
-            .await
-            .map_err(SendError::Net)?;
-        let mut pos = range.start;
-        while pos < range.end {
-            let want = (range.end - pos).min(PIECE) as usize;
-            let (r, buf) = file.read_at(Vec::with_capacity(want), pos).await;
-            let n = r.map_err(|e| SendError::Store(Error::io("reading an upload spool", e)))?;
-            if n == 0 {
-                return Err(SendError::Store(Error::Io(
-                    "an upload spool is shorter than its session".into(),
-                )));
-            }
-            ex.write(&buf).await.map_err(SendError::Net)?;
-            pos += n as u64;
-        }
-        let head = ex
-            .response(std::time::Duration::ZERO)
-            .await
-            .map_err(SendError::Net)?;
-        Ok((head, ex))
     }
 
     /// The size of the object at `key`, None when there is none.
@@ -184,7 +101,7 @@ impl S3Backend {
         let sent = [("x-amz-copy-source", source.clone())];
         let req = Req {
             headers: &sent,
-            body: Some(b""),
+            body: Some(Body::Bytes(b"")),
             ..Req::new("copy", "PUT", &url)
         };
         let (head, mut ex) = self.call(&req).await?;
@@ -220,7 +137,7 @@ impl S3Backend {
                 ];
                 let req = Req {
                     headers: &sent,
-                    body: Some(b""),
+                    body: Some(Body::Bytes(b"")),
                     ..Req::new("copy part", "PUT", &url)
                 };
                 let (head, mut ex) = self.call(&req).await?;
@@ -263,14 +180,11 @@ impl S3Backend {
         src: &Path,
         range: Range<u64>,
     ) -> Result<String> {
-        let url = self
-            .bucket
-            .upload_part(Some(&self.credentials), key, number, upload)
-            .sign(SIGNED_FOR);
-        let (head, _) = self
-            .send_file("upload part", "PUT", &url, src, range)
-            .await?;
-        etag_of(&head, "upload part")
+        with_file(src, async |file| {
+            let body = Body::File(file, range);
+            self.upload_part(key, upload, number, body).await
+        })
+        .await
     }
 
     async fn assemble_at(
@@ -287,8 +201,7 @@ impl S3Backend {
         };
         let done: Result<()> = async {
             if let Some((src, range)) = last {
-                let number = u16::try_from(parts.len() + 1)
-                    .map_err(|_| Error::Io("an upload of more than 10,000 parts".into()))?;
+                let number = super::part_number(parts.len() + 1)?;
                 let etag = self.put_part_from(key, upload, number, src, range).await?;
                 m.etags.push(etag);
             }
@@ -304,17 +217,17 @@ impl S3Backend {
     }
 }
 
-/// Why sending a file failed: on the way (try again), or reading the file (do not).
-enum SendError {
-    Net(Failure),
-    Store(Error),
-}
-
-/// A part's or object's ETag from its answer.
-fn etag_of(head: &Head, what: &str) -> Result<String> {
-    head.header("etag")
-        .map(str::to_string)
-        .ok_or_else(|| Error::Io(format!("S3 {what}: no ETag")))
+/// `send` with the spool `src` open, closed after whatever the outcome.
+async fn with_file<T>(
+    src: &Path,
+    send: impl AsyncFnOnce(&monoio::fs::File) -> Result<T>,
+) -> Result<T> {
+    let file = monoio::fs::File::open(src)
+        .await
+        .map_err(|e| Error::io("opening an upload spool", e))?;
+    let out = send(&file).await;
+    let _ = file.close().await;
+    out
 }
 
 /// ETags compared as S3 means them: with or without their quotes.
@@ -347,12 +260,11 @@ impl UploadStaging for S3Backend {
     fn put_tail<'a>(&'a self, id: &'a str, src: &'a Path, range: Range<u64>) -> Fut<'a, String> {
         Box::pin(async move {
             let key = self.session_key(id, "tail");
-            let url = self
-                .bucket
-                .put_object(Some(&self.credentials), &key)
-                .sign(SIGNED_FOR);
-            let (head, _) = self.send_file("put tail", "PUT", &url, src, range).await?;
-            etag_of(&head, "put tail")
+            with_file(src, async |file| {
+                self.put_object("put tail", &key, Body::File(file, range))
+                    .await
+            })
+            .await
         })
     }
 
@@ -382,7 +294,7 @@ impl UploadStaging for S3Backend {
             let mut pos = at;
             let written: Result<()> = async {
                 while let Some(piece) = ex
-                    .next_piece(PIECE as usize)
+                    .next_piece(READ_PIECE)
                     .await
                     .map_err(|f| failure("GET tail", f))?
                 {
@@ -832,12 +744,8 @@ mod tests {
         let content: Vec<u8> = (0..12 * 1024 * 1024 + 5).map(|i| (i % 249) as u8).collect();
         let d = Digest::sha256_of(&content);
         harness::run(async {
-            let url = backend
-                .bucket
-                .put_object(Some(&backend.credentials), "copy/src")
-                .sign(SIGNED_FOR);
             backend
-                .call_for_body("PUT", "PUT", &url, Some(&content))
+                .put_object("PUT", "copy/src", Body::Bytes(&content))
                 .await
                 .unwrap();
             let to = backend.key(&d);
