@@ -705,8 +705,10 @@ PY
         say "S3 huge: $HUGE_SIZE pushed through node 1, pulled through node 2, peak RSS of each"
         reset_peak "$RYS1_PID"
         reset_peak "$RYS2_PID"
+        # The closing PUT waits for the server-side copy past 5 GiB (UploadPartCopy), which
+        # s3s-fs does at about 30 MB/s.
         lt s3-huge-push seed --registry "$RYS1" --image bench/huge --blob-only "$HUGE_SIZE" \
-            --max-seconds 1800 --timeout 300
+            --max-seconds 1800 --timeout 1200
         digest=$(jq -r .digest "$OUT/s3-huge-push.json")
         lt s3-huge-pull get --url "$RYS2/v2/bench/huge/blobs/$digest" --connections 1 \
             --requests 1 --max-seconds 1800 --timeout 300

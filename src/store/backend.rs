@@ -119,8 +119,9 @@ pub trait UploadStaging: Send + Sync {
     /// lost).
     fn read_assembled<'a>(&'a self, id: &'a str, size: u64) -> Fut<'a, Box<dyn Chunks + 'a>>;
 
-    /// Makes the assembled object the blob `digest` (unless the backend holds it already),
-    /// then removes it from the session.
+    /// Makes the assembled object the blob `digest` (unless the backend holds it already).
+    /// The session's objects stay until its [`discard`](Self::discard), which follows every
+    /// completion (once, not twice).
     fn publish<'a>(&'a self, id: &'a str, digest: &'a Digest, size: u64) -> Fut<'a, ()>;
 
     /// Stores a whole local file (complete, verified against `digest`) as the blob: a session

@@ -56,9 +56,17 @@ const SIGNED_FOR: Duration = Duration::from_secs(3600);
 const MAX_XML: usize = 4 * 1024 * 1024;
 /// Free retries of a request whose parked connection turned out closed (before the tries).
 const STALE_RETRIES: u32 = 2;
-/// The rate at which S3 is expected to assemble a completed multipart upload at the least:
-/// the completion's first byte may take this much longer per byte of the object.
-const ASSEMBLY_RATE: u64 = 64 * 1024 * 1024;
+/// The rate at which S3 is expected to move bytes server-side at the least (assembling a
+/// completed multipart upload, copying an object or a range): such a request's first byte
+/// may take this much longer per byte it moves. AWS answers them in seconds, but an
+/// S3-compatible server may not (s3s-fs copies a 1 GiB range in about 35 s); a slow step is
+/// not a silent server, and repeating it would only add to its load.
+pub(crate) const SERVER_SIDE_RATE: u64 = 16 * 1024 * 1024;
+
+/// What a request that moves `bytes` server-side may add to the wait for its first byte.
+pub(crate) fn server_side_allowance(bytes: u64) -> Duration {
+    Duration::from_secs(bytes / SERVER_SIDE_RATE)
+}
 
 /// Where the bucket is and how to reach it.
 #[derive(Clone, Debug)]
@@ -464,7 +472,7 @@ impl S3Backend {
         let body = action.body();
         let req = Req {
             body: Some(Body::Bytes(body.as_bytes())),
-            allowance: Duration::from_secs(size / ASSEMBLY_RATE),
+            allowance: server_side_allowance(size),
             ..Req::new("complete multipart upload", "POST", &url)
         };
         let (_, answer) = self.answer_of(&req).await?;

@@ -93,8 +93,8 @@ impl S3Backend {
         format!("/{}/{key}", self.bucket.name())
     }
 
-    /// CopyObject of `from` to `to` (up to 5 GiB).
-    async fn copy_object(&self, from: &str, to: &str) -> Result<()> {
+    /// CopyObject of `from` (`size` bytes, up to 5 GiB) to `to`.
+    async fn copy_object(&self, from: &str, to: &str, size: u64) -> Result<()> {
         let source = self.copy_source(from);
         let headers = [("x-amz-copy-source", source.as_str())];
         let url = self.sign_with(rusty_s3::Method::Put, to, &[], &headers);
@@ -102,6 +102,7 @@ impl S3Backend {
         let req = Req {
             headers: &sent,
             body: Some(Body::Bytes(b"")),
+            allowance: super::server_side_allowance(size),
             ..Req::new("copy", "PUT", &url)
         };
         let (head, mut ex) = self.call(&req).await?;
@@ -138,6 +139,7 @@ impl S3Backend {
                 let req = Req {
                     headers: &sent,
                     body: Some(Body::Bytes(b"")),
+                    allowance: super::server_side_allowance(end - start),
                     ..Req::new("copy part", "PUT", &url)
                 };
                 let (head, mut ex) = self.call(&req).await?;
@@ -347,13 +349,13 @@ impl UploadStaging for S3Backend {
             if !self.present(digest).await? {
                 let to = self.key(digest);
                 if size <= COPY_MAX {
-                    self.copy_object(&from, &to).await?;
+                    self.copy_object(&from, &to, size).await?;
                 } else {
                     let part = COPY_PART.max(size.div_ceil(super::MAX_PARTS));
                     self.copy_in_parts(&from, &to, size, part).await?;
                 }
             }
-            self.delete_key(&from).await
+            Ok(())
         })
     }
 
