@@ -315,15 +315,39 @@ impl S3Backend {
         Ok((head, text))
     }
 
+    /// The size of the blob `digest`; `NotFound` when the bucket does not hold it.
     async fn head(&self, digest: &Digest) -> Result<u64> {
-        let key = self.key(digest);
+        self.object_size(&self.key(digest))
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// The size of the object at `key` (a HEAD), None when there is none.
+    async fn object_size(&self, key: &str) -> Result<Option<u64>> {
         let url = self
             .bucket
-            .head_object(Some(&self.credentials), &key)
+            .head_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
-        let (head, _) = self.call_for_body("HEAD", "HEAD", &url, None).await?;
-        head.content_length
-            .ok_or_else(|| Error::Io(format!("S3 HEAD {key}: no content-length")))
+        match self.call_for_body("HEAD", "HEAD", &url, None).await {
+            Ok((head, _)) => head
+                .content_length
+                .map(Some)
+                .ok_or_else(|| Error::Io(format!("S3 HEAD {key}: no content-length"))),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the object at `key`; one that is not there is no error.
+    async fn delete_key(&self, key: &str) -> Result<()> {
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), key)
+            .sign(SIGNED_FOR);
+        match self.call_for_body("DELETE", "DELETE", &url, None).await {
+            Ok(_) | Err(Error::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Stores what `src` delivers under `digest` once it is `size` bytes that digest to
@@ -760,12 +784,7 @@ impl BlobBackend for S3Backend {
             if !self.present(digest).await? {
                 return Ok(false);
             }
-            let key = self.key(digest);
-            let url = self
-                .bucket
-                .delete_object(Some(&self.credentials), &key)
-                .sign(SIGNED_FOR);
-            self.call_for_body("DELETE", "DELETE", &url, None).await?;
+            self.delete_key(&self.key(digest)).await?;
             Ok(true)
         })
     }
@@ -796,11 +815,7 @@ impl BlobBackend for S3Backend {
 
 impl S3Backend {
     async fn present(&self, digest: &Digest) -> Result<bool> {
-        match self.head(digest).await {
-            Ok(_) => Ok(true),
-            Err(Error::NotFound) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self.object_size(&self.key(digest)).await?.is_some())
     }
 }
 

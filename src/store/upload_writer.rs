@@ -701,6 +701,24 @@ async fn settle(lease: &mut Lease, write: PendingWrite) -> Result<()> {
 pub(crate) struct Bytes<'a>(pub &'a [u8]);
 
 #[cfg(test)]
+impl UploadWriter<'_> {
+    /// Appends `rest` and completes with `digest`, as a final PATCH and PUT do (tests).
+    pub(crate) async fn finish_with(
+        &self,
+        lease: &mut Lease,
+        rest: &[u8],
+        digest: &Digest,
+    ) -> Result<u64> {
+        self.append(lease, &mut Bytes(rest))
+            .await
+            .map_err(|e| match e {
+                AppendError::Source(e) | AppendError::Store(e) => e,
+            })?;
+        self.complete(lease, digest).await
+    }
+}
+
+#[cfg(test)]
 impl ByteSource for Bytes<'_> {
     type Error = Error;
 
@@ -806,13 +824,9 @@ mod tests {
         let mut lease = uploads
             .lease_current(&s.pool, &s.meta, "r", ALICE, id)
             .await?;
-        let w = s.writer(uploads);
-        w.append(&mut lease, &mut Bytes(rest))
+        s.writer(uploads)
+            .finish_with(&mut lease, rest, digest)
             .await
-            .map_err(|e| match e {
-                AppendError::Source(e) | AppendError::Store(e) => e,
-            })?;
-        w.complete(&mut lease, digest).await
     }
 
     /// Where the session stands as a status request finds it.

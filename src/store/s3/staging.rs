@@ -6,8 +6,9 @@
 //!
 //! Completion assembles the upload at the session's key and then copies it to the blob's key
 //! server-side (S3 cannot rename): one CopyObject up to S3's 5 GiB limit, UploadPartCopy in
-//! ranges beyond it (as distribution's S3 driver moves large objects), and removes the
-//! session's object. A session that never filled a part is PUT straight to the blob's key.
+//! ranges beyond it (as distribution's S3 driver moves large objects); the session's objects
+//! go with its discard, which follows. A session that never filled a part is PUT straight to
+//! the blob's key.
 
 use super::conn::Exchange;
 use super::{
@@ -31,30 +32,6 @@ const COPY_PART: u64 = 1024 * 1024 * 1024;
 impl S3Backend {
     fn session_key(&self, id: &str, name: &str) -> String {
         format!("{}uploads/{id}/{name}", self.prefix)
-    }
-
-    /// The size of the object at `key`, None when there is none.
-    async fn object_size(&self, key: &str) -> Result<Option<u64>> {
-        let url = self
-            .bucket
-            .head_object(Some(&self.credentials), key)
-            .sign(SIGNED_FOR);
-        match self.call_for_body("HEAD", "HEAD", &url, None).await {
-            Ok((head, _)) => Ok(head.content_length),
-            Err(Error::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn delete_key(&self, key: &str) -> Result<()> {
-        let url = self
-            .bucket
-            .delete_object(Some(&self.credentials), key)
-            .sign(SIGNED_FOR);
-        match self.call_for_body("DELETE", "DELETE", &url, None).await {
-            Ok(_) | Err(Error::NotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
     }
 
     /// A GET of the whole object at `key`, its answer's head checked.
@@ -500,13 +477,9 @@ mod tests {
                 .uploads
                 .lease_current(&self.pool, &self.meta, "r", ALICE, id)
                 .await?;
-            let w = self.writer(node);
-            w.append(&mut lease, &mut Bytes(rest))
+            self.writer(node)
+                .finish_with(&mut lease, rest, digest)
                 .await
-                .map_err(|e| match e {
-                    AppendError::Source(e) | AppendError::Store(e) => e,
-                })?;
-            w.complete(&mut lease, digest).await
         }
 
         fn row(&self, id: &str) -> Option<crate::meta::UploadRecord> {
