@@ -51,7 +51,7 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Res
     }
     if reg.limits.redirect {
         // The client takes the bytes from S3 itself, its Range with it.
-        if let Some(url) = reg.blobs.presigned_get(&digest, REDIRECT_VALID) {
+        if let Some(url) = reg.blobs.presigned_get(&digest, REDIRECT_VALID).await? {
             return Ok(Response::new(307)
                 .header("Location", url)
                 .header("Docker-Content-Digest", digest.as_str().to_owned()));

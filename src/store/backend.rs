@@ -61,9 +61,13 @@ pub trait BlobBackend: Send + Sync {
 
     /// A URL where a client may GET the blob itself for `valid` (a presigned S3 URL), so that
     /// its bytes need not pass through this node; None (the default) when the backend has no
-    /// such thing.
-    fn presigned_get(&self, _digest: &Digest, _valid: std::time::Duration) -> Option<String> {
-        None
+    /// such thing or does not hold the blob.
+    fn presigned_get<'a>(
+        &'a self,
+        _digest: &'a Digest,
+        _valid: std::time::Duration,
+    ) -> Fut<'a, Option<String>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -119,17 +123,22 @@ pub trait UploadStaging: Send + Sync {
     /// lost).
     fn read_assembled<'a>(&'a self, id: &'a str, size: u64) -> Fut<'a, Box<dyn Chunks + 'a>>;
 
-    /// Makes the assembled object the blob `digest` (unless the backend holds it already).
-    /// The session's objects stay until its [`discard`](Self::discard), which follows every
-    /// completion (once, not twice).
+    /// Makes the assembled object the blob `digest` (unless the backend holds it already, when
+    /// the assembled object goes). Safe to repeat. The session's [`discard`](Self::discard)
+    /// follows every completion (once, not twice).
     fn publish<'a>(&'a self, id: &'a str, digest: &'a Digest, size: u64) -> Fut<'a, ()>;
 
     /// Stores a whole local file (complete, verified against `digest`) as the blob: a session
     /// that never filled a part.
     fn publish_file<'a>(&'a self, src: &'a Path, digest: &'a Digest) -> Fut<'a, ()>;
 
-    /// Removes what the session holds: aborts its multipart upload (when it has one), deletes
-    /// its tail and its assembled object. What is already gone is no error.
+    /// Deletes the assembled object of a session whose digest was refused: it never became
+    /// a blob.
+    fn unassemble<'a>(&'a self, id: &'a str) -> Fut<'a, ()>;
+
+    /// Removes what the session holds: aborts its multipart upload (when it has one) and
+    /// deletes its tail. What is already gone is no error. An assembled object stays: once
+    /// published it is a blob's bytes, and a session discarded after a crash cannot tell.
     fn discard<'a>(&'a self, id: &'a str, upload: Option<&'a str>) -> Fut<'a, ()>;
 
     /// [`discard`](Self::discard) for a thread that may block and runs no event loop (a

@@ -168,8 +168,15 @@ impl BlobStore {
 
     /// A URL where the client may fetch the blob from the remote backend itself, valid for
     /// `valid`; None when the backend has none (the filesystem deployment).
-    pub fn presigned_get(&self, digest: &Digest, valid: std::time::Duration) -> Option<String> {
-        self.remote.as_ref()?.backend.presigned_get(digest, valid)
+    pub async fn presigned_get(
+        &self,
+        digest: &Digest,
+        valid: std::time::Duration,
+    ) -> Result<Option<String>> {
+        match &self.remote {
+            Some(remote) => remote.backend.presigned_get(digest, valid).await,
+            None => Ok(None),
+        }
     }
 
     /// The cache tier's figures for `/metrics`; `None` on the filesystem deployment.

@@ -1,5 +1,5 @@
-//! Committed blobs in an S3 bucket, at `<prefix>blobs/<algorithm>/<hex>`: the second
-//! [`BlobBackend`]. Requests are signed by rusty-s3 (sans-IO SigV4, presigned URLs) and sent
+//! Committed blobs in an S3 bucket, at `<prefix>blobs/<algorithm>/<hex>` (or where a pointer
+//! there names, for blobs pushed in parts: [`pointer`]): the second [`BlobBackend`]. Requests are signed by rusty-s3 (sans-IO SigV4, presigned URLs) and sent
 //! by [`conn`], our HTTP/1.1 on the caller's monoio loop: no tokio, no thread hop per
 //! request, pooled keep-alive connections per loop.
 //!
@@ -22,6 +22,7 @@ pub(crate) mod check;
 pub(crate) mod conn;
 #[cfg(test)]
 mod faults;
+mod pointer;
 mod resolve;
 mod retry;
 mod staging;
@@ -57,14 +58,14 @@ const MAX_XML: usize = 4 * 1024 * 1024;
 /// Free retries of a request whose parked connection turned out closed (before the tries).
 const STALE_RETRIES: u32 = 2;
 /// The rate at which S3 is expected to move bytes server-side at the least (assembling a
-/// completed multipart upload, copying an object or a range): such a request's first byte
-/// may take this much longer per byte it moves. AWS answers them in seconds, but an
-/// S3-compatible server may not (s3s-fs copies a 1 GiB range in about 35 s); a slow step is
-/// not a silent server, and repeating it would only add to its load.
-pub(crate) const SERVER_SIDE_RATE: u64 = 16 * 1024 * 1024;
+/// completed multipart upload): such a request's first byte may take this much longer per
+/// byte it moves. AWS answers in seconds, but an S3-compatible server may not (moto
+/// assembles 1 GiB in about 4.5 s, and s3s-fs writes the whole object out again); a slow
+/// step is not a silent server, and repeating it would only add to its load.
+const SERVER_SIDE_RATE: u64 = 16 * 1024 * 1024;
 
 /// What a request that moves `bytes` server-side may add to the wait for its first byte.
-pub(crate) fn server_side_allowance(bytes: u64) -> Duration {
+fn server_side_allowance(bytes: u64) -> Duration {
     Duration::from_secs(bytes / SERVER_SIDE_RATE)
 }
 
@@ -222,6 +223,29 @@ impl S3Backend {
         )
     }
 
+    /// A request on `key` signed with its query and extra headers (user metadata, which S3
+    /// wants signed), which rusty-s3's actions do not cover.
+    fn sign_with(
+        &self,
+        method: rusty_s3::Method,
+        key: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Url {
+        rusty_s3::signing::sign(
+            &jiff::Timestamp::now(),
+            method,
+            self.bucket.object_url(key),
+            self.credentials.key(),
+            self.credentials.secret(),
+            self.credentials.token(),
+            self.bucket.region(),
+            SIGNED_FOR.as_secs(),
+            query.iter().copied(),
+            headers.iter().copied(),
+        )
+    }
+
     /// The digest a listed key names; `None` for keys not of our shape.
     fn digest_of_key(&self, key: &str) -> Option<Digest> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix("blobs/")?;
@@ -317,22 +341,27 @@ impl S3Backend {
 
     /// The size of the blob `digest`; `NotFound` when the bucket does not hold it.
     async fn head(&self, digest: &Digest) -> Result<u64> {
-        self.object_size(&self.key(digest))
-            .await?
-            .ok_or(Error::NotFound)
+        Ok(self.locate(digest).await?.ok_or(Error::NotFound)?.size)
     }
 
     /// The size of the object at `key` (a HEAD), None when there is none.
     async fn object_size(&self, key: &str) -> Result<Option<u64>> {
+        let Some(head) = self.object_head(key).await? else {
+            return Ok(None);
+        };
+        head.content_length
+            .map(Some)
+            .ok_or_else(|| Error::Io(format!("S3 HEAD {key}: no content-length")))
+    }
+
+    /// The answer to a HEAD of `key`, None when there is no object.
+    async fn object_head(&self, key: &str) -> Result<Option<Head>> {
         let url = self
             .bucket
             .head_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
         match self.call_for_body("HEAD", "HEAD", &url, None).await {
-            Ok((head, _)) => head
-                .content_length
-                .map(Some)
-                .ok_or_else(|| Error::Io(format!("S3 HEAD {key}: no content-length"))),
+            Ok((head, _)) => Ok(Some(head)),
             Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -529,7 +558,16 @@ impl S3Backend {
                 .map_err(|e| Error::Io(format!("S3 list answer: {e}")))?;
             for object in page.contents {
                 if let Some(d) = self.digest_of_key(&object.key) {
-                    out.push((d, object.size.unwrap_or(0)));
+                    let mut size = object.size.unwrap_or(0);
+                    if size == 0 {
+                        // Perhaps a pointer, whose size is in its metadata (a listing has
+                        // none); gone since the listing, it is not listed.
+                        match self.locate(&d).await? {
+                            Some(located) => size = located.size,
+                            None => continue,
+                        }
+                    }
+                    out.push((d, size));
                     if out.len() == limit {
                         return Ok(out);
                     }
@@ -711,11 +749,10 @@ impl BlobBackend for S3Backend {
 
     fn read<'a>(&'a self, digest: &'a Digest, range: Range<u64>) -> Fut<'a, Box<dyn Chunks + 'a>> {
         Box::pin(async move {
+            let key = self.locate(digest).await?.ok_or(Error::NotFound)?.key;
             if range.is_empty() {
-                self.head(digest).await?;
                 return Ok(Box::new(Whole(None)) as Box<dyn Chunks>);
             }
-            let key = self.key(digest);
             let url = self
                 .bucket
                 .get_object(Some(&self.credentials), &key)
@@ -781,10 +818,14 @@ impl BlobBackend for S3Backend {
     fn delete<'a>(&'a self, digest: &'a Digest) -> Fut<'a, bool> {
         Box::pin(async move {
             // S3 answers a DELETE the same whether the object was there or not.
-            if !self.present(digest).await? {
+            let Some(located) = self.locate(digest).await? else {
                 return Ok(false);
-            }
+            };
+            // The pointer first: never one that names nothing.
             self.delete_key(&self.key(digest)).await?;
+            if located.pointed {
+                self.delete_key(&located.key).await?;
+            }
             Ok(true)
         })
     }
@@ -798,12 +839,17 @@ impl BlobBackend for S3Backend {
         })
     }
 
-    fn presigned_get(&self, digest: &Digest, valid: Duration) -> Option<String> {
-        let url = self
-            .public
-            .get_object(Some(&self.credentials), &self.key(digest))
-            .sign(valid);
-        Some(url.to_string())
+    fn presigned_get<'a>(&'a self, digest: &'a Digest, valid: Duration) -> Fut<'a, Option<String>> {
+        Box::pin(async move {
+            let Some(located) = self.locate(digest).await? else {
+                return Ok(None);
+            };
+            let url = self
+                .public
+                .get_object(Some(&self.credentials), &located.key)
+                .sign(valid);
+            Ok(Some(url.to_string()))
+        })
     }
 
     fn upload_staging(
@@ -815,7 +861,7 @@ impl BlobBackend for S3Backend {
 
 impl S3Backend {
     async fn present(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.object_size(&self.key(digest)).await?.is_some())
+        Ok(self.object_head(&self.key(digest)).await?.is_some())
     }
 }
 

@@ -16,7 +16,7 @@
 //! and the tail the backend acknowledged: durable before acknowledged, on any node. A request
 //! that fails leaves the row as it was (the session stands where it was last acknowledged)
 //! and the spool to be refilled from the tail. Completion puts the tail up as the last part,
-//! assembles the upload and has the backend copy it to the blob's key.
+//! assembles the upload and has the backend make it the blob.
 
 use super::error::{Error, Result};
 use crate::blocking::Pool;
@@ -577,7 +577,11 @@ impl UploadWriter<'_> {
                 if let Some(st) = lease.staged.as_mut() {
                     st.upload = None;
                 }
-                self.refuse_unless(lease, expected, &h.finish()).await?;
+                let actual = h.finish();
+                if actual != *expected {
+                    staging.unassemble(&id).await?;
+                }
+                self.refuse_unless(lease, expected, &actual).await?;
             }
             staging.publish(&id, expected, size).await?;
             // Completed: there is no multipart upload left to abort.

@@ -113,6 +113,27 @@ impl S3Server {
         }
     }
 
+    /// The bytes of the blob `digest` in the bucket under `prefix` (wherever its key points),
+    /// None when the bucket does not hold it: read from S3 itself, not through a node.
+    pub fn blob(&self, prefix: &str, digest: &str) -> Option<Vec<u8>> {
+        use crate::store::backend::BlobBackend;
+        let digest = crate::oci::digest::Digest::parse(digest).expect("a digest");
+        let backend = S3Backend::new(&self.config(prefix)).unwrap();
+        run(async {
+            let size = match backend.stat(&digest).await {
+                Ok(size) => size,
+                Err(crate::store::Error::NotFound) => return None,
+                Err(e) => panic!("HEAD {digest}: {e}"),
+            };
+            let mut read = backend.read(&digest, 0..size).await.expect("GET");
+            let mut got = Vec::new();
+            while let Some(piece) = read.next().await.expect("GET piece") {
+                got.extend_from_slice(&piece);
+            }
+            Some(got)
+        })
+    }
+
     /// moto's ListMultipartUploads answer for the bucket, unsigned (moto does not check
     /// signatures, and rusty-s3 has no such action).
     pub async fn multipart_uploads(&self) -> String {

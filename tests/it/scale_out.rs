@@ -78,8 +78,7 @@ impl Services {
 
 /// The bytes of an object of the bucket (s3s-fs keeps each as a file).
 fn object(s3: &S3Server, digest: &str) -> Option<Vec<u8>> {
-    let hex = digest.strip_prefix("sha256:").unwrap();
-    std::fs::read(s3.bucket_dir().join("registry/blobs/sha256").join(hex)).ok()
+    s3.blob("registry/", digest)
 }
 
 /// No secret of the configuration in `text`.

@@ -1,20 +1,17 @@
 //! Upload sessions in the bucket ([`UploadStaging`] for [`S3Backend`]): a session `id` is a
-//! multipart upload at `<prefix>uploads/<id>/data` and a tail object at
+//! multipart upload at `<prefix>assembled/<id>` and a tail object at
 //! `<prefix>uploads/<id>/tail`. Parts and tails go up from ranges of the node's local spool
 //! file, read a piece at a time (a [`Body::File`], sent by the backend's one request loop and
 //! read again from the file for a retry), so a part of any size costs one piece of memory.
 //!
-//! Completion assembles the upload at the session's key and then copies it to the blob's key
-//! server-side (S3 cannot rename): one CopyObject up to S3's 5 GiB limit, UploadPartCopy in
-//! ranges beyond it (as distribution's S3 driver moves large objects); the session's objects
-//! go with its discard, which follows. A session that never filled a part is PUT straight to
-//! the blob's key.
+//! Completion assembles the upload where it is and publishes it with a pointer at the blob's
+//! key ([`super::pointer`]): nothing is copied, whatever the size. A session that never filled
+//! a part is PUT straight to the blob's key. Cancel and expiry abort the multipart upload and
+//! delete the tail, never an assembled object, which may be a blob's bytes by then; a
+//! completion that refuses its digest after assembling deletes what it assembled.
 
 use super::conn::Exchange;
-use super::{
-    failure, status_error, Body, Download, Head, Multipart, Req, S3Backend, MAX_XML, READ_PIECE,
-    SIGNED_FOR,
-};
+use super::{failure, Body, Download, Head, Multipart, Req, S3Backend, READ_PIECE, SIGNED_FOR};
 use crate::oci::digest::Digest;
 use crate::store::backend::{BlobBackend, Chunks, Fut, UploadStaging};
 use crate::store::error::{Error, Result};
@@ -22,16 +19,10 @@ use rusty_s3::S3Action;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
-use url::Url;
-
-/// Largest object one CopyObject may copy.
-const COPY_MAX: u64 = 5 * 1024 * 1024 * 1024;
-/// Bytes per UploadPartCopy when an object is copied in ranges (at most 5 GiB each).
-const COPY_PART: u64 = 1024 * 1024 * 1024;
 
 impl S3Backend {
-    fn session_key(&self, id: &str, name: &str) -> String {
-        format!("{}uploads/{id}/{name}", self.prefix)
+    fn tail_key(&self, id: &str) -> String {
+        format!("{}uploads/{id}/tail", self.prefix)
     }
 
     /// A GET of the whole object at `key`, its answer's head checked.
@@ -41,103 +32,6 @@ impl S3Backend {
             .get_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
         self.call(&Req::new("GET", "GET", &url)).await
-    }
-
-    /// A request on `key` signed with its query and extra headers (a copy source, which S3
-    /// wants signed), which rusty-s3's actions do not cover.
-    pub(super) fn sign_with(
-        &self,
-        method: rusty_s3::Method,
-        key: &str,
-        query: &[(&str, &str)],
-        headers: &[(&str, &str)],
-    ) -> Url {
-        rusty_s3::signing::sign(
-            &jiff::Timestamp::now(),
-            method,
-            self.bucket.object_url(key),
-            self.credentials.key(),
-            self.credentials.secret(),
-            self.credentials.token(),
-            self.bucket.region(),
-            SIGNED_FOR.as_secs(),
-            query.iter().copied(),
-            headers.iter().copied(),
-        )
-    }
-
-    fn copy_source(&self, key: &str) -> String {
-        format!("/{}/{key}", self.bucket.name())
-    }
-
-    /// CopyObject of `from` (`size` bytes, up to 5 GiB) to `to`.
-    async fn copy_object(&self, from: &str, to: &str, size: u64) -> Result<()> {
-        let source = self.copy_source(from);
-        let headers = [("x-amz-copy-source", source.as_str())];
-        let url = self.sign_with(rusty_s3::Method::Put, to, &[], &headers);
-        let sent = [("x-amz-copy-source", source.clone())];
-        let req = Req {
-            headers: &sent,
-            body: Some(Body::Bytes(b"")),
-            allowance: super::server_side_allowance(size),
-            ..Req::new("copy", "PUT", &url)
-        };
-        let (head, mut ex) = self.call(&req).await?;
-        let text = ex.body(MAX_XML).await.map_err(|f| failure("copy", f))?;
-        // S3 may answer 200 and still fail the copy, in the body.
-        if !(200..300).contains(&head.status) || String::from_utf8_lossy(&text).contains("<Error>")
-        {
-            return Err(status_error("copy", head.status.max(500), &text));
-        }
-        Ok(())
-    }
-
-    /// Copies `from` (`size` bytes) to `to` as a multipart upload of UploadPartCopy ranges of
-    /// `part` bytes: the way past CopyObject's 5 GiB limit. Aborted on any failure.
-    async fn copy_in_parts(&self, from: &str, to: &str, size: u64, part: u64) -> Result<()> {
-        let mut m = self.create_multipart(to).await?;
-        let source = self.copy_source(from);
-        let copied: Result<()> = async {
-            let mut start = 0;
-            while start < size {
-                let end = (start + part).min(size);
-                let number = (m.etags.len() + 1).to_string();
-                let range = format!("bytes={}-{}", start, end - 1);
-                let headers = [
-                    ("x-amz-copy-source", source.as_str()),
-                    ("x-amz-copy-source-range", range.as_str()),
-                ];
-                let query = [("partNumber", number.as_str()), ("uploadId", m.id.as_str())];
-                let url = self.sign_with(rusty_s3::Method::Put, to, &query, &headers);
-                let sent = [
-                    ("x-amz-copy-source", source.clone()),
-                    ("x-amz-copy-source-range", range.clone()),
-                ];
-                let req = Req {
-                    headers: &sent,
-                    body: Some(Body::Bytes(b"")),
-                    allowance: super::server_side_allowance(end - start),
-                    ..Req::new("copy part", "PUT", &url)
-                };
-                let (head, mut ex) = self.call(&req).await?;
-                let text = ex
-                    .body(MAX_XML)
-                    .await
-                    .map_err(|f| failure("copy part", f))?;
-                let answer = String::from_utf8_lossy(&text);
-                let etag = super::xml_text(&answer, "ETag")
-                    .filter(|_| (200..300).contains(&head.status))
-                    .ok_or_else(|| status_error("copy part", head.status.max(500), &text))?;
-                m.etags.push(etag.replace("&quot;", "\""));
-                start = end;
-            }
-            self.complete_multipart(to, &m, size).await
-        }
-        .await;
-        if copied.is_err() {
-            let _ = self.abort(to, &m.id).await;
-        }
-        copied
     }
 
     async fn abort(&self, key: &str, upload: &str) -> Result<()> {
@@ -217,7 +111,7 @@ fn same_etag(a: &str, b: &str) -> bool {
 impl UploadStaging for S3Backend {
     fn begin<'a>(&'a self, id: &'a str) -> Fut<'a, String> {
         Box::pin(async move {
-            let m = self.create_multipart(&self.session_key(id, "data")).await?;
+            let m = self.create_multipart(&self.assembled_key(id)).await?;
             Ok(m.id)
         })
     }
@@ -231,14 +125,14 @@ impl UploadStaging for S3Backend {
         range: Range<u64>,
     ) -> Fut<'a, String> {
         Box::pin(async move {
-            let key = self.session_key(id, "data");
+            let key = self.assembled_key(id);
             self.put_part_from(&key, upload, number, src, range).await
         })
     }
 
     fn put_tail<'a>(&'a self, id: &'a str, src: &'a Path, range: Range<u64>) -> Fut<'a, String> {
         Box::pin(async move {
-            let key = self.session_key(id, "tail");
+            let key = self.tail_key(id);
             with_file(src, async |file| {
                 self.put_object("put tail", &key, Body::File(file, range))
                     .await
@@ -256,7 +150,7 @@ impl UploadStaging for S3Backend {
         at: u64,
     ) -> Fut<'a, ()> {
         Box::pin(async move {
-            let (head, mut ex) = self.get_key(&self.session_key(id, "tail")).await?;
+            let (head, mut ex) = self.get_key(&self.tail_key(id)).await?;
             let got_len: Option<u64> = head.content_length;
             let got_etag = head.header("etag").unwrap_or_default();
             if got_len != Some(len) || !same_etag(got_etag, etag) {
@@ -302,14 +196,14 @@ impl UploadStaging for S3Backend {
         size: u64,
     ) -> Fut<'a, ()> {
         Box::pin(async move {
-            let key = self.session_key(id, "data");
+            let key = self.assembled_key(id);
             self.assemble_at(&key, upload, parts, last, size).await
         })
     }
 
     fn read_assembled<'a>(&'a self, id: &'a str, size: u64) -> Fut<'a, Box<dyn Chunks + 'a>> {
         Box::pin(async move {
-            let (head, ex) = self.get_key(&self.session_key(id, "data")).await?;
+            let (head, ex) = self.get_key(&self.assembled_key(id)).await?;
             let got: Option<u64> = head.content_length;
             if got != Some(size) {
                 return Err(Error::Corrupt(format!(
@@ -322,17 +216,14 @@ impl UploadStaging for S3Backend {
 
     fn publish<'a>(&'a self, id: &'a str, digest: &'a Digest, size: u64) -> Fut<'a, ()> {
         Box::pin(async move {
-            let from = self.session_key(id, "data");
-            if !self.present(digest).await? {
-                let to = self.key(digest);
-                if size <= COPY_MAX {
-                    self.copy_object(&from, &to, size).await?;
-                } else {
-                    let part = COPY_PART.max(size.div_ceil(super::MAX_PARTS));
-                    self.copy_in_parts(&from, &to, size, part).await?;
-                }
+            let assembled = self.assembled_key(id);
+            match self.locate(digest).await? {
+                None => self.point(digest, id, size).await,
+                // A publication before this one went through (its answer was lost).
+                Some(located) if located.key == assembled => Ok(()),
+                // The blob was there already: these bytes are not needed.
+                Some(_) => self.delete_key(&assembled).await,
             }
-            Ok(())
         })
     }
 
@@ -340,14 +231,16 @@ impl UploadStaging for S3Backend {
         self.put_file(src, digest)
     }
 
+    fn unassemble<'a>(&'a self, id: &'a str) -> Fut<'a, ()> {
+        Box::pin(async move { self.delete_key(&self.assembled_key(id)).await })
+    }
+
     fn discard<'a>(&'a self, id: &'a str, upload: Option<&'a str>) -> Fut<'a, ()> {
         Box::pin(async move {
-            let data = self.session_key(id, "data");
             if let Some(upload) = upload {
-                self.abort(&data, upload).await?;
+                self.abort(&self.assembled_key(id), upload).await?;
             }
-            self.delete_key(&self.session_key(id, "tail")).await?;
-            self.delete_key(&data).await
+            self.delete_key(&self.tail_key(id)).await
         })
     }
 
@@ -500,14 +393,19 @@ mod tests {
             got
         }
 
-        /// Whether the session left anything at its keys.
-        async fn leftovers(&self, id: &str) -> bool {
-            let mut any = false;
-            for name in ["tail", "data"] {
-                let key = self.backend.session_key(id, name);
-                any |= self.backend.object_size(&key).await.unwrap().is_some();
+        /// Whether the session left anything behind: its tail, or an assembled object other
+        /// than the bytes of the blob `published` (which must be where they were assembled,
+        /// not a copy).
+        async fn leftovers(&self, id: &str, published: Option<&Digest>) -> bool {
+            let b = &self.backend;
+            let tail = b.object_size(&b.tail_key(id)).await.unwrap().is_some();
+            let assembled = b.assembled_key(id);
+            if let Some(d) = published {
+                let located = b.locate(d).await.unwrap().expect("published");
+                assert!(located.pointed && located.key == assembled, "{located:?}");
             }
-            any
+            let there = b.object_size(&assembled).await.unwrap().is_some();
+            tail || there != published.is_some()
         }
     }
 
@@ -572,7 +470,18 @@ mod tests {
             Ok(Some(data.len() as u64))
         );
         assert!(c.row(&id).is_none());
-        assert!(!c.leftovers(&id).await);
+        assert!(!c.leftovers(&id, Some(&digest)).await);
+
+        // Listed with its size, and deleted whole: the pointer and the bytes it names.
+        let listed = c.backend.list(None, 100).await.unwrap();
+        assert!(listed.contains(&(digest.clone(), size)), "{listed:?}");
+        assert!(c.backend.delete(&digest).await.unwrap());
+        assert!(matches!(
+            c.backend.stat(&digest).await,
+            Err(Error::NotFound)
+        ));
+        let assembled = c.backend.assembled_key(&id);
+        assert_eq!(c.backend.object_size(&assembled).await.unwrap(), None);
     }
 
     #[test]
@@ -616,6 +525,7 @@ mod tests {
             assert_eq!(s.offset(), first as u64);
             c.finish(&b, &id, &data[first..], &digest).await.unwrap();
             assert!(c.blob(&digest).await == data);
+            assert!(!c.leftovers(&id, Some(&digest)).await);
 
             // The hash state lost: verified by reading the assembled object back.
             for (wrong, content) in [(true, pattern(11 * MIB + 1)), (false, pattern(12 * MIB))] {
@@ -649,7 +559,7 @@ mod tests {
                     assert!(c.blob(&d).await == content);
                 }
                 assert!(c.row(&id).is_none());
-                assert!(!c.leftovers(&id).await);
+                assert!(!c.leftovers(&id, (!wrong).then_some(&d)).await);
             }
         });
     }
@@ -669,7 +579,7 @@ mod tests {
             let got = c.finish(&a, &id, b"", &d).await;
             assert!(matches!(got, Err(Error::DigestMismatch { .. })), "{got:?}");
             assert!(matches!(c.backend.stat(&d).await, Err(Error::NotFound)));
-            assert!(!c.leftovers(&id).await);
+            assert!(!c.leftovers(&id, None).await);
 
             let mut ids = Vec::new();
             for _ in 0..2 {
@@ -689,7 +599,7 @@ mod tests {
                 .await
                 .unwrap();
             drop(lease);
-            assert!(!c.leftovers(&ids[0]).await);
+            assert!(!c.leftovers(&ids[0], None).await);
             ids
         });
         // Expiry, on a job's thread (no event loop), from the rows alone.
@@ -704,40 +614,45 @@ mod tests {
             .unwrap();
         assert!(c.row(&ids[1]).is_none());
         harness::run(async {
-            assert!(!c.leftovers(&ids[1]).await);
+            assert!(!c.leftovers(&ids[1], None).await);
             let listed = server.multipart_uploads().await;
             assert!(!listed.contains("<Upload>"), "{listed}");
         });
     }
 
-    /// Beyond CopyObject's 5 GiB: a copy in ranges gives the same bytes (with ranges small
-    /// enough to test), and the source stays until the caller removes it.
+    /// A second push of a blob the bucket holds keeps the first one's bytes and deletes its
+    /// own; a publication repeated (its answer lost) changes nothing. On both servers, since
+    /// a pointer is user metadata, which each stores its own way.
     #[test]
-    fn a_copy_in_ranges_is_byte_identical() {
-        let server = harness::S3Server::s3s_fs();
-        let backend = S3Backend::new(&server.config("copy/")).unwrap();
-        let content: Vec<u8> = (0..12 * 1024 * 1024 + 5).map(|i| (i % 249) as u8).collect();
-        let d = Digest::sha256_of(&content);
+    fn a_blob_pushed_twice_keeps_one_copy() {
+        for server in [harness::S3Server::s3s_fs(), harness::S3Server::moto()] {
+            pushed_twice(&Cluster::new(&server, None));
+        }
+    }
+
+    fn pushed_twice(c: &Cluster) {
         harness::run(async {
-            backend
-                .put_object("PUT", "copy/src", Body::Bytes(&content))
+            let data = pattern(7 * MIB + 9);
+            let digest = Digest::sha256_of(&data);
+            let a = c.node();
+            let first = c.start(&a).await;
+            c.patch(&a, &first, &data[..6 * MIB]).await;
+            let second = c.start(&a).await;
+            c.patch(&a, &second, &data[..6 * MIB]).await;
+            c.finish(&a, &first, &data[6 * MIB..], &digest)
                 .await
                 .unwrap();
-            let to = backend.key(&d);
-            backend
-                .copy_in_parts("copy/src", &to, content.len() as u64, 5 * 1024 * 1024)
+            c.backend
+                .publish(&first, &digest, data.len() as u64)
                 .await
                 .unwrap();
-            let mut read = backend.read(&d, 0..content.len() as u64).await.unwrap();
-            let mut got = Vec::new();
-            while let Some(piece) = read.next().await.unwrap() {
-                got.extend_from_slice(&piece);
-            }
-            assert!(got == content);
-            assert_eq!(
-                backend.object_size("copy/src").await.unwrap(),
-                Some(content.len() as u64)
-            );
+            assert!(!c.leftovers(&first, Some(&digest)).await);
+            c.finish(&a, &second, &data[6 * MIB..], &digest)
+                .await
+                .unwrap();
+            assert!(!c.leftovers(&second, None).await, "the second's bytes went");
+            assert!(!c.leftovers(&first, Some(&digest)).await);
+            assert!(c.blob(&digest).await == data);
         });
     }
 }
