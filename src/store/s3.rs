@@ -643,6 +643,8 @@ fn status_error(what: &str, status: u16, body: &[u8]) -> Error {
             cause,
         },
         (404, _) => Error::NotFound,
+        // A completion naming a part by an ETag the upload no longer holds.
+        (400, "InvalidPart") => Error::Corrupt(cause),
         (401 | 403, _) => Error::Unavailable {
             retry: false,
             cause,

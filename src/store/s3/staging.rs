@@ -620,6 +620,62 @@ mod tests {
         });
     }
 
+    /// Two requests that pass their checks at the same instant write the same part number or
+    /// the same tail key, and the row then names one request's object where the bucket may
+    /// hold the other's. Found, the session is discarded (the client starts over), never
+    /// completed with other bytes. Here another request's bytes replace part 1, then a tail.
+    #[test]
+    fn a_replaced_part_or_tail_ends_the_session() {
+        let server = harness::S3Server::moto();
+        let c = Cluster::new(&server, None);
+        let data = pattern(6 * MIB + 5);
+        let digest = Digest::sha256_of(&data);
+        let scratch = tempfile::NamedTempFile::new().unwrap();
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+        std::fs::write(scratch.path(), &other).unwrap();
+        harness::run(async {
+            // A part: the completion finds it (moto checks part ETags, as AWS does).
+            let a = c.node();
+            let id = c.start(&a).await;
+            c.patch(&a, &id, &data[..6 * MIB]).await;
+            let staged = c.staged(&id);
+            assert_eq!(staged.parts.len(), 1);
+            let upload = staged.upload.unwrap();
+            let five = 5 * MIB as u64;
+            c.backend
+                .put_part(&id, &upload, 1, scratch.path(), 0..five)
+                .await
+                .unwrap();
+            let got = c.finish(&a, &id, &data[6 * MIB..], &digest).await;
+            assert!(matches!(got, Err(Error::UnknownUpload(_))), "{got:?}");
+            assert!(c.row(&id).is_none());
+            assert!(matches!(
+                c.backend.stat(&digest).await,
+                Err(Error::NotFound)
+            ));
+            assert!(!c.leftovers(&id, None).await);
+
+            // The tail: the node that goes on finds it.
+            let id = c.start(&a).await;
+            c.patch(&a, &id, &data[..6 * MIB]).await;
+            c.backend
+                .put_tail(&id, scratch.path(), five..6 * MIB as u64)
+                .await
+                .unwrap();
+            let b = c.node();
+            let got = b
+                .uploads
+                .lease_current(&c.pool, &c.meta, "r", ALICE, &id)
+                .await
+                .map(drop);
+            assert!(matches!(got, Err(Error::UnknownUpload(_))), "{got:?}");
+            assert!(c.row(&id).is_none());
+            assert!(!c.leftovers(&id, None).await);
+            let listed = server.multipart_uploads().await;
+            assert!(!listed.contains("<Upload>"), "{listed}");
+        });
+    }
+
     /// A second push of a blob the bucket holds keeps the first one's bytes and deletes its
     /// own; a publication repeated (its answer lost) changes nothing. On both servers, since
     /// a pointer is user metadata, which each stores its own way.
