@@ -34,17 +34,6 @@ impl S3Backend {
         self.call(&Req::new("GET", "GET", &url)).await
     }
 
-    async fn abort(&self, key: &str, upload: &str) -> Result<()> {
-        let url = self
-            .bucket
-            .abort_multipart_upload(Some(&self.credentials), key, upload)
-            .sign(SIGNED_FOR);
-        match self.call_for_body("abort", "DELETE", &url, None).await {
-            Ok(_) | Err(Error::NotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     async fn put_part_from(
         &self,
         key: &str,
@@ -53,7 +42,7 @@ impl S3Backend {
         src: &Path,
         range: Range<u64>,
     ) -> Result<String> {
-        with_file(src, async |file| {
+        super::with_file(src, async |file| {
             let body = Body::File(file, range);
             self.upload_part(key, upload, number, body).await
         })
@@ -90,19 +79,6 @@ impl S3Backend {
     }
 }
 
-/// `send` with the spool `src` open, closed after whatever the outcome.
-async fn with_file<T>(
-    src: &Path,
-    send: impl AsyncFnOnce(&monoio::fs::File) -> Result<T>,
-) -> Result<T> {
-    let file = monoio::fs::File::open(src)
-        .await
-        .map_err(|e| Error::io("opening an upload spool", e))?;
-    let out = send(&file).await;
-    let _ = file.close().await;
-    out
-}
-
 /// ETags compared as S3 means them: with or without their quotes.
 fn same_etag(a: &str, b: &str) -> bool {
     a.trim_matches('"') == b.trim_matches('"')
@@ -133,7 +109,7 @@ impl UploadStaging for S3Backend {
     fn put_tail<'a>(&'a self, id: &'a str, src: &'a Path, range: Range<u64>) -> Fut<'a, String> {
         Box::pin(async move {
             let key = self.tail_key(id);
-            with_file(src, async |file| {
+            super::with_file(src, async |file| {
                 self.put_object("put tail", &key, Body::File(file, range))
                     .await
             })
