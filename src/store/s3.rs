@@ -1,14 +1,17 @@
 //! Committed blobs in an S3 bucket, at `<prefix>blobs/<algorithm>/<hex>` (or where a pointer
-//! there names, for blobs pushed in parts: [`pointer`]): the second [`BlobBackend`]. Requests are signed by rusty-s3 (sans-IO SigV4, presigned URLs) and sent
-//! by [`conn`], our HTTP/1.1 on the caller's monoio loop: no tokio, no thread hop per
-//! request, pooled keep-alive connections per loop.
+//! there names, for blobs pushed in parts: [`pointer`]): the second [`BlobBackend`]. Requests
+//! are signed by rusty-s3 (sans-IO SigV4, presigned URLs) and sent by [`conn`], our HTTP/1.1
+//! on the caller's monoio loop: no tokio, no thread hop per request, pooled keep-alive
+//! connections per loop.
 //!
-//! A put never makes a wrong blob visible: content smaller than one part is held in memory,
-//! checked against its size and digest, then PUT; larger content goes up as a multipart upload
-//! whose parts are uploaded as they fill, and only completed (the moment the object appears)
-//! once the whole stream has been counted and hashed; any failure aborts the upload. Part
-//! sizes start at S3's minimum of 5 MiB and grow with the announced size so that S3's 10,000
-//! parts cover any blob up to 100 GiB and beyond; memory is one part buffer per put.
+//! A put of a stream never makes a wrong blob visible: content smaller than one part is held
+//! in memory, checked against its size and digest, then PUT; larger content goes up as a
+//! multipart upload whose parts are uploaded as they fill, and only completed (the moment the
+//! object appears) once the whole stream has been counted and hashed; any failure aborts the
+//! upload. Part sizes start at S3's minimum of 5 MiB and grow with the announced size so that
+//! S3's 10,000 parts cover any blob up to 100 GiB and beyond; memory is one part buffer per
+//! put. A put of a local file, verified by the caller, goes up from the file's ranges, two
+//! parts in flight, without a part buffer or a second hash.
 //!
 //! Every request goes through [`S3Backend::call`], its body from memory or a range of a file
 //! ([`Body`]): sent again (bounded tries, exponential backoff with jitter, [`retry`]) when it
@@ -445,14 +448,67 @@ impl S3Backend {
             if let Some(m) = &multipart {
                 // Best effort: an upload left behind holds storage until a bucket lifecycle
                 // rule or a sweep removes it; the put's own error is what the caller needs.
-                let url = self
-                    .bucket
-                    .abort_multipart_upload(Some(&self.credentials), &key, &m.id)
-                    .sign(SIGNED_FOR);
-                let _ = self.call_for_body("abort", "DELETE", &url, None).await;
+                let _ = self.abort(&key, &m.id).await;
             }
         }
         outcome
+    }
+
+    /// Stores the `size` bytes of `file` (complete and verified) at `key`: one PUT up to a
+    /// part's size, else a multipart upload of its ranges, two parts in flight. The bytes go
+    /// from the file a piece at a time (and again from the file on a retry), so memory is
+    /// two pieces, and nothing is hashed again.
+    async fn put_from_file(&self, key: &str, file: &monoio::fs::File, size: u64) -> Result<()> {
+        let part = part_size(size);
+        if size <= part {
+            return self
+                .put_object("PUT", key, Body::File(file, 0..size))
+                .await
+                .map(drop);
+        }
+        let mut m = self.create_multipart(key).await?;
+        let sent: Result<()> = async {
+            let mut at = 0;
+            while at < size {
+                let first = at..(at + part).min(size);
+                let second = first.end..(first.end + part).min(size);
+                let n = part_number(m.etags.len() + 1)?;
+                let one = self.upload_part(key, &m.id, n, Body::File(file, first.clone()));
+                if second.is_empty() {
+                    m.etags.push(one.await?);
+                } else {
+                    let n = part_number(m.etags.len() + 2)?;
+                    let two = self.upload_part(key, &m.id, n, Body::File(file, second.clone()));
+                    let (one, two) = monoio::join!(one, two);
+                    m.etags.extend([one?, two?]);
+                }
+                at = first.end.max(second.end);
+            }
+            match self.complete_multipart(key, &m, size).await {
+                // A completion retried after a lost answer finds its upload gone: the object
+                // is there if the first try completed it.
+                Err(Error::NotFound) if self.object_size(key).await? == Some(size) => Ok(()),
+                other => other,
+            }
+        }
+        .await;
+        if sent.is_err() {
+            // Best effort, as in `put`.
+            let _ = self.abort(key, &m.id).await;
+        }
+        sent
+    }
+
+    /// Aborts the multipart upload `upload` at `key`; one already gone is no error.
+    async fn abort(&self, key: &str, upload: &str) -> Result<()> {
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.credentials), key, upload)
+            .sign(SIGNED_FOR);
+        match self.call_for_body("abort", "DELETE", &url, None).await {
+            Ok(_) | Err(Error::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn create_multipart(&self, key: &str) -> Result<Multipart> {
@@ -643,6 +699,8 @@ fn status_error(what: &str, status: u16, body: &[u8]) -> Error {
             cause,
         },
         (404, _) => Error::NotFound,
+        // A completion naming a part by an ETag the upload no longer holds.
+        (400, "InvalidPart") => Error::Corrupt(cause),
         (401 | 403, _) => Error::Unavailable {
             retry: false,
             cause,
@@ -717,29 +775,17 @@ impl Chunks for Download {
     }
 }
 
-/// A staged file, read piece by piece through io_uring (no blocking call on the loop).
-struct FileChunks {
-    file: monoio::fs::File,
-    pos: u64,
-    size: u64,
-}
-
-impl Chunks for FileChunks {
-    fn next(&mut self) -> Fut<'_, Option<Vec<u8>>> {
-        Box::pin(async move {
-            if self.pos >= self.size {
-                return Ok(None);
-            }
-            let want = (self.size - self.pos).min(READ_PIECE as u64) as usize;
-            let (r, buf) = self.file.read_at(Vec::with_capacity(want), self.pos).await;
-            let n = r.map_err(|e| Error::io("reading a staged blob", e))?;
-            if n == 0 {
-                return Err(Error::Io("a staged blob shrank while being stored".into()));
-            }
-            self.pos += n as u64;
-            Ok(Some(buf))
-        })
-    }
+/// `send` with the local file `src` open, closed after whatever the outcome.
+async fn with_file<T>(
+    src: &Path,
+    send: impl AsyncFnOnce(&monoio::fs::File) -> Result<T>,
+) -> Result<T> {
+    let file = monoio::fs::File::open(src)
+        .await
+        .map_err(|e| Error::io("opening a local file to send to S3", e))?;
+    let out = send(&file).await;
+    let _ = file.close().await;
+    out
 }
 
 impl BlobBackend for S3Backend {
@@ -788,16 +834,15 @@ impl BlobBackend for S3Backend {
             if self.present(digest).await? {
                 return Ok(());
             }
-            let file = monoio::fs::File::open(src)
-                .await
-                .map_err(|e| Error::io("opening a staged blob", e))?;
-            let size = file
-                .metadata()
-                .await
-                .map_err(|e| Error::io("sizing a staged blob", e))?
-                .len();
-            let mut chunks = FileChunks { file, pos: 0, size };
-            self.put(digest, size, &mut chunks).await
+            with_file(src, async |file| {
+                let size = file
+                    .metadata()
+                    .await
+                    .map_err(|e| Error::io("sizing a staged blob", e))?
+                    .len();
+                self.put_from_file(&self.key(digest), file, size).await
+            })
+            .await
         })
     }
 
@@ -974,7 +1019,8 @@ mod tests {
     }
 
     /// What the suite's streams (all under one part) do not reach: refusals of a multipart
-    /// put, which must abort rather than complete, and a put that spans several parts.
+    /// put, which must abort rather than complete, and puts of a stream and of a file that
+    /// span several parts.
     async fn multipart_puts(backend: &S3Backend) {
         use crate::store::backend::Whole;
         let content: Vec<u8> = (0..11 * 1024 * 1024 + 3).map(|i| (i % 253) as u8).collect();
@@ -992,19 +1038,29 @@ mod tests {
             "{short:?}"
         );
         assert!(matches!(backend.stat(&d).await, Err(Error::NotFound)));
-        backend
-            .put_stream(&d, len, &mut Whole::new(content.clone()))
-            .await
-            .expect("a put of three parts");
-        assert_eq!(backend.stat(&d).await.unwrap(), len);
-        let mut read = backend.read(&d, 0..len).await.unwrap();
-        let mut got = Vec::new();
-        while let Some(piece) = read.next().await.unwrap() {
-            assert!(piece.len() <= READ_PIECE, "reads come in bounded pieces");
-            got.extend_from_slice(&piece);
+        // From a stream, then from a file (two parts at a time, then the last alone).
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("three-parts");
+        std::fs::write(&src, &content).unwrap();
+        for from_file in [false, true] {
+            let put = if from_file {
+                backend.put_file(&src, &d).await
+            } else {
+                backend
+                    .put_stream(&d, len, &mut Whole::new(content.clone()))
+                    .await
+            };
+            put.expect("a put of three parts");
+            assert_eq!(backend.stat(&d).await.unwrap(), len);
+            let mut read = backend.read(&d, 0..len).await.unwrap();
+            let mut got = Vec::new();
+            while let Some(piece) = read.next().await.unwrap() {
+                assert!(piece.len() <= READ_PIECE, "reads come in bounded pieces");
+                got.extend_from_slice(&piece);
+            }
+            assert!(got == content);
+            assert!(backend.delete(&d).await.unwrap());
         }
-        assert!(got == content);
-        assert!(backend.delete(&d).await.unwrap());
     }
 
     #[test]

@@ -319,7 +319,8 @@ impl UploadWriter<'_> {
     /// tail), so that a request that lost a race to another does not overwrite what that one
     /// had acknowledged. (Two requests that pass it at the same moment still write the same
     /// objects; the row's advance then takes one of them, and the other's bytes are the same
-    /// bytes when it is a client's retry.)
+    /// bytes when it is a client's retry. When they are not, the session is found broken
+    /// where the bucket is checked against the row, and discarded: [`Uploads::broken`].)
     async fn unmoved(&self, lease: &Lease) -> Result<()> {
         let row = self.meta.upload(&lease.session.id).await?;
         let conflict = match row {
@@ -566,7 +567,12 @@ impl UploadWriter<'_> {
                 .ok_or_else(|| Error::Corrupt("a staged upload without its id".into()))?;
             let etags: Vec<String> = staged.parts.iter().map(|(e, _)| e.clone()).collect();
             let last = (size > end).then_some((spool.as_path(), end..size));
-            staging.assemble(&id, upload, &etags, last, size).await?;
+            match staging.assemble(&id, upload, &etags, last, size).await {
+                Err(e @ Error::Corrupt(_)) => {
+                    return Err(self.uploads.broken(self.pool, self.meta, lease, e).await)
+                }
+                done => done?,
+            }
             if known.is_none() {
                 let mut h = Hasher::new(expected.algorithm());
                 let mut chunks = staging.read_assembled(&id, size).await?;

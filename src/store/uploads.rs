@@ -39,7 +39,7 @@
 use super::backend::UploadStaging;
 use super::error::{Error, Result};
 use crate::blocking::Pool;
-use crate::meta::{now_millis, Meta, UploadAt, UploadRecord};
+use crate::meta::{now_millis, Conflict, Meta, UploadAt, UploadRecord};
 use crate::oci::digest::{Algorithm, Digest, Hasher};
 use std::collections::HashMap;
 use std::fs;
@@ -574,8 +574,11 @@ impl Uploads {
         let lease = self.lease(self.find(pool, meta, repo, caller, id).await?)?;
         if self.staging.is_some() {
             let mut lease = lease;
-            self.ready_spool(pool, &mut lease).await?;
-            return Ok(lease);
+            return match self.ready_spool(pool, &mut lease).await {
+                Ok(()) => Ok(lease),
+                Err(e @ Error::Corrupt(_)) => Err(self.broken(pool, meta, &lease, e).await),
+                Err(e) => Err(e),
+            };
         }
         if on_disk(&lease.session, lease.offset).await {
             return Ok(lease);
@@ -714,6 +717,40 @@ impl Uploads {
     pub async fn discard(&self, pool: &Pool, meta: &Meta, session: &Session) -> Result<()> {
         self.discard_staged(pool, meta, session, session.staged())
             .await
+    }
+
+    /// What becomes of a staged session whose objects in the bucket are not the ones its row
+    /// names (`cause`, an [`Error::Corrupt`]): two requests on it passed their checks at the
+    /// same instant and one replaced a part or the tail the other's row then named (S3 has no
+    /// conditional part upload). If the row moved on since the lease read it, the other
+    /// request won and this one is refused as a loser is; otherwise the session cannot go on
+    /// and is discarded, and the client, told it is unknown, starts over. (An S3 server that
+    /// checks part ETags at completion, as AWS and moto do, finds a replaced part; one that
+    /// does not, such as s3s-fs, cannot.)
+    pub async fn broken(&self, pool: &Pool, meta: &Meta, lease: &Lease, cause: Error) -> Error {
+        let row = match meta.upload(&lease.session.id).await {
+            Ok(row) => row,
+            Err(e) => return e.into(),
+        };
+        self.evict(&lease.session);
+        match row {
+            Some(r) if UploadAt::of(&r) != lease.recorded => {
+                return Error::Metadata(crate::meta::Error::Conflict(Conflict::UploadMoved {
+                    offset: r.offset,
+                }));
+            }
+            Some(_) => {
+                crate::log::warn(format_args!(
+                    "an upload session in {} is discarded: {cause}",
+                    lease.session.repo
+                ));
+                if let Err(e) = self.discard_leased(pool, meta, lease).await {
+                    return e;
+                }
+            }
+            None => {}
+        }
+        Error::UnknownUpload(lease.session.id.clone())
     }
 
     /// [`discard`](Self::discard) of the leased session, whose request may have started its

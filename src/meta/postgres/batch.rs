@@ -20,6 +20,7 @@ use crate::oci::digest::Digest;
 use futures_channel::oneshot::Sender;
 use postgres::types::ToSql;
 use postgres::{Client, Row};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The most lookups one wake of an engine thread takes from the queue: bounds a statement's
@@ -80,11 +81,16 @@ impl Reply<()> for Exists {
     }
 }
 
-/// The lookups of one kind taken in one wake: keys by column, and who waits for each.
+/// The lookups of one kind taken in one wake: keys by column, each once, and who waits for
+/// each. Callers asking the same key (a fleet pulling one tag) share its row, so a statement's
+/// size is the number of keys, not of callers.
 struct Group<T, R> {
     first: Vec<String>,
     second: Vec<String>,
-    replies: Vec<R>,
+    /// Where each key is in `first` and `second`.
+    index: HashMap<(String, Option<String>), usize>,
+    /// Each caller, with the index of its key.
+    replies: Vec<(usize, R)>,
     _found: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -93,17 +99,27 @@ impl<T, R> Default for Group<T, R> {
         Group {
             first: Vec::new(),
             second: Vec::new(),
+            index: HashMap::new(),
             replies: Vec::new(),
             _found: std::marker::PhantomData,
         }
     }
 }
 
-impl<T, R: Reply<T>> Group<T, R> {
+impl<T: Clone, R: Reply<T>> Group<T, R> {
     fn push(&mut self, first: String, second: Option<String>, reply: R) {
-        self.first.push(first);
-        self.second.extend(second);
-        self.replies.push(reply);
+        let key = (first, second);
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.first.len();
+                self.first.push(key.0.clone());
+                self.second.extend(key.1.clone());
+                self.index.insert(key, i);
+                i
+            }
+        };
+        self.replies.push((i, reply));
     }
 
     fn query(
@@ -115,16 +131,17 @@ impl<T, R: Reply<T>> Group<T, R> {
         by_keys(sql, query, &self.first, &self.second, read)
     }
 
-    /// Answers every caller: the found rows, or the same error for all.
+    /// Answers every caller: its key's row (found per key, in key order), or the same error
+    /// for all.
     fn answer(self, result: Result<Vec<Option<T>>>) {
         match result {
             Ok(found) => {
-                for (reply, v) in self.replies.into_iter().zip(found) {
-                    reply.send(Ok(v));
+                for (i, reply) in self.replies {
+                    reply.send(Ok(found.get(i).cloned().flatten()));
                 }
             }
             Err(e) => {
-                for reply in self.replies {
+                for (_, reply) in self.replies {
                     reply.send(Err(e.clone()));
                 }
             }
@@ -269,7 +286,7 @@ impl Pending {
     /// Answers every lookup, one statement per kind present, on `w`'s connection; with a
     /// Redis cache, manifests and blob sizes come from it where the database vouches for them.
     pub(super) fn answer(self, w: &mut Worker) {
-        fn one<T, R: Reply<T>>(
+        fn one<T: Clone, R: Reply<T>>(
             w: &mut Worker,
             g: Group<T, R>,
             query: &'static str,

@@ -34,17 +34,6 @@ impl S3Backend {
         self.call(&Req::new("GET", "GET", &url)).await
     }
 
-    async fn abort(&self, key: &str, upload: &str) -> Result<()> {
-        let url = self
-            .bucket
-            .abort_multipart_upload(Some(&self.credentials), key, upload)
-            .sign(SIGNED_FOR);
-        match self.call_for_body("abort", "DELETE", &url, None).await {
-            Ok(_) | Err(Error::NotFound) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     async fn put_part_from(
         &self,
         key: &str,
@@ -53,7 +42,7 @@ impl S3Backend {
         src: &Path,
         range: Range<u64>,
     ) -> Result<String> {
-        with_file(src, async |file| {
+        super::with_file(src, async |file| {
             let body = Body::File(file, range);
             self.upload_part(key, upload, number, body).await
         })
@@ -90,19 +79,6 @@ impl S3Backend {
     }
 }
 
-/// `send` with the spool `src` open, closed after whatever the outcome.
-async fn with_file<T>(
-    src: &Path,
-    send: impl AsyncFnOnce(&monoio::fs::File) -> Result<T>,
-) -> Result<T> {
-    let file = monoio::fs::File::open(src)
-        .await
-        .map_err(|e| Error::io("opening an upload spool", e))?;
-    let out = send(&file).await;
-    let _ = file.close().await;
-    out
-}
-
 /// ETags compared as S3 means them: with or without their quotes.
 fn same_etag(a: &str, b: &str) -> bool {
     a.trim_matches('"') == b.trim_matches('"')
@@ -133,7 +109,7 @@ impl UploadStaging for S3Backend {
     fn put_tail<'a>(&'a self, id: &'a str, src: &'a Path, range: Range<u64>) -> Fut<'a, String> {
         Box::pin(async move {
             let key = self.tail_key(id);
-            with_file(src, async |file| {
+            super::with_file(src, async |file| {
                 self.put_object("put tail", &key, Body::File(file, range))
                     .await
             })
@@ -615,6 +591,62 @@ mod tests {
         assert!(c.row(&ids[1]).is_none());
         harness::run(async {
             assert!(!c.leftovers(&ids[1], None).await);
+            let listed = server.multipart_uploads().await;
+            assert!(!listed.contains("<Upload>"), "{listed}");
+        });
+    }
+
+    /// Two requests that pass their checks at the same instant write the same part number or
+    /// the same tail key, and the row then names one request's object where the bucket may
+    /// hold the other's. Found, the session is discarded (the client starts over), never
+    /// completed with other bytes. Here another request's bytes replace part 1, then a tail.
+    #[test]
+    fn a_replaced_part_or_tail_ends_the_session() {
+        let server = harness::S3Server::moto();
+        let c = Cluster::new(&server, None);
+        let data = pattern(6 * MIB + 5);
+        let digest = Digest::sha256_of(&data);
+        let scratch = tempfile::NamedTempFile::new().unwrap();
+        let other: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+        std::fs::write(scratch.path(), &other).unwrap();
+        harness::run(async {
+            // A part: the completion finds it (moto checks part ETags, as AWS does).
+            let a = c.node();
+            let id = c.start(&a).await;
+            c.patch(&a, &id, &data[..6 * MIB]).await;
+            let staged = c.staged(&id);
+            assert_eq!(staged.parts.len(), 1);
+            let upload = staged.upload.unwrap();
+            let five = 5 * MIB as u64;
+            c.backend
+                .put_part(&id, &upload, 1, scratch.path(), 0..five)
+                .await
+                .unwrap();
+            let got = c.finish(&a, &id, &data[6 * MIB..], &digest).await;
+            assert!(matches!(got, Err(Error::UnknownUpload(_))), "{got:?}");
+            assert!(c.row(&id).is_none());
+            assert!(matches!(
+                c.backend.stat(&digest).await,
+                Err(Error::NotFound)
+            ));
+            assert!(!c.leftovers(&id, None).await);
+
+            // The tail: the node that goes on finds it.
+            let id = c.start(&a).await;
+            c.patch(&a, &id, &data[..6 * MIB]).await;
+            c.backend
+                .put_tail(&id, scratch.path(), five..6 * MIB as u64)
+                .await
+                .unwrap();
+            let b = c.node();
+            let got = b
+                .uploads
+                .lease_current(&c.pool, &c.meta, "r", ALICE, &id)
+                .await
+                .map(drop);
+            assert!(matches!(got, Err(Error::UnknownUpload(_))), "{got:?}");
+            assert!(c.row(&id).is_none());
+            assert!(!c.leftovers(&id, None).await);
             let listed = server.multipart_uploads().await;
             assert!(!listed.contains("<Upload>"), "{listed}");
         });
