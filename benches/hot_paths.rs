@@ -321,6 +321,7 @@ mod index {
             record: manifest_record(digest.clone()),
             refs: manifest_refs(repo, 0),
             tag: Some(tag.clone()),
+            fixed_tag: false,
             requires: vec![],
         };
         bencher.bench_local(|| ix.apply(black_box(&op), 1_700_000_000_000));
@@ -400,6 +401,7 @@ static INDEX: LazyLock<Index> = LazyLock::new(|| {
                 record: manifest_record(dg(&format!("{repo}/manifest/{j}"))),
                 refs,
                 tag: Some(tag_name(j)),
+                fixed_tag: false,
                 requires: vec![],
             };
             ix.apply(&op, now);

@@ -22,6 +22,8 @@
 //!   suite runs on every engine.
 //! - [`oci`]: the grammar and models (digests and the serializable hasher, names, media types,
 //!   manifests), pure.
+//! - [`lifecycle`]: what may change once pushed (immutable tags today), pure rules read from
+//!   the configuration; the metadata write enforces them and the API words the refusal.
 //! - [`jobs`]: background work on threads of its own (upload expiry today), with per-job
 //!   metrics; [`observe`], [`config`] and [`log`] serve every layer. [`testing`] starts real
 //!   services (PostgreSQL, S3, Redis) for the tests; the registry never uses it.
@@ -37,6 +39,7 @@ pub(crate) mod buf;
 pub mod config;
 pub mod http;
 pub mod jobs;
+pub mod lifecycle;
 pub mod log;
 pub mod meta;
 pub(crate) mod observe;

@@ -8,7 +8,7 @@ use crate::http::body::{Body, BodyError};
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body as RespBody, Response};
 use crate::http::transport::Transport;
-use crate::meta::{now_millis, ManifestRecord, RefKind, Required};
+use crate::meta::{now_millis, Conflict, Error as MetaError, ManifestRecord, RefKind, Required};
 use crate::oci::digest::Digest;
 use crate::oci::manifest::{parse_manifest, Descriptor};
 use crate::oci::name::Reference;
@@ -136,9 +136,20 @@ pub async fn put<T: Transport>(
         created: now_millis(),
     };
     let tag = reference.as_tag().map(str::to_string);
-    reg.meta
-        .put_manifest(name, record, refs, tag, requires)
-        .await?;
+    let rule = tag.as_deref().and_then(|t| reg.immutable.rule(name, t));
+    let put = reg
+        .meta
+        .put_manifest_tagged(name, record, refs, tag.clone(), rule.is_some(), requires)
+        .await;
+    if let (Err(MetaError::Conflict(Conflict::TagImmutable { tag, digest })), Some(rule)) =
+        (&put, rule)
+    {
+        return Err(immutable(name, tag, rule).with_detail(serde_json::json!({
+            "tag": tag,
+            "digest": digest.as_str(),
+        })));
+    }
+    put?;
     let mut resp = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))
         .header("Docker-Content-Digest", digest);
@@ -176,8 +187,35 @@ fn required(d: &Descriptor, kind: RefKind) -> Required {
     }
 }
 
+/// The refusal of a change to an immutable tag, naming the rule: 409 (the tag's state, not
+/// the caller's rights, refuses it) with `DENIED`, which docker prints as `denied: <message>`.
+fn immutable(name: &str, tag: &str, rule: &crate::lifecycle::Immutable) -> Error {
+    Error::new(ErrorCode::Denied)
+        .with_status(409)
+        .with_message(format!(
+            "tag {tag} of {name} is immutable ({rule}): push under another tag"
+        ))
+}
+
 pub async fn delete(reg: &Registry, name: &str, reference: &str) -> Result<Response> {
     let reference = Reference::parse(reference)?;
+    // Deleting an immutable tag, or a manifest that carries one, would free the tag for
+    // another digest. (Checked ahead of the delete, not inside it: a protected tag pushed onto
+    // the manifest at that very moment goes with it.)
+    let held = match &reference {
+        _ if reg.immutable.is_empty() => Vec::new(),
+        Reference::Tag(t) => match reg.meta.tag(name, t).await? {
+            Some(_) => vec![t.to_string()],
+            None => Vec::new(),
+        },
+        Reference::Digest(d) => reg.meta.tags_of(name, d).await?,
+    };
+    if let Some((tag, rule)) = held
+        .iter()
+        .find_map(|t| Some((t, reg.immutable.rule(name, t)?)))
+    {
+        return Err(immutable(name, tag, rule));
+    }
     let existed = match &reference {
         Reference::Tag(t) => reg.meta.delete_tag(name, t).await?,
         Reference::Digest(d) => reg.meta.delete_manifest(name, d).await?,

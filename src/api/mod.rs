@@ -87,6 +87,8 @@ pub struct Registry {
     pub jobs: crate::jobs::Board,
     /// Users and access rules; None: no authentication, every request is let in.
     pub auth: Option<Auth>,
+    /// The tags that may not move (`tags.immutable`).
+    pub immutable: crate::lifecycle::ImmutableTags,
 }
 
 impl Registry {

@@ -36,7 +36,7 @@ pub struct Group {
 const ACTIONS: Type = Type::List(Str::OneOf(&["pull", "push", "delete"]));
 
 /// What a repository pattern may hold; the auth layer checks the rest of its syntax.
-const PATTERN: Str = Str::Like {
+pub(super) const PATTERN: Str = Str::Like {
     what: "a repository name or pattern (lowercase letters, digits, ._-/ and * or **)",
     test: |s| {
         s.bytes()

@@ -15,6 +15,7 @@ pub mod aws;
 pub mod cli;
 pub(crate) mod env;
 pub(crate) mod file;
+pub(crate) mod lifecycle;
 pub(crate) mod load;
 pub mod secret;
 pub mod section;
@@ -136,6 +137,8 @@ pub struct Config {
     pub access: Vec<auth::AccessRule>,
     /// `auth.groups`, in file order.
     pub groups: Vec<auth::Group>,
+    /// `tags.immutable`, in file order.
+    pub immutable_tags: Vec<lifecycle::ImmutableRule>,
     /// `auth.token.*`: the built-in token service and the external issuers (see
     /// `auth::token::settings`).
     pub token_enabled: bool,
@@ -195,6 +198,7 @@ impl Default for Config {
             auth_metrics: "authenticated".into(),
             access: Vec::new(),
             groups: Vec::new(),
+            immutable_tags: Vec::new(),
             token_enabled: false,
             token_realm: String::new(),
             token_service: "ringyard".into(),

@@ -23,6 +23,7 @@ pub static SECTIONS: &[Section<Config>] = &[
     super::auth::ACCESS,
     super::auth::GROUPS,
     super::token::EXTERNAL,
+    super::lifecycle::IMMUTABLE,
 ];
 
 /// What a string must be.

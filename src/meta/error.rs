@@ -41,6 +41,8 @@ pub enum Conflict {
     UploadMoved { offset: u64 },
     /// A robot token of this name exists and is not revoked.
     RobotTokenExists { name: String },
+    /// The put would move an immutable tag; it stays at `digest`.
+    TagImmutable { tag: String, digest: Digest },
 }
 
 impl Error {
@@ -80,6 +82,9 @@ impl fmt::Display for Error {
                 f,
                 "a robot token named {name:?} exists; revoke it first to replace it"
             ),
+            Error::Conflict(Conflict::TagImmutable { tag, digest }) => {
+                write!(f, "tag {tag} is immutable: it stays at {digest}")
+            }
             Error::Invalid(m) => write!(f, "invalid metadata value: {m}"),
             Error::Unavailable { retry, cause } => {
                 let when = if *retry { "for now" } else { "until fixed" };

@@ -120,9 +120,31 @@ impl Index {
     /// SQL inside their transaction. Pure: the index is not changed.
     pub fn check(&self, op: &WriteOp) -> Result<(), Conflict> {
         match op {
-            WriteOp::PutManifest { repo, requires, .. } => requires
-                .iter()
-                .try_for_each(|r| self.check_required(repo, r)),
+            WriteOp::PutManifest {
+                repo,
+                record,
+                tag,
+                fixed_tag,
+                requires,
+                ..
+            } => {
+                requires
+                    .iter()
+                    .try_for_each(|r| self.check_required(repo, r))?;
+                let held = tag
+                    .as_ref()
+                    .filter(|_| *fixed_tag)
+                    .and_then(|t| Some((t, self.repos.get(repo.as_str())?.tags.get(t)?)));
+                match held {
+                    Some((t, info)) if info.digest != record.digest => {
+                        Err(Conflict::TagImmutable {
+                            tag: t.clone(),
+                            digest: info.digest.clone(),
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
             WriteOp::AdvanceUpload { record, from } => match self.uploads.get(&record.id) {
                 Some(row) if row.repository != record.repository => Err(Conflict::UploadGone),
                 Some(row) if UploadAt::of(row) != *from => {
@@ -182,6 +204,7 @@ impl Index {
                 record,
                 refs,
                 tag,
+                fixed_tag: _,
                 requires: _,
             } => {
                 let digest = &record.digest;
@@ -599,6 +622,7 @@ pub(crate) mod tests {
             ],
             record: rec,
             tag: tag.map(str::to_string),
+            fixed_tag: false,
             requires: vec![],
         }
     }
@@ -693,6 +717,7 @@ pub(crate) mod tests {
                 (dg("m2"), RefKind::Manifest),
             ],
             tag: None,
+            fixed_tag: false,
             requires: vec![],
         };
         existed(&mut ix, index_op, 1);
@@ -751,6 +776,7 @@ pub(crate) mod tests {
                 .map(|c| (dg(c), RefKind::Manifest))
                 .collect(),
             tag: None,
+            fixed_tag: false,
             requires: vec![],
         };
         existed(&mut ix, idx(&["a", "b"]), 1);
@@ -892,6 +918,7 @@ pub(crate) mod tests {
                 record: record("idx", Some("s")),
                 refs: vec![(dg("c"), RefKind::Manifest), (dg("l"), RefKind::Layer)],
                 tag: Some("t".into()),
+                fixed_tag: false,
                 requires: vec![],
             },
             5,

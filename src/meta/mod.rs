@@ -198,12 +198,16 @@ pub enum WriteOp {
     /// the manifest's own digest as a blob of `repo` (GET blobs/<manifest digest> works, as in
     /// distribution). Refused with a [`Conflict`] unless everything in `requires` is in `repo`
     /// with its size, checked inside the transaction: a concurrent unlink or delete either
-    /// happens before (and the put is refused) or after.
+    /// happens before (and the put is refused) or after. With `fixed_tag`, the tag may be
+    /// created or put again on the digest it names, never moved (tag immutability): a move is
+    /// refused with [`Conflict::TagImmutable`] in the same transaction, so that two pushes to
+    /// a new tag cannot both take it.
     PutManifest {
         repo: String,
         record: ManifestRecord,
         refs: Vec<(Digest, RefKind)>,
         tag: Option<String>,
+        fixed_tag: bool,
         requires: Vec<Required>,
     },
     /// Removes the manifest, its references and every tag on it; blobs stay linked until garbage
@@ -519,11 +523,26 @@ impl Meta {
         tag: Option<String>,
         requires: Vec<Required>,
     ) -> Result<()> {
+        self.put_manifest_tagged(repo, record, refs, tag, false, requires)
+            .await
+    }
+
+    /// [`put_manifest`](Self::put_manifest), with `fixed_tag` as in [`WriteOp::PutManifest`].
+    pub async fn put_manifest_tagged(
+        &self,
+        repo: &str,
+        record: ManifestRecord,
+        refs: Vec<(Digest, RefKind)>,
+        tag: Option<String>,
+        fixed_tag: bool,
+        requires: Vec<Required>,
+    ) -> Result<()> {
         self.write(WriteOp::PutManifest {
             repo: repo.to_string(),
             record,
             refs,
             tag,
+            fixed_tag,
             requires,
         })
         .await

@@ -485,6 +485,7 @@ fn apply<C: GenericClient>(
             record,
             refs,
             tag,
+            fixed_tag,
             requires,
         } => {
             for r in requires {
@@ -544,12 +545,27 @@ fn apply<C: GenericClient>(
                 }
             }
             if let Some(tag) = tag {
-                sql.execute(
+                // A fixed tag is updated only where it already names this digest; at READ
+                // COMMITTED the WHERE sees a row another transaction committed meanwhile.
+                let set = sql.execute(
                     "INSERT INTO tags (repository, name, digest, updated) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (repository, name) DO UPDATE SET
-                        digest = excluded.digest, updated = excluded.updated",
-                    &[repo, tag, &digest, &now],
+                        digest = excluded.digest, updated = excluded.updated
+                     WHERE NOT $5 OR tags.digest = excluded.digest",
+                    &[repo, tag, &digest, &now, fixed_tag],
                 )?;
+                if set == 0 {
+                    let held: String = sql.rows(
+                        "SELECT digest FROM tags WHERE repository = $1 AND name = $2",
+                        &[repo, tag],
+                    )?[0]
+                        .get(0);
+                    return Ok(Err(Conflict::TagImmutable {
+                        tag: tag.clone(),
+                        digest: digest_col("tags", &held)
+                            .map_err(|e| Fail::Value(e.to_string()))?,
+                    }));
+                }
             }
             !inserted
         }
@@ -1440,6 +1456,7 @@ mod tests {
             record: rec.clone(),
             refs: vec![(layer.clone(), RefKind::Layer)],
             tag: Some("t".into()),
+            fixed_tag: false,
             requires: vec![Required {
                 digest: layer.clone(),
                 size: 10,

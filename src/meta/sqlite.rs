@@ -455,6 +455,7 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             record,
             refs,
             tag,
+            fixed_tag,
             requires,
         } => {
             for r in requires {
@@ -515,12 +516,28 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                 }
             }
             if let Some(tag) = tag {
-                tx.prepare_cached(
-                    "INSERT INTO tags (repository, name, digest, updated) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (repository, name) DO UPDATE SET
-                        digest = excluded.digest, updated = excluded.updated",
-                )?
-                .execute(params![repo, tag, digest, now])?;
+                // A fixed tag is updated only where it already names this digest.
+                let set = tx
+                    .prepare_cached(
+                        "INSERT INTO tags (repository, name, digest, updated)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (repository, name) DO UPDATE SET
+                            digest = excluded.digest, updated = excluded.updated
+                         WHERE NOT ?5 OR tags.digest = excluded.digest",
+                    )?
+                    .execute(params![repo, tag, digest, now, fixed_tag])?;
+                if set == 0 {
+                    let held: String = tx
+                        .prepare_cached(
+                            "SELECT digest FROM tags WHERE repository = ?1 AND name = ?2",
+                        )?
+                        .query_row(params![repo, tag], |r| r.get(0))?;
+                    return Ok(Err(Conflict::TagImmutable {
+                        tag: tag.clone(),
+                        digest: super::sql::digest_col("tags", &held)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    }));
+                }
             }
             existed
         }
@@ -1150,6 +1167,7 @@ mod tests {
                     (dg("s"), RefKind::Subject),
                 ],
                 tag: Some("t".into()),
+                fixed_tag: false,
                 requires: vec![],
             },
         ];
@@ -1180,6 +1198,7 @@ mod tests {
             record: rec.clone(),
             refs: vec![(dg("config"), RefKind::Config)],
             tag: Some("t".into()),
+            fixed_tag: false,
             requires: vec![],
         };
         e.apply_batch(std::slice::from_ref(&reput), 5000).unwrap();
@@ -1255,6 +1274,7 @@ mod tests {
                     record: record("m1", None),
                     refs: vec![(dg("l"), RefKind::Layer)],
                     tag: Some("one".into()),
+                    fixed_tag: false,
                     requires: vec![],
                 },
                 WriteOp::PutManifest {
@@ -1262,6 +1282,7 @@ mod tests {
                     record: record("idx", Some("m1")),
                     refs: vec![(dg("m1"), RefKind::Manifest), (dg("m2"), RefKind::Manifest)],
                     tag: Some("one".into()),
+                    fixed_tag: false,
                     requires: vec![],
                 },
                 WriteOp::PutUpload(upload("u1", 0)),
@@ -1279,6 +1300,7 @@ mod tests {
                     record: record("m1", None),
                     refs: vec![],
                     tag: Some("x".into()),
+                    fixed_tag: false,
                     requires: vec![],
                 },
                 WriteOp::DeleteTag {
@@ -1318,6 +1340,7 @@ mod tests {
             record: record("m", None),
             refs: vec![(dg("missing"), RefKind::Layer)],
             tag: Some("t".into()),
+            fixed_tag: false,
             requires: vec![Required {
                 digest: dg("missing"),
                 size: 1,

@@ -248,6 +248,7 @@ pub(crate) fn run(open: &dyn Fn(&Path) -> Meta, durable: bool) {
     let before = observe(&meta);
     semantics(&meta);
     checks_run_inside_the_write(&meta);
+    fixed_tags(&meta);
     mounts(&meta);
     timestamps(&meta);
     uploads(&meta);
@@ -553,6 +554,60 @@ fn checks_run_inside_the_write(meta: &Meta) {
     // After the unlink, the same put is refused: the check sees the latest committed state.
     assert!(block_on(meta.unlink_blob("checks", &dg("layer"))).unwrap());
     assert!(put("c2", vec![required("layer", 10, RefKind::Layer)]).is_err());
+}
+
+/// A fixed tag (tag immutability) is created, and put again on its digest, never moved: the
+/// refused put changes nothing, not even the manifest it brought. Two puts racing for a new
+/// fixed tag, queued together, leave one winner. Ordinary tags still move.
+fn fixed_tags(meta: &Meta) {
+    let op = |label: &str, tag: &str, fixed_tag: bool| WriteOp::PutManifest {
+        repo: "fixed".into(),
+        record: record(label, None),
+        refs: vec![],
+        tag: Some(tag.into()),
+        fixed_tag,
+        requires: vec![],
+    };
+    let put = |label: &str, tag: &str, fixed: bool| block_on(meta.write(op(label, tag, fixed)));
+    let held = |tag: &str, label: &str| {
+        Error::Conflict(Conflict::TagImmutable {
+            tag: tag.into(),
+            digest: dg(label),
+        })
+    };
+    put("f1", "v1", true).unwrap();
+    put("f1", "v1", true).expect("the same digest again");
+    assert_eq!(put("f2", "v1", true).unwrap_err(), held("v1", "f1"));
+    assert_eq!(
+        block_on(meta.resolve_tag("fixed", "v1")).unwrap(),
+        Some(dg("f1"))
+    );
+    assert_eq!(
+        now(meta.manifest("fixed", &dg("f2"))),
+        None,
+        "nothing stored"
+    );
+    put("f2", "latest", false).unwrap();
+    put("f1", "latest", false).expect("an ordinary tag moves");
+    assert_eq!(put("f2", "latest", true).unwrap_err(), held("latest", "f1"));
+
+    let (a, b) = (
+        meta.write(op("f1", "race", true)),
+        meta.write(op("f2", "race", true)),
+    );
+    let (a, b) = (block_on(a), block_on(b));
+    let winner = block_on(meta.resolve_tag("fixed", "race")).unwrap();
+    match (a, b) {
+        (Ok(_), Err(e)) => {
+            assert_eq!(e, held("race", "f1"));
+            assert_eq!(winner, Some(dg("f1")));
+        }
+        (Err(e), Ok(_)) => {
+            assert_eq!(e, held("race", "f2"));
+            assert_eq!(winner, Some(dg("f2")));
+        }
+        other => panic!("one of two racing puts must win: {other:?}"),
+    }
 }
 
 fn mounts(meta: &Meta) {

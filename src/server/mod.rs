@@ -332,6 +332,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         Timeouts::default(),
     )
     .map_err(|e| format!("cannot start threads: {e}"))?;
+    let immutable =
+        crate::lifecycle::ImmutableTags::new(&cfg.immutable_tags).map_err(|e| e.join("; "))?;
     let registry = Arc::new(Registry {
         ops: Ops::new(
             cfg.metrics_enabled,
@@ -354,6 +356,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         },
         jobs: Board::default(),
         auth,
+        immutable,
     });
     let settings = ConnSettings {
         max_head: cfg.max_header_bytes,

@@ -40,6 +40,7 @@ fn registry(root: &Path) -> Registry {
         limits: Limits::default(),
         jobs: Default::default(),
         auth: None,
+        immutable: Default::default(),
     }
 }
 

@@ -153,10 +153,13 @@ struct Ctx {
 
 impl Ctx {
     fn new(tools: &[&str]) -> Ctx {
+        Ctx::with_server(tools, Server::start())
+    }
+
+    fn with_server(tools: &[&str], server: Server) -> Ctx {
         for t in tools {
             require_tool(t);
         }
-        let server = Server::start();
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
         std::fs::create_dir_all(t.join("tmp")).unwrap();
@@ -703,6 +706,41 @@ fn skopeo_multiarch_docker_manifest_list() {
     assert!(
         pulled == stored,
         "dir: pull of the list differs from the stored list"
+    );
+}
+
+/// skopeo against an immutable tag (`tags.immutable`): the same image again is taken, another
+/// one fails with the registry's reason in skopeo's output, and other tags still move.
+#[test]
+fn skopeo_meets_an_immutable_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "tags.immutable:\n  - repository: \"prod/**\"\n    tags: [\"v*\"]\n";
+    let config = config_file(dir.path(), rules);
+    let server = Server::start_in_temp(&["--config", config.to_str().unwrap()]);
+    let ctx = Ctx::with_server(&["skopeo", "umoci", "jq"], server);
+    let dst = ctx.docker_ref("prod/app:v1");
+    let copy = |layout: &str| {
+        let args = ["copy", "--src-tls-verify=false", "--dest-tls-verify=false"];
+        let src = Layout::get(layout).oci_ref();
+        ctx.try_run(
+            "skopeo",
+            &[&args[..], &[src.as_str(), dst.as_str()]].concat(),
+        )
+    };
+    copy("busybox").expect("the first push");
+    copy("busybox").expect("the same image again");
+    let (kept, _, _) = ctx.stored_manifest("prod/app", "v1");
+    let refused = copy("multi").expect_err("another image to an immutable tag");
+    assert!(
+        refused.contains("tag v1 of prod/app is immutable")
+            && refused.contains("tags.immutable[0]"),
+        "skopeo shows the registry's reason:\n{refused}"
+    );
+    assert_eq!(ctx.stored_manifest("prod/app", "v1").0, kept);
+    ctx.skopeo_copy(
+        &[],
+        &Layout::get("multi").oci_ref(),
+        &ctx.docker_ref("prod/app:latest"),
     );
 }
 

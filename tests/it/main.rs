@@ -25,6 +25,7 @@ mod driver_epoll;
 mod durability;
 mod http_limits;
 mod http_protocol;
+mod immutable_tags;
 mod large;
 mod ops_limits;
 mod ops_observe;

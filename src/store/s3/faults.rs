@@ -557,6 +557,13 @@ fn a_part_from_a_file_is_read_again_for_each_try() {
             .put_part("f", &upload, 2, &spool, 0..len + 1)
             .await;
         assert!(matches!(past, Err(Error::Io(_))), "{past:?}");
+        // The request failed on our side, perhaps before the proxy's thread took the
+        // connection: wait for it to count that one, then see that no second came.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.proxy.accepted() == before && std::time::Instant::now() < deadline {
+            monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        monoio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(s.proxy.accepted() - before, 1, "not tried again");
 
         s.backend

@@ -439,3 +439,10 @@ pub fn run_command(cmd: &str, args: &[&str]) -> (bool, String) {
         Err(e) => (false, format!("{cmd}: {e}")),
     }
 }
+
+/// Writes `yaml` as `ringyard.yaml` in `dir`; its path, for `--config`.
+pub fn config_file(dir: &Path, yaml: &str) -> std::path::PathBuf {
+    let path = dir.join("ringyard.yaml");
+    std::fs::write(&path, yaml).expect("write the configuration file");
+    path
+}
