@@ -309,6 +309,14 @@ impl From<crate::meta::Error> for Error {
                     "descriptor_size": declared,
                     "stored_size": stored,
                 })),
+            // Another request on the upload session went first (a PATCH says where, with the
+            // session's location; this is the answer wherever else it is found).
+            Meta::Conflict(Conflict::UploadMoved { offset }) => {
+                Error::new(ErrorCode::BlobUploadInvalid)
+                    .with_status(416)
+                    .with_message("another request on this upload session went first")
+                    .with_detail(serde_json::json!({ "expected_start": offset }))
+            }
             Meta::Full(_) => Error::storage_full("writing metadata", "database or disk is full"),
             Meta::Unavailable { cause, .. } => Error {
                 cause: Some(cause),
@@ -366,6 +374,22 @@ impl From<crate::blocking::Stopped> for Error {
 mod tests {
     use super::*;
     use std::io;
+
+    /// An upload session that another request advanced first answers as an out-of-order
+    /// chunk wherever the store finds it, never as an internal error.
+    #[test]
+    fn a_moved_upload_session_is_416_with_where_it_stands() {
+        let moved = crate::meta::Error::Conflict(crate::meta::Conflict::UploadMoved { offset: 7 });
+        for e in [
+            Error::from(moved.clone()),
+            Error::from(crate::store::Error::Metadata(moved)),
+        ] {
+            assert_eq!(e.status, 416);
+            let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+            assert_eq!(v["errors"][0]["code"], "BLOB_UPLOAD_INVALID");
+            assert_eq!(v["errors"][0]["detail"]["expected_start"], 7);
+        }
+    }
 
     #[test]
     fn body_is_the_spec_shape() {

@@ -8,8 +8,8 @@
 //! `Index` (see the `load_*` methods, used only by engines at startup).
 
 use super::{
-    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, RobotToken, TagInfo, UploadAt,
-    UploadRecord, WriteOp, WriteOutcome,
+    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, RobotToken, TagInfo, UploadRecord,
+    WriteOp, WriteOutcome,
 };
 use crate::oci::digest::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -145,14 +145,9 @@ impl Index {
                     _ => Ok(()),
                 }
             }
-            WriteOp::AdvanceUpload { record, from } => match self.uploads.get(&record.id) {
-                Some(row) if row.repository != record.repository => Err(Conflict::UploadGone),
-                Some(row) if UploadAt::of(row) != *from => {
-                    Err(Conflict::UploadMoved { offset: row.offset })
-                }
-                Some(_) => Ok(()),
-                None => Err(Conflict::UploadGone),
-            },
+            WriteOp::AdvanceUpload { record, from } => {
+                from.judge(self.uploads.get(&record.id), &record.repository)
+            }
             WriteOp::CreateRobotToken(t) => match self.robot_tokens.get(&t.name) {
                 Some(old) if old.revoked.is_none() => Err(Conflict::RobotTokenExists {
                     name: t.name.clone(),

@@ -137,6 +137,18 @@ impl UploadAt {
             remote: record.remote.clone(),
         }
     }
+
+    /// Whether the session's `row` (as read now, if any) still stands here, where a writer in
+    /// `repository` found it; the conflict that says why not. Pure: the in-memory engine's
+    /// check of an advance, and the upload pipeline's before it writes shared objects.
+    pub fn judge(&self, row: Option<&UploadRecord>, repository: &str) -> Result<(), Conflict> {
+        match row {
+            Some(r) if r.repository != repository => Err(Conflict::UploadGone),
+            Some(r) if UploadAt::of(r) != *self => Err(Conflict::UploadMoved { offset: r.offset }),
+            Some(_) => Ok(()),
+            None => Err(Conflict::UploadGone),
+        }
+    }
 }
 
 /// A robot token as stored: its name, the SHA-256 of its secret (never the secret), the

@@ -235,7 +235,7 @@ async fn run(job: Job, fill: Arc<Fill>) {
 /// and digest, then commits it to the tree and indexes it.
 async fn fetch(job: &Job, fill: &Fill) -> Result<Arc<Entry>> {
     let digest = &job.digest;
-    let size = job.backend.stat(digest).await?;
+    let (size, mut chunks) = job.backend.open(digest).await?;
     let staged = job.staged.clone();
     let file = job
         .pool
@@ -252,7 +252,6 @@ async fn fetch(job: &Job, fill: &Fill) -> Result<Arc<Entry>> {
     let file = Arc::new(file);
     fill.update(|s| s.file = Some((size, file.clone())));
     let corrupt = |what: String| Error::Corrupt(format!("the backend's {digest} {what}"));
-    let mut chunks = job.backend.read(digest, 0..size).await?;
     let mut hasher = Hasher::new(digest.algorithm());
     let mut at = 0u64;
     let mut piece = chunks.next().await?;

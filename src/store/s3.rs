@@ -433,12 +433,7 @@ impl S3Backend {
                     if !buf.is_empty() {
                         self.add_part(&key, m, Body::Bytes(&buf)).await?;
                     }
-                    match self.complete_multipart(&key, m, size).await {
-                        // A completion retried after a lost answer finds its upload gone:
-                        // the object is there if the first try completed it.
-                        Err(Error::NotFound) if self.present(digest).await? => {}
-                        other => other?,
-                    }
+                    self.complete_multipart(&key, m, size).await?;
                 }
             }
             Ok(())
@@ -484,12 +479,7 @@ impl S3Backend {
                 }
                 at = first.end.max(second.end);
             }
-            match self.complete_multipart(key, &m, size).await {
-                // A completion retried after a lost answer finds its upload gone: the object
-                // is there if the first try completed it.
-                Err(Error::NotFound) if self.object_size(key).await? == Some(size) => Ok(()),
-                other => other,
-            }
+            self.complete_multipart(key, &m, size).await
         }
         .await;
         if sent.is_err() {
@@ -584,7 +574,13 @@ impl S3Backend {
             allowance: server_side_allowance(size),
             ..Req::new("complete multipart upload", "POST", &url)
         };
-        let (_, answer) = self.answer_of(&req).await?;
+        let answer = match self.answer_of(&req).await {
+            Ok((_, answer)) => answer,
+            // A completion retried after a lost answer finds its upload gone: the object is
+            // there, whole, if the first try completed it.
+            Err(Error::NotFound) if self.object_size(key).await? == Some(size) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         // S3 may answer 200 and still fail the completion, in the body.
         let text = String::from_utf8_lossy(&answer);
         if text.contains("<Error>") {
@@ -775,6 +771,42 @@ impl Chunks for Download {
     }
 }
 
+impl S3Backend {
+    /// Bytes `range` of the object at `key`, piece by piece.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Box<dyn Chunks + '_>> {
+        if range.is_empty() {
+            return Ok(Box::new(Whole(None)));
+        }
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), key)
+            .sign(SIGNED_FOR);
+        let ranged = [("range", format!("bytes={}-{}", range.start, range.end - 1))];
+        let req = Req {
+            headers: &ranged,
+            ..Req::new("GET", "GET", &url)
+        };
+        let (head, ex) = self.call(&req).await?;
+        let want = range.end - range.start;
+        let got: Option<u64> = head.content_length;
+        let whole_object_for_a_prefix = head.status == 200 && range.start == 0;
+        if got != Some(want) && !(whole_object_for_a_prefix && got.is_some_and(|g| g >= want)) {
+            return Err(Error::Io(format!(
+                "S3 GET {key} bytes {range:?}: answered {} with {got:?} bytes",
+                head.status
+            )));
+        }
+        if got != Some(want) {
+            // A server that ignored Range: read the prefix, drop the connection after.
+            return Ok(Box::new(Prefix {
+                inner: Download { ex },
+                left: want,
+            }));
+        }
+        Ok(Box::new(Download { ex }))
+    }
+}
+
 /// `send` with the local file `src` open, closed after whatever the outcome.
 async fn with_file<T>(
     src: &Path,
@@ -796,36 +828,15 @@ impl BlobBackend for S3Backend {
     fn read<'a>(&'a self, digest: &'a Digest, range: Range<u64>) -> Fut<'a, Box<dyn Chunks + 'a>> {
         Box::pin(async move {
             let key = self.locate(digest).await?.ok_or(Error::NotFound)?.key;
-            if range.is_empty() {
-                return Ok(Box::new(Whole(None)) as Box<dyn Chunks>);
-            }
-            let url = self
-                .bucket
-                .get_object(Some(&self.credentials), &key)
-                .sign(SIGNED_FOR);
-            let ranged = [("range", format!("bytes={}-{}", range.start, range.end - 1))];
-            let req = Req {
-                headers: &ranged,
-                ..Req::new("GET", "GET", &url)
-            };
-            let (head, ex) = self.call(&req).await?;
-            let want = range.end - range.start;
-            let got: Option<u64> = head.content_length;
-            let whole_object_for_a_prefix = head.status == 200 && range.start == 0;
-            if got != Some(want) && !(whole_object_for_a_prefix && got.is_some_and(|g| g >= want)) {
-                return Err(Error::Io(format!(
-                    "S3 GET {key} bytes {range:?}: answered {} with {got:?} bytes",
-                    head.status
-                )));
-            }
-            if got != Some(want) {
-                // A server that ignored Range: read the prefix, drop the connection after.
-                return Ok(Box::new(Prefix {
-                    inner: Download { ex },
-                    left: want,
-                }) as Box<dyn Chunks>);
-            }
-            Ok(Box::new(Download { ex }) as Box<dyn Chunks>)
+            self.get_range(&key, range).await
+        })
+    }
+
+    fn open<'a>(&'a self, digest: &'a Digest) -> Fut<'a, (u64, Box<dyn Chunks + 'a>)> {
+        Box::pin(async move {
+            let located = self.locate(digest).await?.ok_or(Error::NotFound)?;
+            let chunks = self.get_range(&located.key, 0..located.size).await?;
+            Ok((located.size, chunks))
         })
     }
 

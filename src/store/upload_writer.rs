@@ -323,15 +323,10 @@ impl UploadWriter<'_> {
     /// where the bucket is checked against the row, and discarded: [`Uploads::broken`].)
     async fn unmoved(&self, lease: &Lease) -> Result<()> {
         let row = self.meta.upload(&lease.session.id).await?;
-        let conflict = match row {
-            Some(r) if r.repository != lease.session.repo => Conflict::UploadGone,
-            Some(r) if UploadAt::of(&r) != lease.recorded => {
-                Conflict::UploadMoved { offset: r.offset }
-            }
-            Some(_) => return Ok(()),
-            None => Conflict::UploadGone,
-        };
-        Err(self.refused(lease, crate::meta::Error::Conflict(conflict)))
+        lease
+            .recorded
+            .judge(row.as_ref(), &lease.session.repo)
+            .map_err(|c| self.refused(lease, crate::meta::Error::Conflict(c)))
     }
 
     /// The store's error for a refused advance; a session gone or moved on elsewhere drops

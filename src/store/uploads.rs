@@ -733,13 +733,11 @@ impl Uploads {
             Err(e) => return e.into(),
         };
         self.evict(&lease.session);
-        match row {
-            Some(r) if UploadAt::of(&r) != lease.recorded => {
-                return Error::Metadata(crate::meta::Error::Conflict(Conflict::UploadMoved {
-                    offset: r.offset,
-                }));
+        match lease.recorded.judge(row.as_ref(), &lease.session.repo) {
+            Err(moved @ Conflict::UploadMoved { .. }) => {
+                return Error::Metadata(crate::meta::Error::Conflict(moved));
             }
-            Some(_) => {
+            Ok(()) => {
                 crate::log::warn(format_args!(
                     "an upload session in {} is discarded: {cause}",
                     lease.session.repo
@@ -748,7 +746,7 @@ impl Uploads {
                     return e;
                 }
             }
-            None => {}
+            Err(_) => {}
         }
         Error::UnknownUpload(lease.session.id.clone())
     }

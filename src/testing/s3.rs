@@ -120,12 +120,11 @@ impl S3Server {
         let digest = crate::oci::digest::Digest::parse(digest).expect("a digest");
         let backend = S3Backend::new(&self.config(prefix)).unwrap();
         run(async {
-            let size = match backend.stat(&digest).await {
-                Ok(size) => size,
+            let mut read = match backend.open(&digest).await {
+                Ok((_, read)) => read,
                 Err(crate::store::Error::NotFound) => return None,
-                Err(e) => panic!("HEAD {digest}: {e}"),
+                Err(e) => panic!("GET {digest}: {e}"),
             };
-            let mut read = backend.read(&digest, 0..size).await.expect("GET");
             let mut got = Vec::new();
             while let Some(piece) = read.next().await.expect("GET piece") {
                 got.extend_from_slice(&piece);

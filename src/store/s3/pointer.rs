@@ -56,17 +56,22 @@ pub(super) fn located(prefix: &str, blob_key: &str, head: &Head) -> Result<Locat
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| bad("no size"))?;
     Ok(Located {
-        key: format!("{prefix}{ASSEMBLED}{id}"),
+        key: format!("{prefix}{}", location_of(id)),
         size,
         pointed: true,
     })
+}
+
+/// Where session `id` assembles its upload, under the prefix: what a pointer names.
+fn location_of(id: &str) -> String {
+    format!("{ASSEMBLED}{id}")
 }
 
 impl S3Backend {
     /// The key where session `id` assembles its multipart upload: a blob's bytes once
     /// published.
     pub(super) fn assembled_key(&self, id: &str) -> String {
-        format!("{}{ASSEMBLED}{id}", self.prefix)
+        format!("{}{}", self.prefix, location_of(id))
     }
 
     /// Where the blob `digest` is; None when the bucket does not hold it.
@@ -82,7 +87,7 @@ impl S3Backend {
     /// object at the blob's key naming it. Safe to repeat.
     pub(super) async fn point(&self, digest: &Digest, id: &str, size: u64) -> Result<()> {
         let key = self.key(digest);
-        let (location, size) = (format!("{ASSEMBLED}{id}"), size.to_string());
+        let (location, size) = (location_of(id), size.to_string());
         // Signed with the request, as S3 wants every x-amz- header.
         let meta = [(LOCATION, location.as_str()), (SIZE, size.as_str())];
         let url = self.sign_with(rusty_s3::Method::Put, &key, &[], &meta);

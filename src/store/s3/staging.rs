@@ -71,8 +71,9 @@ impl S3Backend {
         }
         .await;
         match done {
-            // The upload is gone: a completion before this one went through (its answer was
-            // lost), when its object is there whole.
+            // The last part found the upload gone: a completion before this one went through
+            // (its answer was lost), when its object is there whole. (The completion itself
+            // says so the same way.)
             Err(Error::NotFound) if self.object_size(key).await? == Some(size) => Ok(()),
             other => other,
         }
@@ -360,8 +361,7 @@ mod tests {
         }
 
         async fn blob(&self, d: &Digest) -> Vec<u8> {
-            let size = self.backend.stat(d).await.unwrap();
-            let mut read = self.backend.read(d, 0..size).await.unwrap();
+            let (_, mut read) = self.backend.open(d).await.unwrap();
             let mut got = Vec::new();
             while let Some(piece) = read.next().await.unwrap() {
                 got.extend_from_slice(&piece);
