@@ -327,6 +327,47 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u8, u8) {
     (y, m, d)
 }
 
+/// (year, month, day) in the proleptic Gregorian calendar to days since 1970-01-01: the
+/// inverse of [`civil_from_days`] (H. Hinnant's `days_from_civil`).
+pub(crate) fn days_from_civil(y: i64, m: u8, d: u8) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix milliseconds of an ISO 8601 UTC time as S3 writes them (`2026-12-07T19:02:09.000Z`,
+/// fraction optional); None for anything else.
+pub(crate) fn parse_utc_millis(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, mo, da) = (d.next()?, d.next()?, d.next()?);
+    let (y, mo, da): (i64, u8, u8) = (y.parse().ok()?, mo.parse().ok()?, da.parse().ok()?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, mi, se): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if h > 23 || mi > 59 || se > 60 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0'));
+    Some(((days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms)
+}
+
 // --- delivery -------------------------------------------------------------------------------
 
 /// How long the logger thread holds a line before writing it, so that lines buffered on other
@@ -615,6 +656,29 @@ pub fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times_parse_as_s3_writes_them() {
+        assert_eq!(parse_utc_millis("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(parse_utc_millis("1970-01-02T00:00:01Z"), Some(86_401_000));
+        // 2026-12-07T19:02:09.5Z, checked against `date -u -d ... +%s%3N`.
+        assert_eq!(
+            parse_utc_millis("2026-12-07T19:02:09.5Z"),
+            Some(1_796_670_129_500)
+        );
+        for days in [-1000, 0, 59, 365 * 30 + 7, 20_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        for bad in [
+            "",
+            "2026-12-07T19:02:09",
+            "2026-13-07T19:02:09Z",
+            "x-1-1T0:0:0Z",
+        ] {
+            assert_eq!(parse_utc_millis(bad), None, "{bad}");
+        }
+    }
 
     fn at(secs: u64, millis: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)

@@ -1,6 +1,7 @@
 use clap::Parser;
 use ringyard::config::cli::{
-    Cli, Command, ConfigCommand, DataArgs, DbCommand, HtpasswdCommand, ServeArgs, TokenCommand,
+    Cli, Command, ConfigCommand, DataArgs, DbCommand, GcArgs, HtpasswdCommand, ServeArgs,
+    TokenCommand,
 };
 use ringyard::config::{self, ConfigError, EXIT_CONFIG, EXIT_START};
 
@@ -23,6 +24,7 @@ fn main() {
         }
         Some(Command::Token(cmd)) => token(cmd),
         Some(Command::Db(cmd)) => db(cmd),
+        Some(Command::Gc(args)) => gc(args),
         _ => serve(&cli.serve_args()),
     };
     std::process::exit(code);
@@ -213,6 +215,147 @@ fn db(cmd: &DbCommand) -> i32 {
         (DbCommand::Status { .. }, Ok(s)) => {
             println!("{name}: {}", s.describe());
             i32::from(s.needs_migration() || s.too_new())
+        }
+    }
+}
+
+/// `ringyard gc --dry-run|--delete [--verbose]`: one collection over the data `serve` with
+/// the same `--config`/`--root` uses, with gc.grace and gc.delete_untagged from there; a
+/// progress bar on a terminal. Exit 2 for a bad configuration, 1 when the collection fails.
+fn gc(args: &GcArgs) -> i32 {
+    use ringyard::lifecycle::gc::{self, Options, Progress, Report};
+    let cfg = match command_config(&args.data) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rules = (
+        ringyard::lifecycle::retention::Retention::new(&cfg.retention),
+        ringyard::lifecycle::ImmutableTags::new(&cfg.immutable_tags),
+    );
+    let (retention, immutable) = match rules {
+        (Ok(r), Ok(i)) => (r, i),
+        (r, i) => {
+            for e in r.err().into_iter().chain(i.err()).flatten() {
+                eprintln!("error: {e}");
+            }
+            return config::EXIT_CONFIG;
+        }
+    };
+    let rules = gc::Rules {
+        retention: &retention,
+        immutable: &immutable,
+    };
+    let bar = ProgressBar::new();
+    // A running registry on this data directory collects when asked through its socket.
+    let outcome: Result<Report, String> = match ask_registry(&cfg, args.dry_run, &bar) {
+        Some(answer) => answer,
+        None => match ringyard::server::open_collectable(&cfg) {
+            Ok(target) => {
+                let opts = Options {
+                    grace: cfg.gc_grace,
+                    delete_untagged: cfg.gc_delete_untagged,
+                    dry_run: args.dry_run,
+                };
+                let out = gc::collect(&target.meta, &target.blobs, opts, rules, &|p: Progress| {
+                    bar.show(p)
+                });
+                target.meta.close();
+                out
+            }
+            Err(e) => Err(config::redact_url(&e)),
+        },
+    };
+    bar.clear();
+    match outcome {
+        Ok(report) => {
+            if args.verbose {
+                for item in &report.items {
+                    println!("{item}");
+                }
+            }
+            println!("{}", report.summary());
+            if report.raced > 0 {
+                eprintln!(
+                    "note: {} item(s) found garbage were kept: a push referenced them meanwhile",
+                    report.raced
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: garbage collection: {e}");
+            1
+        }
+    }
+}
+
+/// The collection of the registry running on `cfg`'s data directory, through its admin
+/// socket; None when no registry answers there (stopped, or killed and its socket stale).
+fn ask_registry(
+    cfg: &config::Config,
+    dry_run: bool,
+    bar: &ProgressBar,
+) -> Option<Result<ringyard::lifecycle::gc::Report, String>> {
+    use ringyard::server::admin::{self, Line};
+    use std::io::{BufRead, BufReader, Write};
+    let path = cfg.root.join(admin::SOCKET);
+    let mut conn = std::os::unix::net::UnixStream::connect(&path).ok()?;
+    let failed = |e: std::io::Error| format!("asking the registry at {}: {e}", path.display());
+    if let Err(e) = writeln!(conn, "{}", admin::request(dry_run)) {
+        return Some(Err(failed(e)));
+    }
+    for line in BufReader::new(&conn).lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => return Some(Err(failed(e))),
+        };
+        match admin::parse_line(&line) {
+            Some(Line::Progress(p)) => bar.show(p),
+            Some(Line::Report(r)) => return Some(Ok(r)),
+            Some(Line::Error(e)) => return Some(Err(e)),
+            None => return Some(Err(format!("the registry answered {line:?}"))),
+        }
+    }
+    Some(Err(format!(
+        "the registry at {} closed the connection before its report",
+        path.display()
+    )))
+}
+
+/// A one-line progress bar on standard error, drawn only on a terminal.
+struct ProgressBar {
+    tty: bool,
+}
+
+impl ProgressBar {
+    fn new() -> ProgressBar {
+        use std::io::IsTerminal;
+        ProgressBar {
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&self, p: ringyard::lifecycle::gc::Progress) {
+        use std::io::Write;
+        if !self.tty || p.total == 0 {
+            return;
+        }
+        const WIDTH: u64 = 30;
+        let filled = (p.done.min(p.total) * WIDTH / p.total) as usize;
+        eprint!(
+            "\r{:<9} [{}{}] {}/{}",
+            p.phase,
+            "#".repeat(filled),
+            " ".repeat(WIDTH as usize - filled),
+            p.done,
+            p.total
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            eprint!("\r{:60}\r", "");
         }
     }
 }

@@ -46,6 +46,9 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, digest: &str) -> Res
         resp = resp.header("Content-Range", content_range(start, end - 1, size));
     }
     if req.method == Method::Head {
+        // A client that finds the blob skips its upload and references it next: garbage
+        // collection's grace period runs from here (coalesced, written every few seconds).
+        reg.meta.note_blob_use(&digest);
         resp.body = Body::LengthOnly(end - start);
         return Ok(resp);
     }

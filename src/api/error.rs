@@ -317,6 +317,12 @@ impl From<crate::meta::Error> for Error {
                     .with_message("another request on this upload session went first")
                     .with_detail(serde_json::json!({ "expected_start": offset }))
             }
+            // Rare: a client stores a blob that garbage collection is removing this instant
+            // (unreferenced for longer than the grace period). Nothing was acknowledged; a
+            // retry after the collector moved on stores it afresh.
+            Meta::Conflict(Conflict::BlobSweeping { digest }) => Error::new(ErrorCode::Unavailable)
+                .with_message("garbage collection is removing this blob right now; retry")
+                .with_detail(digest.as_str()),
             Meta::Full(_) => Error::storage_full("writing metadata", "database or disk is full"),
             Meta::Unavailable { cause, .. } => Error {
                 cause: Some(cause),

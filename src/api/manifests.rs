@@ -125,6 +125,7 @@ pub async fn put<T: Transport>(
         refs.push((s.digest.clone(), RefKind::Subject));
     }
     reg.meta.precheck(name, &requires).await?;
+    reg.meta.claim_blob(&digest).await?;
     reg.blobs.put_bytes(&digest, bytes.clone()).await?;
     let record = ManifestRecord {
         digest: digest.clone(),

@@ -89,10 +89,22 @@ pub struct Registry {
     pub auth: Option<Auth>,
     /// The tags that may not move (`tags.immutable`).
     pub immutable: crate::lifecycle::ImmutableTags,
+    /// What garbage collection removed, for `/metrics`.
+    pub gc: crate::lifecycle::gc::Totals,
+    /// Which tags garbage collection expires.
+    pub retention: crate::lifecycle::retention::Retention,
 }
 
 impl Registry {
     /// The upload pipeline over this registry's stores and pools.
+    /// The policies a garbage collection pass applies.
+    pub fn gc_rules(&self) -> crate::lifecycle::gc::Rules<'_> {
+        crate::lifecycle::gc::Rules {
+            retention: &self.retention,
+            immutable: &self.immutable,
+        }
+    }
+
     pub fn upload_writer(&self) -> UploadWriter<'_> {
         UploadWriter {
             uploads: &self.uploads,
@@ -427,6 +439,11 @@ async fn ops(
                 metadata_commits: stats.commits,
                 metadata_write_ops: stats.ops,
                 jobs: reg.jobs.figures(),
+                gc_manifests: reg.gc.manifests.load(std::sync::atomic::Ordering::Relaxed),
+                gc_blobs: reg.gc.blobs.load(std::sync::atomic::Ordering::Relaxed),
+                gc_bytes: reg.gc.bytes.load(std::sync::atomic::Ordering::Relaxed),
+                gc_passes: reg.gc.passes.load(std::sync::atomic::Ordering::Relaxed),
+                gc_last_pass: reg.gc.last_ms.load(std::sync::atomic::Ordering::Relaxed) / 1000,
                 blob_cache: reg.blobs.cache_figures(),
                 metadata_cache: stats.cache.map(|c| metrics::MetadataCacheFigures {
                     hits: c.hits,

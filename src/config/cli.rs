@@ -51,6 +51,11 @@ pub enum Command {
     /// directory).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Collect garbage: blobs that no manifest references (and, with gc.delete_untagged,
+    /// manifests nothing keeps) idle longer than gc.grace. On a stopped registry's data
+    /// directory (SQLite), or on a fleet's PostgreSQL and S3 while nodes run (one collector
+    /// at a time).
+    Gc(GcArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,6 +72,22 @@ pub enum DbCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+#[group(id = "mode", required = true, multiple = false)]
+pub struct GcArgs {
+    /// Print what would be deleted; change nothing.
+    #[arg(long, group = "mode")]
+    pub dry_run: bool,
+    /// Delete it.
+    #[arg(long, group = "mode")]
+    pub delete: bool,
+    /// List each manifest and blob.
+    #[arg(long, short)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 impl DbCommand {

@@ -139,6 +139,14 @@ pub struct Config {
     pub groups: Vec<auth::Group>,
     /// `tags.immutable`, in file order.
     pub immutable_tags: Vec<lifecycle::ImmutableRule>,
+    pub retention: Vec<lifecycle::RetentionRule>,
+    // gc
+    /// Zero: no scheduled collection.
+    pub gc_interval: Duration,
+    /// `HH:MM-HH:MM` UTC, checked at load ([`value::Window`]); empty: any time.
+    pub gc_window: String,
+    pub gc_grace: Duration,
+    pub gc_delete_untagged: bool,
     /// `auth.token.*`: the built-in token service and the external issuers (see
     /// `auth::token::settings`).
     pub token_enabled: bool,
@@ -199,6 +207,11 @@ impl Default for Config {
             access: Vec::new(),
             groups: Vec::new(),
             immutable_tags: Vec::new(),
+            retention: Vec::new(),
+            gc_interval: Duration::ZERO,
+            gc_window: String::new(),
+            gc_grace: Duration::from_secs(3600),
+            gc_delete_untagged: false,
             token_enabled: false,
             token_realm: String::new(),
             token_service: "ringyard".into(),

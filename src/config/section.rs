@@ -24,6 +24,7 @@ pub static SECTIONS: &[Section<Config>] = &[
     super::auth::GROUPS,
     super::token::EXTERNAL,
     super::lifecycle::IMMUTABLE,
+    super::lifecycle::RETENTION,
 ];
 
 /// What a string must be.

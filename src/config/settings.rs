@@ -51,6 +51,8 @@ pub enum Kind {
     Secret,
     /// A directory's path; empty means none.
     OptionalDir,
+    /// A daily UTC time window, `HH:MM-HH:MM` ([`super::value::Window`]); empty means none.
+    Window,
 }
 
 /// A parsed value, before it is stored in its [`Config`] field.
@@ -259,6 +261,14 @@ pub static SETTINGS: &[Setting] = &[
         "How long a refresh token (what docker login stores as its identity token) lives; a changed password ends it sooner."),
     setting!("auth.token.key", token_key, Kind::File, Some(Takes("token-key")),
         "PEM PKCS#8 P-256 private key that signs our tokens; empty: token-signing-key.pem in storage.root, generated on first start."),
+    setting!("gc.interval", gc_interval, Kind::Duration { zero_ok: true }, Some(Takes("gc-interval")),
+        "Collect garbage online this often (from the end of one pass to the start of the next), on one node of a fleet at a time; 0: only when asked (ringyard gc)."),
+    setting!("gc.window", gc_window, Kind::Window, Some(Takes("gc-window")),
+        "Scheduled passes run only inside this daily UTC window, HH:MM-HH:MM (22:00-04:00 wraps past midnight), at most once per gc.interval; empty: any time. ringyard gc runs when asked."),
+    setting!("gc.grace", gc_grace, Kind::Duration { zero_ok: true }, Some(Takes("gc-grace")),
+        "A blob (or, with gc.delete_untagged, a manifest) stored, linked, mounted, referenced or asked for (HEAD) within this long is kept; the period runs from the last such activity."),
+    setting!("gc.delete_untagged", gc_delete_untagged, Kind::Bool, Some(Switch { name: "gc-delete-untagged", sets: "true", help: "Collection also removes manifests that no tag, index or living subject keeps (gc.delete_untagged: true)." }),
+        "Also remove manifests that no tag, no index and no living subject keeps (never an index's children, never a referrer whose subject lives), then their blobs."),
 ];
 
 pub fn find(key: &str) -> Option<&'static Setting> {
@@ -301,6 +311,7 @@ impl Kind {
             Kind::Text { .. } | Kind::Secret => ("TEXT", "a string"),
             Kind::Url(_) => ("URL", "a URL"),
             Kind::OptionalDir => ("DIR", "a directory path"),
+            Kind::Window => ("HH:MM-HH:MM", "a time window (01:00-05:00)"),
         }
     }
 
@@ -328,6 +339,7 @@ impl Kind {
                 | Kind::Url(_)
                 | Kind::Secret
                 | Kind::OptionalDir
+                | Kind::Window
         )
     }
 
@@ -414,6 +426,9 @@ impl Kind {
             }
             Kind::Text { .. } | Kind::Secret => Ok(Value::Text(text.trim().to_string())),
             Kind::Url(schemes) => check_url(text.trim(), schemes).map(Value::Text),
+            Kind::Window if text.trim().is_empty() => Ok(Value::Text(String::new())),
+            Kind::Window => super::value::Window::parse(text.trim())
+                .map(|_| Value::Text(text.trim().to_string())),
         }
     }
 }
@@ -680,7 +695,8 @@ mod tests {
                 "metrics",
                 "auth",
                 "auth.htpasswd",
-                "auth.token"
+                "auth.token",
+                "gc"
             ]
         );
         // a section is never also a setting

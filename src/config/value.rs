@@ -457,3 +457,59 @@ mod tests {
         assert_eq!(closest("banana", keys), None);
     }
 }
+
+/// A daily span of UTC time, `HH:MM-HH:MM`, that may wrap past midnight (`22:00-04:00`):
+/// when scheduled garbage collection may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Minutes after midnight UTC; `from == to` is the whole day.
+    pub from: u16,
+    pub to: u16,
+}
+
+impl Window {
+    pub fn parse(text: &str) -> Result<Window, String> {
+        let bad = || format!("{text:?} is not a time window (HH:MM-HH:MM, UTC, as 01:00-05:00)");
+        let minutes = |hm: &str| -> Option<u16> {
+            let (h, m) = hm.trim().split_once(':')?;
+            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60 && hm.trim().len() == 5).then_some(h * 60 + m)
+        };
+        let (a, b) = text.split_once('-').ok_or_else(bad)?;
+        Ok(Window {
+            from: minutes(a).ok_or_else(bad)?,
+            to: minutes(b).ok_or_else(bad)?,
+        })
+    }
+
+    /// Whether `unix_ms` falls inside (the end excluded).
+    pub fn contains(&self, unix_ms: i64) -> bool {
+        let minute = (unix_ms.rem_euclid(86_400_000) / 60_000) as u16;
+        match self.from.cmp(&self.to) {
+            std::cmp::Ordering::Equal => true,
+            std::cmp::Ordering::Less => (self.from..self.to).contains(&minute),
+            std::cmp::Ordering::Greater => minute >= self.from || minute < self.to,
+        }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::Window;
+
+    #[test]
+    fn windows_parse_and_wrap_past_midnight() {
+        let w = Window::parse("01:00-05:30").unwrap();
+        assert_eq!((w.from, w.to), (60, 330));
+        let at = |h: i64, m: i64| 3 * 86_400_000 + (h * 60 + m) * 60_000;
+        assert!(w.contains(at(1, 0)) && w.contains(at(5, 29)));
+        assert!(!w.contains(at(5, 30)) && !w.contains(at(0, 59)));
+        let night = Window::parse("22:00-04:00").unwrap();
+        assert!(night.contains(at(23, 0)) && night.contains(at(3, 59)));
+        assert!(!night.contains(at(12, 0)));
+        assert!(Window::parse("00:00-00:00").unwrap().contains(at(17, 3)));
+        for bad in ["", "1:00-5:00", "25:00-01:00", "01:00", "01:60-02:00", "x"] {
+            assert!(Window::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

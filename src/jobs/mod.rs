@@ -7,6 +7,7 @@
 //! Each job's counters live in a [`Board`] that the registry holds, so `/metrics` reads them
 //! without reaching the runner (whose jobs themselves hold the registry).
 
+pub(crate) mod gc;
 pub(crate) mod upload_expiry;
 
 use crate::observe::metrics::JobFigures;

@@ -3,6 +3,9 @@
 //! the configuration once at start; the metadata write enforces them inside its transaction
 //! ([`crate::meta::WriteOp::PutManifest`]'s `fixed_tag`) and the API words the refusal.
 
+pub mod gc;
+pub mod retention;
+
 use crate::auth::rules::Pattern;
 use crate::config::lifecycle::ImmutableRule;
 use std::fmt;

@@ -43,6 +43,13 @@ pub enum Conflict {
     RobotTokenExists { name: String },
     /// The put would move an immutable tag; it stays at `digest`.
     TagImmutable { tag: String, digest: Digest },
+    /// Garbage collection is removing this blob's bytes (its row is marked, its links are
+    /// gone): storing or linking it now could leave a row whose bytes the collector deletes.
+    /// The writer waits for the collector to finish with it, then stores it again.
+    BlobSweeping { digest: Digest },
+    /// Garbage collection's check found the manifest or blob still kept (tagged, listed,
+    /// referenced, or active since the cutoff): a push got there first. Nothing changed.
+    Live,
 }
 
 impl Error {
@@ -85,6 +92,10 @@ impl fmt::Display for Error {
             Error::Conflict(Conflict::TagImmutable { tag, digest }) => {
                 write!(f, "tag {tag} is immutable: it stays at {digest}")
             }
+            Error::Conflict(Conflict::BlobSweeping { digest }) => {
+                write!(f, "garbage collection is removing {digest}")
+            }
+            Error::Conflict(Conflict::Live) => f.write_str("still referenced, or active lately"),
             Error::Invalid(m) => write!(f, "invalid metadata value: {m}"),
             Error::Unavailable { retry, cause } => {
                 let when = if *retry { "for now" } else { "until fixed" };

@@ -7,6 +7,7 @@
 //! reference the SQL side is tested against: loading the database must give back an equal
 //! `Index` (see the `load_*` methods, used only by engines at startup).
 
+use super::graph::{BlobRow, Graph, ManifestRow, RefRow, TagRow};
 use super::{
     BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, RobotToken, TagInfo, UploadRecord,
     WriteOp, WriteOutcome,
@@ -24,6 +25,12 @@ pub struct Index {
     blobs: HashMap<Digest, BlobInfo>,
     /// Sum of the sizes in `blobs`, kept with it so that metrics read it in O(1).
     blob_bytes: u64,
+    /// Blobs that garbage collection marked and is removing ([`WriteOp::TombstoneBlob`]):
+    /// out of `blobs` and out of every repository, so no read finds them, until
+    /// [`WriteOp::ForgetBlob`].
+    sweeping: HashMap<Digest, BlobInfo>,
+    /// Digests not recorded that a writer claimed ([`WriteOp::ClaimBlob`]), and when.
+    claims: HashMap<Digest, i64>,
     /// A `BTreeMap` so that the catalog pages come out in order without sorting.
     repos: BTreeMap<String, Repo>,
     uploads: HashMap<String, UploadRecord>,
@@ -101,6 +108,15 @@ impl Repo {
         }
     }
 
+    /// Removes the manifest, its tags and its pull time; the record if it was there.
+    fn remove_manifest(&mut self, digest: &Digest) -> Option<Arc<ManifestRecord>> {
+        let record = self.manifests.remove(digest)?;
+        self.unlink_manifest(&record);
+        self.tags.retain(|_, t| &t.digest != digest);
+        self.pulls.remove(digest);
+        Some(record)
+    }
+
     fn add_child(&mut self, manifest: &Digest, child: &Digest) {
         set_insert(&mut self.children, manifest, child);
         set_insert(&mut self.parents, child, manifest);
@@ -131,6 +147,7 @@ impl Index {
                 requires
                     .iter()
                     .try_for_each(|r| self.check_required(repo, r))?;
+                self.not_sweeping(&record.digest)?;
                 let held = tag
                     .as_ref()
                     .filter(|_| *fixed_tag)
@@ -148,6 +165,33 @@ impl Index {
             WriteOp::AdvanceUpload { record, from } => {
                 from.judge(self.uploads.get(&record.id), &record.repository)
             }
+            WriteOp::LinkBlob { digest, .. } | WriteOp::ClaimBlob { digest } => {
+                self.not_sweeping(digest)
+            }
+            WriteOp::CollectManifest {
+                repo,
+                digest,
+                cutoff,
+            } => self.check_collect_manifest(repo, digest, *cutoff),
+            WriteOp::TombstoneBlob { digest, cutoff } => self.check_tombstone(digest, *cutoff),
+            WriteOp::ExpireTag {
+                repo,
+                tag,
+                digest,
+                updated,
+            } => match self.repos.get(repo.as_str()).and_then(|r| r.tags.get(tag)) {
+                Some(t) if (&t.digest, t.updated) != (digest, *updated) => Err(Conflict::Live),
+                _ => Ok(()),
+            },
+            WriteOp::TombstoneOrphan { digest, cutoff, .. } => {
+                let recorded =
+                    self.blobs.contains_key(digest) || self.sweeping.contains_key(digest);
+                let claimed = self.claims.get(digest).is_some_and(|at| *at >= *cutoff);
+                match recorded || claimed {
+                    true => Err(Conflict::Live),
+                    false => Ok(()),
+                }
+            }
             WriteOp::CreateRobotToken(t) => match self.robot_tokens.get(&t.name) {
                 Some(old) if old.revoked.is_none() => Err(Conflict::RobotTokenExists {
                     name: t.name.clone(),
@@ -155,6 +199,65 @@ impl Index {
                 _ => Ok(()),
             },
             _ => Ok(()),
+        }
+    }
+
+    fn not_sweeping(&self, digest: &Digest) -> Result<(), Conflict> {
+        match self.sweeping.contains_key(digest) {
+            true => Err(Conflict::BlobSweeping {
+                digest: digest.clone(),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// [`WriteOp::CollectManifest`]'s check: nothing of `repo` keeps the manifest and nothing
+    /// touched its digest since `cutoff`. A manifest already gone passes (its removal then
+    /// removes nothing).
+    fn check_collect_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        cutoff: i64,
+    ) -> Result<(), Conflict> {
+        let Some(r) = self.repos.get(repo) else {
+            return Ok(());
+        };
+        let Some(record) = r.manifests.get(digest) else {
+            return Ok(());
+        };
+        let tagged = r.tags.values().any(|t| &t.digest == digest);
+        let listed = r.parents.contains_key(digest);
+        let subject_lives = record
+            .subject
+            .as_ref()
+            .is_some_and(|s| r.manifests.contains_key(s));
+        let active = self
+            .blobs
+            .get(digest)
+            .is_some_and(|b| b.last_referenced >= cutoff);
+        match tagged || listed || subject_lives || active {
+            true => Err(Conflict::Live),
+            false => Ok(()),
+        }
+    }
+
+    /// What [`WriteOp::TombstoneBlob`] checks that this index knows: the blob is recorded,
+    /// idle since `cutoff`, no manifest has its digest and no index lists it. (Config and layer references are
+    /// not kept in memory; the engines check those against their own records.)
+    pub fn check_tombstone(&self, digest: &Digest, cutoff: i64) -> Result<(), Conflict> {
+        let idle = self
+            .blobs
+            .get(digest)
+            .is_some_and(|b| b.last_referenced < cutoff);
+        let manifest = self
+            .repos
+            .values()
+            .any(|r| r.manifests.contains_key(digest));
+        let listed = self.repos.values().any(|r| r.parents.contains_key(digest));
+        match idle && !manifest && !listed {
+            true => Ok(()),
+            false => Err(Conflict::Live),
         }
     }
 
@@ -232,20 +335,11 @@ impl Index {
                 }
                 previous.is_some()
             }
-            WriteOp::DeleteManifest { repo, digest } => {
-                let Some(r) = self.repos.get_mut(repo.as_str()) else {
-                    return WriteOutcome { existed: false };
-                };
-                match r.manifests.remove(digest) {
-                    Some(record) => {
-                        r.unlink_manifest(&record);
-                        r.tags.retain(|_, t| &t.digest != digest);
-                        r.pulls.remove(digest);
-                        true
-                    }
-                    None => false,
-                }
-            }
+            WriteOp::DeleteManifest { repo, digest } => self
+                .repos
+                .get_mut(repo.as_str())
+                .and_then(|r| r.remove_manifest(digest))
+                .is_some(),
             WriteOp::DeleteTag { repo, tag } => self
                 .repos
                 .get_mut(repo.as_str())
@@ -299,6 +393,59 @@ impl Index {
                 }
                 None => false,
             },
+            WriteOp::ClaimBlob { digest } => match self.blobs.contains_key(digest) {
+                true => {
+                    self.touch_blob(digest, now);
+                    true
+                }
+                false => {
+                    self.claims.insert(digest.clone(), now);
+                    false
+                }
+            },
+            // Checked first: no row, no recent claim.
+            WriteOp::TombstoneOrphan { digest, size, .. } => {
+                let info = BlobInfo {
+                    size: *size,
+                    last_referenced: 0,
+                };
+                self.sweeping.insert(digest.clone(), info);
+                true
+            }
+            // Checked first: absent, or as the pass read it.
+            WriteOp::ExpireTag { repo, tag, .. } => self
+                .repos
+                .get_mut(repo.as_str())
+                .is_some_and(|r| r.tags.remove(tag.as_str()).is_some()),
+            WriteOp::ForgetClaims { before } => {
+                self.claims.retain(|_, at| *at >= *before);
+                false
+            }
+            WriteOp::RecordBlobUse(uses) => {
+                for (digest, at) in uses {
+                    self.touch_blob(digest, *at);
+                }
+                false
+            }
+            // Checked first: nothing keeps it.
+            WriteOp::CollectManifest { repo, digest, .. } => self
+                .repos
+                .get_mut(repo.as_str())
+                .and_then(|r| r.remove_manifest(digest))
+                .is_some(),
+            // Checked first: idle and unreferenced.
+            WriteOp::TombstoneBlob { digest, .. } => match self.blobs.remove(digest) {
+                Some(info) => {
+                    self.blob_bytes = self.blob_bytes.saturating_sub(info.size);
+                    for r in self.repos.values_mut() {
+                        r.blobs.remove(digest);
+                    }
+                    self.sweeping.insert(digest.clone(), info);
+                    true
+                }
+                None => false,
+            },
+            WriteOp::ForgetBlob { digest } => self.sweeping.remove(digest).is_some(),
         };
         WriteOutcome { existed }
     }
@@ -344,6 +491,19 @@ impl Index {
         };
         let previous = self.blobs.insert(digest, info).map_or(0, |b| b.size);
         self.blob_bytes = (self.blob_bytes - previous).saturating_add(size);
+    }
+
+    /// A blob row that a collection marked and did not finish removing.
+    pub fn load_sweeping(&mut self, digest: Digest, size: u64, last_referenced: i64) {
+        let info = BlobInfo {
+            size,
+            last_referenced,
+        };
+        self.sweeping.insert(digest, info);
+    }
+
+    pub fn load_claim(&mut self, digest: Digest, at: i64) {
+        self.claims.insert(digest, at);
     }
 
     pub fn load_link(&mut self, repo: &str, digest: Digest) {
@@ -485,6 +645,49 @@ impl Index {
 
     pub fn upload(&self, id: &str) -> Option<UploadRecord> {
         self.uploads.get(id).cloned()
+    }
+
+    /// The graph garbage collection reads, but for config and layer references, which the
+    /// engines add from their own records (see [`Index::load_reference`]).
+    pub fn graph_without_refs(&self) -> Graph {
+        let blob = |(d, b): (&Digest, &BlobInfo), sweeping| BlobRow {
+            digest: d.clone(),
+            size: b.size,
+            last_referenced: b.last_referenced,
+            sweeping,
+        };
+        let mut g = Graph::default();
+        g.blobs.extend(self.blobs.iter().map(|e| blob(e, false)));
+        g.blobs.extend(self.sweeping.iter().map(|e| blob(e, true)));
+        for (name, r) in &self.repos {
+            for (digest, m) in &r.manifests {
+                g.manifests.push(ManifestRow {
+                    repo: name.clone(),
+                    digest: digest.clone(),
+                    subject: m.subject.clone(),
+                    last_pulled: r.pulls.get(digest).copied(),
+                });
+            }
+            for (index, children) in &r.children {
+                for child in children {
+                    g.refs.push(RefRow {
+                        repo: name.clone(),
+                        manifest: index.clone(),
+                        child: child.clone(),
+                        kind: RefKind::Manifest,
+                    });
+                }
+            }
+            for (tag, t) in &r.tags {
+                g.tags.push(TagRow {
+                    repo: name.clone(),
+                    name: tag.clone(),
+                    digest: t.digest.clone(),
+                    updated: t.updated,
+                });
+            }
+        }
+        g
     }
 
     pub fn repository_count(&self) -> usize {

@@ -12,6 +12,7 @@
 //! callers: once a write resolves, every read on every thread sees it. Being the only writer
 //! keeps the index exact. The read lock is held only for a map lookup, never across `.await`.
 
+use super::graph::{Graph, RefRow};
 use super::{
     Answer, BlobInfo, Conflict, Engine, EngineStats, Error, Index, ManifestRecord, Result,
     RobotToken, TagInfo, UploadRecord, WriteOp, WriteOutcome,
@@ -48,6 +49,10 @@ pub trait Database: Send + 'static {
         Ok(())
     }
 
+    /// Every config and layer reference: the part of garbage collection's graph that the
+    /// index does not keep in memory.
+    fn blob_references(&mut self) -> Result<Vec<RefRow>>;
+
     /// Every robot token, if another process changed the database since the last call (or
     /// the load); None when nothing changed or no other process writes this store.
     fn robot_tokens_changed(&mut self) -> Result<Option<Vec<RobotToken>>> {
@@ -76,6 +81,9 @@ enum Msg {
     Ping(oneshot::Sender<Result<()>>),
     /// Answered after the robot tokens another process committed are in the index.
     RefreshRobotTokens(oneshot::Sender<Result<()>>),
+    /// Garbage collection's graph, read between two batches: the index and the database
+    /// agree there.
+    Graph(oneshot::Sender<Result<Graph>>),
     Stop,
 }
 
@@ -187,6 +195,15 @@ impl Engine for Indexed {
         }
     }
 
+    /// Read on the writer thread between two batches (writes wait for it; reads do not).
+    fn gc_graph(&self) -> Answer<Graph> {
+        let (reply, answer) = Answer::channel();
+        match self.send(Msg::Graph(reply)) {
+            Ok(()) => answer,
+            Err(e) => Answer::failed(e),
+        }
+    }
+
     fn stats(&self) -> EngineStats {
         let c = &self.counters;
         let ix = read_lock(&self.index);
@@ -232,6 +249,7 @@ fn run(
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut pings = Vec::new();
     let mut refreshes = Vec::new();
+    let mut graphs = Vec::new();
     loop {
         let first = if stopping {
             rx.try_recv().ok()
@@ -244,6 +262,7 @@ fn run(
                 Msg::Write(request) => batch.push(request),
                 Msg::Ping(reply) => pings.push(reply),
                 Msg::RefreshRobotTokens(reply) => refreshes.push(reply),
+                Msg::Graph(reply) => graphs.push(reply),
                 Msg::Stop => stopping = true,
             }
             if batch.len() >= MAX_BATCH {
@@ -273,6 +292,14 @@ fn run(
             for reply in refreshes.drain(..) {
                 let _ = reply.send(answer.clone());
             }
+        }
+        for reply in graphs.drain(..) {
+            let answer = guarded(|| db.blob_references()).map(|refs| {
+                let mut g = read_lock(index).graph_without_refs();
+                g.refs.extend(refs);
+                g
+            });
+            let _ = reply.send(answer);
         }
     }
 }
@@ -403,6 +430,10 @@ mod tests {
     }
 
     impl Database for FakeDb {
+        fn blob_references(&mut self) -> Result<Vec<RefRow>> {
+            Ok(Vec::new())
+        }
+
         fn load(&mut self) -> Result<Index> {
             self.loads.fetch_add(1, Ordering::SeqCst);
             Ok(self.shadow.clone())
@@ -611,6 +642,9 @@ mod tests {
             }
             fn apply_batch(&mut self, ops: &[WriteOp], _: i64) -> Result<Vec<OpResult>> {
                 Ok(ops.iter().map(|_| Ok(WriteOutcome::default())).collect())
+            }
+            fn blob_references(&mut self) -> Result<Vec<RefRow>> {
+                Ok(Vec::new())
             }
         }
         let mut stored = Index::default();

@@ -27,6 +27,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod error;
+pub mod graph;
 pub(crate) mod index;
 pub(crate) mod indexed;
 pub(crate) mod memory;
@@ -265,6 +266,67 @@ pub enum WriteOp {
         name: String,
         at: i64,
     },
+    /// A writer is about to store the bytes of `digest` (an upload's completion, a manifest
+    /// put) and link them after: moves the blob's activity time to now if it is recorded (or
+    /// else records the claim), so that a collection that has not yet marked it leaves it
+    /// (and bytes found under its digest) alone, and is refused with
+    /// [`Conflict::BlobSweeping`] while a collection is removing it (the writer waits and
+    /// claims again). `existed`: whether the blob is recorded. See `lifecycle::gc` for why
+    /// this closes the race between a sweep and a push.
+    ClaimBlob {
+        digest: Digest,
+    },
+    /// Blobs asked for (HEAD) at these times, coalesced like pulls: their activity times move,
+    /// so that a client that found a blob and is about to reference it keeps it through the
+    /// grace period. Blobs not recorded, or being removed, are ignored.
+    RecordBlobUse(Vec<(Digest, i64)>),
+    /// Garbage collection removes a manifest nothing keeps, checked in the transaction: no tag
+    /// of `repo` names it, no index of `repo` lists it, its subject (if any) is not a manifest
+    /// of `repo`, and nothing stored or referenced its digest since `cutoff` (unix ms).
+    /// `existed`: whether it was removed.
+    CollectManifest {
+        repo: String,
+        digest: Digest,
+        cutoff: i64,
+    },
+    /// Garbage collection's first step for a blob: checked in the transaction (recorded, not
+    /// being removed already, no activity since `cutoff`, no manifest of any repository has
+    /// its digest or references it as config or layer), its links are removed and its row is
+    /// marked as being swept, so that no read finds it and no writer links it until
+    /// [`WriteOp::ForgetBlob`]. `existed`: whether it was marked.
+    TombstoneBlob {
+        digest: Digest,
+        cutoff: i64,
+    },
+    /// Garbage collection's last step for a blob, after its bytes are deleted: removes the
+    /// row marked by [`WriteOp::TombstoneBlob`] or [`WriteOp::TombstoneOrphan`]. `existed`:
+    /// whether a marked row was removed.
+    ForgetBlob {
+        digest: Digest,
+    },
+    /// Garbage collection found bytes under `digest` that no row records (a crash between a
+    /// store and its link, or an older collection's): checked in the transaction (still no
+    /// row, and no writer claimed the digest since `cutoff`), a marked row is written so that
+    /// a writer's claim waits while the bytes are deleted. `existed`: whether it was marked.
+    TombstoneOrphan {
+        digest: Digest,
+        size: u64,
+        cutoff: i64,
+    },
+    /// Drops the claims of digests never recorded made before `before` (unix ms): a writer
+    /// that claimed and then failed leaves one.
+    ForgetClaims {
+        before: i64,
+    },
+    /// Retention removes a tag, only if it still names `digest` and was last pushed at
+    /// `updated` (as the pass read it): a tag pushed again since is kept, refused with
+    /// [`Conflict::Live`]. `existed`: whether it was removed (false: already gone).
+    ExpireTag {
+        repo: String,
+        tag: String,
+        digest: Digest,
+        updated: i64,
+    },
 }
 
 /// Something a manifest needs in its repository: a blob (config, layer) linked there, or a
@@ -394,6 +456,17 @@ pub trait Engine: Send + Sync {
     /// no other process writes).
     fn refresh_robot_tokens(&self) -> Answer<()>;
 
+    /// Everything garbage collection decides from, read at one instant (one transaction).
+    /// Costly (every blob, manifest, reference and tag): a collector's job thread calls it,
+    /// never a request.
+    fn gc_graph(&self) -> Answer<graph::Graph>;
+    /// Makes this process the only collector of the metadata while the returned guard lives;
+    /// `None` when another holds it (another node of a fleet). Blocks (a job thread calls
+    /// it). Engines that only one process opens need no lock and always grant it.
+    fn lock_collection(&self) -> Result<Option<Box<dyn Send>>> {
+        Ok(Some(Box::new(())))
+    }
+
     /// Applies `op` durably; resolves once it is committed and visible to every read on every
     /// thread, with its outcome, or with [`Error::Conflict`] when an in-transaction check
     /// refused it.
@@ -406,6 +479,10 @@ pub trait Engine: Send + Sync {
     /// from a thread that may. Later writes fail.
     fn close(&self);
 }
+
+/// How long a writer waits for a blob that garbage collection is removing before it answers
+/// that the blob is being collected (see [`Meta::claim_blob`]).
+pub const CLAIM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Unix time in milliseconds, the unit of every stored timestamp.
 pub fn now_millis() -> i64 {
@@ -605,12 +682,44 @@ impl Meta {
         pulls::note(repo, digest, now_millis());
     }
 
-    /// Writes this thread's noted pulls as one op, without waiting for it (a worker's timer
-    /// calls this every few seconds, and once more when it stops).
+    /// Remembers that a client asked for `digest` now (a HEAD before a push that skips the
+    /// upload): written with the pulls.
+    pub fn note_blob_use(&self, digest: &Digest) {
+        pulls::note_blob(digest, now_millis());
+    }
+
+    /// Writes this thread's noted pulls and blob uses as one op each, without waiting for
+    /// them (a worker's timer calls this every few seconds, and once more when it stops).
     pub fn flush_pulls(&self) {
         let pulls = pulls::take();
         if !pulls.is_empty() {
             drop(self.write(WriteOp::RecordPulls(pulls)));
+        }
+        let uses = pulls::take_blobs();
+        if !uses.is_empty() {
+            drop(self.write(WriteOp::RecordBlobUse(uses)));
+        }
+    }
+
+    /// [`WriteOp::ClaimBlob`], waiting while a collection removes the blob (a sweep takes a
+    /// blob's bytes away in well under a second; a collector that died halfway leaves the
+    /// mark to the next collection, and then the claim fails after [`CLAIM_PATIENCE`]).
+    pub async fn claim_blob(&self, digest: &Digest) -> Result<()> {
+        let deadline = std::time::Instant::now() + CLAIM_PATIENCE;
+        loop {
+            match self
+                .write(WriteOp::ClaimBlob {
+                    digest: digest.clone(),
+                })
+                .await
+            {
+                Err(Error::Conflict(Conflict::BlobSweeping { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => return other.map(|_| ()),
+            }
         }
     }
 }

@@ -46,7 +46,17 @@ use batch::{Lookup, Pending, MAX_BATCH};
 
 /// The migrations, in order; each runs once, in the transaction that records it. Append only:
 /// a released step is never edited, a change is a new step.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+
+/// Version 3: a blob row is marked (unix ms) while garbage collection removes its bytes.
+/// Also the claims of digests a writer is storing that no row records yet.
+const V3: &str = r#"
+ALTER TABLE blobs ADD COLUMN sweeping BIGINT;
+CREATE TABLE blob_claims (
+    digest TEXT COLLATE "C" PRIMARY KEY,
+    at     BIGINT NOT NULL
+);
+"#;
 
 /// Version 2: an upload session's state in the remote backend (its multipart upload, parts
 /// and tail), so that any node continues it; rows from before have none.
@@ -398,27 +408,54 @@ fn ensure_repository<C: GenericClient>(
 }
 
 /// Records the blob (first size and time win, the reference time moves) and links it to
-/// `repo`; `true` if the link was there already.
+/// `repo`; `true` if the link was there already. Refused while garbage collection removes the
+/// blob. The blob's row is locked first, then the link: the order of every write that takes
+/// both (see [`apply`]), so that none waits for another in a cycle.
 fn link<C: GenericClient>(
     sql: &mut Sql<'_, C>,
     repo: &str,
     digest: &Digest,
     size: u64,
     now: i64,
-) -> Result<bool, Fail> {
+) -> Result<std::result::Result<bool, Conflict>, Fail> {
     ensure_repository(sql, repo, now)?;
-    sql.execute(
+    let recorded = sql.opt(
         "INSERT INTO blobs (digest, size, created, last_referenced) VALUES ($1, $2, $3, $3)
          ON CONFLICT (digest) DO UPDATE SET
-            last_referenced = GREATEST(blobs.last_referenced, excluded.last_referenced)",
+            last_referenced = GREATEST(blobs.last_referenced, excluded.last_referenced)
+         WHERE blobs.sweeping IS NULL
+         RETURNING 1",
         &[&digest.as_str(), &int(size)?, &now],
     )?;
+    if recorded.is_none() {
+        return Ok(Err(Conflict::BlobSweeping {
+            digest: digest.clone(),
+        }));
+    }
     let added = sql.execute(
         "INSERT INTO repository_blobs (repository, digest, created) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
         &[&repo, &digest.as_str(), &now],
     )?;
-    Ok(added == 0)
+    Ok(Ok(added == 0))
+}
+
+/// Moves the activity time of blobs not being swept, locking their rows, in digest order (two
+/// writers touching the same blobs lock them in one order); `true` per digest touched.
+fn touch<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    digests: &mut Vec<(&Digest, i64)>,
+) -> Result<(), Fail> {
+    digests.sort();
+    digests.dedup_by(|a, b| a.0 == b.0);
+    for (digest, at) in digests.iter() {
+        sql.execute(
+            "UPDATE blobs SET last_referenced = GREATEST(last_referenced, $2)
+             WHERE digest = $1 AND sweeping IS NULL",
+            &[&digest.as_str(), at],
+        )?;
+    }
+    Ok(())
 }
 
 /// Size of `digest` if `repo` may serve it, the link locked until the transaction ends so that
@@ -434,6 +471,27 @@ fn linked_size<C: GenericClient>(
         &[&repo, &digest.as_str()],
     )?;
     Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+}
+
+/// Removes the manifest, its tags and its references; `true` if it was there.
+fn remove_manifest<C: GenericClient>(
+    sql: &mut Sql<'_, C>,
+    repo: &str,
+    digest: &Digest,
+) -> Result<bool, Fail> {
+    let key: [&(dyn ToSql + Sync); 2] = [&repo, &digest.as_str()];
+    sql.execute(
+        "DELETE FROM tags WHERE repository = $1 AND digest = $2",
+        &key,
+    )?;
+    sql.execute(
+        "DELETE FROM manifest_references WHERE repository = $1 AND manifest = $2",
+        &key,
+    )?;
+    Ok(sql.execute(
+        "DELETE FROM manifests WHERE repository = $1 AND digest = $2",
+        &key,
+    )? > 0)
 }
 
 /// The check every engine runs ([`Required::judge`]), on rows locked for the transaction.
@@ -466,14 +524,23 @@ fn apply<C: GenericClient>(
     now: i64,
 ) -> Result<std::result::Result<WriteOutcome, Conflict>, Fail> {
     let existed = match op {
-        WriteOp::LinkBlob { repo, digest, size } => link(sql, repo, digest, *size, now)?,
-        WriteOp::MountBlob { from, repo, digest } => match linked_size(sql, from, digest)? {
-            Some(size) => {
-                link(sql, repo, digest, size, now)?;
-                true
-            }
-            None => false,
+        WriteOp::LinkBlob { repo, digest, size } => match link(sql, repo, digest, *size, now)? {
+            Ok(existed) => existed,
+            Err(conflict) => return Ok(Err(conflict)),
         },
+        // The blob's row first (a blob being swept is not touched, and has no links left).
+        WriteOp::MountBlob { from, repo, digest } => {
+            touch(sql, &mut vec![(digest, now)])?;
+            match linked_size(sql, from, digest)? {
+                Some(size) => {
+                    if let Err(conflict) = link(sql, repo, digest, size, now)? {
+                        return Ok(Err(conflict));
+                    }
+                    true
+                }
+                None => false,
+            }
+        }
         WriteOp::UnlinkBlob { repo, digest } => {
             sql.execute(
                 "DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2",
@@ -488,13 +555,25 @@ fn apply<C: GenericClient>(
             fixed_tag,
             requires,
         } => {
+            // Blob rows before links (the order of every write): the referenced blobs are
+            // touched first, and a collection marking one of them either waits for this
+            // transaction (and then finds it referenced) or went first (and the check below
+            // finds the link gone).
+            let mut blobs: Vec<(&Digest, i64)> = refs
+                .iter()
+                .filter(|(_, k)| matches!(k, RefKind::Config | RefKind::Layer))
+                .map(|(d, _)| (d, now))
+                .collect();
+            touch(sql, &mut blobs)?;
             for r in requires {
                 if let Some(conflict) = check_required(sql, repo, r)? {
                     return Ok(Err(conflict));
                 }
             }
             let digest = record.digest.as_str();
-            link(sql, repo, &record.digest, record.size, now)?;
+            if let Err(conflict) = link(sql, repo, &record.digest, record.size, now)? {
+                return Ok(Err(conflict));
+            }
             let annotations = record
                 .annotations
                 .as_ref()
@@ -536,13 +615,6 @@ fn apply<C: GenericClient>(
                      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     &[repo, &digest, &child.as_str(), &kind.as_str()],
                 )?;
-                if matches!(kind, RefKind::Config | RefKind::Layer) {
-                    sql.execute(
-                        "UPDATE blobs SET last_referenced = GREATEST(last_referenced, $2)
-                         WHERE digest = $1",
-                        &[&child.as_str(), &now],
-                    )?;
-                }
             }
             if let Some(tag) = tag {
                 // A fixed tag is updated only where it already names this digest; at READ
@@ -569,21 +641,7 @@ fn apply<C: GenericClient>(
             }
             !inserted
         }
-        WriteOp::DeleteManifest { repo, digest } => {
-            let key: [&(dyn ToSql + Sync); 2] = [repo, &digest.as_str()];
-            sql.execute(
-                "DELETE FROM tags WHERE repository = $1 AND digest = $2",
-                &key,
-            )?;
-            sql.execute(
-                "DELETE FROM manifest_references WHERE repository = $1 AND manifest = $2",
-                &key,
-            )?;
-            sql.execute(
-                "DELETE FROM manifests WHERE repository = $1 AND digest = $2",
-                &key,
-            )? > 0
-        }
+        WriteOp::DeleteManifest { repo, digest } => remove_manifest(sql, repo, digest)?,
         WriteOp::DeleteTag { repo, tag } => {
             sql.execute(
                 "DELETE FROM tags WHERE repository = $1 AND name = $2",
@@ -710,6 +768,181 @@ fn apply<C: GenericClient>(
                 )?;
             }
             false
+        }
+        WriteOp::ClaimBlob { digest } => {
+            let row = sql.opt(
+                "UPDATE blobs SET last_referenced = GREATEST(last_referenced, $2)
+                 WHERE digest = $1 RETURNING sweeping IS NOT NULL",
+                &[&digest.as_str(), &now],
+            )?;
+            match row.map(|r| r.get::<_, bool>(0)) {
+                Some(true) => {
+                    return Ok(Err(Conflict::BlobSweeping {
+                        digest: digest.clone(),
+                    }))
+                }
+                Some(false) => true,
+                None => {
+                    // Committed before an orphan sweep marks the digest (which then finds
+                    // it), or after (and then waits on the marked row's lock, or finds it).
+                    sql.execute(
+                        "INSERT INTO blob_claims (digest, at) VALUES ($1, $2)
+                         ON CONFLICT (digest) DO UPDATE SET at = excluded.at",
+                        &[&digest.as_str(), &now],
+                    )?;
+                    // A marked row inserted meanwhile is a sweep in progress.
+                    if sql
+                        .opt("SELECT 1 FROM blobs WHERE digest = $1", &[&digest.as_str()])?
+                        .is_some()
+                    {
+                        return Ok(Err(Conflict::BlobSweeping {
+                            digest: digest.clone(),
+                        }));
+                    }
+                    false
+                }
+            }
+        }
+        WriteOp::TombstoneOrphan {
+            digest,
+            size,
+            cutoff,
+        } => {
+            let d = digest.as_str();
+            // The claim's row is locked (or created and locked) first, so a claim of the same
+            // digest waits for this transaction or went first and is seen.
+            // A row made here only to be locked holds the smallest time: never a claim.
+            let claimed = sql
+                .opt(
+                    "INSERT INTO blob_claims (digest, at) VALUES ($1, $3)
+                     ON CONFLICT (digest) DO UPDATE SET at = blob_claims.at
+                     RETURNING at >= $2 AND at > $3",
+                    &[&d, cutoff, &i64::MIN],
+                )?
+                .is_some_and(|r| r.get::<_, bool>(0));
+            if claimed {
+                return Ok(Err(Conflict::Live));
+            }
+            let inserted = sql.execute(
+                "INSERT INTO blobs (digest, size, created, last_referenced, sweeping)
+                 VALUES ($1, $2, $3, 0, $3) ON CONFLICT DO NOTHING",
+                &[&d, &int(*size)?, &now],
+            )?;
+            if inserted == 0 {
+                return Ok(Err(Conflict::Live));
+            }
+            true
+        }
+        WriteOp::ExpireTag {
+            repo,
+            tag,
+            digest,
+            updated,
+        } => {
+            let removed = sql.execute(
+                "DELETE FROM tags
+                 WHERE repository = $1 AND name = $2 AND digest = $3 AND updated = $4",
+                &[repo, tag, &digest.as_str(), updated],
+            )? > 0;
+            if !removed
+                && sql
+                    .opt(
+                        "SELECT 1 FROM tags WHERE repository = $1 AND name = $2",
+                        &[repo, tag],
+                    )?
+                    .is_some()
+            {
+                return Ok(Err(Conflict::Live));
+            }
+            removed
+        }
+        WriteOp::ForgetClaims { before } => {
+            sql.execute("DELETE FROM blob_claims WHERE at < $1", &[before])?;
+            false
+        }
+        WriteOp::RecordBlobUse(uses) => {
+            let mut blobs: Vec<(&Digest, i64)> = uses.iter().map(|(d, at)| (d, *at)).collect();
+            touch(sql, &mut blobs)?;
+            false
+        }
+        // The manifest's row is locked first: a put that tags it or lists it in an index
+        // locks it too (its upsert, its check), so one waits for the other and the checks
+        // below, each a statement of its own at READ COMMITTED, see what it committed.
+        WriteOp::CollectManifest {
+            repo,
+            digest,
+            cutoff,
+        } => {
+            let key: [&(dyn ToSql + Sync); 2] = [repo, &digest.as_str()];
+            let Some(row) = sql.opt(
+                "SELECT subject FROM manifests WHERE repository = $1 AND digest = $2 FOR UPDATE",
+                &key,
+            )?
+            else {
+                return Ok(Ok(WriteOutcome { existed: false }));
+            };
+            let subject: Option<String> = row.get(0);
+            let kept = sql
+                .opt(
+                    "SELECT 1 WHERE
+                        EXISTS (SELECT 1 FROM tags WHERE repository = $1 AND digest = $2)
+                     OR EXISTS (SELECT 1 FROM manifest_references
+                                WHERE repository = $1 AND child_digest = $2
+                                  AND kind = 'manifest')
+                     OR EXISTS (SELECT 1 FROM blobs
+                                WHERE digest = $2 AND last_referenced >= $3)
+                     OR EXISTS (SELECT 1 FROM manifests WHERE repository = $1 AND digest = $4)",
+                    &[repo, &digest.as_str(), cutoff, &subject],
+                )?
+                .is_some();
+            if kept {
+                return Ok(Err(Conflict::Live));
+            }
+            remove_manifest(sql, repo, digest)?
+        }
+        // The blob's row, then its links, locked in the order every write takes them; then
+        // the references are read by statements that see whatever a put that held the
+        // links committed.
+        WriteOp::TombstoneBlob { digest, cutoff } => {
+            let d: [&(dyn ToSql + Sync); 1] = [&digest.as_str()];
+            let idle = sql
+                .opt(
+                    "SELECT 1 FROM blobs WHERE digest = $1 AND sweeping IS NULL
+                        AND last_referenced < $2 FOR UPDATE",
+                    &[&digest.as_str(), cutoff],
+                )?
+                .is_some();
+            if !idle {
+                return Ok(Err(Conflict::Live));
+            }
+            sql.rows(
+                "SELECT 1 FROM repository_blobs WHERE digest = $1 FOR UPDATE",
+                &d,
+            )?;
+            let referenced = sql
+                .opt(
+                    "SELECT 1 WHERE
+                        EXISTS (SELECT 1 FROM manifests WHERE digest = $1)
+                     OR EXISTS (SELECT 1 FROM manifest_references
+                                WHERE child_digest = $1 AND kind <> 'subject')",
+                    &d,
+                )?
+                .is_some();
+            if referenced {
+                return Ok(Err(Conflict::Live));
+            }
+            sql.execute("DELETE FROM repository_blobs WHERE digest = $1", &d)?;
+            sql.execute(
+                "UPDATE blobs SET sweeping = $2 WHERE digest = $1",
+                &[&digest.as_str(), &now],
+            )?;
+            true
+        }
+        WriteOp::ForgetBlob { digest } => {
+            sql.execute(
+                "DELETE FROM blobs WHERE digest = $1 AND sweeping IS NOT NULL",
+                &[&digest.as_str()],
+            )? > 0
         }
     };
     Ok(Ok(WriteOutcome { existed }))
@@ -881,7 +1114,8 @@ impl Worker {
     fn forget(&mut self, op: &WriteOp) {
         let (repo, digest) = match op {
             WriteOp::PutManifest { repo, record, .. } => (repo, &record.digest),
-            WriteOp::DeleteManifest { repo, digest } => (repo, digest),
+            WriteOp::DeleteManifest { repo, digest }
+            | WriteOp::CollectManifest { repo, digest, .. } => (repo, digest),
             _ => return,
         };
         if let Some(cache) = self.cache.as_mut() {
@@ -975,6 +1209,86 @@ pub struct PostgresEngine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     counters: Arc<Counters>,
+    /// For the collection lock's own connection.
+    url: String,
+}
+
+/// The key of the session advisory lock that one collector of a fleet holds.
+const COLLECTION_LOCK: i64 = 0x7269_6e67_0067_6300;
+
+/// Every row of garbage collection's graph, from one REPEATABLE READ snapshot.
+fn read_graph(client: &mut Client) -> Result<super::graph::Graph> {
+    use super::graph::{BlobRow, Graph, ManifestRow, RefRow, TagRow};
+    let fail = |e| Fail::Sql(e).into_error("reading the collection graph");
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(fail)?;
+    let mut g = Graph::default();
+    for row in tx
+        .query(
+            "SELECT digest, size, last_referenced, sweeping IS NOT NULL FROM blobs",
+            &[],
+        )
+        .map_err(fail)?
+    {
+        g.blobs.push(BlobRow {
+            digest: digest_col("blobs", &col::<String>(&row, 0, "blobs")?)?,
+            size: size_col("blobs", col(&row, 1, "blobs")?)?,
+            last_referenced: col(&row, 2, "blobs")?,
+            sweeping: col(&row, 3, "blobs")?,
+        });
+    }
+    for row in tx
+        .query(
+            "SELECT repository, digest, subject, last_pulled FROM manifests",
+            &[],
+        )
+        .map_err(fail)?
+    {
+        let t = "manifests";
+        g.manifests.push(ManifestRow {
+            repo: col(&row, 0, t)?,
+            digest: digest_col(t, &col::<String>(&row, 1, t)?)?,
+            subject: col::<Option<String>>(&row, 2, t)?
+                .map(|s| digest_col(t, &s))
+                .transpose()?,
+            last_pulled: col(&row, 3, t)?,
+        });
+    }
+    for row in tx
+        .query(
+            "SELECT repository, manifest, child_digest, kind FROM manifest_references
+             WHERE kind <> 'subject'",
+            &[],
+        )
+        .map_err(fail)?
+    {
+        let t = "manifest_references";
+        let kind: String = col(&row, 3, t)?;
+        g.refs.push(RefRow {
+            repo: col(&row, 0, t)?,
+            manifest: digest_col(t, &col::<String>(&row, 1, t)?)?,
+            child: digest_col(t, &col::<String>(&row, 2, t)?)?,
+            kind: RefKind::parse(&kind)
+                .ok_or_else(|| load_error(t, format_args!("kind {kind:?}")))?,
+        });
+    }
+    for row in tx
+        .query("SELECT repository, name, digest, updated FROM tags", &[])
+        .map_err(fail)?
+    {
+        g.tags.push(TagRow {
+            repo: col(&row, 0, "tags")?,
+            name: col(&row, 1, "tags")?,
+            digest: digest_col("tags", &col::<String>(&row, 2, "tags")?)?,
+            updated: col(&row, 3, "tags")?,
+        });
+    }
+    tx.commit().map_err(fail)?;
+    Ok(g)
 }
 
 impl PostgresEngine {
@@ -1030,6 +1344,7 @@ impl PostgresEngine {
             threads: Mutex::new(handles),
             closed: AtomicBool::new(false),
             counters: Arc::default(),
+            url: url.to_string(),
         })
     }
 
@@ -1119,7 +1434,7 @@ impl PostgresEngine {
         let answer = self.read(move |sql| {
             let rows = read_rows(
                 sql,
-                "SELECT count(*), coalesce(sum(size), 0)::int8 FROM blobs",
+                "SELECT count(*), coalesce(sum(size), 0)::int8 FROM blobs WHERE sweeping IS NULL",
                 &[],
                 |row| Ok((col::<i64>(row, 0, "blobs")?, col::<i64>(row, 1, "blobs")?)),
             );
@@ -1320,6 +1635,21 @@ impl Engine for PostgresEngine {
     }
 
     /// A round trip on an engine thread, behind the jobs queued before it.
+    fn gc_graph(&self) -> Answer<super::graph::Graph> {
+        self.ask(|w| w.conn().and_then(|c| read_graph(&mut c.client)))
+    }
+
+    /// A session advisory lock on a connection of its own, held as long as the guard (the
+    /// connection) lives: a collector that dies releases it with its connection.
+    fn lock_collection(&self) -> Result<Option<Box<dyn Send>>> {
+        let mut client = connect(&self.url)?;
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&COLLECTION_LOCK])
+            .map_err(|e| Fail::Sql(e).into_error("taking the collection lock"))?
+            .get(0);
+        Ok(got.then(|| Box::new(client) as Box<dyn Send>))
+    }
+
     fn ping(&self) -> Answer<()> {
         self.read(|sql| read_rows(sql, "SELECT 1", &[], |_| Ok(())).map(|_| ()))
     }

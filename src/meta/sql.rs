@@ -25,6 +25,16 @@ pub(super) fn describe(op: &WriteOp) -> String {
         WriteOp::CreateRobotToken(t) => format!("create robot token {}", t.name),
         WriteOp::RevokeRobotToken { name } => format!("revoke robot token {name}"),
         WriteOp::RobotTokenUsed { name, .. } => format!("robot token {name} used"),
+        WriteOp::ClaimBlob { digest } => format!("claim {digest}"),
+        WriteOp::RecordBlobUse(u) => format!("record {} blob uses", u.len()),
+        WriteOp::CollectManifest { repo, digest, .. } => {
+            format!("collect manifest {repo}@{digest}")
+        }
+        WriteOp::TombstoneBlob { digest, .. } => format!("mark {digest} for removal"),
+        WriteOp::ForgetBlob { digest } => format!("forget {digest}"),
+        WriteOp::TombstoneOrphan { digest, .. } => format!("mark orphan {digest} for removal"),
+        WriteOp::ForgetClaims { .. } => "forget old claims".into(),
+        WriteOp::ExpireTag { repo, tag, .. } => format!("expire tag {repo}:{tag}"),
     }
 }
 

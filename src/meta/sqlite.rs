@@ -10,6 +10,7 @@
 //! Outcomes (did the target exist) and the checks a write must pass come from these statements,
 //! inside the transaction; the in-memory [`Index`] is updated from the committed ops after.
 
+use super::graph::RefRow;
 use super::indexed::{Database, OpResult};
 use super::sql::{describe, digest_col, load_error, size_col};
 use super::{Conflict, Error, Index, ManifestRecord, Pull, RefKind, Required, Result};
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 /// Stored in `PRAGMA user_version`. Bump it with a migration step in [`migrate`] whenever the
 /// schema changes shape.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS repositories (
@@ -33,7 +34,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     digest          TEXT PRIMARY KEY NOT NULL,
     size            INTEGER NOT NULL,
     created         INTEGER NOT NULL,
-    last_referenced INTEGER NOT NULL
+    last_referenced INTEGER NOT NULL,
+    -- Schema v6: set (unix ms) while garbage collection removes the blob's bytes.
+    sweeping        INTEGER
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS repository_blobs (
@@ -99,6 +102,13 @@ CREATE TABLE IF NOT EXISTS uploads (
 -- Expiry sweep.
 CREATE INDEX IF NOT EXISTS uploads_expires ON uploads (expires);
 CREATE INDEX IF NOT EXISTS uploads_repository ON uploads (repository);
+
+-- Schema v6: digests a writer is storing that no row records yet (garbage collection's
+-- orphan sweep leaves their bytes alone).
+CREATE TABLE IF NOT EXISTS blob_claims (
+    digest TEXT PRIMARY KEY NOT NULL,
+    at     INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- Robot tokens (schema v3): the SHA-256 of the secret, never the secret; scopes one per line.
 CREATE TABLE IF NOT EXISTS robot_tokens (
@@ -280,14 +290,16 @@ ALTER TABLE manifests ADD COLUMN last_pulled INTEGER;
 ///
 /// v4 to v5 likewise adds `remote`, where a session's state in a remote backend is kept
 /// (rows from before have none: they were written on a filesystem deployment).
-fn add_upload_column(conn: &Connection, column: &str) -> rusqlite::Result<()> {
+///
+/// v5 to v6 likewise adds `blobs.sweeping` (garbage collection's mark).
+fn add_column(conn: &Connection, table: &str, column: &str, kind: &str) -> rusqlite::Result<()> {
     let has: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('uploads') WHERE name = ?1",
-        [column],
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
         |row| row.get(0),
     )?;
     if !has {
-        conn.execute_batch(&format!("ALTER TABLE uploads ADD COLUMN {column} TEXT;"))?;
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
     }
     Ok(())
 }
@@ -327,10 +339,13 @@ fn migrate(conn: &Connection) -> Result<(), String> {
             conn.execute_batch(V1_TO_V2).map_err(sql)?;
         }
         if (1..4).contains(&version) {
-            add_upload_column(conn, "owner").map_err(sql)?;
+            add_column(conn, "uploads", "owner", "TEXT").map_err(sql)?;
         }
         if (1..5).contains(&version) {
-            add_upload_column(conn, "remote").map_err(sql)?;
+            add_column(conn, "uploads", "remote", "TEXT").map_err(sql)?;
+        }
+        if (1..6).contains(&version) {
+            add_column(conn, "blobs", "sweeping", "INTEGER").map_err(sql)?;
         }
         conn.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(sql)
@@ -376,15 +391,30 @@ fn ensure_repository(tx: &Connection, repo: &str, now: i64) -> rusqlite::Result<
     Ok(())
 }
 
+/// Whether garbage collection is removing the blob (its row is marked).
+fn sweeping(tx: &Connection, digest: &Digest) -> rusqlite::Result<bool> {
+    exists(
+        tx,
+        "SELECT 1 FROM blobs WHERE digest = ?1 AND sweeping IS NOT NULL",
+        params![digest.as_str()],
+    )
+}
+
 /// Records the blob (first size and time win, the reference time moves) and links it to
-/// `repo`; `true` if the link was there already.
+/// `repo`; `true` if the link was there already. Refused while garbage collection removes
+/// the blob.
 fn link(
     tx: &Connection,
     repo: &str,
     digest: &Digest,
     size: u64,
     now: i64,
-) -> rusqlite::Result<bool> {
+) -> rusqlite::Result<Result<bool, Conflict>> {
+    if sweeping(tx, digest)? {
+        return Ok(Err(Conflict::BlobSweeping {
+            digest: digest.clone(),
+        }));
+    }
     ensure_repository(tx, repo, now)?;
     // `max` is SQLite's two-argument scalar; PostgreSQL spells it GREATEST.
     tx.prepare_cached(
@@ -399,7 +429,35 @@ fn link(
              ON CONFLICT DO NOTHING",
         )?
         .execute(params![repo, digest.as_str(), now])?;
-    Ok(added == 0)
+    Ok(Ok(added == 0))
+}
+
+/// Removes the manifest, its tags and its references; `true` if it was there.
+fn remove_manifest(tx: &Connection, repo: &str, digest: &Digest) -> rusqlite::Result<bool> {
+    let key = params![repo, digest.as_str()];
+    tx.prepare_cached("DELETE FROM tags WHERE repository = ?1 AND digest = ?2")?
+        .execute(key)?;
+    tx.prepare_cached("DELETE FROM manifest_references WHERE repository = ?1 AND manifest = ?2")?
+        .execute(key)?;
+    Ok(tx
+        .prepare_cached("DELETE FROM manifests WHERE repository = ?1 AND digest = ?2")?
+        .execute(key)?
+        > 0)
+}
+
+/// `true` if nothing keeps the blob: no manifest has its digest and none references it
+/// (subjects aside). The same rule as PostgreSQL's, over the same tables.
+fn unreferenced(tx: &Connection, digest: &Digest) -> rusqlite::Result<bool> {
+    let d = params![digest.as_str()];
+    Ok(
+        !exists(tx, "SELECT 1 FROM manifests WHERE digest = ?1 LIMIT 1", d)?
+            && !exists(
+                tx,
+                "SELECT 1 FROM manifest_references
+                 WHERE child_digest = ?1 AND kind <> 'subject' LIMIT 1",
+                d,
+            )?,
+    )
 }
 
 /// Size of `digest` if `repo` may serve it.
@@ -437,10 +495,16 @@ fn exists(tx: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Res
 /// (the tests load the database back and compare).
 pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<OpResult> {
     let existed = match op {
-        WriteOp::LinkBlob { repo, digest, size } => link(tx, repo, digest, *size, now)?,
+        WriteOp::LinkBlob { repo, digest, size } => match link(tx, repo, digest, *size, now)? {
+            Ok(existed) => existed,
+            Err(conflict) => return Ok(Err(conflict)),
+        },
+        // A blob being swept has no links left, so its mount finds nothing.
         WriteOp::MountBlob { from, repo, digest } => match linked_size(tx, from, digest)? {
             Some(size) => {
-                link(tx, repo, digest, size, now)?;
+                if let Err(conflict) = link(tx, repo, digest, size, now)? {
+                    return Ok(Err(conflict));
+                }
                 true
             }
             None => false,
@@ -469,7 +533,9 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                 "SELECT 1 FROM manifests WHERE repository = ?1 AND digest = ?2",
                 params![repo, digest],
             )?;
-            link(tx, repo, &record.digest, record.size, now)?;
+            if let Err(conflict) = link(tx, repo, &record.digest, record.size, now)? {
+                return Ok(Err(conflict));
+            }
             let annotations = record
                 .annotations
                 .as_ref()
@@ -507,7 +573,8 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                  VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
             )?;
             let mut touch = tx.prepare_cached(
-                "UPDATE blobs SET last_referenced = max(last_referenced, ?2) WHERE digest = ?1",
+                "UPDATE blobs SET last_referenced = max(last_referenced, ?2)
+                 WHERE digest = ?1 AND sweeping IS NULL",
             )?;
             for (child, kind) in refs {
                 insert.execute(params![repo, digest, child.as_str(), kind.as_str()])?;
@@ -541,18 +608,7 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             }
             existed
         }
-        WriteOp::DeleteManifest { repo, digest } => {
-            let key = params![repo, digest.as_str()];
-            tx.prepare_cached("DELETE FROM tags WHERE repository = ?1 AND digest = ?2")?
-                .execute(key)?;
-            tx.prepare_cached(
-                "DELETE FROM manifest_references WHERE repository = ?1 AND manifest = ?2",
-            )?
-            .execute(key)?;
-            tx.prepare_cached("DELETE FROM manifests WHERE repository = ?1 AND digest = ?2")?
-                .execute(key)?
-                > 0
-        }
+        WriteOp::DeleteManifest { repo, digest } => remove_manifest(tx, repo, digest)?,
         WriteOp::DeleteTag { repo, tag } => {
             tx.prepare_cached("DELETE FROM tags WHERE repository = ?1 AND name = ?2")?
                 .execute(params![repo, tag])?
@@ -692,6 +748,151 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
             .execute(params![name, at])?
                 > 0
         }
+        WriteOp::ClaimBlob { digest } => {
+            if sweeping(tx, digest)? {
+                return Ok(Err(Conflict::BlobSweeping {
+                    digest: digest.clone(),
+                }));
+            }
+            let recorded = tx
+                .prepare_cached(
+                    "UPDATE blobs SET last_referenced = max(last_referenced, ?2)
+                     WHERE digest = ?1",
+                )?
+                .execute(params![digest.as_str(), now])?
+                > 0;
+            if !recorded {
+                tx.prepare_cached(
+                    "INSERT INTO blob_claims (digest, at) VALUES (?1, ?2)
+                     ON CONFLICT (digest) DO UPDATE SET at = excluded.at",
+                )?
+                .execute(params![digest.as_str(), now])?;
+            }
+            recorded
+        }
+        WriteOp::TombstoneOrphan {
+            digest,
+            size,
+            cutoff,
+        } => {
+            let d = digest.as_str();
+            if exists(tx, "SELECT 1 FROM blobs WHERE digest = ?1", params![d])?
+                || exists(
+                    tx,
+                    "SELECT 1 FROM blob_claims WHERE digest = ?1 AND at >= ?2",
+                    params![d, cutoff],
+                )?
+            {
+                return Ok(Err(Conflict::Live));
+            }
+            tx.prepare_cached(
+                "INSERT INTO blobs (digest, size, created, last_referenced, sweeping)
+                 VALUES (?1, ?2, ?3, 0, ?3)",
+            )?
+            .execute(params![d, int(*size)?, now])?;
+            true
+        }
+        WriteOp::ExpireTag {
+            repo,
+            tag,
+            digest,
+            updated,
+        } => {
+            let removed = tx
+                .prepare_cached(
+                    "DELETE FROM tags
+                     WHERE repository = ?1 AND name = ?2 AND digest = ?3 AND updated = ?4",
+                )?
+                .execute(params![repo, tag, digest.as_str(), updated])?
+                > 0;
+            if !removed
+                && exists(
+                    tx,
+                    "SELECT 1 FROM tags WHERE repository = ?1 AND name = ?2",
+                    params![repo, tag],
+                )?
+            {
+                return Ok(Err(Conflict::Live));
+            }
+            removed
+        }
+        WriteOp::ForgetClaims { before } => {
+            tx.prepare_cached("DELETE FROM blob_claims WHERE at < ?1")?
+                .execute(params![before])?;
+            false
+        }
+        WriteOp::RecordBlobUse(uses) => {
+            let mut update = tx.prepare_cached(
+                "UPDATE blobs SET last_referenced = max(last_referenced, ?2)
+                 WHERE digest = ?1 AND sweeping IS NULL",
+            )?;
+            for (digest, at) in uses {
+                update.execute(params![digest.as_str(), at])?;
+            }
+            false
+        }
+        WriteOp::CollectManifest {
+            repo,
+            digest,
+            cutoff,
+        } => {
+            let key = params![repo, digest.as_str()];
+            let subject: Option<Option<String>> = tx
+                .prepare_cached(
+                    "SELECT subject FROM manifests WHERE repository = ?1 AND digest = ?2",
+                )?
+                .query_row(key, |r| r.get(0))
+                .optional()?;
+            let Some(subject) = subject else {
+                return Ok(Ok(WriteOutcome { existed: false }));
+            };
+            let kept = exists(
+                tx,
+                "SELECT 1 FROM tags WHERE repository = ?1 AND digest = ?2",
+                key,
+            )? || exists(
+                tx,
+                "SELECT 1 FROM manifest_references
+                 WHERE repository = ?1 AND child_digest = ?2 AND kind = 'manifest'",
+                key,
+            )? || exists(
+                tx,
+                "SELECT 1 FROM blobs WHERE digest = ?1 AND last_referenced >= ?2",
+                params![digest.as_str(), cutoff],
+            )? || match &subject {
+                Some(s) => exists(
+                    tx,
+                    "SELECT 1 FROM manifests WHERE repository = ?1 AND digest = ?2",
+                    params![repo, s],
+                )?,
+                None => false,
+            };
+            if kept {
+                return Ok(Err(Conflict::Live));
+            }
+            remove_manifest(tx, repo, digest)?
+        }
+        WriteOp::TombstoneBlob { digest, cutoff } => {
+            let idle = exists(
+                tx,
+                "SELECT 1 FROM blobs
+                 WHERE digest = ?1 AND sweeping IS NULL AND last_referenced < ?2",
+                params![digest.as_str(), cutoff],
+            )?;
+            if !idle || !unreferenced(tx, digest)? {
+                return Ok(Err(Conflict::Live));
+            }
+            tx.prepare_cached("DELETE FROM repository_blobs WHERE digest = ?1")?
+                .execute(params![digest.as_str()])?;
+            tx.prepare_cached("UPDATE blobs SET sweeping = ?2 WHERE digest = ?1")?
+                .execute(params![digest.as_str(), now])?;
+            true
+        }
+        WriteOp::ForgetBlob { digest } => {
+            tx.prepare_cached("DELETE FROM blobs WHERE digest = ?1 AND sweeping IS NOT NULL")?
+                .execute(params![digest.as_str()])?
+                > 0
+        }
         WriteOp::RecordPulls(pulls) => {
             let mut update = tx.prepare_cached(
                 "UPDATE manifests SET last_pulled = max(coalesce(last_pulled, ?3), ?3)
@@ -783,12 +984,34 @@ impl Database for SqliteEngine {
         for_rows(
             conn,
             "blobs",
-            "SELECT digest, size, last_referenced FROM blobs",
+            "SELECT digest, size, last_referenced, sweeping IS NOT NULL FROM blobs",
             [],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get(2)?)),
-            |(d, size, referenced)| {
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            },
+            |(d, size, referenced, sweeping)| {
                 let digest = digest_col("blobs", &d)?;
-                ix.load_blob(digest, size_col("blobs", size)?, referenced);
+                let size = size_col("blobs", size)?;
+                match sweeping {
+                    true => ix.load_sweeping(digest, size, referenced),
+                    false => ix.load_blob(digest, size, referenced),
+                }
+                Ok(())
+            },
+        )?;
+        for_rows(
+            conn,
+            "blob_claims",
+            "SELECT digest, at FROM blob_claims",
+            [],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            |(d, at)| {
+                ix.load_claim(digest_col("blob_claims", &d)?, at);
                 Ok(())
             },
         )?;
@@ -964,6 +1187,37 @@ impl Database for SqliteEngine {
         }
         tx.commit().map_err(|e| sql_error("metadata commit", e))?;
         Ok(results)
+    }
+
+    fn blob_references(&mut self) -> Result<Vec<RefRow>> {
+        let mut out = Vec::new();
+        for_rows(
+            &self.conn,
+            "manifest_references",
+            "SELECT repository, manifest, child_digest, kind FROM manifest_references
+             WHERE kind IN ('config', 'layer')",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            },
+            |(repo, manifest, child, kind)| {
+                out.push(RefRow {
+                    repo,
+                    manifest: digest_col("manifest_references", &manifest)?,
+                    child: digest_col("manifest_references", &child)?,
+                    kind: RefKind::parse(&kind).ok_or_else(|| {
+                        Error::Corrupt(format!("manifest_references: kind {kind:?}"))
+                    })?,
+                });
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     /// A read through the connection: proves the database file is open and readable. Needs

@@ -3,6 +3,7 @@
 //! PostgreSQL runs it too), as distribution's storage-driver suite runs on every driver. Also
 //! the small executor and temp-dir helpers the metadata tests share.
 
+use super::graph::{BlobRow, Graph, ManifestRow, RefRow, TagRow};
 use super::index::tests::{dg, record};
 use super::{
     Answer, Conflict, Error, ManifestRecord, Meta, Pull, RefKind, Required, RobotToken, UploadAt,
@@ -253,12 +254,20 @@ pub(crate) fn run(open: &dyn Fn(&Path) -> Meta, durable: bool) {
     timestamps(&meta);
     uploads(&meta);
     robot_tokens(&meta);
+    gc_graph_contents(&meta);
+    gc_tombstone_lifecycle(&meta);
+    gc_tombstone_refusals(&meta);
+    gc_collect_manifest(&meta);
+    gc_claims_and_orphans(&meta);
+    gc_races(&meta);
+    gc_leave_marked(&meta);
     if durable {
         let after = observe(&meta);
         meta.close();
         drop(meta);
         let reopened = open(&dir.0);
         assert_eq!(observe(&reopened), after, "answers after reopening");
+        gc_marked_after_restart(&reopened);
         // Writes after reopening continue from the stored state.
         let created = now(reopened.manifest("lib/app", &dg("m1")))
             .unwrap()
@@ -272,7 +281,10 @@ pub(crate) fn run(open: &dyn Fn(&Path) -> Meta, durable: bool) {
             created,
             "a re-put after restart keeps the first created"
         );
+        gc_edges(&reopened);
         reopened.close();
+    } else {
+        gc_edges(&meta);
     }
     let _ = before;
 }
@@ -677,4 +689,692 @@ fn the_sqlite_engine_passes_the_suite() {
         &|dir| Meta::open_sqlite(&dir.join("meta.db")).expect("open sqlite"),
         true,
     );
+}
+
+// --- garbage collection: the checked writes of a sweep, and the graph its mark reads.
+
+/// A cutoff after every time the engines stamp: everything is idle.
+const FAR: i64 = i64::MAX / 2;
+
+fn live() -> Error {
+    Error::Conflict(Conflict::Live)
+}
+
+fn being_swept(label: &str) -> Error {
+    Error::Conflict(Conflict::BlobSweeping { digest: dg(label) })
+}
+
+fn tombstone(meta: &Meta, label: &str, cutoff: i64) -> Result<bool, Error> {
+    block_on(meta.write(WriteOp::TombstoneBlob {
+        digest: dg(label),
+        cutoff,
+    }))
+    .map(|o| o.existed)
+}
+
+fn forget(meta: &Meta, label: &str) -> bool {
+    block_on(meta.write(WriteOp::ForgetBlob { digest: dg(label) }))
+        .expect("forget")
+        .existed
+}
+
+fn claim(meta: &Meta, label: &str) -> Result<bool, Error> {
+    block_on(meta.write(WriteOp::ClaimBlob { digest: dg(label) })).map(|o| o.existed)
+}
+
+fn orphan(meta: &Meta, label: &str, size: u64, cutoff: i64) -> Result<bool, Error> {
+    block_on(meta.write(WriteOp::TombstoneOrphan {
+        digest: dg(label),
+        size,
+        cutoff,
+    }))
+    .map(|o| o.existed)
+}
+
+fn collect(meta: &Meta, repo: &str, label: &str, cutoff: i64) -> Result<bool, Error> {
+    block_on(meta.write(WriteOp::CollectManifest {
+        repo: repo.into(),
+        digest: dg(label),
+        cutoff,
+    }))
+    .map(|o| o.existed)
+}
+
+/// The blob row of `label` in the collection graph, if any.
+fn graph_row(meta: &Meta, label: &str) -> Option<BlobRow> {
+    now(meta.gc_graph())
+        .blobs
+        .into_iter()
+        .find(|b| b.digest == dg(label))
+}
+
+/// A manifest put of `label` in `repo` with these references, each also required (a
+/// manifest reference as a manifest of the repository, the others as linked blobs).
+fn put_checked(
+    meta: &Meta,
+    repo: &str,
+    rec: ManifestRecord,
+    refs: &[(&str, u64, RefKind)],
+    tag: Option<&str>,
+) -> Result<(), Error> {
+    let requires = refs
+        .iter()
+        .filter(|(_, _, k)| *k != RefKind::Subject)
+        .map(|(l, size, kind)| required(l, *size, *kind))
+        .collect();
+    let refs = refs.iter().map(|(l, _, k)| (dg(l), *k)).collect();
+    block_on(meta.put_manifest(repo, rec, refs, tag.map(str::to_string), requires))
+}
+
+/// A blob's sweep, step by step: marked, it is gone for every read and refused to every
+/// writer (a mount finds nothing, a manifest needing it misses it); forgotten, it may be
+/// stored again as a new row.
+fn gc_tombstone_lifecycle(meta: &Meta) {
+    let link = |repo: &str| block_on(meta.link_blob(repo, &dg("tb"), 7));
+    link("gc/tomb").unwrap();
+    link("gc/tomb2").unwrap();
+    assert_eq!(tombstone(meta, "tb", FAR), Ok(true));
+    assert_eq!(now(meta.blob(&dg("tb"))), None, "marked: no read finds it");
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tb"))), None);
+    assert_eq!(now(meta.blob_in_repo("gc/tomb2", &dg("tb"))), None);
+    assert!(
+        graph_row(meta, "tb").is_some_and(|r| r.sweeping && r.size == 7),
+        "the graph shows the row, marked"
+    );
+    assert_eq!(tombstone(meta, "tb", FAR), Err(live()), "marked already");
+    assert_eq!(link("gc/tomb"), Err(being_swept("tb")));
+    assert_eq!(link("gc/elsewhere"), Err(being_swept("tb")));
+    assert_eq!(claim(meta, "tb"), Err(being_swept("tb")));
+    assert!(
+        !block_on(meta.mount_blob("gc/tomb", "gc/tomb3", &dg("tb"))).unwrap(),
+        "a mount finds nothing to mount"
+    );
+    assert_eq!(now(meta.blob_in_repo("gc/tomb3", &dg("tb"))), None);
+    assert_eq!(
+        put_checked(
+            meta,
+            "gc/tomb",
+            record("tb-user", None),
+            &[("tb", 7, RefKind::Layer)],
+            Some("t"),
+        ),
+        Err(Error::Conflict(Conflict::Missing {
+            digest: dg("tb"),
+            kind: RefKind::Layer
+        })),
+        "a manifest needing it is refused"
+    );
+    assert_eq!(now(meta.manifest("gc/tomb", &dg("tb-user"))), None);
+    assert_eq!(now(meta.tag("gc/tomb", "t")), None);
+    assert_eq!(
+        block_on(meta.put_manifest("gc/tomb", record("tb", None), vec![], None, vec![])),
+        Err(being_swept("tb")),
+        "nor is a manifest stored under its digest"
+    );
+    assert_eq!(now(meta.manifest("gc/tomb", &dg("tb"))), None);
+    // Uses of a marked blob are ignored.
+    let marked_at = graph_row(meta, "tb").unwrap().last_referenced;
+    block_on(meta.write(WriteOp::RecordBlobUse(vec![(dg("tb"), FAR)]))).unwrap();
+    assert_eq!(graph_row(meta, "tb").unwrap().last_referenced, marked_at);
+    assert_eq!(now(meta.blob(&dg("tb"))), None);
+
+    assert!(forget(meta, "tb"), "the marked row goes");
+    assert!(!forget(meta, "tb"), "once");
+    assert_eq!(graph_row(meta, "tb"), None);
+    link("gc/tomb").expect("stored again after the sweep");
+    assert_eq!(now(meta.blob(&dg("tb"))).map(|b| b.size), Some(7));
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tb"))), Some(7));
+    assert_eq!(
+        now(meta.blob_in_repo("gc/tomb2", &dg("tb"))),
+        None,
+        "the links the mark removed stay removed"
+    );
+    assert!(graph_row(meta, "tb").is_some_and(|r| !r.sweeping));
+    assert!(!forget(meta, "tb"), "an unmarked row is not forgotten");
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tb"))), Some(7));
+    assert!(!forget(meta, "tb-never"), "nor an absent one");
+    assert_eq!(
+        tombstone(meta, "tb-never", FAR),
+        Err(live()),
+        "nothing to mark"
+    );
+}
+
+/// What keeps a blob from being marked, wherever it is kept: activity since the cutoff (a
+/// link, a claim, a recorded use), a manifest of any repository referencing it as config or
+/// layer or listing it, or having its digest. A refused mark changes nothing.
+fn gc_tombstone_refusals(meta: &Meta) {
+    let link = |repo: &str, l: &str, size| block_on(meta.link_blob(repo, &dg(l), size)).unwrap();
+    link("gc/tomb", "tr", 3);
+    assert_eq!(tombstone(meta, "tr", 0), Err(live()), "linked just now");
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tr"))), Some(3));
+
+    // Config and layer of an untagged manifest of another repository.
+    for repo in ["gc/tomb", "gc/tombx"] {
+        link(repo, "tl", 5);
+        link(repo, "tc", 6);
+    }
+    put_checked(
+        meta,
+        "gc/tombx",
+        record("tx", None),
+        &[("tc", 6, RefKind::Config), ("tl", 5, RefKind::Layer)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(tombstone(meta, "tl", FAR), Err(live()), "a layer");
+    assert_eq!(tombstone(meta, "tc", FAR), Err(live()), "a config");
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tl"))), Some(5));
+    assert_eq!(now(meta.blob_in_repo("gc/tombx", &dg("tc"))), Some(6));
+    assert!(block_on(meta.delete_manifest("gc/tombx", &dg("tx"))).unwrap());
+    assert_eq!(
+        tombstone(meta, "tl", FAR),
+        Ok(true),
+        "its references went with it"
+    );
+    assert_eq!(tombstone(meta, "tc", FAR), Ok(true));
+    assert!(forget(meta, "tl") && forget(meta, "tc"));
+
+    // A manifest's own digest, in any repository.
+    for repo in ["gc/tomb", "gc/tomb2"] {
+        block_on(meta.put_manifest(repo, record("tm", None), vec![], None, vec![])).unwrap();
+    }
+    assert_eq!(tombstone(meta, "tm", FAR), Err(live()));
+    assert!(block_on(meta.delete_manifest("gc/tomb", &dg("tm"))).unwrap());
+    assert_eq!(
+        tombstone(meta, "tm", FAR),
+        Err(live()),
+        "still a manifest of gc/tomb2"
+    );
+    assert!(block_on(meta.delete_manifest("gc/tomb2", &dg("tm"))).unwrap());
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tm"))), Some(102));
+    assert_eq!(tombstone(meta, "tm", FAR), Ok(true), "now only a blob");
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tm"))), None);
+    assert!(forget(meta, "tm"));
+
+    // A claim moves the activity time: a mark with a cutoff between the link and the claim
+    // is refused.
+    link("gc/tomb", "tt", 4);
+    let linked = now(meta.blob(&dg("tt"))).unwrap().last_referenced;
+    tick();
+    assert_eq!(claim(meta, "tt"), Ok(true), "recorded");
+    let claimed = now(meta.blob(&dg("tt"))).unwrap().last_referenced;
+    assert!(claimed > linked, "a claim touches the blob");
+    assert_eq!(tombstone(meta, "tt", linked + 1), Err(live()));
+    assert_eq!(tombstone(meta, "tt", claimed + 1), Ok(true));
+    assert!(forget(meta, "tt"));
+
+    // So do recorded uses (a HEAD), the latest winning; unknown digests are ignored.
+    link("gc/tomb", "tu", 8);
+    let later = super::now_millis() + 10 * 3_600_000;
+    let uses = |v: Vec<(&str, i64)>| {
+        let v = v.into_iter().map(|(l, at)| (dg(l), at)).collect();
+        block_on(meta.write(WriteOp::RecordBlobUse(v))).unwrap();
+    };
+    uses(vec![("tu", later), ("tu-never", later)]);
+    uses(vec![("tu", 5)]);
+    assert_eq!(now(meta.blob(&dg("tu"))).unwrap().last_referenced, later);
+    assert_eq!(now(meta.blob(&dg("tu-never"))), None, "no row recorded");
+    assert_eq!(graph_row(meta, "tu-never"), None);
+    assert_eq!(
+        tombstone(meta, "tu", super::now_millis() + 3_600_000),
+        Err(live())
+    );
+    assert_eq!(tombstone(meta, "tu", FAR), Ok(true));
+    assert!(forget(meta, "tu"));
+}
+
+/// Claims and orphans: a writer's claim of a digest no row records keeps an orphan sweep
+/// away from its bytes until the claim is older than the cutoff (or forgotten); an orphan
+/// mark keeps every writer away until it is forgotten.
+fn gc_claims_and_orphans(meta: &Meta) {
+    let hour_ago = super::now_millis() - 3_600_000;
+    assert_eq!(claim(meta, "cl-new"), Ok(false), "nothing recorded");
+    assert_eq!(now(meta.blob(&dg("cl-new"))), None, "a claim is not a row");
+    assert_eq!(graph_row(meta, "cl-new"), None);
+    assert_eq!(orphan(meta, "cl-new", 4, hour_ago), Err(live()), "claimed");
+    block_on(meta.write(WriteOp::ForgetClaims { before: hour_ago })).unwrap();
+    assert_eq!(
+        orphan(meta, "cl-new", 4, hour_ago),
+        Err(live()),
+        "a recent claim is kept"
+    );
+    block_on(meta.write(WriteOp::ForgetClaims { before: FAR })).unwrap();
+    assert_eq!(
+        orphan(meta, "cl-new", 4, hour_ago),
+        Ok(true),
+        "claim forgotten"
+    );
+    let row = graph_row(meta, "cl-new").expect("a marked row");
+    assert!(row.sweeping && row.size == 4, "{row:?}");
+    assert_eq!(now(meta.blob(&dg("cl-new"))), None);
+    assert_eq!(claim(meta, "cl-new"), Err(being_swept("cl-new")));
+    assert_eq!(
+        block_on(meta.link_blob("gc/claims", &dg("cl-new"), 4)),
+        Err(being_swept("cl-new"))
+    );
+    assert_eq!(
+        orphan(meta, "cl-new", 4, FAR),
+        Err(live()),
+        "marked already"
+    );
+    assert_eq!(tombstone(meta, "cl-new", FAR), Err(live()));
+    assert!(forget(meta, "cl-new"));
+    assert_eq!(graph_row(meta, "cl-new"), None);
+    assert_eq!(
+        claim(meta, "cl-new"),
+        Ok(false),
+        "claimed again after the sweep"
+    );
+    block_on(meta.link_blob("gc/claims", &dg("cl-new"), 4)).unwrap();
+    assert_eq!(now(meta.blob_in_repo("gc/claims", &dg("cl-new"))), Some(4));
+
+    // A claim older than the cutoff keeps nothing.
+    assert_eq!(claim(meta, "cl-old"), Ok(false));
+    assert_eq!(orphan(meta, "cl-old", 2, FAR), Ok(true));
+    assert!(forget(meta, "cl-old"));
+
+    // Any row keeps an orphan mark away: recorded, or marked by a blob sweep.
+    block_on(meta.link_blob("gc/claims", &dg("cl-row"), 3)).unwrap();
+    assert_eq!(orphan(meta, "cl-row", 3, FAR), Err(live()));
+    assert_eq!(now(meta.blob_in_repo("gc/claims", &dg("cl-row"))), Some(3));
+    assert_eq!(claim(meta, "cl-row"), Ok(true));
+    assert_eq!(tombstone(meta, "cl-row", FAR), Ok(true));
+    assert_eq!(orphan(meta, "cl-row", 3, FAR), Err(live()));
+    assert!(graph_row(meta, "cl-row").is_some_and(|r| r.sweeping && r.size == 3));
+    assert!(forget(meta, "cl-row"));
+}
+
+/// A manifest goes only when nothing of its repository keeps it: a tag, an index listing
+/// it, a subject it refers to, or activity since the cutoff. Its references go with it.
+fn gc_collect_manifest(meta: &Meta) {
+    let repo = "gc/collect";
+    let put = |rec: ManifestRecord, refs: &[(&str, u64, RefKind)], tag: Option<&str>| {
+        put_checked(meta, repo, rec, refs, tag).unwrap()
+    };
+    assert_eq!(collect(meta, repo, "c-absent", FAR), Ok(false));
+    assert_eq!(collect(meta, "gc/no-such-repo", "c-absent", FAR), Ok(false));
+
+    // Tagged, then not.
+    block_on(meta.link_blob(repo, &dg("c-layer"), 6)).unwrap();
+    put(
+        record("ct", None),
+        &[("c-layer", 6, RefKind::Layer)],
+        Some("t"),
+    );
+    assert_eq!(collect(meta, repo, "ct", FAR), Err(live()), "tagged");
+    assert!(now(meta.manifest(repo, &dg("ct"))).is_some());
+    assert!(block_on(meta.delete_tag(repo, "t")).unwrap());
+    assert_eq!(collect(meta, repo, "ct", FAR), Ok(true));
+    assert_eq!(now(meta.manifest(repo, &dg("ct"))), None);
+    assert_eq!(now(meta.tags_of(repo, &dg("ct"))), Vec::<String>::new());
+    assert_eq!(collect(meta, repo, "ct", FAR), Ok(false), "gone already");
+    let graph = now(meta.gc_graph());
+    assert!(
+        !graph
+            .refs
+            .iter()
+            .any(|r| r.repo == repo && r.manifest == dg("ct")),
+        "its references went"
+    );
+    assert!(!graph.manifests.iter().any(|m| m.digest == dg("ct")));
+    // And with them what kept its layer and its own blob.
+    assert_eq!(tombstone(meta, "c-layer", FAR), Ok(true));
+    assert_eq!(tombstone(meta, "ct", FAR), Ok(true));
+    assert!(forget(meta, "c-layer") && forget(meta, "ct"));
+
+    // Recent: its blob row was touched since the cutoff.
+    put(record("cr", None), &[], None);
+    assert_eq!(collect(meta, repo, "cr", 0), Err(live()), "pushed just now");
+    assert_eq!(collect(meta, repo, "cr", FAR), Ok(true));
+
+    // Listed by an index of the repository: the index first, then the child.
+    put(record("cc", None), &[], None);
+    let cc = record("cc", None).size;
+    put(record("ci", None), &[("cc", cc, RefKind::Manifest)], None);
+    assert_eq!(collect(meta, repo, "cc", FAR), Err(live()), "listed");
+    assert_eq!(collect(meta, repo, "ci", FAR), Ok(true));
+    assert_eq!(now(meta.manifest_parents(repo, &dg("cc"))), vec![]);
+    assert_eq!(collect(meta, repo, "cc", FAR), Ok(true));
+
+    // A referrer whose subject is a manifest of the repository.
+    put(record("cs", None), &[], None);
+    let cs = record("cs", None).size;
+    put(
+        record("cref", Some("cs")),
+        &[("cs", cs, RefKind::Subject)],
+        None,
+    );
+    assert_eq!(
+        collect(meta, repo, "cref", FAR),
+        Err(live()),
+        "subject lives"
+    );
+    assert_eq!(now(meta.referrers(repo, &dg("cs"))).len(), 1);
+    assert_eq!(
+        collect(meta, repo, "cs", FAR),
+        Ok(true),
+        "a referrer does not keep its subject"
+    );
+    assert_eq!(collect(meta, repo, "cref", FAR), Ok(true), "subject gone");
+    assert_eq!(now(meta.referrers(repo, &dg("cs"))), vec![]);
+
+    // Another repository's subject, and another repository's tag, keep nothing here.
+    block_on(meta.put_manifest(
+        "gc/collect2",
+        record("cso", None),
+        vec![],
+        Some("s".into()),
+        vec![],
+    ))
+    .unwrap();
+    put(record("cref2", Some("cso")), &[], None);
+    assert_eq!(collect(meta, repo, "cref2", FAR), Ok(true));
+    block_on(meta.put_manifest(
+        "gc/collect2",
+        record("cx", None),
+        vec![],
+        Some("x".into()),
+        vec![],
+    ))
+    .unwrap();
+    put(record("cx", None), &[], None);
+    assert_eq!(collect(meta, repo, "cx", FAR), Ok(true));
+    assert!(now(meta.manifest("gc/collect2", &dg("cx"))).is_some());
+    assert_eq!(
+        block_on(meta.resolve_tag("gc/collect2", "x")).unwrap(),
+        Some(dg("cx"))
+    );
+    assert_eq!(
+        tombstone(meta, "cx", FAR),
+        Err(live()),
+        "still a manifest of gc/collect2"
+    );
+}
+
+/// The graph's rows of `repo` and of the blobs `labels`, sorted, activity times zeroed
+/// (engines stamp them; each is checked to be set).
+fn graph_of(meta: &Meta, repo: &str, labels: &[&str]) -> Graph {
+    let mut g = now(meta.gc_graph());
+    let digests: Vec<_> = labels.iter().map(|l| dg(l)).collect();
+    g.blobs.retain(|b| digests.contains(&b.digest));
+    for b in &mut g.blobs {
+        assert!(b.sweeping || b.last_referenced > 0, "{b:?}");
+        b.last_referenced = 0;
+    }
+    g.manifests.retain(|m| m.repo == repo);
+    g.refs.retain(|r| r.repo == repo);
+    g.tags.retain(|t| t.repo == repo);
+    for t in &mut g.tags {
+        assert!(t.updated > 0, "{t:?}");
+        t.updated = 0;
+    }
+    g.sorted()
+}
+
+/// The graph of a small repository: an image (config and two layers) tagged twice, a
+/// tagged index of two images, a signature of the first image. Then what the mark makes of
+/// it, and the sweep of what it found, in its order, each removal passing its check.
+fn gc_graph_contents(meta: &Meta) {
+    let repo = "gc/graph";
+    let blobs = [
+        ("gg-cfg", 10),
+        ("gg-l1", 100),
+        ("gg-l2", 200),
+        ("gg-acfg", 3),
+    ];
+    for (l, size) in blobs {
+        block_on(meta.link_blob(repo, &dg(l), size)).unwrap();
+    }
+    let size = |l: &str| record(l, None).size;
+    let put = |rec: ManifestRecord, refs: &[(&str, u64, RefKind)], tag: Option<&str>| {
+        put_checked(meta, repo, rec, refs, tag).unwrap()
+    };
+    let (cfg, l1, l2) = (
+        ("gg-cfg", 10, RefKind::Config),
+        ("gg-l1", 100, RefKind::Layer),
+        ("gg-l2", 200, RefKind::Layer),
+    );
+    put(record("gg-img", None), &[cfg, l1, l2], Some("v1"));
+    put(record("gg-img", None), &[cfg, l1, l2], Some("latest"));
+    put(record("gg-c1", None), &[cfg, l1], None);
+    put(record("gg-c2", None), &[cfg, l2], None);
+    put(
+        record("gg-idx", None),
+        &[
+            ("gg-c1", size("gg-c1"), RefKind::Manifest),
+            ("gg-c2", size("gg-c2"), RefKind::Manifest),
+        ],
+        Some("multi"),
+    );
+    put(
+        record("gg-sig", Some("gg-img")),
+        &[
+            ("gg-img", size("gg-img"), RefKind::Subject),
+            ("gg-acfg", 3, RefKind::Config),
+        ],
+        None,
+    );
+    let manifests = ["gg-img", "gg-c1", "gg-c2", "gg-idx", "gg-sig"];
+    let labels: Vec<&str> = blobs.iter().map(|(l, _)| *l).chain(manifests).collect();
+    let row = |l: &str, size| BlobRow {
+        digest: dg(l),
+        size,
+        last_referenced: 0,
+        sweeping: false,
+    };
+    let edge = |from: &str, to: &str, kind| RefRow {
+        repo: repo.into(),
+        manifest: dg(from),
+        child: dg(to),
+        kind,
+    };
+    let want = Graph {
+        blobs: blobs
+            .iter()
+            .map(|(l, s)| row(l, *s))
+            .chain(manifests.iter().map(|l| row(l, size(l))))
+            .collect(),
+        manifests: manifests
+            .iter()
+            .map(|l| ManifestRow {
+                repo: repo.into(),
+                digest: dg(l),
+                subject: (*l == "gg-sig").then(|| dg("gg-img")),
+                last_pulled: None,
+            })
+            .collect(),
+        refs: vec![
+            edge("gg-img", "gg-cfg", RefKind::Config),
+            edge("gg-img", "gg-l1", RefKind::Layer),
+            edge("gg-img", "gg-l2", RefKind::Layer),
+            edge("gg-c1", "gg-cfg", RefKind::Config),
+            edge("gg-c1", "gg-l1", RefKind::Layer),
+            edge("gg-c2", "gg-cfg", RefKind::Config),
+            edge("gg-c2", "gg-l2", RefKind::Layer),
+            edge("gg-idx", "gg-c1", RefKind::Manifest),
+            edge("gg-idx", "gg-c2", RefKind::Manifest),
+            edge("gg-sig", "gg-acfg", RefKind::Config),
+        ],
+        tags: [("latest", "gg-img"), ("multi", "gg-idx"), ("v1", "gg-img")]
+            .iter()
+            .map(|(name, l)| TagRow {
+                repo: repo.into(),
+                name: name.to_string(),
+                digest: dg(l),
+                updated: 0,
+            })
+            .collect(),
+    }
+    .sorted();
+    assert_eq!(graph_of(meta, repo, &labels), want);
+
+    // Nothing of it is garbage; untagged, the index goes first, then its children; their
+    // layers stay with the tagged image.
+    let plan = |g: &Graph| crate::lifecycle::gc::plan(g, FAR, true);
+    let p = plan(&graph_of(meta, repo, &labels));
+    assert!(p.manifests.is_empty() && p.blobs.is_empty(), "{p:?}");
+    assert!(block_on(meta.delete_tag(repo, "multi")).unwrap());
+    let p = plan(&graph_of(meta, repo, &labels));
+    let key = |l: &str| (repo.to_string(), dg(l));
+    assert_eq!(p.manifests.first(), Some(&key("gg-idx")), "{p:?}");
+    let mut found = p.manifests.clone();
+    found.sort();
+    let mut expected = vec![key("gg-idx"), key("gg-c1"), key("gg-c2")];
+    expected.sort();
+    assert_eq!(found, expected);
+    let mut garbage: Vec<_> = ["gg-idx", "gg-c1", "gg-c2"]
+        .iter()
+        .map(|l| (dg(l), size(l)))
+        .collect();
+    garbage.sort();
+    assert_eq!(p.blobs, garbage);
+    for (r, d) in &p.manifests {
+        let collected = block_on(meta.write(WriteOp::CollectManifest {
+            repo: r.clone(),
+            digest: d.clone(),
+            cutoff: FAR,
+        }));
+        assert_eq!(collected.map(|o| o.existed), Ok(true), "{r}@{d}");
+    }
+    for (d, _) in &p.blobs {
+        let marked = block_on(meta.write(WriteOp::TombstoneBlob {
+            digest: d.clone(),
+            cutoff: FAR,
+        }));
+        assert_eq!(marked.map(|o| o.existed), Ok(true), "{d}");
+    }
+    let g = graph_of(meta, repo, &labels);
+    assert!(g.blobs.iter().filter(|b| b.sweeping).count() == 3, "{g:?}");
+    for (d, _) in &p.blobs {
+        let forgot = block_on(meta.write(WriteOp::ForgetBlob { digest: d.clone() }));
+        assert_eq!(forgot.map(|o| o.existed), Ok(true));
+    }
+    let p = plan(&graph_of(meta, repo, &labels));
+    assert!(p.manifests.is_empty() && p.blobs.is_empty(), "{p:?}");
+    assert_eq!(
+        graph_of(meta, repo, &labels).manifests.len(),
+        2,
+        "the image and its signature stay"
+    );
+}
+
+/// The edges of the rules, last (a failure here leaves the cases above checked): bytes with
+/// no row and no claim are an orphan whatever the cutoff; a digest that an index lists (a
+/// reference of kind manifest) is kept like a config or a layer, even without a manifest of
+/// that digest stored, since the rule is "no reference but a subject names it".
+fn gc_edges(meta: &Meta) {
+    // Bytes with no row and no claim, marked with a cutoff of 0 (every claim recent).
+    let zero = orphan(meta, "cl-zero", 1, 0);
+    // A blob that an index of another repository lists, though no manifest has its digest.
+    block_on(meta.link_blob("gc/tomb", &dg("tghost"), 9)).unwrap();
+    block_on(meta.put_manifest(
+        "gc/tombx",
+        record("tgidx", None),
+        vec![(dg("tghost"), RefKind::Manifest)],
+        None,
+        vec![],
+    ))
+    .unwrap();
+    let listed = tombstone(meta, "tghost", FAR);
+    // Both at once, so that an engine wrong on one is still checked on the other.
+    assert_eq!(
+        (zero, listed),
+        (Ok(true), Err(live())),
+        "(an orphan marked with cutoff 0, a blob an index lists refused)"
+    );
+    assert!(forget(meta, "cl-zero"));
+    assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tghost"))), Some(9));
+}
+
+/// A sweep's mark and a writer's step on the same blob, queued together (one group commit,
+/// or transactions racing on several connections), in both orders: one of the two wins,
+/// never both. A link, a claim or a manifest put that won makes the blob active (or
+/// referenced), so the mark is refused; a mark that won refuses the link and the claim, and
+/// the put misses its layer.
+fn gc_races(meta: &Meta) {
+    let repo = "gc/race";
+    for mark_first in [false, true] {
+        for writer in ["link", "claim", "put"] {
+            let l = format!("race-{writer}-{mark_first}");
+            block_on(meta.link_blob(repo, &dg(&l), 5)).unwrap();
+            // Idle as of `cutoff`; whatever the writer stamps is after it.
+            let cutoff = now(meta.blob(&dg(&l))).unwrap().last_referenced + 1;
+            tick();
+            let (op, refused) = match writer {
+                "link" => (
+                    WriteOp::LinkBlob {
+                        repo: repo.into(),
+                        digest: dg(&l),
+                        size: 5,
+                    },
+                    being_swept(&l),
+                ),
+                "claim" => (WriteOp::ClaimBlob { digest: dg(&l) }, being_swept(&l)),
+                _ => (
+                    WriteOp::PutManifest {
+                        repo: repo.into(),
+                        record: record(&format!("{l}-m"), None),
+                        refs: vec![(dg(&l), RefKind::Layer)],
+                        tag: Some(l.clone()),
+                        fixed_tag: false,
+                        requires: vec![required(&l, 5, RefKind::Layer)],
+                    },
+                    Error::Conflict(Conflict::Missing {
+                        digest: dg(&l),
+                        kind: RefKind::Layer,
+                    }),
+                ),
+            };
+            let mark = WriteOp::TombstoneBlob {
+                digest: dg(&l),
+                cutoff,
+            };
+            let (w, m) = if mark_first {
+                let m = meta.write(mark);
+                (meta.write(op), m)
+            } else {
+                let w = meta.write(op);
+                (w, meta.write(mark))
+            };
+            match (block_on(w), block_on(m)) {
+                (Ok(_), Err(e)) => {
+                    assert_eq!(e, live(), "{l}");
+                    assert_eq!(now(meta.blob_in_repo(repo, &dg(&l))), Some(5), "{l}");
+                }
+                (Err(e), Ok(marked)) => {
+                    assert_eq!(e, refused, "{l}");
+                    assert!(marked.existed, "{l}");
+                    assert_eq!(now(meta.blob(&dg(&l))), None, "{l}");
+                    assert_eq!(now(meta.tag(repo, &l)), None, "{l}");
+                    assert!(forget(meta, &l), "{l}");
+                }
+                other => panic!("{l}: one of a mark and a writer must win: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Leaves a marked row behind, as a collector that died between its steps does.
+fn gc_leave_marked(meta: &Meta) {
+    block_on(meta.link_blob("gc/left", &dg("gc-left"), 11)).unwrap();
+    assert_eq!(tombstone(meta, "gc-left", FAR), Ok(true));
+}
+
+/// After a restart, the row a dead collector marked is still marked: no read finds it, no
+/// writer links it, the next collection finishes it.
+fn gc_marked_after_restart(meta: &Meta) {
+    let row = graph_row(meta, "gc-left").expect("the marked row");
+    assert!(row.sweeping && row.size == 11, "{row:?}");
+    assert_eq!(now(meta.blob(&dg("gc-left"))), None);
+    assert_eq!(now(meta.blob_in_repo("gc/left", &dg("gc-left"))), None);
+    assert_eq!(
+        block_on(meta.link_blob("gc/left", &dg("gc-left"), 11)),
+        Err(being_swept("gc-left"))
+    );
+    assert_eq!(claim(meta, "gc-left"), Err(being_swept("gc-left")));
+    let unfinished = crate::lifecycle::gc::plan(&now(meta.gc_graph()), FAR, false).unfinished;
+    assert!(unfinished.contains(&(dg("gc-left"), 11)), "{unfinished:?}");
+    assert!(forget(meta, "gc-left"));
+    block_on(meta.link_blob("gc/left", &dg("gc-left"), 11)).unwrap();
 }

@@ -345,6 +345,9 @@ mod tests {
             let _ = self.0.recv();
             Ok(ops.iter().map(|_| Ok(WriteOutcome::default())).collect())
         }
+        fn blob_references(&mut self) -> Result<Vec<crate::meta::graph::RefRow>> {
+            Ok(Vec::new())
+        }
     }
 
     fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {

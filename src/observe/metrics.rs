@@ -259,6 +259,13 @@ pub struct Gauges {
     /// Unix seconds.
     pub start_time: f64,
     pub jobs: Vec<JobFigures>,
+    /// What garbage collection removed since the start: manifests, blobs, bytes.
+    pub gc_manifests: u64,
+    pub gc_blobs: u64,
+    pub gc_bytes: u64,
+    pub gc_passes: u64,
+    /// Unix seconds of the end of the last pass that deleted; 0: none yet.
+    pub gc_last_pass: u64,
     /// The local cache of hot blobs over a remote backend; None on the filesystem deployment.
     pub blob_cache: Option<CacheFigures>,
     /// The Redis cache of the PostgreSQL engine's reads; None without one.
@@ -404,7 +411,7 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         let _ = writeln!(out, "{name}{{worker=\"{w}\"}} {n}");
     }
 
-    let gauges: [(&str, &str, &str, u64); 9] = [
+    let gauges: [(&str, &str, &str, u64); 14] = [
         (
             "ringyard_connections_open",
             "gauge",
@@ -458,6 +465,36 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
             "counter",
             "Log lines dropped because the logger thread fell behind.",
             g.log_lines_dropped,
+        ),
+        (
+            "ringyard_gc_runs_total",
+            "counter",
+            "Garbage collection passes that deleted, scheduled (gc.interval) or asked for (ringyard gc --delete).",
+            g.gc_passes,
+        ),
+        (
+            "ringyard_gc_last_run_timestamp_seconds",
+            "gauge",
+            "End of the last garbage collection pass that deleted, in unix seconds (0: none yet).",
+            g.gc_last_pass,
+        ),
+        (
+            "ringyard_gc_manifests_deleted_total",
+            "counter",
+            "Untagged manifests garbage collection removed (gc.delete_untagged).",
+            g.gc_manifests,
+        ),
+        (
+            "ringyard_gc_blobs_deleted_total",
+            "counter",
+            "Blobs garbage collection removed, orphans included.",
+            g.gc_blobs,
+        ),
+        (
+            "ringyard_gc_bytes_reclaimed_total",
+            "counter",
+            "Bytes of the blobs garbage collection removed.",
+            g.gc_bytes,
         ),
     ];
     for (name, kind, help, value) in gauges {

@@ -2,6 +2,7 @@
 //! event loop per worker and the background jobs, and on SIGTERM or SIGINT stop accepting, let
 //! requests in flight finish (bounded), and exit cleanly.
 
+pub mod admin;
 pub(crate) mod balance;
 pub(crate) mod connection;
 pub(crate) mod cpu_yield;
@@ -223,6 +224,68 @@ fn open_s3(cfg: &Config) -> Result<S3Backend, String> {
     Ok(backend)
 }
 
+/// What `ringyard gc` collects over, opened as `serve` would open it: the metadata engine and
+/// the blob store, and (held while they are used) the data directory's lock. With SQLite the
+/// data directory must be free (a running registry holds it); with PostgreSQL and S3 nodes
+/// may run (the metadata's lock makes one collector at a time), and the local cache is a
+/// private directory that the command removes.
+pub struct Collectable {
+    pub meta: Meta,
+    pub blobs: BlobStore,
+    _lock: Created,
+    _cache: Option<crate::testing::TempDir>,
+}
+
+pub fn open_collectable(cfg: &Config) -> Result<Collectable, String> {
+    let mut created = Created::default();
+    created
+        .dir_all(&cfg.root)
+        .map_err(|e| format!("cannot create data directory {}: {e}", cfg.root.display()))?;
+    let root = cfg
+        .root
+        .canonicalize()
+        .map_err(|e| format!("data directory {}: {e}", cfg.root.display()))?;
+    let pool = Pool::new(4, "ringyard-fs").map_err(|e| format!("cannot start threads: {e}"))?;
+    if cfg.s3() && cfg.database().is_some() {
+        let backend = open_s3(cfg)?;
+        let meta = open_meta(cfg, &root, &mut created)?;
+        let cache = crate::testing::TempDir::new("ringyard-gc-cache")
+            .map_err(|e| format!("cannot create a cache directory: {e}"))?;
+        let blobs = BlobStore::with_remote(cache.path(), pool, Arc::new(backend), 0)
+            .map_err(|e| format!("cannot open a cache: {e}"))?;
+        return Ok(Collectable {
+            meta,
+            blobs,
+            _lock: created,
+            _cache: Some(cache),
+        });
+    }
+    lock_root(&root, false, &mut created).map_err(|e| {
+        format!(
+            "{e}: a running registry collects on its own schedule (gc.interval); stop it to \
+             run `ringyard gc` on its data directory"
+        )
+    })?;
+    let s3 = if cfg.s3() { Some(open_s3(cfg)?) } else { None };
+    let meta = open_meta(cfg, &root, &mut created)?;
+    let blobs = match s3 {
+        Some(backend) => {
+            let tier = cfg.cache_dir(&root);
+            BlobStore::with_remote(&tier, pool, Arc::new(backend), cfg.cache_max_bytes())
+                .map_err(|e| format!("cannot open the cache {}: {e}", tier.display()))?
+        }
+        None => {
+            BlobStore::open(&root, pool).map_err(|e| format!("cannot open the blob store: {e}"))?
+        }
+    };
+    Ok(Collectable {
+        meta,
+        blobs,
+        _lock: created,
+        _cache: None,
+    })
+}
+
 pub fn run(cfg: Config) -> Result<(), String> {
     // First: a broken htpasswd file or rule stops the start, naming its line, before anything
     // is created on disk.
@@ -334,6 +397,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     .map_err(|e| format!("cannot start threads: {e}"))?;
     let immutable =
         crate::lifecycle::ImmutableTags::new(&cfg.immutable_tags).map_err(|e| e.join("; "))?;
+    let retention =
+        crate::lifecycle::retention::Retention::new(&cfg.retention).map_err(|e| e.join("; "))?;
     let registry = Arc::new(Registry {
         ops: Ops::new(
             cfg.metrics_enabled,
@@ -357,6 +422,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         jobs: Board::default(),
         auth,
         immutable,
+        gc: Default::default(),
+        retention,
     });
     let settings = ConnSettings {
         max_head: cfg.max_header_bytes,
@@ -419,8 +486,41 @@ pub fn run(cfg: Config) -> Result<(), String> {
             cfg.upload_expiry,
         )));
     }
+    let gc_opts = crate::lifecycle::gc::Options {
+        grace: cfg.gc_grace,
+        delete_untagged: cfg.gc_delete_untagged,
+        dry_run: false,
+    };
+    if !cfg.read_only && !cfg.gc_interval.is_zero() {
+        // Checked when the configuration was read.
+        let window = crate::config::value::Window::parse(&cfg.gc_window).ok();
+        background.push(Box::new(crate::jobs::gc::Collection::new(
+            registry.clone(),
+            cfg.gc_interval,
+            window,
+            gc_opts,
+        )));
+    }
     let jobs = Jobs::start(&registry.jobs, background)
         .map_err(|e| format!("cannot start threads: {e}"))?;
+    // `ringyard gc` on this data directory asks here (never in read-only mode: it deletes).
+    // Without it (a path too long for a Unix socket) the registry serves all the same, and
+    // the command says it cannot reach it.
+    let admin = match cfg.read_only {
+        true => None,
+        false => match admin::start(&root, registry.clone(), gc_opts) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                let path = root.join(admin::SOCKET);
+                crate::log::warn(format_args!(
+                    "no administration socket at {}: {e}; `ringyard gc` cannot reach \
+                         this registry",
+                    path.display()
+                ));
+                None
+            }
+        },
+    };
     if driver == "epoll" {
         crate::log::info(format_args!(
             "io_uring is unavailable here; using the epoll driver"
@@ -472,6 +572,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
         let _ = s.send(());
     }
     // While the workers finish their requests; before the metadata store closes.
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     jobs.stop(cfg.shutdown_grace);
     for h in handles {
         let _ = h.join();

@@ -41,6 +41,8 @@ fn registry(root: &Path) -> Registry {
         jobs: Default::default(),
         auth: None,
         immutable: Default::default(),
+        gc: Default::default(),
+        retention: Default::default(),
     }
 }
 

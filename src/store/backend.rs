@@ -18,6 +18,16 @@ use std::pin::Pin;
 
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + 'a>>;
 
+/// A blob as [`BlobBackend::list`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub digest: Digest,
+    pub size: u64,
+    /// Unix milliseconds when its bytes were last written (placed, for a pointer); `i64::MAX`
+    /// when the backend cannot say, so that an orphan sweep never takes it for an old one.
+    pub modified: i64,
+}
+
 pub trait BlobBackend: Send + Sync {
     /// The blob's size; [`super::Error::NotFound`] when the backend does not hold it.
     fn stat<'a>(&'a self, digest: &'a Digest) -> Fut<'a, u64>;
@@ -57,9 +67,23 @@ pub trait BlobBackend: Send + Sync {
     /// Removes the blob; `true` if it was there.
     fn delete<'a>(&'a self, digest: &'a Digest) -> Fut<'a, bool>;
 
-    /// Blobs in digest order strictly after `after`, at most `limit`, with their sizes: a
-    /// sweep pages through the whole backend with this.
-    fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<(Digest, u64)>>;
+    /// Blobs in digest order strictly after `after`, at most `limit`, with their sizes and
+    /// times: garbage collection's orphan sweep pages through the whole backend with this.
+    fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<Listed>>;
+
+    /// What the backend keeps beside blobs that nothing needs any more, written before
+    /// `cutoff` (unix ms) by no session in `live` (upload ids): deleted when `delete`; how
+    /// many and their bytes. The default has none (the filesystem's upload sessions are
+    /// swept by their own expiry).
+    fn strays<'a>(
+        &'a self,
+        live: &'a std::collections::HashSet<String>,
+        cutoff: i64,
+        delete: bool,
+    ) -> Fut<'a, (u64, u64)> {
+        let _ = (live, cutoff, delete);
+        Box::pin(async { Ok((0, 0)) })
+    }
 
     /// Where upload sessions keep their bytes when this backend is remote and shared by
     /// several nodes (S3); None (the default): sessions stay on the local disk, as with the
@@ -301,18 +325,24 @@ pub(crate) async fn suite(backend: &dyn BlobBackend, staging: &Path) {
         .await
         .unwrap()
         .into_iter()
-        .map(|(d, _)| d)
+        .map(|l| l.digest)
         .collect();
     assert_eq!(listed, sorted);
     let page = backend.list(Some(&sorted[0]), 1).await.unwrap();
     assert_eq!(page.len(), 1);
-    assert_eq!(page[0].0, sorted[1]);
+    assert_eq!(page[0].digest, sorted[1]);
+    let now = crate::meta::now_millis();
+    assert!(
+        page[0].modified > now - 600_000 && page[0].modified <= now + 600_000,
+        "a blob written just now is listed with its time: {} vs {now}",
+        page[0].modified
+    );
     let sizes: Vec<u64> = backend
         .list(None, 100)
         .await
         .unwrap()
         .into_iter()
-        .map(|(_, s)| s)
+        .map(|l| l.size)
         .collect();
     let total: u64 = contents.iter().map(|c| c.len() as u64).sum();
     assert_eq!(sizes.iter().sum::<u64>(), total);

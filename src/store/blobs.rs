@@ -14,7 +14,7 @@
 //! Open blobs are cached per worker ([`super::open_cache`]), so a hot blob costs no `open` per
 //! request.
 
-use super::backend::{BlobBackend, Whole};
+use super::backend::{BlobBackend, Listed, Whole};
 use super::error::{Error, Result};
 use super::fill::{self, Fill, Fills, Growing, Job};
 use super::fs::FsBackend;
@@ -304,6 +304,39 @@ impl BlobStore {
             self.admit(remote, digest, Some(size)).await?;
         }
         Ok(())
+    }
+
+    /// Removes the blob's bytes, once the metadata no longer records it (garbage collection):
+    /// the cache tier's copy first, then the backend's. `true` if the backend had it.
+    pub async fn remove(&self, digest: &Digest) -> Result<bool> {
+        let Some(remote) = &self.remote else {
+            return self.tier.delete(digest).await;
+        };
+        remote.lru.discard(digest);
+        self.tier.delete(digest).await?;
+        remote.backend.delete(digest).await
+    }
+
+    /// A page of the blobs the durable backend holds (the remote one, when there is one), in
+    /// digest order after `after`: garbage collection's orphan sweep.
+    pub async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<Listed>> {
+        match &self.remote {
+            Some(remote) => remote.backend.list(after, limit).await,
+            None => self.tier.list(after, limit).await,
+        }
+    }
+
+    /// The durable backend's [`BlobBackend::strays`].
+    pub async fn strays(
+        &self,
+        live: &std::collections::HashSet<String>,
+        cutoff: i64,
+        delete: bool,
+    ) -> Result<(u64, u64)> {
+        match &self.remote {
+            Some(remote) => remote.backend.strays(live, cutoff, delete).await,
+            None => self.tier.strays(live, cutoff, delete).await,
+        }
     }
 
     /// Indexes a blob now in the tree (its size read from the file when not given), evicting
@@ -1003,7 +1036,7 @@ mod tests {
             &'a self,
             after: Option<&'a Digest>,
             limit: usize,
-        ) -> super::super::backend::Fut<'a, Vec<(Digest, u64)>> {
+        ) -> super::super::backend::Fut<'a, Vec<super::super::backend::Listed>> {
             self.inner.list(after, limit)
         }
     }

@@ -6,7 +6,7 @@
 //! Files are never modified after that, which is what makes serving them by `sendfile` or from
 //! a mapping safe. Directory work runs on the blocking pool, never on an event loop.
 
-use super::backend::{BlobBackend, Chunks, Fut};
+use super::backend::{BlobBackend, Chunks, Fut, Listed};
 use super::error::{Error, Result};
 use crate::blocking::Pool;
 use crate::oci::digest::{Algorithm, Digest, Hasher};
@@ -203,7 +203,7 @@ impl BlobBackend for FsBackend {
         )
     }
 
-    fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<(Digest, u64)>> {
+    fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<Listed>> {
         let dir = self.blobs_dir.clone();
         let after = after.cloned();
         Box::pin(self.on_pool("listing blobs", move || {
@@ -321,11 +321,7 @@ impl Chunks for FileChunks<'_> {
 
 /// Walks the tree in digest order: algorithms, then shards, then files, each sorted, skipping
 /// whole shards that sort before `after`.
-fn list_blocking(
-    dir: &Path,
-    after: Option<&Digest>,
-    limit: usize,
-) -> io::Result<Vec<(Digest, u64)>> {
+fn list_blocking(dir: &Path, after: Option<&Digest>, limit: usize) -> io::Result<Vec<Listed>> {
     let mut out = Vec::new();
     for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
         let alg_dir = dir.join(algorithm.as_str());
@@ -345,12 +341,21 @@ fn list_blocking(
                 if after.is_some_and(|a| digest <= *a) {
                     continue;
                 }
-                let size = match fs::metadata(shard_dir.join(&name)) {
-                    Ok(m) => m.len(),
+                let meta = match fs::metadata(shard_dir.join(&name)) {
+                    Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(e),
                 };
-                out.push((digest, size));
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(i64::MAX, |d| d.as_millis() as i64);
+                out.push(Listed {
+                    digest,
+                    size: meta.len(),
+                    modified,
+                });
                 if out.len() >= limit {
                     return Ok(out);
                 }

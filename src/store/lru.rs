@@ -306,6 +306,15 @@ impl Lru {
         }
     }
 
+    /// Drops the digest's entry, if any (garbage collection removes the blob, and then its
+    /// file): later reads miss and ask the backend, which no longer has it.
+    pub fn discard(&self, digest: &Digest) -> bool {
+        match self.lookup(digest) {
+            Some(e) => self.unindex(&e),
+            None => false,
+        }
+    }
+
     fn unindex(&self, entry: &Arc<Entry>) -> bool {
         let mut shard = lock(self.shard(&entry.digest));
         match shard.get(&entry.digest) {

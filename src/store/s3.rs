@@ -31,7 +31,7 @@ mod retry;
 mod staging;
 mod tls;
 
-use super::backend::{BlobBackend, Chunks, Fut, Whole};
+use super::backend::{BlobBackend, Chunks, Fut, Listed, Whole};
 use super::error::{Error, Result};
 use crate::http::response_head::ResponseHead as Head;
 use crate::oci::digest::{Digest, Hasher};
@@ -589,14 +589,20 @@ impl S3Backend {
         Ok(())
     }
 
-    async fn list_page(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, u64)>> {
-        let prefix = format!("{}blobs/", self.prefix);
-        let start_after = after.map(|d| self.key(d));
+    /// Objects under `prefix` (the whole key), in key order after `start_after`, at most
+    /// `limit` that `keep` takes: `(key, size, unix ms of LastModified)`.
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+        mut keep: impl FnMut(&str) -> bool,
+    ) -> Result<Vec<(String, u64, i64)>> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
-            action.with_prefix(prefix.as_str());
+            action.with_prefix(prefix);
             action.with_max_keys((limit - out.len()).clamp(1, 1000));
             match (&token, &start_after) {
                 (Some(t), _) => action.with_continuation_token(t.as_str()),
@@ -609,25 +615,80 @@ impl S3Backend {
             let page = ListObjectsV2::parse_response(&text)
                 .map_err(|e| Error::Io(format!("S3 list answer: {e}")))?;
             for object in page.contents {
-                if let Some(d) = self.digest_of_key(&object.key) {
-                    let mut size = object.size.unwrap_or(0);
-                    if size == 0 {
-                        // Perhaps a pointer, whose size is in its metadata (a listing has
-                        // none); gone since the listing, it is not listed.
-                        match self.locate(&d).await? {
-                            Some(located) => size = located.size,
-                            None => continue,
-                        }
-                    }
-                    out.push((d, size));
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
+                if !keep(&object.key) {
+                    continue;
+                }
+                let modified = object
+                    .last_modified
+                    .as_deref()
+                    .and_then(crate::log::parse_utc_millis)
+                    .unwrap_or(i64::MAX);
+                out.push((object.key, object.size.unwrap_or(0), modified));
+                if out.len() == limit {
+                    return Ok(out);
                 }
             }
             match page.next_continuation_token {
                 Some(t) => token = Some(t),
                 None => return Ok(out),
+            }
+        }
+    }
+
+    async fn list_page(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<Listed>> {
+        let prefix = format!("{}blobs/", self.prefix);
+        let start_after = after.map(|d| self.key(d));
+        let keys = self
+            .list_keys(&prefix, start_after, limit, |k| {
+                self.digest_of_key(k).is_some()
+            })
+            .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, mut size, modified) in keys {
+            let Some(digest) = self.digest_of_key(&key) else {
+                continue;
+            };
+            if size == 0 {
+                // Perhaps a pointer, whose size is in its metadata (a listing has none); gone
+                // since the listing, it is not listed.
+                match self.locate(&digest).await? {
+                    Some(located) => size = located.size,
+                    None => continue,
+                }
+            }
+            out.push(Listed {
+                digest,
+                size,
+                modified,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every key a pointer names (the assembled objects that are blobs' bytes).
+    async fn pointed_keys(&self) -> Result<std::collections::HashSet<String>> {
+        let prefix = format!("{}blobs/", self.prefix);
+        let mut pointed = std::collections::HashSet::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .list_keys(&prefix, after.take(), 1000, |k| {
+                    self.digest_of_key(k).is_some()
+                })
+                .await?;
+            let Some((last, ..)) = page.last() else {
+                return Ok(pointed);
+            };
+            after = Some(last.clone());
+            for (key, size, _) in page {
+                let Some(digest) = self.digest_of_key(&key) else {
+                    continue;
+                };
+                if size == 0 {
+                    if let Some(l) = self.locate(&digest).await?.filter(|l| l.pointed) {
+                        pointed.insert(l.key);
+                    }
+                }
             }
         }
     }
@@ -886,7 +947,50 @@ impl BlobBackend for S3Backend {
         })
     }
 
-    fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<(Digest, u64)>> {
+    /// Assembled objects of sessions that are gone, named by no pointer: the assembled list
+    /// is read before the pointers, so a completion publishing meanwhile is either still a
+    /// live session (read before) or has its pointer already (read after).
+    fn strays<'a>(
+        &'a self,
+        live: &'a std::collections::HashSet<String>,
+        cutoff: i64,
+        delete: bool,
+    ) -> Fut<'a, (u64, u64)> {
+        Box::pin(async move {
+            let prefix = self.assembled_key("");
+            let mut candidates = Vec::new();
+            let mut after = None;
+            loop {
+                let page = self
+                    .list_keys(&prefix, after.take(), 1000, |_| true)
+                    .await?;
+                let Some((last, ..)) = page.last() else { break };
+                after = Some(last.clone());
+                candidates.extend(page.into_iter().filter(|(key, _, modified)| {
+                    let id = &key[prefix.len()..];
+                    *modified < cutoff && !live.contains(id)
+                }));
+            }
+            if candidates.is_empty() {
+                return Ok((0, 0));
+            }
+            let pointed = self.pointed_keys().await?;
+            let (mut count, mut bytes) = (0, 0);
+            for (key, size, _) in candidates {
+                if pointed.contains(&key) {
+                    continue;
+                }
+                if delete {
+                    self.delete_key(&key).await?;
+                }
+                count += 1;
+                bytes += size;
+            }
+            Ok((count, bytes))
+        })
+    }
+
+    fn list<'a>(&'a self, after: Option<&'a Digest>, limit: usize) -> Fut<'a, Vec<Listed>> {
         Box::pin(async move {
             if limit == 0 {
                 return Ok(Vec::new());

@@ -511,6 +511,7 @@ impl UploadWriter<'_> {
             });
         }
         let size = lease.offset;
+        self.meta.claim_blob(expected).await?;
         self.blobs.commit(path, expected).await?;
         self.meta.link_blob(&session.repo, expected, size).await?;
         self.uploads.discard(self.pool, self.meta, &session).await?;
@@ -544,6 +545,8 @@ impl UploadWriter<'_> {
         if let Some(actual) = &known {
             self.refuse_unless(lease, expected, actual).await?;
         }
+        // Before anything reaches the blob's key (see `lifecycle::gc`).
+        self.meta.claim_blob(expected).await?;
         if staged.parts.is_empty() {
             if known.is_none() {
                 let (p, algorithm) = (spool.clone(), expected.algorithm());

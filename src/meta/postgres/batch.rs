@@ -210,7 +210,7 @@ const BLOB_IN_REPO: &str =
      JOIN blobs b ON b.digest = rb.digest";
 const BLOB: &str = "SELECT b.size, b.last_referenced, k.i
      FROM unnest($1::text[]) WITH ORDINALITY AS k(digest, i)
-     JOIN blobs b ON b.digest = k.digest";
+     JOIN blobs b ON b.digest = k.digest AND b.sweeping IS NULL";
 const TAG: &str = "SELECT t.digest, t.updated, k.i
      FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(repo, name, i)
      JOIN tags t ON t.repository = k.repo AND t.name = k.name";
