@@ -76,7 +76,8 @@ pub fn needed<'a>(route: &Route<'a>, method: Method, query: &str) -> Needed<'a> 
         (Route::Tags { name }, Get | Head)
         | (Route::Manifest { name, .. }, Get | Head)
         | (Route::Blob { name, .. }, Get | Head)
-        | (Route::Referrers { name, .. }, Get | Head) => repo(name, Action::Pull),
+        | (Route::Referrers { name, .. }, Get | Head)
+        | (Route::Quota { name }, Get | Head) => repo(name, Action::Pull),
         (Route::Manifest { name, .. }, Put) => repo(name, Action::Push),
         (Route::Manifest { name, .. }, Delete) | (Route::Blob { name, .. }, Delete) => {
             repo(name, Action::Delete)

@@ -284,6 +284,20 @@ impl From<crate::oci::Error> for Error {
     }
 }
 
+/// A push refused by a quota: 403 DENIED (what docker and podman print as "denied: ..."),
+/// the figures in the detail.
+pub fn quota_exceeded(e: crate::lifecycle::quota::Exceeded) -> Error {
+    Error::new(ErrorCode::Denied)
+        .with_message(e.to_string())
+        .with_detail(serde_json::json!({
+            "repository": e.repo,
+            "used_bytes": e.used,
+            "limit_bytes": e.limit,
+            "adding_bytes": e.adding,
+            "quota": e.rule,
+        }))
+}
+
 /// The metadata's failures as the client sees them: a refused manifest names what it lacks;
 /// the store's own troubles are answered without their internals.
 impl From<crate::meta::Error> for Error {

@@ -25,6 +25,27 @@ pub async fn tags(reg: &Registry, req: &Request, name: &str) -> Result<Response>
     ))
 }
 
+/// `GET /v2/_quota/<name>`: what the repository holds and its quota (`quotas`), as
+/// `{"repository", "used_bytes", "limit_bytes", "quota"}` (the last two null without one).
+pub async fn quota(reg: &Registry, name: &str) -> Result<Response> {
+    if !reg.meta.repo_exists(name).await? {
+        return Err(Error::new(ErrorCode::NameUnknown).with_detail(name));
+    }
+    let used = reg.meta.repo_usage(name).await?;
+    let quota = reg.quotas.limit(name);
+    if let Some(q) = quota {
+        // Recorded for /metrics; the verdict does not matter here.
+        let _ = reg.quotas.judge(name, q, used, 0);
+    }
+    let body = serde_json::json!({
+        "repository": name,
+        "used_bytes": used,
+        "limit_bytes": quota.map(|q| q.bytes),
+        "quota": quota.map(|q| q.to_string()),
+    });
+    Ok(Response::json(200, &body))
+}
+
 /// The catalog, of the repositories `visible` lets through when given (those the caller may
 /// pull, with access rules): pages are filled with visible ones only, so `n` and `Link` mean
 /// the same as without rules and a name the caller may not pull never shows, not even as a

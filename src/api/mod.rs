@@ -93,10 +93,24 @@ pub struct Registry {
     pub gc: crate::lifecycle::gc::Totals,
     /// Which tags garbage collection expires.
     pub retention: crate::lifecycle::retention::Retention,
+    /// How much each repository may hold.
+    pub quotas: crate::lifecycle::quota::Quotas,
 }
 
 impl Registry {
     /// The upload pipeline over this registry's stores and pools.
+    /// Refuses a push into `repo` that would take it past its quota by `adding` bytes (none
+    /// without a quota, so no usage is read then).
+    pub async fn within_quota(&self, repo: &str, adding: u64) -> Result<()> {
+        let Some(quota) = self.quotas.limit(repo) else {
+            return Ok(());
+        };
+        let used = self.meta.repo_usage(repo).await?;
+        self.quotas
+            .judge(repo, quota, used, adding)
+            .map_err(error::quota_exceeded)
+    }
+
     /// The policies a garbage collection pass applies.
     pub fn gc_rules(&self) -> crate::lifecycle::gc::Rules<'_> {
         crate::lifecycle::gc::Rules {
@@ -176,7 +190,7 @@ pub fn target(site: Site, path: &str) -> Target<'_> {
                 Route::Blob { .. } => RouteClass::Blob,
                 Route::UploadStart { .. } | Route::Upload { .. } => RouteClass::Upload,
                 Route::Referrers { .. } => RouteClass::Referrers,
-                Route::NotFound => RouteClass::Other,
+                Route::Quota { .. } | Route::NotFound => RouteClass::Other,
             };
             (Answer::Api(route), class)
         }
@@ -348,6 +362,7 @@ async fn dispatch<T: Transport>(
             }
         },
         (Route::Tags { name }, Get | Head) => listing::tags(reg, req, name).await,
+        (Route::Quota { name }, Get | Head) => listing::quota(reg, name).await,
         (Route::Manifest { name, reference }, Get | Head) => {
             manifests::get(reg, req, name, reference).await
         }
@@ -443,6 +458,7 @@ async fn ops(
                 gc_blobs: reg.gc.blobs.load(std::sync::atomic::Ordering::Relaxed),
                 gc_bytes: reg.gc.bytes.load(std::sync::atomic::Ordering::Relaxed),
                 gc_passes: reg.gc.passes.load(std::sync::atomic::Ordering::Relaxed),
+                quotas: reg.quotas.seen(),
                 gc_last_pass: reg.gc.last_ms.load(std::sync::atomic::Ordering::Relaxed) / 1000,
                 blob_cache: reg.blobs.cache_figures(),
                 metadata_cache: stats.cache.map(|c| metrics::MetadataCacheFigures {
@@ -466,7 +482,8 @@ fn route_name<'a>(route: &Route<'a>) -> Option<&'a str> {
         | Route::Blob { name, .. }
         | Route::UploadStart { name }
         | Route::Upload { name, .. }
-        | Route::Referrers { name, .. } => Some(name),
+        | Route::Referrers { name, .. }
+        | Route::Quota { name } => Some(name),
         Route::Base | Route::Catalog | Route::NotFound => None,
     }
 }

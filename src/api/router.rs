@@ -6,12 +6,33 @@
 pub enum Route<'a> {
     Base,
     Catalog,
-    Tags { name: &'a str },
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
-    UploadStart { name: &'a str },
-    Upload { name: &'a str, id: &'a str },
-    Referrers { name: &'a str, digest: &'a str },
+    Tags {
+        name: &'a str,
+    },
+    Manifest {
+        name: &'a str,
+        reference: &'a str,
+    },
+    Blob {
+        name: &'a str,
+        digest: &'a str,
+    },
+    UploadStart {
+        name: &'a str,
+    },
+    Upload {
+        name: &'a str,
+        id: &'a str,
+    },
+    Referrers {
+        name: &'a str,
+        digest: &'a str,
+    },
+    /// `/v2/_quota/<name>`: a repository's storage usage and quota (ours; no repository
+    /// name can start with `_`, so no OCI route is shadowed).
+    Quota {
+        name: &'a str,
+    },
     NotFound,
 }
 
@@ -24,6 +45,9 @@ pub fn route(path: &str) -> Route<'_> {
     };
     if rest == "_catalog" {
         return Route::Catalog;
+    }
+    if let Some(name) = rest.strip_prefix("_quota/") {
+        return Route::Quota { name };
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Route::Tags { name };
@@ -64,6 +88,10 @@ mod tests {
         assert_eq!(route("/v2/"), Route::Base);
         assert_eq!(route("/v2"), Route::Base);
         assert_eq!(route("/v2/_catalog"), Route::Catalog);
+        assert_eq!(
+            route("/v2/_quota/team/app"),
+            Route::Quota { name: "team/app" }
+        );
         assert_eq!(route("/v2/a/b/tags/list"), Route::Tags { name: "a/b" });
         assert_eq!(
             route("/v2/a/manifests/latest"),

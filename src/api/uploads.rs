@@ -33,14 +33,22 @@ pub async fn start<T: Transport>(
     if let Some(mount) = query_get(req.query(), "mount").filter(|_| may_mount) {
         let digest = Digest::parse(&mount)?;
         if let Some(from) = query_get(req.query(), "from") {
-            if validate_name(&from).is_ok() && reg.meta.mount_blob(&from, name, &digest).await? {
-                return Ok(created(name, &digest));
+            if validate_name(&from).is_ok() {
+                if let Some(size) = reg.meta.blob_in_repo(&from, &digest).await? {
+                    quota_for_blob(reg, name, &digest, size).await?;
+                }
+                if reg.meta.mount_blob(&from, name, &digest).await? {
+                    return Ok(created(name, &digest));
+                }
             }
         }
         // Not mountable from there: the spec says to answer with an ordinary session.
     }
     if let Some(digest) = query_get(req.query(), "digest") {
         let digest = Digest::parse(&digest)?;
+        // Before a byte of the body is read.
+        let declared = body.declared_length().unwrap_or(0);
+        quota_for_blob(reg, name, &digest, declared).await?;
         let session = reg
             .uploads
             .start(&reg.pool, &reg.meta, name, caller.user(), false)
@@ -57,6 +65,8 @@ pub async fn start<T: Transport>(
         outcome?;
         return Ok(created(name, &digest));
     }
+    // A repository at its quota takes no new session (a blob it already holds needs none).
+    reg.within_quota(name, 1).await?;
     let session = reg
         .uploads
         .start(&reg.pool, &reg.meta, name, caller.user(), true)
@@ -202,6 +212,14 @@ async fn append_chunk<T: Transport>(
     name: &str,
 ) -> Result<()> {
     let expected = check_chunk_range(req, body, lease, name)?;
+    // A chunk of known length that would take the repository past its quota is refused
+    // before it is read (its session stays, for a smaller chunk or a cancel).
+    if let Some(len) = body.declared_length().filter(|n| *n > 0) {
+        if reg.quotas.limit(name).is_some() {
+            reg.within_quota(name, lease.offset.saturating_add(len))
+                .await?;
+        }
+    }
     append_body(reg, lease, body).await?;
     match expected {
         Some(len) if len != body.received() => Err(Error::new(ErrorCode::SizeInvalid)
@@ -254,6 +272,24 @@ async fn append_body<T: Transport>(
     }
 }
 
+/// The quota check of a blob of `size` bytes arriving in `repo`: nothing when the repository
+/// holds it already (it adds nothing).
+async fn quota_for_blob(reg: &Registry, repo: &str, digest: &Digest, size: u64) -> Result<()> {
+    if reg.quotas.limit(repo).is_none() || reg.meta.blob_in_repo(repo, digest).await?.is_some() {
+        return Ok(());
+    }
+    reg.within_quota(repo, size).await
+}
+
+/// Completes the session after the quota check of its whole size; a refused session is
+/// discarded (its bytes were never a blob).
 async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Result<u64> {
+    if let Err(e) = quota_for_blob(reg, &lease.session.repo, expected, lease.offset).await {
+        let _ = reg
+            .uploads
+            .discard_leased(&reg.pool, &reg.meta, lease)
+            .await;
+        return Err(e);
+    }
     Ok(reg.upload_writer().complete(lease, expected).await?)
 }

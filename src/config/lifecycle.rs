@@ -1,5 +1,6 @@
 //! The lifecycle policies' sections: `tags.immutable`, the tags that may be pushed once and
-//! never moved; `retention`, which tags garbage collection expires. Records land here as plain strings; [`crate::lifecycle`] checks the patterns'
+//! never moved; `retention`, which tags garbage collection expires; `quotas`, how much a
+//! repository may store. Records land here as plain strings; [`crate::lifecycle`] checks the patterns'
 //! syntax and reports a bad one with the record's path and line.
 
 use super::auth::{at, PATTERN};
@@ -129,6 +130,46 @@ pub const RETENTION: Section<Config> = Section::list(
                 pulled_within: r.opt("pulled_within"),
                 delete_untagged: r.opt("delete_untagged").unwrap_or(false),
                 dry_run: r.opt("dry_run").unwrap_or(false),
+                at: at(r),
+            })
+            .collect()
+    },
+);
+
+/// One `quotas` record, as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaRule {
+    pub repository: String,
+    pub bytes: u64,
+    /// `quotas[0] (line 3)`, for messages.
+    pub at: String,
+}
+
+pub const QUOTAS: Section<Config> = Section::list(
+    "quotas",
+    "How many bytes each repository may hold (the sum of the distinct blobs and manifests linked to it; a blob shared with another repository counts in both), per repository pattern: the most specific pattern that matches a repository governs it. A push that would go beyond is refused with 403 DENIED naming the quota and the usage, before its bytes are stored (at the upload's start, a chunk, its completion, a mount or a manifest put); usage is on GET /v2/_quota/NAME and in /metrics. Pushes racing each other may overshoot by what they have in flight.",
+    &[
+        field(
+            "repository",
+            Type::Str(PATTERN),
+            "A repository name, or a pattern where * stands for any characters but / and ** for any characters; each repository it matches has the quota to itself.",
+        )
+        .required()
+        .example("\"team/**\""),
+        field(
+            "bytes",
+            Type::Size { min: 0, max: u64::MAX / 2 },
+            "The most the repository may hold.",
+        )
+        .required()
+        .example("10GiB"),
+    ],
+    |c: &mut Config, records| {
+        c.quotas = records
+            .iter()
+            .map(|r| QuotaRule {
+                repository: r.get("repository"),
+                bytes: r.get("bytes"),
                 at: at(r),
             })
             .collect()

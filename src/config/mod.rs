@@ -140,6 +140,7 @@ pub struct Config {
     /// `tags.immutable`, in file order.
     pub immutable_tags: Vec<lifecycle::ImmutableRule>,
     pub retention: Vec<lifecycle::RetentionRule>,
+    pub quotas: Vec<lifecycle::QuotaRule>,
     // gc
     /// Zero: no scheduled collection.
     pub gc_interval: Duration,
@@ -208,6 +209,7 @@ impl Default for Config {
             groups: Vec::new(),
             immutable_tags: Vec::new(),
             retention: Vec::new(),
+            quotas: Vec::new(),
             gc_interval: Duration::ZERO,
             gc_window: String::new(),
             gc_grace: Duration::from_secs(3600),

@@ -25,6 +25,7 @@ pub static SECTIONS: &[Section<Config>] = &[
     super::token::EXTERNAL,
     super::lifecycle::IMMUTABLE,
     super::lifecycle::RETENTION,
+    super::lifecycle::QUOTAS,
 ];
 
 /// What a string must be.

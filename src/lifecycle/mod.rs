@@ -4,6 +4,7 @@
 //! ([`crate::meta::WriteOp::PutManifest`]'s `fixed_tag`) and the API words the refusal.
 
 pub mod gc;
+pub mod quota;
 pub mod retention;
 
 use crate::auth::rules::Pattern;

@@ -283,20 +283,17 @@ impl Index {
         let existed = match op {
             WriteOp::LinkBlob { repo, digest, size } => {
                 self.record_blob(digest, *size, now);
-                !self.repo_mut(repo).blobs.insert(digest.clone())
+                !self.link(repo, digest)
             }
             WriteOp::MountBlob { from, repo, digest } => match self.blob_in_repo(from, digest) {
                 Some(size) => {
                     self.record_blob(digest, size, now);
-                    self.repo_mut(repo).blobs.insert(digest.clone());
+                    self.link(repo, digest);
                     true
                 }
                 None => false,
             },
-            WriteOp::UnlinkBlob { repo, digest } => self
-                .repos
-                .get_mut(repo.as_str())
-                .is_some_and(|r| r.blobs.remove(digest)),
+            WriteOp::UnlinkBlob { repo, digest } => self.unlink(repo, digest),
             WriteOp::PutManifest {
                 repo,
                 record,
@@ -312,8 +309,8 @@ impl Index {
                         self.touch_blob(child, now);
                     }
                 }
+                self.link(repo, digest);
                 let r = self.repo_mut(repo);
-                r.blobs.insert(digest.clone());
                 let previous = r.manifests.get(digest).cloned();
                 if let Some(previous) = &previous {
                     r.unlink_manifest(previous);
@@ -434,12 +431,19 @@ impl Index {
                 .and_then(|r| r.remove_manifest(digest))
                 .is_some(),
             // Checked first: idle and unreferenced.
-            WriteOp::TombstoneBlob { digest, .. } => match self.blobs.remove(digest) {
+            WriteOp::TombstoneBlob { digest, .. } => match self.blobs.get(digest).copied() {
                 Some(info) => {
-                    self.blob_bytes = self.blob_bytes.saturating_sub(info.size);
-                    for r in self.repos.values_mut() {
-                        r.blobs.remove(digest);
+                    let linked: Vec<String> = self
+                        .repos
+                        .iter()
+                        .filter(|(_, r)| r.blobs.contains(digest))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for repo in linked {
+                        self.unlink(&repo, digest);
                     }
+                    self.blobs.remove(digest);
+                    self.blob_bytes = self.blob_bytes.saturating_sub(info.size);
                     self.sweeping.insert(digest.clone(), info);
                     true
                 }
@@ -507,7 +511,31 @@ impl Index {
     }
 
     pub fn load_link(&mut self, repo: &str, digest: Digest) {
-        self.repo_mut(repo).blobs.insert(digest);
+        self.link(repo, &digest);
+    }
+
+    /// `true` if the link is new.
+    fn link(&mut self, repo: &str, digest: &Digest) -> bool {
+        self.repo_mut(repo).blobs.insert(digest.clone())
+    }
+
+    /// `true` if `repo` had the link.
+    fn unlink(&mut self, repo: &str, digest: &Digest) -> bool {
+        self.repos
+            .get_mut(repo)
+            .is_some_and(|r| r.blobs.remove(digest))
+    }
+
+    /// What `repo` holds: the sizes of the blobs (manifests included) linked to it. Summed
+    /// when asked (only a push into a repository with a quota asks): a microsecond or so per
+    /// thousand blobs, and no running total to keep right through every op and load order.
+    pub fn repo_usage(&self, repo: &str) -> u64 {
+        self.repos.get(repo).map_or(0, |r| {
+            r.blobs
+                .iter()
+                .filter_map(|d| self.blob_size(d))
+                .fold(0u64, u64::saturating_add)
+        })
     }
 
     pub fn load_manifest(&mut self, repo: &str, record: ManifestRecord) {
@@ -724,6 +752,10 @@ macro_rules! reads_from_index {
 
         fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>> {
             self.read(|ix| ix.blob(digest))
+        }
+
+        fn repo_usage(&self, repo: &str) -> Answer<u64> {
+            self.read(|ix| ix.repo_usage(repo))
         }
 
         fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>> {

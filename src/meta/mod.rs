@@ -417,6 +417,9 @@ pub trait Engine: Send + Sync {
     fn repo_exists(&self, repo: &str) -> Answer<bool>;
     /// Size of the blob, only if it is linked to `repo` (the access boundary).
     fn blob_in_repo(&self, repo: &str, digest: &Digest) -> Answer<Option<u64>>;
+    /// What `repo` holds, in bytes: the sizes of the distinct blobs (manifests included)
+    /// linked to it (quotas).
+    fn repo_usage(&self, repo: &str) -> Answer<u64>;
     /// The blob if any repository ever recorded it (mounts, dedup of uploads).
     fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>>;
     fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>>;

@@ -1468,6 +1468,20 @@ impl Engine for PostgresEngine {
         })
     }
 
+    fn repo_usage(&self, repo: &str) -> Answer<u64> {
+        let repo = repo.to_string();
+        self.read(move |sql| {
+            let rows = read_rows(
+                sql,
+                "SELECT coalesce(sum(b.size), 0)::int8 FROM repository_blobs rb
+                 JOIN blobs b ON b.digest = rb.digest WHERE rb.repository = $1",
+                &[&repo],
+                |row| col::<i64>(row, 0, "blobs"),
+            )?;
+            Ok(rows.first().map_or(0, |n| (*n).max(0) as u64))
+        })
+    }
+
     fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>> {
         let digest = digest.clone();
         self.lookup(|reply| Lookup::Blob { digest, reply })

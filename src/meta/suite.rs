@@ -254,6 +254,7 @@ pub(crate) fn run(open: &dyn Fn(&Path) -> Meta, durable: bool) {
     timestamps(&meta);
     uploads(&meta);
     robot_tokens(&meta);
+    repo_usage(&meta);
     gc_graph_contents(&meta);
     gc_tombstone_lifecycle(&meta);
     gc_tombstone_refusals(&meta);
@@ -355,6 +356,46 @@ pub(crate) fn robot(name: &str, created: i64) -> RobotToken {
 
 /// Robot tokens: a name is taken until its token is revoked, a revocation keeps its first
 /// time, uses keep the latest time, and the list is in name order with revoked ones in it.
+/// Quotas' usage: the distinct blobs and manifests linked to a repository, shared ones in
+/// each, gone with an unlink or a collection's mark.
+fn repo_usage(meta: &Meta) {
+    let (a, b) = ("usage/a", "usage/b");
+    let usage = |repo: &str| now(meta.repo_usage(repo));
+    assert_eq!(usage(a), 0, "an unknown repository holds nothing");
+    block_on(meta.link_blob(a, &dg("u-1"), 10)).unwrap();
+    block_on(meta.link_blob(a, &dg("u-2"), 20)).unwrap();
+    block_on(meta.link_blob(a, &dg("u-2"), 20)).unwrap();
+    assert_eq!(usage(a), 30, "a link counts once");
+    assert!(block_on(meta.mount_blob(a, b, &dg("u-2"))).unwrap());
+    assert_eq!(
+        (usage(a), usage(b)),
+        (30, 20),
+        "a shared blob counts in each"
+    );
+    let rec = record("u-m", None);
+    put_checked(
+        meta,
+        a,
+        rec.clone(),
+        &[("u-1", 10, RefKind::Layer)],
+        Some("t"),
+    )
+    .unwrap();
+    assert_eq!(usage(a), 30 + rec.size, "the manifest is linked too");
+    assert!(block_on(meta.unlink_blob(a, &dg("u-2"))).unwrap());
+    assert_eq!(usage(a), 10 + rec.size);
+    let mark = WriteOp::TombstoneBlob {
+        digest: dg("u-2"),
+        cutoff: FAR,
+    };
+    block_on(meta.write(mark)).unwrap();
+    assert_eq!(
+        usage(b),
+        0,
+        "a blob being collected is out of every repository"
+    );
+}
+
 fn robot_tokens(meta: &Meta) {
     let w = |op: WriteOp| block_on(meta.write(op));
     let revoke = |name: &str| WriteOp::RevokeRobotToken { name: name.into() };

@@ -264,6 +264,8 @@ pub struct Gauges {
     pub gc_blobs: u64,
     pub gc_bytes: u64,
     pub gc_passes: u64,
+    /// Repositories with a quota whose usage was looked at: (name, used, limit).
+    pub quotas: Vec<(String, u64, u64)>,
     /// Unix seconds of the end of the last pass that deleted; 0: none yet.
     pub gc_last_pass: u64,
     /// The local cache of hot blobs over a remote backend; None on the filesystem deployment.
@@ -501,6 +503,7 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         single(&mut out, name, kind, help, value);
     }
     render_jobs(&mut out, &g.jobs);
+    render_quotas(&mut out, &g.quotas);
     if let Some(c) = &g.blob_cache {
         render_blob_cache(&mut out, c);
     }
@@ -605,6 +608,32 @@ fn render_blob_cache(out: &mut String, c: &CacheFigures) {
     ];
     for (name, kind, help, value) in series {
         single(out, name, kind, help, value);
+    }
+}
+
+/// Usage and limit of each repository with a quota, as last looked at (by a push into it or
+/// `GET /v2/_quota/NAME`): reading every repository's usage for a scrape would cost the
+/// metadata a query per repository on PostgreSQL.
+fn render_quotas(out: &mut String, quotas: &[(String, u64, u64)]) {
+    type Value = fn(&(String, u64, u64)) -> u64;
+    let families: [(&str, &str, Value); 2] = [
+        (
+            "ringyard_quota_used_bytes",
+            "Bytes a repository with a quota holds, as last looked at.",
+            |q| q.1,
+        ),
+        (
+            "ringyard_quota_limit_bytes",
+            "The quota of a repository (quotas).",
+            |q| q.2,
+        ),
+    ];
+    for (name, help, value) in families {
+        family(out, name, "gauge", help);
+        for q in quotas {
+            let repo = q.0.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{repository=\"{repo}\"}} {}", value(q));
+        }
     }
 }
 

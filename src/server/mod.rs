@@ -399,6 +399,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         crate::lifecycle::ImmutableTags::new(&cfg.immutable_tags).map_err(|e| e.join("; "))?;
     let retention =
         crate::lifecycle::retention::Retention::new(&cfg.retention).map_err(|e| e.join("; "))?;
+    let quotas = crate::lifecycle::quota::Quotas::new(&cfg.quotas).map_err(|e| e.join("; "))?;
     let registry = Arc::new(Registry {
         ops: Ops::new(
             cfg.metrics_enabled,
@@ -424,6 +425,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         immutable,
         gc: Default::default(),
         retention,
+        quotas,
     });
     let settings = ConnSettings {
         max_head: cfg.max_header_bytes,

@@ -43,6 +43,7 @@ fn registry(root: &Path) -> Registry {
         immutable: Default::default(),
         gc: Default::default(),
         retention: Default::default(),
+        quotas: Default::default(),
     }
 }
 
