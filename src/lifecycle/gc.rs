@@ -8,8 +8,8 @@
 //!
 //! **Sweep** never trusts the mark alone: every removal is a metadata write that checks its
 //! condition again inside its transaction, so whatever a push did since the read wins.
-//! - A manifest goes by [`WriteOp::CollectManifest`], referrers and indexes before what they
-//!   point at, so that one pass takes a whole untagged tree.
+//! - A manifest goes by [`WriteOp::CollectManifest`], an index before its children and a
+//!   subject before its referrers, so that one pass takes a whole untagged tree.
 //! - A blob goes in three steps: [`WriteOp::TombstoneBlob`] (checked: idle, unreferenced; its
 //!   links go and its row is marked, so no read finds it and no writer links it), then its
 //!   bytes (cache tier first, then the backend), then [`WriteOp::ForgetBlob`]. Bytes are
@@ -52,7 +52,8 @@ pub struct Options {
 /// What [`plan`] found to remove.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
-    /// In removal order: a referrer or index before what it points at.
+    /// In removal order: an index before its children, a subject before its referrers (each
+    /// removal's own check passes once what kept it went before it).
     pub manifests: Vec<(String, Digest)>,
     /// Unreferenced blobs idle since the cutoff, with their sizes, in digest order.
     pub blobs: Vec<(Digest, u64)>,
@@ -139,9 +140,9 @@ pub fn plan_with(graph: &Graph, cutoff: i64, untagged: &dyn Fn(&str) -> bool) ->
     out
 }
 
-/// The manifests not `live`, each after every one of them that points at it (as an index
-/// lists a child, as a referrer names its subject): removing them in this order, each
-/// removal's own check finds nothing left keeping the next.
+/// The manifests not `live`, in an order where nothing [`WriteOp::CollectManifest`] checks
+/// still keeps the next: an index before the children it lists, a subject before the
+/// referrers that name it.
 fn removal_order(
     graph: &Graph,
     live: &HashSet<(String, Digest)>,
@@ -166,18 +167,19 @@ fn removal_order(
         .iter()
         .filter_map(|m| Some(((m.repo.clone(), m.digest.clone()), m.subject.as_ref()?)))
         .collect();
+    // first -> then: an index before each child; a subject before each referrer.
+    let mut order = |first: (String, Digest), then: (String, Digest)| {
+        if is_dead.contains(&first) && is_dead.contains(&then) {
+            *pointers.entry(then.clone()).or_default() += 1;
+            edges.entry(first).or_default().push(then);
+        }
+    };
     for from in &dead {
-        let targets = children
-            .get(from)
-            .into_iter()
-            .flatten()
-            .chain(subject.get(from).copied());
-        for t in targets {
-            let to = (from.0.clone(), t.clone());
-            if is_dead.contains(&to) {
-                *pointers.entry(to.clone()).or_default() += 1;
-                edges.entry(from.clone()).or_default().push(to);
-            }
+        for child in children.get(from).into_iter().flatten() {
+            order(from.clone(), (from.0.clone(), child.clone()));
+        }
+        if let Some(s) = subject.get(from) {
+            order((from.0.clone(), (*s).clone()), from.clone());
         }
     }
     let mut ready: Vec<(String, Digest)> = dead
@@ -343,7 +345,7 @@ fn tag_states(graph: &Graph) -> Vec<TagState> {
         .collect()
 }
 
-/// One collection at a time in this process (the schedule, a command).
+/// One collection at a time in this process (the schedule, a command, the start's finish).
 pub static RUNNING: Mutex<()> = Mutex::new(());
 
 /// Blobs marked, deleted and forgotten per round: a round's marks are one group commit.
@@ -358,9 +360,45 @@ pub fn collect(
     rules: Rules<'_>,
     progress: &dyn Fn(Progress),
 ) -> Result<Report, String> {
-    let Ok(_one) = RUNNING.try_lock() else {
-        return Err("a collection is running in this process already".into());
+    exclusive(meta, store, opts, rules, progress, Pass::run)
+}
+
+/// Finishes what a collection killed halfway left marked (their bytes, then their rows), and
+/// nothing else: at a start, so that a writer claiming one of those digests does not wait
+/// for the next scheduled pass. Blocks.
+pub fn finish_unfinished(meta: &Meta, store: &BlobStore) -> Result<Report, String> {
+    let opts = Options {
+        grace: Duration::ZERO,
+        delete_untagged: false,
+        dry_run: false,
     };
+    let rules = Rules {
+        retention: &Retention::default(),
+        immutable: &ImmutableTags::default(),
+    };
+    exclusive(meta, store, opts, rules, &|_| {}, |mut pass| async move {
+        let graph = pass.graph().await?;
+        pass.finish(&plan(&graph, 0, false).unfinished).await?;
+        Ok(pass.report)
+    })
+}
+
+/// Runs `work` as the only collector (of this process, and of the fleet's metadata), on an
+/// event loop of this thread's own.
+fn exclusive<'a, F, Fut>(
+    meta: &'a Meta,
+    store: &'a BlobStore,
+    opts: Options,
+    rules: Rules<'a>,
+    progress: &'a dyn Fn(Progress),
+    work: F,
+) -> Result<Report, String>
+where
+    F: FnOnce(Pass<'a>) -> Fut,
+    Fut: std::future::Future<Output = Result<Report, String>>,
+{
+    // A pass asked for while another runs here waits for it, then runs.
+    let _one = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
     let started = Instant::now();
     let Some(_lock) = meta
         .lock_collection()
@@ -376,20 +414,19 @@ pub fn collect(
         .enable_timer()
         .build()
         .map_err(|e| format!("starting an event loop for the collection: {e}"))?;
+    let pass = Pass {
+        meta,
+        store,
+        opts,
+        rules,
+        progress,
+        report: Report {
+            dry_run: opts.dry_run,
+            ..Report::default()
+        },
+    };
     let out = rt.block_on(async {
-        let out = Pass {
-            meta,
-            store,
-            opts,
-            rules,
-            progress,
-            report: Report {
-                dry_run: opts.dry_run,
-                ..Report::default()
-            },
-        }
-        .run()
-        .await;
+        let out = work(pass).await;
         // Connections parked by this loop (S3) end with it.
         crate::store::s3::conn::close_idle();
         out

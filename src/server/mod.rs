@@ -505,6 +505,26 @@ pub fn run(cfg: Config) -> Result<(), String> {
     }
     let jobs = Jobs::start(&registry.jobs, background)
         .map_err(|e| format!("cannot start threads: {e}"))?;
+    if !cfg.read_only {
+        // A collection killed halfway left blobs marked; writers claiming them would wait
+        // for the next pass. Off the start's path: it reads the whole metadata graph.
+        let reg = registry.clone();
+        let _ = std::thread::Builder::new()
+            .name("ringyard-gc-finish".into())
+            .spawn(
+                move || match crate::lifecycle::gc::finish_unfinished(&reg.meta, &reg.blobs) {
+                    Ok(r) if r.blobs > 0 => crate::log::info(format_args!(
+                        "garbage collection interrupted earlier: finished removing {} blobs ({})",
+                        r.blobs,
+                        crate::lifecycle::gc::human_bytes(r.bytes)
+                    )),
+                    Ok(_) => {}
+                    Err(e) => crate::log::warn(format_args!(
+                        "finishing an interrupted garbage collection: {e}"
+                    )),
+                },
+            );
+    }
     // `ringyard gc` on this data directory asks here (never in read-only mode: it deletes).
     // Without it (a path too long for a Unix socket) the registry serves all the same, and
     // the command says it cannot reach it.

@@ -303,7 +303,8 @@ fn an_untagged_index_goes_with_its_untagged_children_index_first() {
     );
 }
 
-/// Nested indexes: every parent before its children, whatever the order of the rows.
+/// Nested indexes: every parent before its children, every subject before its referrers,
+/// whatever the order of the rows.
 #[test]
 fn removal_order_puts_every_parent_before_what_it_lists() {
     let build = |reverse: bool| {
@@ -326,8 +327,8 @@ fn removal_order_puts_every_parent_before_what_it_lists() {
         let p = build(reverse).plan(true);
         assert_eq!(p.manifests.len(), 6, "{p:?}");
         for (first, then) in [
-            ("sig-sig", "sig-top"),
-            ("sig-top", "top"),
+            ("sig-top", "sig-sig"),
+            ("top", "sig-top"),
             ("top", "mid"),
             ("top", "leaf2"),
             ("mid", "leaf1"),
@@ -341,7 +342,7 @@ fn removal_order_puts_every_parent_before_what_it_lists() {
 }
 
 /// A referrer (signature, SBOM) lives while its subject lives, and goes with a dead
-/// subject, before it.
+/// subject, after it (its own check keeps it while the subject is there).
 #[test]
 fn referrers_follow_their_subject() {
     let g = G::default()
@@ -359,7 +360,8 @@ fn referrers_follow_their_subject() {
         sorted(manifests(&p)),
         sorted(vec![m("app", "dead"), m("app", "sig-dead")])
     );
-    assert_before(&p, ("app", "sig-dead"), ("app", "dead"));
+    // The subject first: a referrer's own check keeps it while its subject is there.
+    assert_before(&p, ("app", "dead"), ("app", "sig-dead"));
     assert_eq!(
         p.blobs,
         blobs(&[("dead", 500), ("sig-dead", 500), ("dead-sig-cfg", 4)]),
