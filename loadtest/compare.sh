@@ -4,12 +4,16 @@
 # run. Every server gets the same generated images; every workload runs against each in turn;
 # one table of figures and ratios is printed at the end, and every figure is kept as JSON.
 #
-# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--auth] [--scale] [--out DIR]
-#   --smoke      seconds per workload and small sizes: checks the harness works (CI runs this)
+# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--auth] [--scale] [--gc] [--only gc]
+#                             [--out DIR]
+#   --smoke      seconds per workload and small sizes: checks the harness works (CI runs this);
+#                includes the gc workload at its small size
 #   --skip-huge  leave out the 10 GiB push and pull
 #   --auth       also the authentication workloads (below); the default run leaves them out
 #   --scale      also the S3 + PostgreSQL column (below): a PostgreSQL and an s3s-fs started
 #                here, two ringyard nodes over them, distribution with its S3 driver
+#   --gc         also the garbage collection workload (below), on a ringyard of its own
+#   --only gc    only the garbage collection workload: no distribution, no nginx, nothing else
 #   --out DIR    keep the JSON of every run (and summary.json) in DIR; default: a temp dir
 #
 # Workloads (full run; pull, manifest and blob in 3 rounds, the median round shown):
@@ -42,6 +46,20 @@
 #             upload with ListMultipartUploads, which s3s-fs lacks)
 #   s3-huge   (--scale, without --skip-huge) the huge push through one node and pull through
 #             the other, each node's peak RSS
+#   gc        (--gc, --only gc, --smoke) a ringyard of its own with gc.grace 0s, seeded with
+#             10,000 images of 4 layers (1-4 KiB) and a config: 10,000 manifests, 50,000 blobs
+#             (smoke: 200 and 1,000), and the pull workload's image; every 5th manifest
+#             deleted by digest (2,000: their 10,000 blobs, and the manifests' own bytes, are
+#             then garbage). Timed: `ringyard gc --dry-run` (the mark alone, over the whole
+#             registry) and `ringyard gc --delete`, both through the running registry's admin
+#             socket (wall clock, and the time the registry logs). In each of ROUNDS rounds,
+#             the pull workload (its clients, for 10 s; smoke: 2 s) without GC, the baseline,
+#             then again while dry runs follow each other for the whole run; in the first
+#             round between the two, the pull workload while the delete runs (from 0.5 s
+#             before it until it returns). p99 of each against the baseline's (target <=
+#             1.5x). Checks: the delete removed at least the deleted images' layers and
+#             configs; afterwards a surviving image of the set and the pull image still pull,
+#             every digest verified
 #
 # It installs what it needs (Debian packages docker-registry, nginx, jq) when missing, binds to
 # 127.0.0.1 only, bounds every run in time (loadtest's --max-seconds and --timeout), and stops
@@ -55,6 +73,8 @@ SMOKE=0
 SKIP_HUGE=0
 AUTH=0
 SCALE=0
+GC=0
+ONLY=
 OUT=
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -62,20 +82,31 @@ while [ $# -gt 0 ]; do
         --skip-huge) SKIP_HUGE=1 ;;
         --auth) AUTH=1 ;;
         --scale) SCALE=1 ;;
+        --gc) GC=1 ;;
+        --only)
+            [ "${2:-}" = gc ] || { echo "compare.sh: --only takes gc" >&2; exit 2; }
+            ONLY=gc; GC=1; shift ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,66p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
+[ "$SMOKE" = 0 ] || GC=1
+if [ "$ONLY" = gc ] && { [ "$AUTH" = 1 ] || [ "$SCALE" = 1 ]; }; then
+    echo "compare.sh: --only gc runs nothing of --auth or --scale" >&2
+    exit 2
+fi
 
 say() { echo "compare: $*" >&2; }
 
 # --- what the run needs ---------------------------------------------------------------------
 
 missing=()
-command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ -z "$ONLY" ]; then
+    command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+fi
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "$SCALE" = 1 ]; then
@@ -148,7 +179,7 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$WORK/ringyard" "$WORK/ringyard-auth" "$WORK/distribution" "$WORK/static" \
-        "$WORK/nginx" "$WORK/scale"
+        "$WORK/nginx" "$WORK/scale" "$WORK/ringyard-gc"
     case "$OUT" in "$WORK"/*) ;; *) rm -rf "$WORK" ;; esac
 }
 trap cleanup EXIT
@@ -169,6 +200,16 @@ wait_http() { # URL: until it answers, at most 20 s
     return 1
 }
 
+lt() { # NAME ARGS...: one loadtest run, its JSON kept as OUT/NAME.json
+    local name=$1
+    shift
+    if ! "$LOADTEST" "$@" --json >"$OUT/$name.json" 2>"$OUT/$name.err"; then
+        say "loadtest $name failed:"
+        cat "$OUT/$name.err" >&2
+        return 1
+    fi
+}
+
 # --- sizes ------------------------------------------------------------------------------------
 
 # The request-rate and throughput workloads run ROUNDS times, the servers taking turns within
@@ -177,15 +218,21 @@ wait_http() { # URL: until it answers, at most 20 s
 if [ "$SMOKE" = 1 ]; then
     ROUNDS=1; PULLS=200; PULL_CLIENTS=20; MANIFEST_SECS=2; BLOB_SIZE=64MiB; BLOB_REQS=16
     PUSH_SIZE=64MiB; PUSH_COUNT=1; HUGE_SIZE=256MiB
+    GC_IMAGES=200; GC_PULL_SECS=2
 else
     ROUNDS=3; PULLS=1000; PULL_CLIENTS=100; MANIFEST_SECS=5; BLOB_SIZE=1GiB; BLOB_REQS=16
     PUSH_SIZE=1GiB; PUSH_COUNT=3; HUGE_SIZE=10GiB
+    GC_IMAGES=10000; GC_PULL_SECS=10
 fi
 SMALL_IMAGE=bench/small:v1
 SMALL_LAYERS=2MiB,768KiB,256KiB
 # The node metric that counts bytes read from the remote backend (the S3 reads of a cold pull).
 S3_READ_METRIC=ringyard_blob_cache_remote_read_bytes_total
 ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*'
+
+SHA_MBPS=0
+# ----- with --only gc, everything from here to the gc workload is left out ---------------------
+if [ -z "$ONLY" ]; then
 
 # --- the servers ------------------------------------------------------------------------------
 
@@ -442,16 +489,6 @@ EOF2
 fi
 
 # --- seeding: the same bytes everywhere --------------------------------------------------------
-
-lt() { # NAME ARGS...: one loadtest run, its JSON kept as OUT/NAME.json
-    local name=$1
-    shift
-    if ! "$LOADTEST" "$@" --json >"$OUT/$name.json" 2>"$OUT/$name.err"; then
-        say "loadtest $name failed:"
-        cat "$OUT/$name.err" >&2
-        return 1
-    fi
-}
 
 say "seeding the small image and the ${BLOB_SIZE} blob"
 for srv in RY DIST; do
@@ -776,17 +813,138 @@ if [ "$AUTH" = 1 ]; then
     done
 fi
 
+fi
+# ----- (end of what --only gc leaves out) ------------------------------------------------------
+
+# --- garbage collection -------------------------------------------------------------------------
+
+if [ "$GC" = 1 ]; then
+    # Every image: 4 layers of 1-4 KiB and a config, all distinct (generator seed 2, apart
+    # from the pull image's seed 1); spread over 100 repositories.
+    GC_LAYERS=1KiB,2KiB,3KiB,4KiB
+    GC_EVERY=5 # every 5th image's manifest is deleted: a fifth of the blobs become garbage
+    GC_LEAD=0.5 # seconds the pulls run before a collection starts
+    GC_ROOT=$WORK/ringyard-gc
+    GC_LOG=$WORK/ringyard-gc.log
+    say "gc: a ringyard with gc.grace 0s; $GC_IMAGES images of 4 layers and a config ($((GC_IMAGES * 5)) blobs), every ${GC_EVERY}th manifest then deleted"
+    RYG_PORT=$(free_port)
+    mkdir -p "$GC_ROOT"
+    # At info level (the registry logs each collection and its time), access log off.
+    "$RINGYARD" serve --listen "127.0.0.1:$RYG_PORT" --root "$GC_ROOT" --no-access-log \
+        --gc-grace 0s 2>"$GC_LOG" &
+    RYG_PID=$!
+    PIDS+=("$RYG_PID")
+    RYG=http://127.0.0.1:$RYG_PORT
+    wait_http "$RYG/v2/" || { tail -n 20 "$GC_LOG" >&2; exit 1; }
+
+    # The registry logs each collection it was asked for, in order, with its own time
+    # (`... asked by `ringyard gc`: <summary> in <time>`): the Nth line is the Nth gc_cmd's.
+    GC_SEQ=0
+    gc_cmd() { # NAME --dry-run|--delete: `ringyard gc` (through the admin socket), timed
+        local name=$1 mode=$2 start end rc=0 output
+        GC_SEQ=$((GC_SEQ + 1))
+        start=$(date +%s.%N)
+        output=$(timeout 900 "$RINGYARD" gc "$mode" --root "$GC_ROOT" 2>"$OUT/$name.err") || rc=$?
+        end=$(date +%s.%N)
+        # (printf, not jq: a process less between back-to-back runs)
+        output=${output//\\/\\\\}
+        output=${output//\"/\\\"}
+        output=${output//$'\n'/\\n}
+        printf '{"name": "%s", "mode": "%s", "seq": %d, "start": %s, "end": %s, "exit": %d, "output": "%s"}\n' \
+            "$name" "$mode" "$GC_SEQ" "$start" "$end" "$rc" "$output" >"$OUT/$name.json"
+        if [ "$rc" != 0 ]; then
+            say "ringyard gc $mode failed ($rc):"
+            cat "$OUT/$name.err" >&2
+            return 1
+        fi
+    }
+    gc_pull() { # NAME ARGS...: the pull workload in the background, its PID in GC_PULL_PID
+        local name=$1
+        shift
+        date +%s.%N >"$OUT/$name.start"
+        "$LOADTEST" pull --registry "$RYG" --image "$SMALL_IMAGE" --no-verify \
+            --clients "$PULL_CLIENTS" --max-seconds 900 "$@" --json \
+            >"$OUT/$name.json" 2>"$OUT/$name.err" &
+        GC_PULL_PID=$!
+        PIDS+=("$GC_PULL_PID")
+    }
+    gc_pull_wait() { # NAME
+        local rc=0 pid kept=()
+        wait "$GC_PULL_PID" || rc=$?
+        # Gone: out of the list the cleanup kills (its PID may be reused later).
+        for pid in "${PIDS[@]}"; do [ "$pid" = "$GC_PULL_PID" ] || kept+=("$pid"); done
+        PIDS=("${kept[@]}")
+        if [ "$rc" != 0 ]; then
+            say "loadtest $1 failed:"
+            cat "$OUT/$1.err" >&2
+            return 1
+        fi
+    }
+
+    lt gc-seed-small seed --registry "$RYG" --image "$SMALL_IMAGE" --layers "$SMALL_LAYERS"
+    lt gc-seed seed --registry "$RYG" --image bench/gc:v --layers "$GC_LAYERS" \
+        --images "$GC_IMAGES" --repos 100 --seed 2 --clients 32 --list "$OUT/gc-images.txt" \
+        --max-seconds 900
+    awk -v every="$GC_EVERY" 'NR % every == 1' "$OUT/gc-images.txt" >"$OUT/gc-garbage.txt"
+    lt gc-delete-manifests delete --registry "$RYG" --list "$OUT/gc-garbage.txt" --clients 16 \
+        --max-seconds 300
+    lt gc-pull-verify pull --registry "$RYG" --image "$SMALL_IMAGE" --clients 10 --pulls 50 \
+        --max-seconds 120
+
+    say "gc: ringyard gc --dry-run over the whole registry (the mark alone)"
+    gc_cmd gc-mark --dry-run
+
+    for round in $(seq 1 "$ROUNDS"); do
+        say "gc: round $round of $ROUNDS: $PULL_CLIENTS clients pulling for $GC_PULL_SECS s without GC (the baseline)"
+        gc_pull "gc-pull-base-$round" --duration "$GC_PULL_SECS"
+        gc_pull_wait "gc-pull-base-$round"
+
+        if [ "$round" = 1 ]; then
+            say "gc: ringyard gc --delete while $PULL_CLIENTS clients pull (from ${GC_LEAD} s before it until it returns)"
+            rm -f "$WORK/gc-stop"
+            gc_pull gc-pull-delete --stop-file "$WORK/gc-stop"
+            sleep "$GC_LEAD"
+            gc_cmd gc-delete --delete || { touch "$WORK/gc-stop"; exit 1; }
+            touch "$WORK/gc-stop"
+            gc_pull_wait gc-pull-delete
+            python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+                "$RYG/metrics" >"$OUT/gc-metrics.txt"
+        fi
+
+        say "gc: round $round of $ROUNDS: dry runs back to back (each reads the whole graph) while $PULL_CLIENTS clients pull for $GC_PULL_SECS s"
+        gc_pull "gc-pull-dry-$round" --duration "$GC_PULL_SECS"
+        sleep "$GC_LEAD"
+        # Until the pulls' end (the last dry run may outlast them a little).
+        until_ns=$(($(date +%s%N) + (GC_PULL_SECS * 1000000000) - 500000000))
+        n=0
+        while [ "$(date +%s%N)" -lt "$until_ns" ]; do
+            n=$((n + 1))
+            gc_cmd "gc-dry-$round-$n" --dry-run
+        done
+        gc_pull_wait "gc-pull-dry-$round"
+    done
+
+    say "gc: afterwards, a surviving image of the set and the pull image, every digest verified"
+    survivor=$(awk -v every="$GC_EVERY" 'NR % every == 2 { print; exit }' "$OUT/gc-images.txt")
+    lt gc-after-survivor pull --registry "$RYG" --image "${survivor%@*}" --clients 1 --pulls 1 \
+        --max-seconds 60
+    lt gc-after-small pull --registry "$RYG" --image "$SMALL_IMAGE" --clients 10 --pulls 50 \
+        --max-seconds 120
+    grep 'garbage collection asked by' "$GC_LOG" >"$OUT/gc-log.txt" || true
+fi
+
 # --- the table ----------------------------------------------------------------------------------
 
 SUMMARY=$OUT/summary.json
 python3 - "$OUT" "$SHA_MBPS" "$SKIP_HUGE" "$SMOKE" "$PUSH_SIZE" "$BLOB_SIZE" "$HUGE_SIZE" \
-    "$PULL_CLIENTS" "$ROUNDS" "$AUTH" "$SCALE" >"$SUMMARY" <<'PY'
-import json, os, sys
+    "$PULL_CLIENTS" "$ROUNDS" "$AUTH" "$SCALE" "$GC" "$ONLY" >"$SUMMARY" <<'PY'
+import glob, json, os, re, sys
 out, sha, skip_huge, smoke = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
 push_size, blob_size, huge_size, pull_clients = sys.argv[5:9]
 rounds = int(sys.argv[9])
 auth = sys.argv[10] == "1"
 scale = sys.argv[11] == "1"
+gc, only = sys.argv[12] == "1", sys.argv[13]
 def j(name):
     with open(os.path.join(out, name + ".json")) as f:
         return json.load(f)
@@ -800,30 +958,31 @@ def rss(srv):
         return float(f.read())
 s = {"smoke": smoke, "rounds": rounds, "openssl_sha256_mb_per_s": sha, "sizes": {
     "push": push_size, "blob": blob_size, "huge": huge_size, "pull_clients": int(pull_clients)}}
-if not skip_huge:
-    with open(os.path.join(out, "disk-direct-mb-per-s.txt")) as f:
-        s["disk_direct_read_mb_per_s"] = float(f.read())
-    with open(os.path.join(out, "cold.txt")) as f:
-        s["huge_pull_cold"] = f.read().strip() == "1"
-for srv in ["RY", "DIST"]:
-    p, errors, all_p99 = median_round(f"pull-{srv}", lambda r: r["pull"]["p99_ms"])
-    s[f"pull_{srv}"] = {"p50_ms": p["pull"]["p50_ms"], "p99_ms": p["pull"]["p99_ms"],
-                        "pulls_per_s": p["pulls_done"] / p["elapsed_s"], "errors": errors,
-                        "p99_ms_rounds": all_p99}
-    u = j(f"push-{srv}")
-    s[f"push_{srv}"] = {"mb_per_s": u["mb_per_s"], "errors": u["errors"]}
+if not only:
     if not skip_huge:
-        hp, hg = j(f"huge-push-{srv}"), j(f"huge-pull-{srv}")
-        s[f"huge_{srv}"] = {"push_mb_per_s": hp["mb_per_s"], "pull_mb_per_s": hg["mb_per_s"],
-                            "peak_rss_mib": rss(srv), "errors": hp["errors"] + hg["errors"]}
-for srv in ["RY", "DIST", "NGX"]:
-    m, errors, all_rps = median_round(f"manifest-{srv}", lambda r: r["requests_per_s"])
-    s[f"manifest_{srv}"] = {"requests_per_s": m["requests_per_s"], "p50_ms": m["latency"]["p50_ms"],
-                            "p99_ms": m["latency"]["p99_ms"], "errors": errors,
-                            "requests_per_s_rounds": all_rps}
-    b, errors, all_mbps = median_round(f"blob-{srv}", lambda r: r["mb_per_s"])
-    s[f"blob_{srv}"] = {"mb_per_s": b["mb_per_s"], "p99_ms": b["latency"]["p99_ms"],
-                        "errors": errors, "mb_per_s_rounds": all_mbps}
+        with open(os.path.join(out, "disk-direct-mb-per-s.txt")) as f:
+            s["disk_direct_read_mb_per_s"] = float(f.read())
+        with open(os.path.join(out, "cold.txt")) as f:
+            s["huge_pull_cold"] = f.read().strip() == "1"
+    for srv in ["RY", "DIST"]:
+        p, errors, all_p99 = median_round(f"pull-{srv}", lambda r: r["pull"]["p99_ms"])
+        s[f"pull_{srv}"] = {"p50_ms": p["pull"]["p50_ms"], "p99_ms": p["pull"]["p99_ms"],
+                            "pulls_per_s": p["pulls_done"] / p["elapsed_s"], "errors": errors,
+                            "p99_ms_rounds": all_p99}
+        u = j(f"push-{srv}")
+        s[f"push_{srv}"] = {"mb_per_s": u["mb_per_s"], "errors": u["errors"]}
+        if not skip_huge:
+            hp, hg = j(f"huge-push-{srv}"), j(f"huge-pull-{srv}")
+            s[f"huge_{srv}"] = {"push_mb_per_s": hp["mb_per_s"], "pull_mb_per_s": hg["mb_per_s"],
+                                "peak_rss_mib": rss(srv), "errors": hp["errors"] + hg["errors"]}
+    for srv in ["RY", "DIST", "NGX"]:
+        m, errors, all_rps = median_round(f"manifest-{srv}", lambda r: r["requests_per_s"])
+        s[f"manifest_{srv}"] = {"requests_per_s": m["requests_per_s"], "p50_ms": m["latency"]["p50_ms"],
+                                "p99_ms": m["latency"]["p99_ms"], "errors": errors,
+                                "requests_per_s_rounds": all_rps}
+        b, errors, all_mbps = median_round(f"blob-{srv}", lambda r: r["mb_per_s"])
+        s[f"blob_{srv}"] = {"mb_per_s": b["mb_per_s"], "p99_ms": b["latency"]["p99_ms"],
+                            "errors": errors, "mb_per_s_rounds": all_mbps}
 if auth:
     hz = os.sysconf("SC_CLK_TCK")
     for srv in ["RYT", "NGXT"]:
@@ -885,14 +1044,88 @@ if scale:
         s["s3"]["huge"] = {"push_mb_per_s": hp["mb_per_s"], "pull_mb_per_s": hg["mb_per_s"],
                            "peak_rss_mib": [txt("s3-huge-rss-1"), txt("s3-huge-rss-2")],
                            "errors": hp["errors"] + hg["errors"]}
+if gc:
+    def since(text):
+        """The time at the end of the registry's line (Rust's Debug of a Duration), in s."""
+        m = re.search(r" in ([0-9.]+)(ns|µs|ms|s)$", text.strip())
+        unit = {"ns": 1e-9, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+        return round(float(m.group(1)) * unit[m.group(2)], 3) if m else None
+    def start(name):
+        with open(os.path.join(out, name + ".start")) as f:
+            return float(f.read())
+    def gc_run(path):
+        with open(path) as f:
+            r = json.load(f)
+        return r | {"wall_s": r["end"] - r["start"]}
+    with open(os.path.join(out, "gc-log.txt")) as f:
+        logged = f.read().splitlines()
+    def registry_s(run):
+        """The registry's own time for a gc_cmd run, from its line in the log."""
+        return since(logged[run["seq"] - 1]) if run["seq"] <= len(logged) else None
+    def pulls(p):
+        return {"p99_ms": p["pull"]["p99_ms"], "p50_ms": p["pull"]["p50_ms"],
+                "pulls": p["pulls_done"], "pulls_per_s": p["pulls_done"] / p["elapsed_s"],
+                "elapsed_s": p["elapsed_s"]}
+    seed, deleted = j("gc-seed"), j("gc-delete-manifests")
+    mark = gc_run(os.path.join(out, "gc-mark.json"))
+    sweep = gc_run(os.path.join(out, "gc-delete.json"))
+    said = sweep["output"].strip().splitlines()[-1]
+    m = re.match(r"Deleted (\d+) blobs?(?: and \d+ untagged manifests?)?, reclaimed (.+)$", said)
+    blobs_deleted, reclaimed = (int(m.group(1)), m.group(2)) if m else (0, "?")
+    with open(os.path.join(out, "gc-metrics.txt")) as f:
+        metric = [l.split()[-1] for l in f if l.startswith("ringyard_gc_blobs_deleted_total ")]
+    per_image = seed["layers_per_image"] + 1
+    # At least the deleted images' layers and configs (their manifests' own bytes may count).
+    short = int(blobs_deleted < deleted["deleted"] * per_image)
+    base, base_errors, base_rounds = median_round("gc-pull-base", lambda r: r["pull"]["p99_ms"])
+    during = j("gc-pull-delete")
+    t0 = start("gc-pull-delete")
+    dry = []
+    for r in range(1, rounds + 1):
+        p, t = j(f"gc-pull-dry-{r}"), start(f"gc-pull-dry-{r}")
+        runs = [gc_run(f) for f in glob.glob(os.path.join(out, f"gc-dry-{r}-*.json"))]
+        # Seconds of the pull run with a dry run going on.
+        busy = sum(max(0.0, min(x["end"], t + p["elapsed_s"]) - max(x["start"], t)) for x in runs)
+        walls = sorted(x["wall_s"] for x in runs)
+        own = sorted(x for x in map(registry_s, runs) if x is not None)
+        dry.append(pulls(p) | {"dry_runs": len(runs), "covered": busy / p["elapsed_s"],
+                               "dry_run_median_s": walls[len(walls) // 2] if walls else 0,
+                               "dry_run_registry_median_s": own[len(own) // 2] if own else None,
+                               "errors": p["errors"]})
+    d = sorted(dry, key=lambda x: x["p99_ms"])[len(dry) // 2]
+    errors = (seed["errors"] + deleted["errors"] + base_errors + during["errors"]
+              + sum(x["errors"] for x in dry) + j("gc-after-survivor")["errors"]
+              + j("gc-after-small")["errors"] + short)
+    s["gc"] = {
+        "manifests": seed["images_done"], "blobs": seed["blobs"],
+        "repositories": seed["repos"], "seed_s": seed["elapsed_s"],
+        "seed_blobs_per_s": seed["blobs_per_s"],
+        "garbage_manifests": deleted["deleted"], "manifest_deletes_per_s": deleted["deletes_per_s"],
+        "mark": {"wall_s": round(mark["wall_s"], 3), "registry_s": registry_s(mark),
+                 "said": mark["output"].strip()},
+        "delete": {"wall_s": round(sweep["wall_s"], 3), "registry_s": registry_s(sweep),
+                   "said": said, "blobs_deleted": blobs_deleted, "reclaimed": reclaimed,
+                   "metric_blobs_deleted": int(float(metric[0])) if metric else None,
+                   "at_least_expected": deleted["deleted"] * per_image},
+        "pull_base": pulls(base) | {"p99_ms_rounds": base_rounds},
+        "pull_during_delete": pulls(during) | {
+            "gc_from_s": round(sweep["start"] - t0, 3), "gc_to_s": round(sweep["end"] - t0, 3)},
+        "pull_during_dry_runs": d | {"p99_ms_rounds": [x["p99_ms"] for x in dry],
+                                     "rounds": dry},
+        "errors": errors,
+    }
+    b = s["gc"]["pull_base"]["p99_ms"]
+    s["gc"]["p99_ratio_delete"] = during["pull"]["p99_ms"] / b if b else None
+    s["gc"]["p99_ratio_dry_runs"] = d["p99_ms"] / b if b else None
 json.dump(s, sys.stdout, indent=2)
 PY
 
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+PEERS=
+[ -n "$ONLY" ] || PEERS=", $(docker-registry --version 2>/dev/null | awk '{print "distribution " $3}'), $("$NGINX" -v 2>&1 | sed 's/.*\///; s/^/nginx /')"
 echo
 echo "$(nproc) cores ($CPU), $(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), \
-Linux $(uname -r); ringyard $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), \
-$(docker-registry --version 2>/dev/null | awk '{print "distribution " $3}'), $("$NGINX" -v 2>&1 | sed 's/.*\///; s/^/nginx /')"
+Linux $(uname -r); ringyard $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$PEERS"
 echo
 python3 - "$SUMMARY" <<'PY'
 import json, sys
@@ -903,30 +1136,31 @@ rows = []
 def row(what, ry, dist, ngx, vs_dist, vs_ngx, target):
     rows.append((what, ry, dist, ngx, vs_dist, vs_ngx, target))
 sz = s["sizes"]
-m = {k: s[f"manifest_{k}"] for k in ["RY", "DIST", "NGX"]}
-row("manifest GET by tag, 64 conns: req/s", f"{m['RY']['requests_per_s']:.0f}",
-    f"{m['DIST']['requests_per_s']:.0f}", f"{m['NGX']['requests_per_s']:.0f}",
-    ratio(m["RY"]["requests_per_s"], m["DIST"]["requests_per_s"]),
-    ratio(m["RY"]["requests_per_s"], m["NGX"]["requests_per_s"]), ">= 1.5x nginx")
-row("  p99 ms", f"{m['RY']['p99_ms']:.2f}", f"{m['DIST']['p99_ms']:.2f}", f"{m['NGX']['p99_ms']:.2f}",
-    ratio(m["RY"]["p99_ms"], m["DIST"]["p99_ms"]), ratio(m["RY"]["p99_ms"], m["NGX"]["p99_ms"]),
-    "<= nginx")
-b = {k: s[f"blob_{k}"] for k in ["RY", "DIST", "NGX"]}
-row(f"blob GET {sz['blob']}, 16 streams: MB/s", f"{b['RY']['mb_per_s']:.0f}",
-    f"{b['DIST']['mb_per_s']:.0f}", f"{b['NGX']['mb_per_s']:.0f}",
-    ratio(b["RY"]["mb_per_s"], b["DIST"]["mb_per_s"]), ratio(b["RY"]["mb_per_s"], b["NGX"]["mb_per_s"]),
-    ">= 1.3x nginx")
-p = {k: s[f"pull_{k}"] for k in ["RY", "DIST"]}
-row(f"{sz['pull_clients']} concurrent pulls, 3 MiB image: p99 ms", f"{p['RY']['p99_ms']:.1f}",
-    f"{p['DIST']['p99_ms']:.1f}", "-", ratio(p["RY"]["p99_ms"], p["DIST"]["p99_ms"]), "-",
-    "< 250 ms, < 0.33x dist")
-row("  pulls/s", f"{p['RY']['pulls_per_s']:.0f}", f"{p['DIST']['pulls_per_s']:.0f}", "-",
-    ratio(p["RY"]["pulls_per_s"], p["DIST"]["pulls_per_s"]), "-", "")
-u = {k: s[f"push_{k}"] for k in ["RY", "DIST"]}
-row(f"push {sz['push']} (streamed): MB/s", f"{u['RY']['mb_per_s']:.0f}", f"{u['DIST']['mb_per_s']:.0f}",
-    f"sha256 {s['openssl_sha256_mb_per_s']:.0f}", ratio(u["RY"]["mb_per_s"], u["DIST"]["mb_per_s"]),
-    ratio(u["RY"]["mb_per_s"], s["openssl_sha256_mb_per_s"]) + " of sha256",
-    ">= 3x dist, >= 0.5x sha256")
+if "manifest_RY" in s:
+    m = {k: s[f"manifest_{k}"] for k in ["RY", "DIST", "NGX"]}
+    row("manifest GET by tag, 64 conns: req/s", f"{m['RY']['requests_per_s']:.0f}",
+        f"{m['DIST']['requests_per_s']:.0f}", f"{m['NGX']['requests_per_s']:.0f}",
+        ratio(m["RY"]["requests_per_s"], m["DIST"]["requests_per_s"]),
+        ratio(m["RY"]["requests_per_s"], m["NGX"]["requests_per_s"]), ">= 1.5x nginx")
+    row("  p99 ms", f"{m['RY']['p99_ms']:.2f}", f"{m['DIST']['p99_ms']:.2f}", f"{m['NGX']['p99_ms']:.2f}",
+        ratio(m["RY"]["p99_ms"], m["DIST"]["p99_ms"]), ratio(m["RY"]["p99_ms"], m["NGX"]["p99_ms"]),
+        "<= nginx")
+    b = {k: s[f"blob_{k}"] for k in ["RY", "DIST", "NGX"]}
+    row(f"blob GET {sz['blob']}, 16 streams: MB/s", f"{b['RY']['mb_per_s']:.0f}",
+        f"{b['DIST']['mb_per_s']:.0f}", f"{b['NGX']['mb_per_s']:.0f}",
+        ratio(b["RY"]["mb_per_s"], b["DIST"]["mb_per_s"]), ratio(b["RY"]["mb_per_s"], b["NGX"]["mb_per_s"]),
+        ">= 1.3x nginx")
+    p = {k: s[f"pull_{k}"] for k in ["RY", "DIST"]}
+    row(f"{sz['pull_clients']} concurrent pulls, 3 MiB image: p99 ms", f"{p['RY']['p99_ms']:.1f}",
+        f"{p['DIST']['p99_ms']:.1f}", "-", ratio(p["RY"]["p99_ms"], p["DIST"]["p99_ms"]), "-",
+        "< 250 ms, < 0.33x dist")
+    row("  pulls/s", f"{p['RY']['pulls_per_s']:.0f}", f"{p['DIST']['pulls_per_s']:.0f}", "-",
+        ratio(p["RY"]["pulls_per_s"], p["DIST"]["pulls_per_s"]), "-", "")
+    u = {k: s[f"push_{k}"] for k in ["RY", "DIST"]}
+    row(f"push {sz['push']} (streamed): MB/s", f"{u['RY']['mb_per_s']:.0f}", f"{u['DIST']['mb_per_s']:.0f}",
+        f"sha256 {s['openssl_sha256_mb_per_s']:.0f}", ratio(u["RY"]["mb_per_s"], u["DIST"]["mb_per_s"]),
+        ratio(u["RY"]["mb_per_s"], s["openssl_sha256_mb_per_s"]) + " of sha256",
+        ">= 3x dist, >= 0.5x sha256")
 if "huge_RY" in s:
     h = {k: s[f"huge_{k}"] for k in ["RY", "DIST"]}
     row(f"{sz['huge']} push then pull: peak RSS MiB", f"{h['RY']['peak_rss_mib']:.1f}",
@@ -988,6 +1222,32 @@ if "s3" in s:
         row(f"S3 {sz['huge']} push (node 1), pull (node 2): peak RSS MiB",
             " / ".join(f"{r:.1f}" for r in h["peak_rss_mib"]), "-", "-", "-",
             f"{h['push_mb_per_s']:.0f} / {h['pull_mb_per_s']:.0f} MB/s", "< 64 MiB + parts")
+if "gc" in s:
+    g = s["gc"]
+    def secs(x):
+        return f"{x:.2f}" if x is not None else "?"
+    mk, dl = g["mark"], g["delete"]
+    row(f"GC --dry-run (mark), {g['manifests']} manifests + {g['blobs']} blobs: s",
+        secs(mk["wall_s"]), "-", "-", "-", f"registry's own time {secs(mk['registry_s'])} s", "")
+    row(f"GC --delete, {g['garbage_manifests']} manifests deleted before: s", secs(dl["wall_s"]),
+        "-", "-", "-",
+        f"{dl['blobs_deleted']} blobs, {dl['reclaimed']}; registry's own {secs(dl['registry_s'])} s",
+        "seconds")
+    pb, pd, pr = g["pull_base"], g["pull_during_delete"], g["pull_during_dry_runs"]
+    row(f"{sz['pull_clients']} clients pulling during GC --delete: p99 ms", f"{pd['p99_ms']:.1f}",
+        f"no GC {pb['p99_ms']:.1f}", "-", "-",
+        ratio(pd["p99_ms"], pb["p99_ms"]) + " of no GC", "<= 1.5x no GC")
+    row("  overlap", f"{pd['pulls']} pulls", "-", "-", "-",
+        f"GC {pd['gc_from_s']:.1f}-{pd['gc_to_s']:.1f} s of the {pd['elapsed_s']:.1f} s pull run", "")
+    row(f"{sz['pull_clients']} clients pulling during GC dry runs: p99 ms", f"{pr['p99_ms']:.1f}",
+        f"no GC {pb['p99_ms']:.1f}", "-", "-",
+        ratio(pr["p99_ms"], pb["p99_ms"]) + " of no GC", "<= 1.5x no GC")
+    row("  overlap", f"{pr['pulls']} pulls", "-", "-", "-",
+        f"{pr['dry_runs']} dry runs of {pr['dry_run_median_s']:.2f} s over {pr['covered']:.0%} of "
+        f"the {pr['elapsed_s']:.1f} s pull run", "")
+    row("  pulls/s: no GC / GC --delete / dry runs",
+        f"{pb['pulls_per_s']:.0f} / {pd['pulls_per_s']:.0f} / {pr['pulls_per_s']:.0f}",
+        "-", "-", "-", "", "")
 head = ("workload", "ringyard", "distribution", "nginx", "ry/dist", "ry/nginx", "target")
 w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
 def line(r):

@@ -9,7 +9,8 @@ Rates: mb_per_s is 10^6 bytes per second. Latency objects have the fields
   {count, errors, p50_ms, p90_ms, p99_ms, max_ms, mean_ms}
 where count is successful operations and the quantiles cover successes only.
 Fields per workload:
-  pull: workload, registry, image, clients, threads, pulls_requested, verify, elapsed_s,
+  pull: workload, registry, image, clients, threads, pulls_requested (null: unbounded),
+        duration_s, stop_file, verify, elapsed_s,
         pulls_done, requests (HTTP requests), requests_per_s, bytes (body bytes received),
         mb_per_s, image_bytes (manifests + config + layers of one pull), layers, connects,
         errors, error_kinds{connect,timeout,io,protocol,status,digest,size,not_run},
@@ -26,7 +27,13 @@ Fields per workload:
   seed: workload, registry, image, format, seed, pushed, out_dir, elapsed_s, manifest_digest,
         manifest_size, manifest_media_type, config{digest,size}, layers[{digest,size}],
         errors, error_kinds; with --blob-only: workload=seed-blob, registry, repo, digest,
-        size, seed, pushed, out_dir, elapsed_s, mb_per_s (of the push), errors, error_kinds
+        size, seed, pushed, out_dir, elapsed_s, mb_per_s (of the push), errors, error_kinds;
+        with --images N: workload=seed-images, registry, name, repos, images, images_done,
+        layers_per_image, layer_bytes, blobs (layers + configs pushed), clients, threads, seed,
+        list (the --list file), elapsed_s, images_per_s, blobs_per_s, image{latency} (one
+        image's blobs and manifest), errors, error_kinds
+  delete: workload, registry, list, manifests (lines of the list), deleted, clients, threads,
+        elapsed_s, deletes_per_s, latency{latency}, errors, error_kinds
 Exit status: 0 when no error was counted, 1 when some were (unless --allow-errors),
 2 for bad usage or setup failures, 3 when the --max-seconds watchdog ended the run.";
 
@@ -48,8 +55,11 @@ pub enum Command {
     Pull(PullArgs),
     /// Concurrent blob uploads (monolithic, streamed or chunked), then a manifest per blob.
     Push(PushArgs),
-    /// Push a deterministic generated image (or one large blob), and/or lay it out as files.
+    /// Push a deterministic generated image (or one large blob, or many small images), and/or
+    /// lay it out as files.
     Seed(SeedArgs),
+    /// DELETE manifests by digest, as listed by `seed --images N --list FILE`.
+    Delete(DeleteArgs),
     /// wrk-like keep-alive GETs of fixed URLs (static-bytes workload).
     Get(GetArgs),
     /// Measure the blob generator alone (no network).
@@ -89,9 +99,17 @@ pub struct PullArgs {
     /// Concurrent clients, each with three keep-alive connections.
     #[arg(long, default_value_t = 10)]
     pub clients: usize,
-    /// Pulls in total, shared by the clients.
-    #[arg(long, default_value_t = 100)]
-    pub pulls: u64,
+    /// Pulls in total, shared by the clients (default 100; unbounded with --duration or
+    /// --stop-file, unless given).
+    #[arg(long)]
+    pub pulls: Option<u64>,
+    /// No new pull starts after this many seconds (pulls in flight then finish).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// No new pull starts once this file exists (pulls in flight then finish): another
+    /// process ends the run when its own work ends.
+    #[arg(long, value_name = "FILE")]
+    pub stop_file: Option<std::path::PathBuf>,
     /// Do not sha256-verify manifests and blobs (sizes are still checked).
     #[arg(long)]
     pub no_verify: bool,
@@ -163,6 +181,39 @@ pub struct SeedArgs {
     /// Push one blob of this size instead of an image (streamed, never held in memory).
     #[arg(long, value_parser = parse_size, conflicts_with = "layers")]
     pub blob_only: Option<u64>,
+    /// Push this many images instead of one, each with layers of the --layers sizes and a
+    /// config of its own (all blobs distinct), monolithic uploads, tagged TAG-<i>; to a
+    /// registry only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with_all = ["blob_only", "out_dir"])]
+    pub images: u64,
+    /// With --images: spread the images over this many repositories, NAME-<r> (image i in
+    /// repository i % R); with 1, all in NAME.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repos: u64,
+    /// With --images: images pushed at once (one connection each).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// With --images: write one line per image pushed, NAME:TAG@DIGEST, in image order.
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+#[command(after_long_help = JSON_DOC)]
+pub struct DeleteArgs {
+    /// Registry base URL, http://HOST:PORT.
+    #[arg(long)]
+    pub registry: String,
+    /// Manifests to delete, one NAME[:TAG]@DIGEST a line (the format of `seed --list`);
+    /// each is deleted by digest (its tags go with it).
+    #[arg(long, value_name = "FILE")]
+    pub list: std::path::PathBuf,
+    /// Deletes in flight at once (one connection each).
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
     #[command(flatten)]
     pub common: Common,
 }
@@ -428,5 +479,29 @@ mod tests {
                 .is_ok()
         );
         assert!(Cli::try_parse_from(["loadtest", "seed", "--image", "a:b"]).is_err());
+        let parse = |line: &str| Cli::try_parse_from(line.split_whitespace());
+        let c = parse(
+            "loadtest seed --registry http://a:1 --image a:b --layers 1KiB,2KiB --images 100 \
+             --repos 10 --list /tmp/l",
+        )
+        .unwrap();
+        match c.cmd {
+            Command::Seed(s) => assert_eq!((s.images, s.repos, s.layers.len()), (100, 10, 2)),
+            _ => panic!(),
+        }
+        // Many images go to a registry only; at least one.
+        assert!(
+            parse("loadtest seed --out-dir /tmp/x --image a:b --layers 1KiB --images 2").is_err()
+        );
+        assert!(
+            parse("loadtest seed --registry http://a:1 --image a:b --layers 1KiB --images 0")
+                .is_err()
+        );
+        let c = parse("loadtest pull --registry http://a:1 --image a:b --duration 2.5").unwrap();
+        match c.cmd {
+            Command::Pull(p) => assert_eq!((p.pulls, p.duration), (None, Some(2.5))),
+            _ => panic!(),
+        }
+        assert!(parse("loadtest delete --registry http://a:1 --list /tmp/l").is_ok());
     }
 }

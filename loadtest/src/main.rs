@@ -27,6 +27,7 @@ fn main() {
         Command::Pull(a) => (Some(a.common.clone()), a.common.json),
         Command::Push(a) => (Some(a.common.clone()), a.common.json),
         Command::Seed(a) => (Some(a.common.clone()), a.common.json),
+        Command::Delete(a) => (Some(a.common.clone()), a.common.json),
         Command::Get(a) => (Some(a.common.clone()), a.common.json),
         Command::Gen(_) => (None, false),
     };
@@ -37,6 +38,7 @@ fn main() {
         Command::Pull(a) => work::pull::run(a),
         Command::Push(a) => work::push::run(a),
         Command::Seed(a) => work::seed::run(a),
+        Command::Delete(a) => work::delete::run(a),
         Command::Get(a) => work::get::run(a),
         Command::Gen(a) => {
             gen_speed(a);

@@ -49,9 +49,11 @@ use batch::{Lookup, Pending, MAX_BATCH};
 const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Version 3: a blob row is marked (unix ms) while garbage collection removes its bytes.
-/// Also the claims of digests a writer is storing that no row records yet.
+/// Also the claims of digests a writer is storing that no row records yet, and an index
+/// that finds a digest's manifests in any repository (a collection asks it per blob).
 const V3: &str = r#"
 ALTER TABLE blobs ADD COLUMN sweeping BIGINT;
+CREATE INDEX manifests_digest ON manifests (digest);
 CREATE TABLE blob_claims (
     digest TEXT COLLATE "C" PRIMARY KEY,
     at     BIGINT NOT NULL

@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS manifests (
     last_pulled   INTEGER,
     PRIMARY KEY (repository, digest)
 ) WITHOUT ROWID;
+-- Garbage collection: is this digest a manifest anywhere? (schema v6)
+CREATE INDEX IF NOT EXISTS manifests_digest ON manifests (digest);
 -- Referrers API.
 CREATE INDEX IF NOT EXISTS manifests_subject
     ON manifests (repository, subject) WHERE subject IS NOT NULL;

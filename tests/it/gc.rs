@@ -31,6 +31,16 @@ const GC_BYTES: &str = "ringyard_gc_bytes_reclaimed_total";
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
+/// How long the pushers push: `default` seconds, or RINGYARD_GC_SOAK_SECS (a soak of minutes
+/// by hand; CI keeps the default).
+fn soak(default: u64) -> Duration {
+    let secs = std::env::var("RINGYARD_GC_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    Duration::from_secs(secs)
+}
+
 /// `ringyard gc ARGS`, without the `RINGYARD_*` and `AWS_*` variables of this process.
 fn gc_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -884,7 +894,7 @@ fn online_collection_under_eight_pushers() {
         pool: &pool,
         untagged_go: true,
         slow: Duration::from_millis(3500),
-        until: Instant::now() + Duration::from_secs(30),
+        until: Instant::now() + soak(30),
         seed,
     };
     let led = run_load(&load, 8);
@@ -1142,13 +1152,13 @@ fn fleet_on_postgres_and_s3() {
         pool: &pool,
         untagged_go: false,
         slow: Duration::from_millis(3500),
-        until: Instant::now() + Duration::from_secs(20),
+        until: Instant::now() + soak(20),
         seed,
     };
-    let led = run_load(&load, 4);
+    let led = run_load(&load, 8);
     let stopped = Instant::now();
     eprintln!(
-        "4 pushers over 2 nodes: {} images acknowledged ({} slowly; {} pushed again after a \
+        "8 pushers over 2 nodes: {} images acknowledged ({} slowly; {} pushed again after a \
          collection raced them, {} of them refused at a blob), {} retags, {} deletes; {} tags, {} manifests kept",
         led.pushed,
         led.slow,

@@ -1,6 +1,7 @@
 //! The workloads. Each returns an `Outcome`: one JSON object, a text report, and the number
 //! of errors counted (which decides the exit status).
 
+pub mod delete;
 pub mod get;
 pub mod pull;
 pub mod push;

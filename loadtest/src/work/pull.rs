@@ -2,6 +2,9 @@
 //! connections alive across its pulls (a transport pool). One pull: HEAD the manifest by tag
 //! (containerd's Accept list) for its digest, GET the manifest by digest (through an index to
 //! the linux/amd64 entry if need be), GET the config, GET the layers three at a time.
+//!
+//! A run is bounded by a number of pulls, or by time (`--duration`), or by another process
+//! (`--stop-file`: no new pull once the file exists), whichever comes first.
 
 use super::registry::{fetch, Counters};
 use super::Outcome;
@@ -52,6 +55,20 @@ struct Ctx {
     verify: bool,
     timeout: Duration,
     run: Arc<Run>,
+    stop_at: Option<Instant>,
+    stop_file: Option<std::path::PathBuf>,
+}
+
+impl Ctx {
+    /// The next pull's index, or None when the run is over (count, time or stop file).
+    fn next_pull(&self) -> Option<u64> {
+        if self.stop_at.is_some_and(|t| Instant::now() >= t)
+            || self.stop_file.as_ref().is_some_and(|f| f.exists())
+        {
+            return None;
+        }
+        self.run.claim()
+    }
 }
 
 pub fn run(args: PullArgs) -> std::result::Result<Outcome, String> {
@@ -62,8 +79,10 @@ pub fn run(args: PullArgs) -> std::result::Result<Outcome, String> {
         .threads
         .unwrap_or_else(crate::runtime::default_threads);
     let clients = args.clients.max(1);
+    let open_ended = args.duration.is_some() || args.stop_file.is_some();
+    let pulls = args.pulls.or((!open_ended).then_some(100));
     let run = Arc::new(Run::new(
-        args.pulls,
+        pulls.unwrap_or(u64::MAX),
         Duration::from_secs(args.common.timeout),
         args.common.max_seconds,
     ));
@@ -74,6 +93,10 @@ pub fn run(args: PullArgs) -> std::result::Result<Outcome, String> {
         verify: !args.no_verify,
         timeout: Duration::from_secs(args.common.timeout),
         run: run.clone(),
+        stop_at: args
+            .duration
+            .map(|d| run.started + Duration::from_secs_f64(d.max(0.0))),
+        stop_file: args.stop_file.clone(),
     });
 
     let results = run_on_threads(threads, move |t| {
@@ -82,7 +105,9 @@ pub fn run(args: PullArgs) -> std::result::Result<Outcome, String> {
         async move { thread_main(ctx, target, share(clients, threads, t)).await }
     })?;
     let elapsed = run.started.elapsed().as_secs_f64();
-    run.settle_unclaimed();
+    if !open_ended {
+        run.settle_unclaimed();
+    }
 
     let mut acc = Acc::default();
     let (mut requests, mut bytes, mut connects) = (0, 0, 0);
@@ -112,7 +137,9 @@ pub fn run(args: PullArgs) -> std::result::Result<Outcome, String> {
         "image": image,
         "clients": clients,
         "threads": threads,
-        "pulls_requested": args.pulls,
+        "pulls_requested": pulls,
+        "duration_s": args.duration,
+        "stop_file": args.stop_file.as_ref().map(|p| p.display().to_string()),
         "verify": !args.no_verify,
         "elapsed_s": round3(elapsed),
         "pulls_done": pull.count,
@@ -132,14 +159,24 @@ pub fn run(args: PullArgs) -> std::result::Result<Outcome, String> {
             "layers": phases[2].1.to_json(),
         },
     });
+    let mut bounds = Vec::new();
+    if let Some(n) = pulls {
+        bounds.push(format!("{n} pulls"));
+    }
+    if let Some(d) = args.duration {
+        bounds.push(format!("{d} s"));
+    }
+    if let Some(f) = &args.stop_file {
+        bounds.push(format!("until {} exists", f.display()));
+    }
     let mut text = format!(
-        "pull {}:{} from {}: {} clients on {} threads, {} pulls requested, verify {}\n",
+        "pull {}:{} from {}: {} clients on {} threads, {}, verify {}\n",
         args.image.name,
         args.image.reference,
         args.registry,
         clients,
         threads,
-        args.pulls,
+        bounds.join(" or "),
         !args.no_verify
     );
     text += &format!(
@@ -175,7 +212,7 @@ async fn thread_main(ctx: Arc<Ctx>, target: Target, clients: usize) -> ThreadRes
                 Conn::new(target.clone()),
                 Conn::new(target),
             ];
-            while ctx.run.claim().is_some() {
+            while ctx.next_pull().is_some() {
                 match one_pull(&ctx, &mut conns, &counters, &acc).await {
                     Ok(()) => {}
                     Err((phase, e)) => {

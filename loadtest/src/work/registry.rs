@@ -315,3 +315,26 @@ pub async fn put_manifest(
     check_digest_header(&head, &digest)?;
     Ok(digest)
 }
+
+/// DELETE of a manifest by digest (its tags go with it); 202 expected.
+pub async fn delete_manifest(
+    conn: &mut Conn,
+    repo: &str,
+    digest: &str,
+    timeout: Duration,
+    counters: &Counters,
+) -> Result<()> {
+    let target = format!("/v2/{repo}/manifests/{digest}");
+    send(
+        conn,
+        "DELETE",
+        &target,
+        &[],
+        Body::None,
+        0,
+        timeout,
+        counters,
+    )
+    .await?;
+    Ok(())
+}

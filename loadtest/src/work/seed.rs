@@ -3,6 +3,11 @@
 //! laid out by URL path, so that a static server (nginx `root DIR`) serves the same bytes at
 //! the same URLs. `--blob-only SIZE` does the same for one large blob. Blobs are streamed
 //! from the generator, never held whole in memory.
+//!
+//! `--images N` pushes N such images at once instead (a registry with many manifests, e.g.
+//! for garbage collection): image i has the layers of blob indices i*L .. i*L+L-1 and a config
+//! naming them, so every blob of every image is distinct; uploads are monolithic (each blob
+//! hashed just before it is sent); `--list FILE` records NAME:TAG@DIGEST per image.
 
 use super::push::human_size;
 use super::registry::{put_manifest, upload, Content, Counters, UploadStyle};
@@ -14,14 +19,16 @@ use crate::gen::Generator;
 use crate::http::Conn;
 use crate::oci;
 use crate::run::Run;
-use crate::runtime::run_on_threads;
-use crate::stats::{mb_per_s, round3};
+use crate::runtime::{run_on_threads, share};
+use crate::stats::{mb_per_s, per_second, round3, Latencies};
 use crate::url::{split_url, Target};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
+use std::cell::RefCell;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -100,6 +107,10 @@ pub fn run(args: SeedArgs) -> Result<Outcome, String> {
 
     if let Some(size) = args.blob_only {
         return seed_blob(&args, target, run, gen, size, t0);
+    }
+    if args.images > 1 {
+        let target = target.ok_or("seed --images needs --registry")?;
+        return seed_images(&args, target, gen, t0);
     }
 
     let docker = args.format == Format::Docker;
@@ -379,6 +390,209 @@ fn seed_blob(
             .unwrap_or_default(),
     );
     Ok(Outcome { json, text, errors })
+}
+
+/// The repository and tag of image `i` of `--images`.
+fn image_name(args: &SeedArgs, i: u64) -> (String, String) {
+    let repo = if args.repos > 1 {
+        format!("{}-{}", args.image.name, i % args.repos)
+    } else {
+        args.image.name.clone()
+    };
+    (repo, format!("{}-{i}", args.image.reference))
+}
+
+struct Many {
+    run: Arc<Run>,
+    gen: Generator,
+    docker: bool,
+    sizes: Vec<u64>,
+    /// (repository, tag) of every image, by index.
+    names: Vec<(String, String)>,
+}
+
+/// `--images N`: C clients, each on its own connection, pushing whole images (layers, config,
+/// manifest by tag) one after another.
+fn seed_images(
+    args: &SeedArgs,
+    target: Target,
+    gen: Generator,
+    t0: Instant,
+) -> Result<Outcome, String> {
+    for r in 0..args.repos.min(args.images) {
+        let (repo, tag) = image_name(args, r);
+        crate::cli::parse_image(&format!("{repo}:{tag}"))?;
+    }
+    let threads = args
+        .common
+        .threads
+        .unwrap_or_else(crate::runtime::default_threads);
+    let clients = args.clients.max(1);
+    let timeout = Duration::from_secs(args.common.timeout);
+    let run = Arc::new(Run::new(args.images, timeout, args.common.max_seconds));
+    let many = Arc::new(Many {
+        run: run.clone(),
+        gen,
+        docker: args.format == Format::Docker,
+        sizes: args.layers.clone(),
+        names: (0..args.images).map(|i| image_name(args, i)).collect(),
+    });
+    let m = many.clone();
+    let results = run_on_threads(threads, move |t| {
+        let (m, target) = (m.clone(), target.clone());
+        async move { images_thread(m, target, share(clients, threads, t)).await }
+    })?;
+    let elapsed = run.started.elapsed().as_secs_f64();
+    run.settle_unclaimed();
+    let mut lat = Latencies::new();
+    let mut done: Vec<(u64, String)> = Vec::new();
+    for (l, d) in results {
+        lat.merge(&l);
+        done.extend(d);
+    }
+    done.sort();
+    if let Some(path) = &args.list {
+        let mut text = String::new();
+        for (i, digest) in &done {
+            let (repo, tag) = &many.names[*i as usize];
+            text += &format!("{repo}:{tag}@{digest}\n");
+        }
+        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let errors = run.total_errors();
+    let per_image = args.layers.len() as u64 + 1;
+    let blobs = done.len() as u64 * per_image;
+    let s = lat.summary();
+    let json = json!({
+        "workload": "seed-images",
+        "registry": args.registry,
+        "name": args.image.name,
+        "repos": args.repos,
+        "images": args.images,
+        "images_done": done.len(),
+        "layers_per_image": args.layers.len(),
+        "layer_bytes": args.layers,
+        "blobs": blobs,
+        "clients": clients,
+        "threads": threads,
+        "seed": args.seed,
+        "list": args.list.as_ref().map(|p| p.display().to_string()),
+        "elapsed_s": round3(t0.elapsed().as_secs_f64()),
+        "images_per_s": round3(per_second(done.len() as f64, elapsed)),
+        "blobs_per_s": round3(per_second(blobs as f64, elapsed)),
+        "image": s.to_json(),
+        "errors": errors,
+        "error_kinds": run.error_kinds(),
+    });
+    let text = format!(
+        "seed {} images ({} layers of {} and a config each) into {} repositor{} of {}, {clients} clients on {threads} threads, seed {}\n  \
+         elapsed {elapsed:.3} s, {:.0} images/s, {:.0} blobs/s\n  image     {}\n{}",
+        done.len(),
+        args.layers.len(),
+        args.layers.iter().map(|&b| human_size(b)).collect::<Vec<_>>().join(","),
+        args.repos,
+        if args.repos == 1 { "y" } else { "ies" },
+        args.image.name,
+        args.seed,
+        per_second(done.len() as f64, elapsed),
+        per_second(blobs as f64, elapsed),
+        s.line(),
+        run.errors_line(errors)
+    );
+    Ok(Outcome { json, text, errors })
+}
+
+async fn images_thread(
+    m: Arc<Many>,
+    target: Target,
+    clients: usize,
+) -> (Latencies, Vec<(u64, String)>) {
+    let lat = Rc::new(RefCell::new(Latencies::new()));
+    let done = Rc::new(RefCell::new(Vec::new()));
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let (m, lat, done) = (m.clone(), lat.clone(), done.clone());
+        let mut conn = Conn::new(target.clone());
+        handles.push(monoio::spawn(async move {
+            let counters = Counters::default();
+            let most = m.sizes.iter().copied().max().unwrap_or(0);
+            let mut buf = vec![0u8; most.clamp(1, 1 << 20) as usize];
+            while let Some(i) = m.run.claim() {
+                let t = Instant::now();
+                match push_one(&m, &mut conn, i, &mut buf, &counters).await {
+                    Ok(d) => {
+                        lat.borrow_mut().record(t.elapsed());
+                        done.borrow_mut().push((i, d));
+                    }
+                    Err(e) => {
+                        lat.borrow_mut().error();
+                        let (repo, tag) = &m.names[i as usize];
+                        m.run.error(&format!("image {repo}:{tag}"), &e);
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await;
+    }
+    let l = lat.borrow().clone();
+    let d = done.take();
+    (l, d)
+}
+
+/// Image `i` of `--images`: its layers, its config, its manifest by tag; its manifest digest.
+async fn push_one(
+    m: &Many,
+    conn: &mut Conn,
+    i: u64,
+    buf: &mut [u8],
+    counters: &Counters,
+) -> Result<String, Error> {
+    let (repo, tag) = &m.names[i as usize];
+    let timeout = m.run.timeout;
+    let base = i * m.sizes.len() as u64;
+    let mut layers = Vec::with_capacity(m.sizes.len());
+    for (j, &size) in m.sizes.iter().enumerate() {
+        let blob = base + j as u64;
+        let digest = super::push::blob_digest(&m.gen, blob, size, buf);
+        let content = Content::Generated { gen: &m.gen, blob };
+        upload(
+            conn,
+            repo,
+            content,
+            size,
+            UploadStyle::Monolithic,
+            Some(&digest),
+            timeout,
+            counters,
+        )
+        .await?;
+        layers.push((digest, size));
+    }
+    let (config, manifest) = documents(m.docker, &layers);
+    let cd = digest::sha256_of(&config);
+    upload(
+        conn,
+        repo,
+        Content::Bytes(&config),
+        config.len() as u64,
+        UploadStyle::Monolithic,
+        Some(&cd),
+        timeout,
+        counters,
+    )
+    .await?;
+    put_manifest(
+        conn,
+        repo,
+        tag,
+        oci::media_types(m.docker).0,
+        &manifest,
+        timeout,
+        counters,
+    )
+    .await
 }
 
 #[cfg(test)]
