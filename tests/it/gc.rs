@@ -72,7 +72,7 @@ fn gc_ok(args: &[&str]) -> String {
 
 /// Decimal units with one decimal ("12.4 KB"), "N B" under 1000: the figures of the spec's
 /// lines, computed here on their own (half-way cases are the caller's to avoid).
-fn si(n: u64) -> String {
+pub(crate) fn si(n: u64) -> String {
     if n < 1000 {
         return format!("{n} B");
     }

@@ -14,6 +14,7 @@
 //! `GET /v2/_quota/NAME` and /metrics tell the usage. skopeo shows the refusal as it is.
 
 use crate::common::*;
+use crate::gc::si;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -60,20 +61,6 @@ fn gc_ok(root: &Path, config: &Path, args: &[&str]) -> (BTreeSet<String>, String
     (items, summary)
 }
 
-/// Decimal units with one decimal ("12.4 KB"), "N B" under 1000, as the spec writes figures.
-fn si(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 999.95 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
 
 /// A pushed image: its manifest's digest and size, its config's, and its layers'.
 #[derive(Clone, Debug)]
