@@ -31,10 +31,10 @@ const GC_BYTES: &str = "ringyard_gc_bytes_reclaimed_total";
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// How long the pushers push: `default` seconds, or RINGYARD_GC_SOAK_SECS (a soak of minutes
+/// How long the pushers push: `default` seconds, or GC_SOAK_SECS (a soak of minutes
 /// by hand; CI keeps the default).
 fn soak(default: u64) -> Duration {
-    let secs = std::env::var("RINGYARD_GC_SOAK_SECS")
+    let secs = std::env::var("GC_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
