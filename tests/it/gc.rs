@@ -1152,7 +1152,7 @@ fn fleet_on_postgres_and_s3() {
         pool: &pool,
         untagged_go: false,
         slow: Duration::from_millis(3500),
-        until: Instant::now() + soak(20),
+        until: Instant::now() + soak(12),
         seed,
     };
     let led = run_load(&load, 8);
