@@ -61,7 +61,6 @@ fn gc_ok(root: &Path, config: &Path, args: &[&str]) -> (BTreeSet<String>, String
     (items, summary)
 }
 
-
 /// A pushed image: its manifest's digest and size, its config's, and its layers'.
 #[derive(Clone, Debug)]
 struct Image {
