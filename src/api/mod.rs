@@ -459,6 +459,7 @@ async fn ops(
                 gc_bytes: reg.gc.bytes.load(std::sync::atomic::Ordering::Relaxed),
                 gc_passes: reg.gc.passes.load(std::sync::atomic::Ordering::Relaxed),
                 quotas: reg.quotas.seen(),
+                gc_seconds: reg.gc.micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
                 gc_last_pass: reg.gc.last_ms.load(std::sync::atomic::Ordering::Relaxed) / 1000,
                 blob_cache: reg.blobs.cache_figures(),
                 metadata_cache: stats.cache.map(|c| metrics::MetadataCacheFigures {

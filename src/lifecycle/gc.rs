@@ -300,6 +300,8 @@ pub struct Totals {
     /// Passes that deleted (scheduled or asked for), and the end of the last one (unix ms).
     pub passes: AtomicU64,
     pub last_ms: AtomicU64,
+    /// Time those passes took, in microseconds.
+    pub micros: AtomicU64,
 }
 
 impl Totals {
@@ -314,6 +316,8 @@ impl Totals {
         self.blobs.fetch_add(r.blobs + r.orphans, Relaxed);
         self.bytes.fetch_add(r.bytes + r.orphan_bytes, Relaxed);
         self.last_ms.store(now_millis().max(0) as u64, Relaxed);
+        let micros = u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Relaxed);
     }
 }
 

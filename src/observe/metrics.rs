@@ -268,6 +268,8 @@ pub struct Gauges {
     pub quotas: Vec<(String, u64, u64)>,
     /// Unix seconds of the end of the last pass that deleted; 0: none yet.
     pub gc_last_pass: u64,
+    /// Seconds those passes took.
+    pub gc_seconds: f64,
     /// The local cache of hot blobs over a remote backend; None on the filesystem deployment.
     pub blob_cache: Option<CacheFigures>,
     /// The Redis cache of the PostgreSQL engine's reads; None without one.
@@ -503,6 +505,13 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         single(&mut out, name, kind, help, value);
     }
     render_jobs(&mut out, &g.jobs);
+    single(
+        &mut out,
+        "ringyard_gc_duration_seconds_total",
+        "counter",
+        "Time garbage collection passes that deleted took, scheduled or asked for.",
+        g.gc_seconds,
+    );
     render_quotas(&mut out, &g.quotas);
     if let Some(c) = &g.blob_cache {
         render_blob_cache(&mut out, c);
