@@ -1240,3 +1240,86 @@ fn fleet_on_postgres_and_s3() {
     assert!(b.stop().success());
     eprintln!("fleet_on_postgres_and_s3: {:?}", started.elapsed());
 }
+
+/// The same on a fleet's PostgreSQL and S3: `ringyard gc --delete` killed -9 while it deletes
+/// objects, with a node serving; the next run leaves exactly the referenced set in the
+/// bucket, and every image still pulls.
+#[test]
+fn kill9_during_a_fleet_sweep_loses_nothing_live() {
+    const GARBAGE: u64 = 300;
+    let started = Instant::now();
+    let (mut rng, seed) = Rng::seeded();
+    eprintln!("kill9_during_a_fleet_sweep_loses_nothing_live: seed {seed}");
+    let sv = Services::start("gckill");
+    let config = sv.config("fleet.yaml", "gc:\n  grace: 0s\n");
+    let cfg = config.to_str().unwrap().to_string();
+    let a = sv.node(&config, &sv.root("a"));
+    let images: Vec<(String, Image)> = (0..3u64)
+        .map(|i| {
+            (
+                format!("keep/app{i}"),
+                Image::of(vec![generated(300 + i, 2500)]),
+            )
+        })
+        .collect();
+    let mut c = a.client();
+    for (i, (repo, img)) in images.iter().enumerate() {
+        img.push(&mut c, repo, &format!("v{i}"));
+    }
+    let live = kept(images.iter().map(|(_, img)| img));
+    let bucket = sv.s3().bucket_dir();
+    let gc_root = sv.root("gc");
+    let r = gc_root.to_str().unwrap().to_string();
+    let mut garbage = push_garbage(&a, 0, GARBAGE);
+    let left = |g: &BTreeSet<String>| bucket_blobs(&bucket).intersection(g).count();
+
+    let mut delay_ms = 100 + rng.below(300);
+    let mut landed = None;
+    for attempt in 0..12 {
+        let total = left(&garbage);
+        let mut child = gc_command(&["--delete", "--config", &cfg, "--root", &r])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ringyard gc");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let now_left = left(&garbage);
+        eprintln!("attempt {attempt}: killed after {delay_ms} ms: {now_left} of {total} left");
+        if now_left > 0 && now_left < total {
+            landed = Some((delay_ms, now_left, total));
+            break;
+        }
+        if now_left == 0 {
+            garbage = push_garbage(&a, attempt + 1, GARBAGE);
+            delay_ms = (delay_ms / 2).max(20) + rng.below(delay_ms / 2 + 1);
+        } else {
+            delay_ms += 100 + rng.below(delay_ms + 1);
+        }
+    }
+    let (delay_ms, now_left, total) = landed.expect("no kill landed in the middle of a sweep");
+    eprintln!("a kill after {delay_ms} ms left {now_left} of {total} garbage blobs");
+    for (i, (repo, img)) in images.iter().enumerate() {
+        img.assert_pulls(&mut c, repo, &format!("v{i}"));
+    }
+
+    // The next run finishes the marked blobs and takes the rest.
+    let out = gc_ok(&["--delete", "--config", &cfg, "--root", &r]);
+    assert!(out.starts_with("Deleted "), "{out}");
+    assert_same_set(
+        "objects in the bucket after the next run",
+        &bucket_blobs(&bucket),
+        &live,
+    );
+    for (i, (repo, img)) in images.iter().enumerate() {
+        img.assert_pulls(&mut c, repo, &format!("v{i}"));
+    }
+    let out = gc_ok(&["--delete", "--config", &cfg, "--root", &r]);
+    assert_eq!(out, "Deleted 0 blobs, reclaimed 0 B\n");
+    eprintln!(
+        "kill9_during_a_fleet_sweep_loses_nothing_live: {:?}",
+        started.elapsed()
+    );
+}
