@@ -44,6 +44,7 @@ pub mod log;
 pub mod meta;
 pub(crate) mod observe;
 pub mod oci;
+pub mod scan;
 pub mod server;
 pub(crate) mod signal;
 pub mod store;
