@@ -4,3 +4,4 @@
 //! manager's own implementation where one is installed.
 
 pub mod dpkg;
+pub mod rpm;
