@@ -247,7 +247,8 @@ fn gc(args: &GcArgs) -> i32 {
     };
     let bar = ProgressBar::new();
     // A running registry on this data directory collects when asked through its socket.
-    let outcome: Result<Report, String> = match ask_registry(&cfg, args.dry_run, &bar) {
+    let outcome: Result<Report, String> = match ask_registry(&cfg, args.dry_run, args.verbose, &bar)
+    {
         Some(answer) => answer,
         None => match ringyard::server::open_collectable(&cfg) {
             Ok(target) => {
@@ -255,6 +256,7 @@ fn gc(args: &GcArgs) -> i32 {
                     grace: cfg.gc_grace,
                     delete_untagged: cfg.gc_delete_untagged,
                     dry_run: args.dry_run,
+                    verbose: args.verbose,
                 };
                 let out = gc::collect(&target.meta, &target.blobs, opts, rules, &|p: Progress| {
                     bar.show(p)
@@ -294,6 +296,7 @@ fn gc(args: &GcArgs) -> i32 {
 fn ask_registry(
     cfg: &config::Config,
     dry_run: bool,
+    verbose: bool,
     bar: &ProgressBar,
 ) -> Option<Result<ringyard::lifecycle::gc::Report, String>> {
     use ringyard::server::admin::{self, Line};
@@ -301,7 +304,7 @@ fn ask_registry(
     let path = cfg.root.join(admin::SOCKET);
     let mut conn = std::os::unix::net::UnixStream::connect(&path).ok()?;
     let failed = |e: std::io::Error| format!("asking the registry at {}: {e}", path.display());
-    if let Err(e) = writeln!(conn, "{}", admin::request(dry_run)) {
+    if let Err(e) = writeln!(conn, "{}", admin::request(dry_run, verbose)) {
         return Some(Err(failed(e)));
     }
     for line in BufReader::new(&conn).lines() {

@@ -125,9 +125,8 @@ pub async fn put<T: Transport>(
         refs.push((s.digest.clone(), RefKind::Subject));
     }
     reg.meta.precheck(name, &requires).await?;
-    if reg.quotas.limit(name).is_some() && reg.meta.blob_in_repo(name, &digest).await?.is_none() {
-        reg.within_quota(name, bytes.len() as u64).await?;
-    }
+    reg.within_quota_for(name, &digest, bytes.len() as u64)
+        .await?;
     reg.meta.claim_blob(&digest).await?;
     reg.blobs.put_bytes(&digest, bytes.clone()).await?;
     let record = ManifestRecord {

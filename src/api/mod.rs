@@ -111,6 +111,23 @@ impl Registry {
             .map_err(error::quota_exceeded)
     }
 
+    /// [`within_quota`](Self::within_quota) for the blob (or manifest) `digest` of `size`
+    /// bytes arriving in `repo`: nothing when the repository holds it already (it adds
+    /// nothing).
+    pub async fn within_quota_for(
+        &self,
+        repo: &str,
+        digest: &crate::oci::digest::Digest,
+        size: u64,
+    ) -> Result<()> {
+        if self.quotas.limit(repo).is_none()
+            || self.meta.blob_in_repo(repo, digest).await?.is_some()
+        {
+            return Ok(());
+        }
+        self.within_quota(repo, size).await
+    }
+
     /// The policies a garbage collection pass applies.
     pub fn gc_rules(&self) -> crate::lifecycle::gc::Rules<'_> {
         crate::lifecycle::gc::Rules {

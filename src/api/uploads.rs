@@ -35,7 +35,7 @@ pub async fn start<T: Transport>(
         if let Some(from) = query_get(req.query(), "from") {
             if validate_name(&from).is_ok() {
                 if let Some(size) = reg.meta.blob_in_repo(&from, &digest).await? {
-                    quota_for_blob(reg, name, &digest, size).await?;
+                    reg.within_quota_for(name, &digest, size).await?;
                 }
                 if reg.meta.mount_blob(&from, name, &digest).await? {
                     return Ok(created(name, &digest));
@@ -48,7 +48,7 @@ pub async fn start<T: Transport>(
         let digest = Digest::parse(&digest)?;
         // Before a byte of the body is read.
         let declared = body.declared_length().unwrap_or(0);
-        quota_for_blob(reg, name, &digest, declared).await?;
+        reg.within_quota_for(name, &digest, declared).await?;
         let session = reg
             .uploads
             .start(&reg.pool, &reg.meta, name, caller.user(), false)
@@ -272,19 +272,13 @@ async fn append_body<T: Transport>(
     }
 }
 
-/// The quota check of a blob of `size` bytes arriving in `repo`: nothing when the repository
-/// holds it already (it adds nothing).
-async fn quota_for_blob(reg: &Registry, repo: &str, digest: &Digest, size: u64) -> Result<()> {
-    if reg.quotas.limit(repo).is_none() || reg.meta.blob_in_repo(repo, digest).await?.is_some() {
-        return Ok(());
-    }
-    reg.within_quota(repo, size).await
-}
-
 /// Completes the session after the quota check of its whole size; a refused session is
 /// discarded (its bytes were never a blob).
 async fn complete(reg: &Registry, lease: &mut Lease, expected: &Digest) -> Result<u64> {
-    if let Err(e) = quota_for_blob(reg, &lease.session.repo, expected, lease.offset).await {
+    if let Err(e) = reg
+        .within_quota_for(&lease.session.repo, expected, lease.offset)
+        .await
+    {
         let _ = reg
             .uploads
             .discard_leased(&reg.pool, &reg.meta, lease)

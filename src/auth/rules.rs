@@ -107,6 +107,23 @@ impl Grants {
     }
 }
 
+/// Of `items`, the one whose pattern (`pattern`) governs `repository`: the most specific that
+/// matches, the first of equals (as `auth.access` rules are chosen; also retention rules and
+/// quotas).
+pub fn governing<'a, T>(
+    items: &'a [T],
+    pattern: impl Fn(&T) -> &Pattern,
+    repository: &str,
+) -> Option<&'a T> {
+    let mut best: Option<&T> = None;
+    for item in items.iter().filter(|i| pattern(i).matches(repository)) {
+        if best.is_none_or(|b| pattern(item).specificity() > pattern(b).specificity()) {
+            best = Some(item);
+        }
+    }
+    best
+}
+
 /// How specific a pattern is; greater wins. Compared field by field: exact names first, then
 /// literal characters, then fewer `**`, then fewer `*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,7 @@
 //! one pattern holds several policies (zot's `policies` list) while every record stays a flat
 //! set of fields.
 
-use super::section::{field, Record, Section, Str, Type};
+use super::section::{field, Field, Record, Section, Str, Type};
 use super::Config;
 
 /// One `auth.access` record, as read.
@@ -58,17 +58,21 @@ pub(super) fn at(r: &Record) -> String {
     format!("{} (line {})", r.path, r.line)
 }
 
+/// The doc line of a record's `repository` pattern.
+pub(super) const REPOSITORY_DOC: &str =
+    "A repository name, or a pattern where * stands for any characters but / and ** for any characters.";
+
+/// The required `repository` pattern of the records that govern repositories by pattern
+/// (access rules, immutable tags, retention, quotas).
+pub(super) const fn repository_field(doc: &'static str) -> Field {
+    field("repository", Type::Str(PATTERN), doc).required()
+}
+
 pub const ACCESS: Section<Config> = Section::list(
     "auth.access",
     "Who may do what in which repositories, with auth.htpasswd.path set; a repository is governed by the most specific pattern that matches it (an exact name before team/*, team/* before team/**, any before **), and records with the same pattern add up; without any record every user with valid credentials may do everything and anonymous requests nothing.",
     &[
-        field(
-            "repository",
-            Type::Str(PATTERN),
-            "A repository name, or a pattern where * stands for any characters but / and ** for any characters.",
-        )
-        .required()
-        .example("\"team/*\""),
+        repository_field(REPOSITORY_DOC).example("\"team/*\""),
         field("users", Type::List(Str::Any), "Users given the actions.")
             .default("[]")
             .example("[alice, bob]"),

@@ -3,7 +3,7 @@
 //! repository may store. Records land here as plain strings; [`crate::lifecycle`] checks the patterns'
 //! syntax and reports a bad one with the record's path and line.
 
-use super::auth::{at, PATTERN};
+use super::auth::{at, repository_field, REPOSITORY_DOC};
 use super::section::{field, Section, Str, Type};
 use super::Config;
 use std::time::Duration;
@@ -30,13 +30,7 @@ pub const IMMUTABLE: Section<Config> = Section::list(
     "tags.immutable",
     "Tags that are pushed once and never moved: a manifest PUT that would point such a tag at another digest is refused (409 DENIED, naming the rule), as are deleting the tag and deleting a manifest that carries it; pushing the same manifest again succeeds. A tag is immutable when any record matches its repository and the tag.",
     &[
-        field(
-            "repository",
-            Type::Str(PATTERN),
-            "A repository name, or a pattern where * stands for any characters but / and ** for any characters.",
-        )
-        .required()
-        .example("\"prod/**\""),
+        repository_field(REPOSITORY_DOC).example("\"prod/**\""),
         field(
             "tags",
             Type::List(TAG_PATTERN),
@@ -75,13 +69,7 @@ pub const RETENTION: Section<Config> = Section::list(
     "retention",
     "Which tags garbage collection removes, per repository pattern (the most specific pattern that matches a repository governs it, as in auth.access): a tag is kept when it matches keep_tags, is among the keep_last most recently pushed, was pushed within pushed_within, or its manifest was pulled within pulled_within (pull times are recorded every few seconds); every other tag is removed at the next pass (ringyard gc, gc.interval). A record without any keep_* criterion removes no tag. Immutable tags (tags.immutable) are always kept.",
     &[
-        field(
-            "repository",
-            Type::Str(PATTERN),
-            "A repository name, or a pattern where * stands for any characters but / and ** for any characters.",
-        )
-        .required()
-        .example("\"ci/**\""),
+        repository_field(REPOSITORY_DOC).example("\"ci/**\""),
         field(
             "keep_tags",
             Type::List(TAG_PATTERN),
@@ -149,12 +137,9 @@ pub const QUOTAS: Section<Config> = Section::list(
     "quotas",
     "How many bytes each repository may hold (the sum of the distinct blobs and manifests linked to it; a blob shared with another repository counts in both), per repository pattern: the most specific pattern that matches a repository governs it. A push that would go beyond is refused with 403 DENIED naming the quota and the usage, before its bytes are stored (at the upload's start, a chunk, its completion, a mount or a manifest put); usage is on GET /v2/_quota/NAME and in /metrics. Pushes racing each other may overshoot by what they have in flight.",
     &[
-        field(
-            "repository",
-            Type::Str(PATTERN),
+        repository_field(
             "A repository name, or a pattern where * stands for any characters but / and ** for any characters; each repository it matches has the quota to itself.",
         )
-        .required()
         .example("\"team/**\""),
         field(
             "bytes",

@@ -47,6 +47,8 @@ pub struct Options {
     pub delete_untagged: bool,
     /// Report what would go; change nothing.
     pub dry_run: bool,
+    /// List every manifest, blob and tag in the report (`ringyard gc -v`).
+    pub verbose: bool,
 }
 
 /// What [`plan`] found to remove.
@@ -231,7 +233,7 @@ pub struct Report {
     pub orphan_bytes: u64,
     /// Found garbage, then kept by its transaction's check: a push got there first.
     pub raced: u64,
-    /// What was (or would be) removed, one line each, for `--verbose`.
+    /// What was (or would be) removed, one line each, with [`Options::verbose`].
     pub items: Vec<String>,
     pub elapsed: Duration,
 }
@@ -369,20 +371,25 @@ pub fn collect(
 
 /// Finishes what a collection killed halfway left marked (their bytes, then their rows), and
 /// nothing else: at a start, so that a writer claiming one of those digests does not wait
-/// for the next scheduled pass. Blocks.
+/// for the next scheduled pass. Reads only the marked rows. Blocks.
 pub fn finish_unfinished(meta: &Meta, store: &BlobStore) -> Result<Report, String> {
     let opts = Options {
         grace: Duration::ZERO,
         delete_untagged: false,
         dry_run: false,
+        verbose: false,
     };
     let rules = Rules {
         retention: &Retention::default(),
         immutable: &ImmutableTags::default(),
     };
     exclusive(meta, store, opts, rules, &|_| {}, |mut pass| async move {
-        let graph = pass.graph().await?;
-        pass.finish(&plan(&graph, 0, false).unfinished).await?;
+        let marked = pass
+            .meta
+            .marked_blobs()
+            .await
+            .map_err(|e| format!("reading the marked blobs: {e}"))?;
+        pass.finish(&marked).await?;
         Ok(pass.report)
     })
 }
@@ -502,10 +509,12 @@ impl Pass<'_> {
         self.report.orphans += n;
         self.report.orphan_bytes += bytes;
         if n > 0 {
-            self.report.items.push(format!(
-                "{n} assembled upload object(s) of sessions gone ({})",
-                human_bytes(bytes)
-            ));
+            self.item(|| {
+                format!(
+                    "{n} assembled upload object(s) of sessions gone ({})",
+                    human_bytes(bytes)
+                )
+            });
         }
         if !self.opts.dry_run {
             self.write(WriteOp::ForgetClaims { before: cutoff })
@@ -531,14 +540,12 @@ impl Pass<'_> {
             let what = format!("tag {}:{} ({}, {})", t.repo, t.name, t.digest, e.rule);
             if e.dry_run {
                 // The rule only reports; the summary counts what goes.
-                self.report
-                    .items
-                    .push(format!("{what}: would expire (dry-run rule)"));
+                self.item(|| format!("{what}: would expire (dry-run rule)"));
                 continue;
             }
             if self.opts.dry_run {
                 self.report.tags += 1;
-                self.report.items.push(format!("{what}: would expire"));
+                self.item(|| format!("{what}: would expire"));
                 continue;
             }
             let op = WriteOp::ExpireTag {
@@ -551,7 +558,7 @@ impl Pass<'_> {
                 Ok(true) => {
                     removed = true;
                     self.report.tags += 1;
-                    self.report.items.push(what);
+                    self.item(|| what);
                 }
                 Ok(false) => {}
                 Err(MetaError::Conflict(Conflict::Live)) => self.report.raced += 1,
@@ -567,18 +574,10 @@ impl Pass<'_> {
 
     /// Marked rows of a pass that died: their bytes, then the rows.
     async fn finish(&mut self, unfinished: &[(Digest, u64)]) -> Result<(), String> {
-        for (digest, size) in unfinished {
-            self.remove_bytes(digest).await?;
-            self.write(WriteOp::ForgetBlob {
-                digest: digest.clone(),
-            })
-            .await
-            .map_err(|e| format!("forgetting {digest}: {e}"))?;
-            self.report.blobs += 1;
-            self.report.bytes += size;
-            self.report
-                .items
-                .push(format!("blob {digest} ({})", human_bytes(*size)));
+        let marked: Vec<(&Digest, u64)> = unfinished.iter().map(|(d, n)| (d, *n)).collect();
+        self.remove_and_forget(&marked).await?;
+        for (digest, size) in marked {
+            self.count_blob(digest, size);
         }
         Ok(())
     }
@@ -593,7 +592,7 @@ impl Pass<'_> {
             });
             if self.opts.dry_run {
                 self.report.manifests += 1;
-                self.report.items.push(format!("manifest {repo}@{digest}"));
+                self.item(|| format!("manifest {repo}@{digest}"));
                 continue;
             }
             let op = WriteOp::CollectManifest {
@@ -604,7 +603,7 @@ impl Pass<'_> {
             match self.write(op).await {
                 Ok(true) => {
                     self.report.manifests += 1;
-                    self.report.items.push(format!("manifest {repo}@{digest}"));
+                    self.item(|| format!("manifest {repo}@{digest}"));
                 }
                 Ok(false) => {}
                 Err(MetaError::Conflict(Conflict::Live)) => self.report.raced += 1,
@@ -654,12 +653,18 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// One line of what the pass removes (or would), kept only when asked to list them: a
+    /// scheduled pass over millions of blobs keeps none.
+    fn item(&mut self, text: impl FnOnce() -> String) {
+        if self.opts.verbose {
+            self.report.items.push(text());
+        }
+    }
+
     fn count_blob(&mut self, digest: &Digest, size: u64) {
         self.report.blobs += 1;
         self.report.bytes += size;
-        self.report
-            .items
-            .push(format!("blob {digest} ({})", human_bytes(size)));
+        self.item(|| format!("blob {digest} ({})", human_bytes(size)));
     }
 
     /// The bytes of marked blobs, several at once, then their rows.
@@ -690,14 +695,6 @@ impl Pass<'_> {
         Ok(())
     }
 
-    async fn remove_bytes(&self, digest: &Digest) -> Result<(), String> {
-        self.store
-            .remove(digest)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("deleting the bytes of {digest}: {e}"))
-    }
-
     /// Bytes in the backend that no row of the graph records, older than the cutoff: each is
     /// marked (refused if a row or a claim appeared since), deleted, forgotten.
     async fn orphans(&mut self, recorded: &HashSet<&Digest>, cutoff: i64) -> Result<(), String> {
@@ -712,10 +709,11 @@ impl Pass<'_> {
                 return Ok(());
             };
             after = Some(last.digest.clone());
-            for l in page {
-                if recorded.contains(&l.digest) || l.modified >= cutoff {
-                    continue;
-                }
+            let old = page
+                .iter()
+                .filter(|l| !recorded.contains(&l.digest) && l.modified < cutoff);
+            let mut marked = Vec::new();
+            for l in old {
                 if !self.opts.dry_run {
                     let mark = WriteOp::TombstoneOrphan {
                         digest: l.digest.clone(),
@@ -730,18 +728,16 @@ impl Pass<'_> {
                         }
                         Err(e) => return Err(format!("marking orphan {}: {e}", l.digest)),
                     }
-                    self.remove_bytes(&l.digest).await?;
-                    self.write(WriteOp::ForgetBlob {
-                        digest: l.digest.clone(),
-                    })
-                    .await
-                    .map_err(|e| format!("forgetting orphan {}: {e}", l.digest))?;
                 }
+                marked.push((&l.digest, l.size));
+            }
+            if !self.opts.dry_run {
+                self.remove_and_forget(&marked).await?;
+            }
+            for (digest, size) in marked {
                 self.report.orphans += 1;
-                self.report.orphan_bytes += l.size;
-                self.report
-                    .items
-                    .push(format!("orphan {} ({})", l.digest, human_bytes(l.size)));
+                self.report.orphan_bytes += size;
+                self.item(|| format!("orphan {digest} ({})", human_bytes(size)));
             }
         }
     }

@@ -8,7 +8,7 @@
 //! Exact accounting would need every link to sum the repository in its transaction; the
 //! bound it gives is what a registry's quota is for (Harbor's is checked the same way).
 
-use crate::auth::rules::Pattern;
+use crate::auth::rules::{governing, Pattern};
 use crate::config::lifecycle::QuotaRule;
 use crate::lifecycle::gc::human_bytes;
 use std::collections::BTreeMap;
@@ -87,13 +87,7 @@ impl Quotas {
 
     /// The quota governing `repo`: the most specific match, the first of equals.
     pub fn limit(&self, repo: &str) -> Option<&Quota> {
-        let mut best: Option<&Quota> = None;
-        for q in self.rules.iter().filter(|q| q.repository.matches(repo)) {
-            if best.is_none_or(|b| q.repository.specificity() > b.repository.specificity()) {
-                best = Some(q);
-            }
-        }
-        best
+        governing(&self.rules, |q| &q.repository, repo)
     }
 
     /// Whether `repo`, holding `used` bytes under `quota`, may take `adding` more. Records

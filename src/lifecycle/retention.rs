@@ -9,7 +9,7 @@
 //! immutability rules the same way.
 
 use super::ImmutableTags;
-use crate::auth::rules::Pattern;
+use crate::auth::rules::{governing, Pattern};
 use crate::config::lifecycle::RetentionRule;
 use crate::oci::digest::Digest;
 use std::collections::HashMap;
@@ -110,13 +110,7 @@ impl Retention {
 
     /// The rule governing `repo`: the most specific match, the first of equals.
     pub fn rule(&self, repo: &str) -> Option<&Rule> {
-        let mut best: Option<&Rule> = None;
-        for r in self.0.iter().filter(|r| r.repository.matches(repo)) {
-            if best.is_none_or(|b| r.repository.specificity() > b.repository.specificity()) {
-                best = Some(r);
-            }
-        }
-        best
+        governing(&self.0, |r| &r.repository, repo)
     }
 
     /// Whether untagged manifests of `repo` are garbage under its rule (beside

@@ -293,7 +293,10 @@ impl Index {
                 }
                 None => false,
             },
-            WriteOp::UnlinkBlob { repo, digest } => self.unlink(repo, digest),
+            WriteOp::UnlinkBlob { repo, digest } => self
+                .repos
+                .get_mut(repo.as_str())
+                .is_some_and(|r| r.blobs.remove(digest)),
             WriteOp::PutManifest {
                 repo,
                 record,
@@ -431,19 +434,12 @@ impl Index {
                 .and_then(|r| r.remove_manifest(digest))
                 .is_some(),
             // Checked first: idle and unreferenced.
-            WriteOp::TombstoneBlob { digest, .. } => match self.blobs.get(digest).copied() {
+            WriteOp::TombstoneBlob { digest, .. } => match self.blobs.remove(digest) {
                 Some(info) => {
-                    let linked: Vec<String> = self
-                        .repos
-                        .iter()
-                        .filter(|(_, r)| r.blobs.contains(digest))
-                        .map(|(name, _)| name.clone())
-                        .collect();
-                    for repo in linked {
-                        self.unlink(&repo, digest);
-                    }
-                    self.blobs.remove(digest);
                     self.blob_bytes = self.blob_bytes.saturating_sub(info.size);
+                    for r in self.repos.values_mut() {
+                        r.blobs.remove(digest);
+                    }
                     self.sweeping.insert(digest.clone(), info);
                     true
                 }
@@ -519,11 +515,14 @@ impl Index {
         self.repo_mut(repo).blobs.insert(digest.clone())
     }
 
-    /// `true` if `repo` had the link.
-    fn unlink(&mut self, repo: &str, digest: &Digest) -> bool {
-        self.repos
-            .get_mut(repo)
-            .is_some_and(|r| r.blobs.remove(digest))
+    pub fn marked_blobs(&self) -> Vec<(Digest, u64)> {
+        let mut out: Vec<(Digest, u64)> = self
+            .sweeping
+            .iter()
+            .map(|(d, b)| (d.clone(), b.size))
+            .collect();
+        out.sort();
+        out
     }
 
     /// What `repo` holds: the sizes of the blobs (manifests included) linked to it. Summed
@@ -756,6 +755,10 @@ macro_rules! reads_from_index {
 
         fn repo_usage(&self, repo: &str) -> Answer<u64> {
             self.read(|ix| ix.repo_usage(repo))
+        }
+
+        fn marked_blobs(&self) -> Answer<Vec<(Digest, u64)>> {
+            self.read(|ix| ix.marked_blobs())
         }
 
         fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>> {

@@ -463,6 +463,10 @@ pub trait Engine: Send + Sync {
     /// Costly (every blob, manifest, reference and tag): a collector's job thread calls it,
     /// never a request.
     fn gc_graph(&self) -> Answer<graph::Graph>;
+    /// Blobs a collection marked ([`WriteOp::TombstoneBlob`], [`WriteOp::TombstoneOrphan`])
+    /// and did not finish removing, with their sizes: what a start finishes, without reading
+    /// the whole graph.
+    fn marked_blobs(&self) -> Answer<Vec<(Digest, u64)>>;
     /// Makes this process the only collector of the metadata while the returned guard lives;
     /// `None` when another holds it (another node of a fleet). Blocks (a job thread calls
     /// it). Engines that only one process opens need no lock and always grant it.

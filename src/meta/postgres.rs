@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 /// that finds a digest's manifests in any repository (a collection asks it per blob).
 const V3: &str = r#"
 ALTER TABLE blobs ADD COLUMN sweeping BIGINT;
+CREATE INDEX blobs_sweeping ON blobs (digest) WHERE sweeping IS NOT NULL;
 CREATE INDEX manifests_digest ON manifests (digest);
 CREATE TABLE blob_claims (
     digest TEXT COLLATE "C" PRIMARY KEY,
@@ -1482,6 +1483,19 @@ impl Engine for PostgresEngine {
             )?;
             Ok(rows.first().map_or(0, |n| (*n).max(0) as u64))
         })
+    }
+
+    fn marked_blobs(&self) -> Answer<Vec<(Digest, u64)>> {
+        self.all(
+            "SELECT digest, size FROM blobs WHERE sweeping IS NOT NULL ORDER BY digest",
+            Vec::new(),
+            |row| {
+                Ok((
+                    digest_col("blobs", &col::<String>(row, 0, "blobs")?)?,
+                    size_col("blobs", col(row, 1, "blobs")?)?,
+                ))
+            },
+        )
     }
 
     fn blob(&self, digest: &Digest) -> Answer<Option<BlobInfo>> {

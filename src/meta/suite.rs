@@ -822,6 +822,10 @@ fn gc_tombstone_lifecycle(meta: &Meta) {
         graph_row(meta, "tb").is_some_and(|r| r.sweeping && r.size == 7),
         "the graph shows the row, marked"
     );
+    assert!(
+        now(meta.marked_blobs()).contains(&(dg("tb"), 7)),
+        "and so does the list of marked blobs"
+    );
     assert_eq!(tombstone(meta, "tb", FAR), Err(live()), "marked already");
     assert_eq!(link("gc/tomb"), Err(being_swept("tb")));
     assert_eq!(link("gc/elsewhere"), Err(being_swept("tb")));
@@ -862,6 +866,7 @@ fn gc_tombstone_lifecycle(meta: &Meta) {
     assert!(forget(meta, "tb"), "the marked row goes");
     assert!(!forget(meta, "tb"), "once");
     assert_eq!(graph_row(meta, "tb"), None);
+    assert!(!now(meta.marked_blobs()).iter().any(|(d, _)| *d == dg("tb")));
     link("gc/tomb").expect("stored again after the sweep");
     assert_eq!(now(meta.blob(&dg("tb"))).map(|b| b.size), Some(7));
     assert_eq!(now(meta.blob_in_repo("gc/tomb", &dg("tb"))), Some(7));

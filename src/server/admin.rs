@@ -9,7 +9,7 @@
 //! the event loops; a request's collection runs on its connection's thread.
 //!
 //! The exchange is one JSON object per line ([`request`] and [`Line`]): the command sends
-//! `{"gc":{"dry_run":true}}`; the registry answers with `{"progress":{...}}` lines while it
+//! `{"gc":{"dry_run":true,"verbose":false}}`; the registry answers with `{"progress":{...}}` lines while it
 //! works and ends with `{"report":{...}}` or `{"error":"..."}`.
 
 use crate::api::Registry;
@@ -90,10 +90,10 @@ impl Drop for Admin {
     }
 }
 
-/// The command's request: a collection, dry or not (grace and what to remove are the
-/// registry's configuration).
-pub fn request(dry_run: bool) -> String {
-    serde_json::json!({ "gc": { "dry_run": dry_run } }).to_string()
+/// The command's request: a collection, dry or not, listing what goes or not (grace and
+/// what to remove are the registry's configuration).
+pub fn request(dry_run: bool, verbose: bool) -> String {
+    serde_json::json!({ "gc": { "dry_run": dry_run, "verbose": verbose } }).to_string()
 }
 
 /// One line of the registry's answer, as the command reads it.
@@ -173,9 +173,13 @@ fn serve(conn: UnixStream, reg: &Registry, defaults: Options) {
     if BufReader::new(&conn).read_line(&mut line).is_err() {
         return;
     }
-    let dry_run = serde_json::from_str::<serde_json::Value>(&line)
-        .ok()
-        .and_then(|v| v.get("gc")?.get("dry_run")?.as_bool());
+    let asked = serde_json::from_str::<serde_json::Value>(&line).ok();
+    let gc = asked.as_ref().and_then(|v| v.get("gc"));
+    let dry_run = gc.and_then(|g| g.get("dry_run")?.as_bool());
+    // Absent (an older command): not listed.
+    let verbose = gc
+        .and_then(|g| g.get("verbose")?.as_bool())
+        .unwrap_or(false);
     let Some(dry_run) = dry_run else {
         let e =
             serde_json::json!({ "error": "unknown request; expected {\"gc\":{\"dry_run\":BOOL}}" });
@@ -197,6 +201,7 @@ fn serve(conn: UnixStream, reg: &Registry, defaults: Options) {
     };
     let opts = Options {
         dry_run,
+        verbose,
         ..defaults
     };
     let answer = match gc::collect(&reg.meta, &reg.blobs, opts, reg.gc_rules(), &progress) {
@@ -248,6 +253,7 @@ mod tests {
             Some(Line::Error("nope".into()))
         );
         assert_eq!(parse_line("not json"), None);
-        assert!(request(true).contains("\"dry_run\":true"));
+        let asked = request(true, false);
+        assert!(asked.contains("\"dry_run\":true") && asked.contains("\"verbose\":false"));
     }
 }

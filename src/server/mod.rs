@@ -492,6 +492,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         grace: cfg.gc_grace,
         delete_untagged: cfg.gc_delete_untagged,
         dry_run: false,
+        verbose: false,
     };
     if !cfg.read_only && !cfg.gc_interval.is_zero() {
         // Checked when the configuration was read.
@@ -507,7 +508,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot start threads: {e}"))?;
     if !cfg.read_only {
         // A collection killed halfway left blobs marked; writers claiming them would wait
-        // for the next pass. Off the start's path: it reads the whole metadata graph.
+        // for the next pass. Off the start's path: it reads and deletes.
         let reg = registry.clone();
         let _ = std::thread::Builder::new()
             .name("ringyard-gc-finish".into())

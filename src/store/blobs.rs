@@ -317,13 +317,19 @@ impl BlobStore {
         remote.backend.delete(digest).await
     }
 
-    /// A page of the blobs the durable backend holds (the remote one, when there is one), in
-    /// digest order after `after`: garbage collection's orphan sweep.
-    pub async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<Listed>> {
+    /// Where every blob is kept for good: the remote backend, when there is one, else the
+    /// tree.
+    fn durable(&self) -> &dyn BlobBackend {
         match &self.remote {
-            Some(remote) => remote.backend.list(after, limit).await,
-            None => self.tier.list(after, limit).await,
+            Some(remote) => remote.backend.as_ref(),
+            None => self.tier.as_ref(),
         }
+    }
+
+    /// A page of the blobs the durable backend holds, in digest order after `after`:
+    /// garbage collection's orphan sweep.
+    pub async fn list(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<Listed>> {
+        self.durable().list(after, limit).await
     }
 
     /// The durable backend's [`BlobBackend::strays`].
@@ -333,10 +339,7 @@ impl BlobStore {
         cutoff: i64,
         delete: bool,
     ) -> Result<(u64, u64)> {
-        match &self.remote {
-            Some(remote) => remote.backend.strays(live, cutoff, delete).await,
-            None => self.tier.strays(live, cutoff, delete).await,
-        }
+        self.durable().strays(live, cutoff, delete).await
     }
 
     /// Indexes a blob now in the tree (its size read from the file when not given), evicting

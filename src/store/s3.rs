@@ -590,13 +590,14 @@ impl S3Backend {
     }
 
     /// Objects under `prefix` (the whole key), in key order after `start_after`, at most
-    /// `limit` that `keep` takes: `(key, size, unix ms of LastModified)`.
+    /// `limit` (`usize::MAX`: all, a page at a time) that `keep` takes, given each key, size
+    /// and time: `(key, size, unix ms of LastModified)`.
     async fn list_keys(
         &self,
         prefix: &str,
         start_after: Option<String>,
         limit: usize,
-        mut keep: impl FnMut(&str) -> bool,
+        mut keep: impl FnMut(&str, u64, i64) -> bool,
     ) -> Result<Vec<(String, u64, i64)>> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -615,15 +616,16 @@ impl S3Backend {
             let page = ListObjectsV2::parse_response(&text)
                 .map_err(|e| Error::Io(format!("S3 list answer: {e}")))?;
             for object in page.contents {
-                if !keep(&object.key) {
-                    continue;
-                }
+                let size = object.size.unwrap_or(0);
                 let modified = object
                     .last_modified
                     .as_deref()
                     .and_then(crate::log::parse_utc_millis)
                     .unwrap_or(i64::MAX);
-                out.push((object.key, object.size.unwrap_or(0), modified));
+                if !keep(&object.key, size, modified) {
+                    continue;
+                }
+                out.push((object.key, size, modified));
                 if out.len() == limit {
                     return Ok(out);
                 }
@@ -639,7 +641,7 @@ impl S3Backend {
         let prefix = format!("{}blobs/", self.prefix);
         let start_after = after.map(|d| self.key(d));
         let keys = self
-            .list_keys(&prefix, start_after, limit, |k| {
+            .list_keys(&prefix, start_after, limit, |k, _, _| {
                 self.digest_of_key(k).is_some()
             })
             .await?;
@@ -668,29 +670,22 @@ impl S3Backend {
     /// Every key a pointer names (the assembled objects that are blobs' bytes).
     async fn pointed_keys(&self) -> Result<std::collections::HashSet<String>> {
         let prefix = format!("{}blobs/", self.prefix);
+        // Pointers are the empty objects at blob keys.
+        let empty = self
+            .list_keys(&prefix, None, usize::MAX, |k, size, _| {
+                size == 0 && self.digest_of_key(k).is_some()
+            })
+            .await?;
         let mut pointed = std::collections::HashSet::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .list_keys(&prefix, after.take(), 1000, |k| {
-                    self.digest_of_key(k).is_some()
-                })
-                .await?;
-            let Some((last, ..)) = page.last() else {
-                return Ok(pointed);
+        for (key, ..) in empty {
+            let Some(digest) = self.digest_of_key(&key) else {
+                continue;
             };
-            after = Some(last.clone());
-            for (key, size, _) in page {
-                let Some(digest) = self.digest_of_key(&key) else {
-                    continue;
-                };
-                if size == 0 {
-                    if let Some(l) = self.locate(&digest).await?.filter(|l| l.pointed) {
-                        pointed.insert(l.key);
-                    }
-                }
+            if let Some(l) = self.locate(&digest).await?.filter(|l| l.pointed) {
+                pointed.insert(l.key);
             }
         }
+        Ok(pointed)
     }
 }
 
@@ -958,19 +953,11 @@ impl BlobBackend for S3Backend {
     ) -> Fut<'a, (u64, u64)> {
         Box::pin(async move {
             let prefix = self.assembled_key("");
-            let mut candidates = Vec::new();
-            let mut after = None;
-            loop {
-                let page = self
-                    .list_keys(&prefix, after.take(), 1000, |_| true)
-                    .await?;
-                let Some((last, ..)) = page.last() else { break };
-                after = Some(last.clone());
-                candidates.extend(page.into_iter().filter(|(key, _, modified)| {
-                    let id = &key[prefix.len()..];
-                    *modified < cutoff && !live.contains(id)
-                }));
-            }
+            let candidates = self
+                .list_keys(&prefix, None, usize::MAX, |key, _, modified| {
+                    modified < cutoff && !live.contains(&key[prefix.len()..])
+                })
+                .await?;
             if candidates.is_empty() {
                 return Ok((0, 0));
             }
