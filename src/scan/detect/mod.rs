@@ -1,0 +1,1 @@
+//! Packages found in the view of an image's files.

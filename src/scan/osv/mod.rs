@@ -1,0 +1,1 @@
+//! OSV records, matching packages against them, and severities.
