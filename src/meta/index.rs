@@ -9,8 +9,8 @@
 
 use super::graph::{BlobRow, Graph, ManifestRow, RefRow, TagRow};
 use super::{
-    BlobInfo, Conflict, ManifestRecord, Pull, RefKind, Required, RobotToken, TagInfo, UploadRecord,
-    WriteOp, WriteOutcome,
+    BlobInfo, Conflict, ManifestRecord, Pull, PushEvent, RefKind, Required, RobotToken, TagInfo,
+    UploadRecord, WriteOp, WriteOutcome,
 };
 use crate::oci::digest::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -36,6 +36,9 @@ pub struct Index {
     uploads: HashMap<String, UploadRecord>,
     /// By name; a `BTreeMap` so that the list comes out in order.
     robot_tokens: BTreeMap<String, RobotToken>,
+    /// Manifest puts not yet consumed ([`WriteOp::ForgetPushEvents`]): (repository, digest) ->
+    /// time of the last put.
+    push_events: HashMap<(String, Digest), i64>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -333,6 +336,7 @@ impl Index {
                     };
                     r.tags.insert(tag.clone(), info);
                 }
+                self.push_events.insert((repo.clone(), digest.clone()), now);
                 previous.is_some()
             }
             WriteOp::DeleteManifest { repo, digest } => self
@@ -420,6 +424,17 @@ impl Index {
             WriteOp::ForgetClaims { before } => {
                 self.claims.retain(|_, at| *at >= *before);
                 false
+            }
+            WriteOp::ForgetPushEvents(events) => {
+                let mut any = false;
+                for e in events {
+                    let key = (e.repo.clone(), e.digest.clone());
+                    if self.push_events.get(&key) == Some(&e.at) {
+                        self.push_events.remove(&key);
+                        any = true;
+                    }
+                }
+                any
             }
             WriteOp::RecordBlobUse(uses) => {
                 for (digest, at) in uses {
@@ -561,6 +576,26 @@ impl Index {
 
     pub fn load_upload(&mut self, record: UploadRecord) {
         self.uploads.insert(record.id.clone(), record);
+    }
+
+    pub fn load_push_event(&mut self, repo: &str, digest: Digest, at: i64) {
+        self.push_events.insert((repo.to_string(), digest), at);
+    }
+
+    /// The oldest `limit` push events (ties by repository and digest, so the order is total).
+    pub fn push_events(&self, limit: usize) -> Vec<PushEvent> {
+        let mut all: Vec<PushEvent> = self
+            .push_events
+            .iter()
+            .map(|((repo, digest), at)| PushEvent {
+                repo: repo.clone(),
+                digest: digest.clone(),
+                at: *at,
+            })
+            .collect();
+        all.sort_by(|a, b| (a.at, &a.repo, &a.digest).cmp(&(b.at, &b.repo, &b.digest)));
+        all.truncate(limit);
+        all
     }
 
     pub fn load_robot_token(&mut self, token: RobotToken) {
@@ -759,6 +794,10 @@ macro_rules! reads_from_index {
 
         fn marked_blobs(&self) -> Answer<Vec<(Digest, u64)>> {
             self.read(|ix| ix.marked_blobs())
+        }
+
+        fn push_events(&self, limit: usize) -> Answer<Vec<PushEvent>> {
+            self.read(|ix| ix.push_events(limit))
         }
 
         fn tag(&self, repo: &str, tag: &str) -> Answer<Option<TagInfo>> {
@@ -995,6 +1034,8 @@ pub(crate) mod tests {
         let mut ix2 = ix.clone();
         ix2.blobs = fresh.blobs.clone();
         ix2.blob_bytes = fresh.blob_bytes;
+        // Push events stay for their consumer (which finds the manifest gone).
+        ix2.push_events = fresh.push_events.clone();
         assert_eq!(ix2, fresh);
     }
 
@@ -1193,6 +1234,7 @@ pub(crate) mod tests {
         loaded.load_blob(dg("l"), 7, 5);
         loaded.load_blob(dg("idx"), rec.size, 5);
         loaded.load_repository("r");
+        loaded.load_push_event("r", dg("idx"), 5);
         assert_eq!(loaded, applied);
         assert_eq!(loaded.blob_bytes(), 7 + rec.size);
         // A row loaded twice (never in practice) must not count twice.

@@ -14,8 +14,8 @@
 
 use super::graph::{Graph, RefRow};
 use super::{
-    Answer, BlobInfo, Conflict, Engine, EngineStats, Error, Index, ManifestRecord, Result,
-    RobotToken, TagInfo, UploadRecord, WriteOp, WriteOutcome,
+    Answer, BlobInfo, Conflict, Engine, EngineStats, Error, Index, ManifestRecord, PushEvent,
+    Result, RobotToken, TagInfo, UploadRecord, WriteOp, WriteOutcome,
 };
 use crate::oci::digest::Digest;
 use futures_channel::oneshot;

@@ -5,8 +5,8 @@
 use super::graph::{Graph, RefRow};
 use super::Engine;
 use super::{
-    Answer, BlobInfo, EngineStats, Error, Index, ManifestRecord, TagInfo, UploadRecord, WriteOp,
-    WriteOutcome,
+    Answer, BlobInfo, EngineStats, Error, Index, ManifestRecord, PushEvent, TagInfo, UploadRecord,
+    WriteOp, WriteOutcome,
 };
 use super::{Conflict, RefKind};
 use crate::oci::digest::Digest;

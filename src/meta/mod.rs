@@ -327,6 +327,21 @@ pub enum WriteOp {
         digest: Digest,
         updated: i64,
     },
+    /// A consumer (the scan job) has acted on these push events: each is removed only if it
+    /// still stands at the time read, so a push again in between is not lost. `existed`:
+    /// whether any was removed.
+    ForgetPushEvents(Vec<PushEvent>),
+}
+
+/// A manifest put, recorded by [`WriteOp::PutManifest`] in its own transaction (the commit
+/// path's outbox): what scan on push consumes, so that no push is scanned only from a memory
+/// queue a crash would lose. One per repository and digest; a put again moves its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushEvent {
+    pub repo: String,
+    pub digest: Digest,
+    /// Unix milliseconds of the last put.
+    pub at: i64,
 }
 
 /// Something a manifest needs in its repository: a blob (config, layer) linked there, or a
@@ -467,6 +482,9 @@ pub trait Engine: Send + Sync {
     /// and did not finish removing, with their sizes: what a start finishes, without reading
     /// the whole graph.
     fn marked_blobs(&self) -> Answer<Vec<(Digest, u64)>>;
+    /// Push events not yet forgotten ([`WriteOp::ForgetPushEvents`]), oldest first, at most
+    /// `limit`.
+    fn push_events(&self, limit: usize) -> Answer<Vec<PushEvent>>;
     /// Makes this process the only collector of the metadata while the returned guard lives;
     /// `None` when another holds it (another node of a fleet). Blocks (a job thread calls
     /// it). Engines that only one process opens need no lock and always grant it.

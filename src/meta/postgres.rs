@@ -29,8 +29,8 @@
 use super::redis_cache::{self, RedisCache};
 use super::sql::{describe, digest_col, load_error, size_col};
 use super::{
-    Answer, BlobInfo, Conflict, Engine, EngineStats, Error, ManifestRecord, Pull, RefKind,
-    Required, Result, RobotToken, TagInfo, UploadRecord, WriteOp, WriteOutcome,
+    Answer, BlobInfo, Conflict, Engine, EngineStats, Error, ManifestRecord, Pull, PushEvent,
+    RefKind, Required, Result, RobotToken, TagInfo, UploadRecord, WriteOp, WriteOutcome,
 };
 use crate::oci::digest::Digest;
 use postgres::error::SqlState;
@@ -46,7 +46,19 @@ use batch::{Lookup, Pending, MAX_BATCH};
 
 /// The migrations, in order; each runs once, in the transaction that records it. Append only:
 /// a released step is never edited, a change is a new step.
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+
+/// Version 4: manifest puts not yet consumed by scan on push, written in the put's own
+/// transaction (the commit path's outbox).
+const V4: &str = r#"
+CREATE TABLE push_events (
+    repository TEXT COLLATE "C" NOT NULL,
+    digest     TEXT COLLATE "C" NOT NULL,
+    at         BIGINT NOT NULL,
+    PRIMARY KEY (repository, digest)
+);
+CREATE INDEX push_events_at ON push_events (at);
+"#;
 
 /// Version 3: a blob row is marked (unix ms) while garbage collection removes its bytes.
 /// Also the claims of digests a writer is storing that no row records yet, and an index
@@ -642,6 +654,11 @@ fn apply<C: GenericClient>(
                     }));
                 }
             }
+            sql.execute(
+                "INSERT INTO push_events (repository, digest, at) VALUES ($1, $2, $3)
+                 ON CONFLICT (repository, digest) DO UPDATE SET at = excluded.at",
+                &[repo, &digest, &now],
+            )?;
             !inserted
         }
         WriteOp::DeleteManifest { repo, digest } => remove_manifest(sql, repo, digest)?,
@@ -862,6 +879,17 @@ fn apply<C: GenericClient>(
         WriteOp::ForgetClaims { before } => {
             sql.execute("DELETE FROM blob_claims WHERE at < $1", &[before])?;
             false
+        }
+        WriteOp::ForgetPushEvents(events) => {
+            let mut any = false;
+            for e in events {
+                any |= sql.execute(
+                    "DELETE FROM push_events
+                     WHERE repository = $1 AND digest = $2 AND at = $3",
+                    &[&e.repo, &e.digest.as_str(), &e.at],
+                )? > 0;
+            }
+            any
         }
         WriteOp::RecordBlobUse(uses) => {
             let mut blobs: Vec<(&Digest, i64)> = uses.iter().map(|(d, at)| (d, *at)).collect();
@@ -1483,6 +1511,21 @@ impl Engine for PostgresEngine {
             )?;
             Ok(rows.first().map_or(0, |n| (*n).max(0) as u64))
         })
+    }
+
+    fn push_events(&self, limit: usize) -> Answer<Vec<PushEvent>> {
+        self.all(
+            "SELECT repository, digest, at FROM push_events
+             ORDER BY at, repository, digest LIMIT $1::TEXT::BIGINT",
+            vec![limit.to_string()],
+            |row| {
+                Ok(PushEvent {
+                    repo: col(row, 0, "push_events")?,
+                    digest: digest_col("push_events", &col::<String>(row, 1, "push_events")?)?,
+                    at: col(row, 2, "push_events")?,
+                })
+            },
+        )
     }
 
     fn marked_blobs(&self) -> Answer<Vec<(Digest, u64)>> {

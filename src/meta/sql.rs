@@ -35,6 +35,7 @@ pub(super) fn describe(op: &WriteOp) -> String {
         WriteOp::TombstoneOrphan { digest, .. } => format!("mark orphan {digest} for removal"),
         WriteOp::ForgetClaims { .. } => "forget old claims".into(),
         WriteOp::ExpireTag { repo, tag, .. } => format!("expire tag {repo}:{tag}"),
+        WriteOp::ForgetPushEvents(e) => format!("forget {} push events", e.len()),
     }
 }
 

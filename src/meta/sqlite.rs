@@ -22,7 +22,7 @@ use std::time::Duration;
 
 /// Stored in `PRAGMA user_version`. Bump it with a migration step in [`migrate`] whenever the
 /// schema changes shape.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS repositories (
@@ -110,6 +110,15 @@ CREATE INDEX IF NOT EXISTS uploads_repository ON uploads (repository);
 CREATE TABLE IF NOT EXISTS blob_claims (
     digest TEXT PRIMARY KEY NOT NULL,
     at     INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Schema v7: manifest puts not yet consumed by scan on push, written in the put's own
+-- transaction (the commit path's outbox).
+CREATE TABLE IF NOT EXISTS push_events (
+    repository TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (repository, digest)
 ) WITHOUT ROWID;
 
 -- Robot tokens (schema v3): the SHA-256 of the secret, never the secret; scopes one per line.
@@ -608,6 +617,11 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                     }));
                 }
             }
+            tx.prepare_cached(
+                "INSERT INTO push_events (repository, digest, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (repository, digest) DO UPDATE SET at = excluded.at",
+            )?
+            .execute(params![repo, digest, now])?;
             existed
         }
         WriteOp::DeleteManifest { repo, digest } => remove_manifest(tx, repo, digest)?,
@@ -823,6 +837,16 @@ pub fn apply_sql(tx: &Connection, op: &WriteOp, now: i64) -> rusqlite::Result<Op
                 .execute(params![before])?;
             false
         }
+        WriteOp::ForgetPushEvents(events) => {
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM push_events WHERE repository = ?1 AND digest = ?2 AND at = ?3",
+            )?;
+            let mut any = false;
+            for e in events {
+                any |= delete.execute(params![e.repo, e.digest.as_str(), e.at])? > 0;
+            }
+            any
+        }
         WriteOp::RecordBlobUse(uses) => {
             let mut update = tx.prepare_cached(
                 "UPDATE blobs SET last_referenced = max(last_referenced, ?2)
@@ -1014,6 +1038,23 @@ impl Database for SqliteEngine {
             |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
             |(d, at)| {
                 ix.load_claim(digest_col("blob_claims", &d)?, at);
+                Ok(())
+            },
+        )?;
+        for_rows(
+            conn,
+            "push_events",
+            "SELECT repository, digest, at FROM push_events",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+            |(repo, d, at)| {
+                ix.load_push_event(&repo, digest_col("push_events", &d)?, at);
                 Ok(())
             },
         )?;

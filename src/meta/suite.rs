@@ -6,8 +6,8 @@
 use super::graph::{BlobRow, Graph, ManifestRow, RefRow, TagRow};
 use super::index::tests::{dg, record};
 use super::{
-    Answer, Conflict, Error, ManifestRecord, Meta, Pull, RefKind, Required, RobotToken, UploadAt,
-    UploadRecord, WriteOp,
+    Answer, Conflict, Error, ManifestRecord, Meta, Pull, PushEvent, RefKind, Required, RobotToken,
+    UploadAt, UploadRecord, WriteOp,
 };
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -171,6 +171,7 @@ fn observe(meta: &Meta) -> Vec<String> {
         format!("{:?}", now(meta.upload("u2"))),
         format!("{:?}", now(meta.robot_tokens())),
         format!("{:?}", now(meta.robot_token("ci")).map(|t| t.secret_hash)),
+        format!("{:?}", now(meta.push_events(10_000))),
     ];
     for repo in repos {
         out.push(format!("{repo} exists {}", now(meta.repo_exists(repo))));
@@ -255,6 +256,7 @@ pub(crate) fn run(open: &dyn Fn(&Path) -> Meta, durable: bool) {
     uploads(&meta);
     robot_tokens(&meta);
     repo_usage(&meta);
+    push_events(&meta);
     gc_graph_contents(&meta);
     gc_tombstone_lifecycle(&meta);
     gc_tombstone_refusals(&meta);
@@ -352,6 +354,65 @@ pub(crate) fn robot(name: &str, created: i64) -> RobotToken {
         revoked: None,
         last_used: None,
     }
+}
+
+/// The commit path's outbox: a manifest put records its push in its own transaction, a
+/// refused put records none, and a consumer forgets only what it read (a put again since
+/// stays).
+fn push_events(meta: &Meta) {
+    let repo = "events/a";
+    let mine = |meta: &Meta| -> Vec<PushEvent> {
+        now(meta.push_events(100_000))
+            .into_iter()
+            .filter(|e| e.repo == repo)
+            .collect()
+    };
+    let refused = put_checked(
+        meta,
+        repo,
+        record("ev-refused", None),
+        &[("ev-missing", 3, RefKind::Layer)],
+        None,
+    );
+    assert!(refused.is_err());
+    assert_eq!(mine(meta), vec![], "a refused put records nothing");
+    put_checked(meta, repo, record("ev-1", None), &[], Some("v1")).unwrap();
+    put_checked(meta, repo, record("ev-2", None), &[], None).unwrap();
+    let first = mine(meta);
+    let mut digests: Vec<_> = first.iter().map(|e| e.digest.clone()).collect();
+    digests.sort();
+    let mut want = vec![dg("ev-1"), dg("ev-2")];
+    want.sort();
+    assert_eq!(digests, want, "one event per put");
+    assert!(
+        first
+            .windows(2)
+            .all(|w| (w[0].at, &w[0].digest) < (w[1].at, &w[1].digest)),
+        "oldest first, ties by digest: {first:?}"
+    );
+    assert!(first.iter().all(|e| e.at > 0));
+    let stale = PushEvent {
+        at: first[0].at - 1,
+        ..first[0].clone()
+    };
+    let forget = |events: Vec<PushEvent>| {
+        block_on(meta.write(WriteOp::ForgetPushEvents(events)))
+            .unwrap()
+            .existed
+    };
+    assert!(
+        !forget(vec![stale]),
+        "a put since the read is not forgotten"
+    );
+    assert_eq!(mine(meta).len(), 2);
+    assert!(forget(vec![first[0].clone()]));
+    assert_eq!(mine(meta), vec![first[1].clone()]);
+    assert_eq!(now(meta.push_events(0)), vec![], "limit");
+    assert!(forget(vec![first[1].clone()]));
+    assert_eq!(mine(meta), vec![]);
+    // A put again after it was forgotten is a new event.
+    put_checked(meta, repo, record("ev-1", None), &[], None).unwrap();
+    assert_eq!(mine(meta).len(), 1);
 }
 
 /// Robot tokens: a name is taken until its token is revoked, a revocation keeps its first

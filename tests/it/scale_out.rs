@@ -451,18 +451,18 @@ fn db_status_and_migrate() {
     assert!(out.contains("postgres:***@127.0.0.1"), "{out}");
     let (status, out, err) = run(&["db", "migrate", "--config", c], &[], home);
     assert!(status.success(), "{out}{err}");
-    assert!(out.contains(": schema version 3"), "{out}");
+    assert!(out.contains(": schema version 4"), "{out}");
     let (status, out, err) = run(&["db", "status", "--config", c], &[], home);
     assert!(status.success(), "{out}{err}");
     assert!(
-        out.contains("schema version 3; this binary knows versions 1 to 3; up to date"),
+        out.contains("schema version 4; this binary knows versions 1 to 4; up to date"),
         "{out}"
     );
     assert_no_secret("db commands", &format!("{out}{err}"));
     // Again: nothing to do, same answer.
     let (status, out, _) = run(&["db", "migrate", "--config", c], &[], home);
     assert!(
-        status.success() && out.contains(": schema version 3"),
+        status.success() && out.contains(": schema version 4"),
         "{out}"
     );
 
