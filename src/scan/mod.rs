@@ -11,6 +11,7 @@
 pub mod detect;
 pub mod layer;
 pub mod osv;
+pub mod store;
 pub mod version;
 
 /// A package found in an image, named the way OSV names it, so that matching is a lookup by
