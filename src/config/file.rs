@@ -542,7 +542,7 @@ mod tests {
             "ringyard.yaml:2: not valid YAML: while parsing a flow sequence, expected ',' or ']' (at the end of the file)"
         );
         assert!(one_error("just some text\n").starts_with(
-            "ringyard.yaml:1: not a ringyard configuration: the top level must be a mapping of sections (http, storage, database, log, metrics, auth, gc, tags, retention, quotas)"
+            "ringyard.yaml:1: not a ringyard configuration: the top level must be a mapping of sections (http, storage, database, log, metrics, auth, gc, scan, tags, retention, quotas)"
         ));
         assert!(one_error("- http\n- storage\n").contains("not a ringyard configuration"));
         assert_eq!(

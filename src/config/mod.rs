@@ -17,6 +17,7 @@ pub(crate) mod env;
 pub(crate) mod file;
 pub(crate) mod lifecycle;
 pub(crate) mod load;
+pub(crate) mod scan;
 pub mod secret;
 pub mod section;
 pub mod settings;
@@ -148,6 +149,14 @@ pub struct Config {
     pub gc_window: String,
     pub gc_grace: Duration,
     pub gc_delete_untagged: bool,
+    // scan
+    pub scan_on_push: bool,
+    pub scan_poll: Duration,
+    pub scan_max_expanded: usize,
+    /// `scan.policies`, `scan.allowlist`, `scan.webhooks`, in file order.
+    pub scan_policies: Vec<scan::PolicyRule>,
+    pub scan_allowlist: Vec<scan::AllowRule>,
+    pub scan_webhooks: Vec<scan::WebhookRule>,
     /// `auth.token.*`: the built-in token service and the external issuers (see
     /// `auth::token::settings`).
     pub token_enabled: bool,
@@ -214,6 +223,12 @@ impl Default for Config {
             gc_window: String::new(),
             gc_grace: Duration::from_secs(3600),
             gc_delete_untagged: false,
+            scan_on_push: true,
+            scan_poll: Duration::from_secs(2),
+            scan_max_expanded: 16 << 30,
+            scan_policies: Vec::new(),
+            scan_allowlist: Vec::new(),
+            scan_webhooks: Vec::new(),
             token_enabled: false,
             token_realm: String::new(),
             token_service: "ringyard".into(),

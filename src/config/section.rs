@@ -26,6 +26,9 @@ pub static SECTIONS: &[Section<Config>] = &[
     super::lifecycle::IMMUTABLE,
     super::lifecycle::RETENTION,
     super::lifecycle::QUOTAS,
+    super::scan::POLICIES,
+    super::scan::ALLOWLIST,
+    super::scan::WEBHOOKS,
 ];
 
 /// What a string must be.

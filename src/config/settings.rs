@@ -269,6 +269,12 @@ pub static SETTINGS: &[Setting] = &[
         "A blob (or, with gc.delete_untagged, a manifest) stored, linked, mounted, referenced or asked for (HEAD) within this long is kept; the period runs from the last such activity."),
     setting!("gc.delete_untagged", gc_delete_untagged, Kind::Bool, Some(Switch { name: "gc-delete-untagged", sets: "true", help: "Collection also removes manifests that no tag, index or living subject keeps (gc.delete_untagged: true)." }),
         "Also remove manifests that no tag, no index and no living subject keeps (never an index's children, never a referrer whose subject lives), then their blobs."),
+    setting!("scan.on_push", scan_on_push, Kind::Bool, Some(Switch { name: "no-scan-on-push", sets: "false", help: "Do not scan pushed manifests; scans run only when asked (scan.on_push: false)." }),
+        "Scan every pushed manifest for vulnerable packages, after the push is answered (the push records an event the scan job picks up; a restart loses none)."),
+    setting!("scan.poll", scan_poll, TIMEOUT, Some(Takes("scan-poll")),
+        "How often the scan job looks for pushes, requests and a newly imported vulnerability database."),
+    setting!("scan.max_expanded", scan_max_expanded, Kind::Size { min: MIB, max: 1024 * GIB }, Some(Takes("scan-max-expanded")),
+        "A scan reads at most this many uncompressed bytes of an image's layers; an image that expands beyond (a decompression bomb) fails its scan with that reason."),
 ];
 
 pub fn find(key: &str) -> Option<&'static Setting> {
@@ -696,7 +702,8 @@ mod tests {
                 "auth",
                 "auth.htpasswd",
                 "auth.token",
-                "gc"
+                "gc",
+                "scan"
             ]
         );
         // a section is never also a setting

@@ -13,6 +13,7 @@ pub mod layer;
 pub mod osv;
 pub mod store;
 pub mod version;
+pub mod webhook;
 
 /// A package found in an image, named the way OSV names it, so that matching is a lookup by
 /// `(ecosystem, name)`.
