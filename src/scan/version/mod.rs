@@ -5,8 +5,12 @@
 
 use std::cmp::Ordering;
 
+pub mod apk;
 pub mod dpkg;
+pub mod go;
+pub mod pep440;
 pub mod rpm;
+pub mod semver;
 
 /// The version order an ecosystem's packages follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,7 +53,40 @@ impl Order {
         match self {
             Order::Dpkg => dpkg::compare(a, b),
             Order::Rpm => rpm::compare(a, b),
-            Order::Apk | Order::Pep440 | Order::Semver | Order::Go => None,
+            Order::Apk => apk::compare(a, b),
+            Order::Pep440 => pep440::compare(a, b),
+            Order::Semver => semver::compare(a, b),
+            Order::Go => go::compare(a, b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One pair per ecosystem whose answer no other order gives (or that another refuses).
+    #[test]
+    fn each_ecosystem_reaches_its_order() {
+        use Ordering::*;
+        for (ecosystem, a, b, want) in [
+            ("Debian:12", "1.0~rc1", "1.0", Some(Less)),
+            ("Ubuntu:22.04:LTS", "1:0.9", "2.0", Some(Greater)),
+            ("Alpine:v3.19", "1.0_rc1-r0", "1.0-r0", Some(Less)),
+            ("Wolfi", "1.02", "1.1", Some(Less)),
+            ("Red Hat", "1.0^git1", "1.0", Some(Greater)),
+            ("Rocky Linux:9", "1.0~rc1", "1.0", Some(Less)),
+            ("PyPI", "1.0", "1.0.0", Some(Equal)),
+            ("PyPI", "1.0.dev0", "1.0a0", Some(Less)),
+            ("npm", "1.0.0-rc.1", "1.0.0", Some(Less)),
+            ("crates.io", "1.0.0+build", "1.0.0", Some(Equal)),
+            ("npm", "1.0", "1.0.0", None),
+            ("Go", "go1.21rc2", "1.21.0", Some(Less)),
+            ("Go", "v2.0.0+incompatible", "2.0.0", Some(Equal)),
+        ] {
+            let order = Order::of_ecosystem(ecosystem).unwrap();
+            assert_eq!(order.compare(a, b), want, "{ecosystem}: {a} vs {b}");
+        }
+        assert_eq!(Order::of_ecosystem("Maven"), None);
     }
 }
