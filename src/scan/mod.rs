@@ -11,6 +11,7 @@
 pub mod detect;
 pub mod layer;
 pub mod osv;
+pub mod policy;
 pub mod store;
 pub mod version;
 pub mod webhook;

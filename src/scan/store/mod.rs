@@ -598,7 +598,7 @@ impl ScanStore {
             let rows = sql.query(
                 &format!(
                     "SELECT {SCAN_COLUMNS} FROM scans
-                     WHERE status = 'completed' AND data_version <> $1
+                     WHERE status = 'completed' AND (data_version IS NULL OR data_version <> $1)
                      ORDER BY digest LIMIT $2"
                 ),
                 &[version.into(), limit.into()],
