@@ -103,3 +103,34 @@ pub fn wait_for_port(
     }
     Ok(())
 }
+
+/// `~/.cache/ringyard-ci` (or under `XDG_CACHE_HOME`): where `.ci/run` installs the reference
+/// implementations the scanner's pure parts are checked against (a Python venv with
+/// `packaging` and `cvss`, npm's `semver`).
+pub fn reference_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .map(|c| c.join("ringyard-ci"))
+}
+
+/// A Python that can import `module`: the CI's venv first, else `python3` on PATH.
+pub fn python_with(module: &str) -> Option<std::ffi::OsString> {
+    let venv = reference_cache().map(|c| c.join("scan-venv/bin/python"));
+    let candidates = venv
+        .filter(|p| p.is_file())
+        .map(std::ffi::OsString::from)
+        .into_iter()
+        .chain([std::ffi::OsString::from("python3")]);
+    for python in candidates {
+        let works = std::process::Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if works {
+            return Some(python);
+        }
+    }
+    None
+}

@@ -398,7 +398,8 @@ mod tests {
 
     fn run_python(script: &str, input: &str) -> Option<String> {
         use std::io::Write;
-        let mut child = std::process::Command::new("python3")
+        let python = crate::testing::python_with("cvss")?;
+        let mut child = std::process::Command::new(python)
             .args(["-c", script])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

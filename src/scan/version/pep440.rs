@@ -428,26 +428,7 @@ mod tests {
     /// A Python with `packaging`: the CI's venv (`.ci/run` makes it), else `python3` if it
     /// can import `packaging`.
     fn python() -> Option<std::ffi::OsString> {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|d| !d.is_empty())
-            .map(std::path::PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")));
-        let venv = cache.map(|c| c.join("ringyard-ci/scan-venv/bin/python"));
-        let candidates = venv
-            .filter(|p| p.is_file())
-            .map(std::ffi::OsString::from)
-            .into_iter()
-            .chain([std::ffi::OsString::from("python3")]);
-        for python in candidates {
-            let works = std::process::Command::new(&python)
-                .args(["-c", "import packaging.version"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if works {
-                return Some(python);
-            }
-        }
-        None
+        crate::testing::python_with("packaging.version")
     }
 
     /// Every pair of the corpus and the refused strings against `packaging.version.Version`

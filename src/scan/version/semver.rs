@@ -344,13 +344,7 @@ mod tests {
 
     /// Where `npm install --prefix` put the `semver` package (CI: `.ci/run` installs it).
     fn npm_semver() -> Option<std::path::PathBuf> {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|d| !d.is_empty())
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache"))
-            })?;
-        let modules = cache.join("ringyard-ci/npm/node_modules");
+        let modules = crate::testing::reference_cache()?.join("npm/node_modules");
         modules
             .join("semver/package.json")
             .is_file()
