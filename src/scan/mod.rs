@@ -14,6 +14,7 @@ pub mod osv;
 pub mod policy;
 pub mod store;
 pub mod version;
+pub mod vulndb;
 pub mod webhook;
 
 /// A package found in an image, named the way OSV names it, so that matching is a lookup by

@@ -5,20 +5,28 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One vulnerability record.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Record {
     /// `GHSA-...`, `DSA-...`, `CVE-...`, `RHSA-...`.
     pub id: String,
     /// Unix seconds; what an import compares to keep the newest copy of a record.
-    #[serde(deserialize_with = "timestamp")]
+    #[serde(deserialize_with = "timestamp", serialize_with = "write_timestamp")]
     pub modified: i64,
-    #[serde(default, deserialize_with = "optional_timestamp")]
+    #[serde(
+        default,
+        deserialize_with = "optional_timestamp",
+        serialize_with = "write_optional_timestamp"
+    )]
     pub published: Option<i64>,
     /// Set when the record was retracted: it then matches nothing.
-    #[serde(default, deserialize_with = "optional_timestamp")]
+    #[serde(
+        default,
+        deserialize_with = "optional_timestamp",
+        serialize_with = "write_optional_timestamp"
+    )]
     pub withdrawn: Option<i64>,
     #[serde(default, deserialize_with = "strings")]
     pub aliases: Vec<String>,
@@ -39,7 +47,7 @@ pub struct Record {
 }
 
 /// A quantitative severity: a CVSS vector, or a distribution's own word (`Ubuntu`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct SeverityScore {
     /// `CVSS_V2`, `CVSS_V3`, `CVSS_V4`, `Ubuntu`, or a type this code does not know.
     #[serde(rename = "type")]
@@ -48,7 +56,7 @@ pub struct SeverityScore {
 }
 
 /// The versions of one package that a record affects.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Affected {
     pub package: AffectedPackage,
     /// Set only when the packages of one record differ in severity (then the record's own
@@ -66,7 +74,7 @@ pub struct Affected {
     pub database_specific: Specific,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct AffectedPackage {
     /// `Debian:12`, `Alpine:v3.19`, `PyPI`, `Red Hat:enterprise_linux:9::baseos`.
     pub ecosystem: String,
@@ -76,7 +84,7 @@ pub struct AffectedPackage {
 }
 
 /// A range of versions given as a timeline of events.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Range {
     #[serde(rename = "type")]
     pub kind: RangeKind,
@@ -85,8 +93,8 @@ pub struct Range {
 }
 
 /// How a range's event versions are ordered.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(from = "String", into = "String")]
 pub enum RangeKind {
     /// Semantic Versioning 2.0.0, without a leading `v`.
     Semver,
@@ -96,6 +104,17 @@ pub enum RangeKind {
     Git,
     /// A type added after this code was written: not evaluated.
     Other(String),
+}
+
+impl From<RangeKind> for String {
+    fn from(kind: RangeKind) -> String {
+        match kind {
+            RangeKind::Semver => "SEMVER".into(),
+            RangeKind::Ecosystem => "ECOSYSTEM".into(),
+            RangeKind::Git => "GIT".into(),
+            RangeKind::Other(k) => k,
+        }
+    }
 }
 
 impl From<String> for RangeKind {
@@ -111,7 +130,7 @@ impl From<String> for RangeKind {
 
 /// One status change on a range's timeline; the schema allows exactly one key per event
 /// object, which serde's external tagging enforces.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub enum Event {
     /// From this version on (inclusive); `"0"` is before every version.
     #[serde(rename = "introduced")]
@@ -138,11 +157,19 @@ impl Event {
 /// The severity words databases put in `ecosystem_specific` / `database_specific`: GitHub's
 /// `"severity": "HIGH"`, Debian's `"urgency": "low"`. Values that are not strings are
 /// dropped rather than failing the record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Specific {
-    #[serde(default, deserialize_with = "optional_text")]
+    #[serde(
+        default,
+        deserialize_with = "optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub severity: Option<String>,
-    #[serde(default, deserialize_with = "optional_text")]
+    #[serde(
+        default,
+        deserialize_with = "optional_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub urgency: Option<String>,
 }
 
@@ -194,6 +221,21 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let text = String::deserialize(d)?;
     parse_time(&text)
         .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time")))
+}
+
+/// Unix seconds back to RFC 3339, so that a stored record reads as an imported one.
+fn write_timestamp<S: Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+    match jiff::Timestamp::from_second(*t) {
+        Ok(ts) => s.serialize_str(&ts.to_string()),
+        Err(e) => Err(serde::ser::Error::custom(e)),
+    }
+}
+
+fn write_optional_timestamp<S: Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => write_timestamp(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn optional_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
@@ -256,6 +298,17 @@ mod tests {
       "references": [{"type": "WEB", "url": "https://example.org"}],
       "database_specific": {"cwe_ids": ["CWE-327"], "severity": "MODERATE", "github_reviewed": true}
     }"#;
+
+    #[test]
+    fn a_stored_record_reads_back_the_same() {
+        let r = Record::parse(GHSA.as_bytes()).unwrap();
+        let stored = serde_json::to_string(&r).unwrap();
+        assert_eq!(Record::parse(stored.as_bytes()).unwrap(), r);
+        assert!(
+            stored.len() < GHSA.len(),
+            "what matching does not need is dropped"
+        );
+    }
 
     #[test]
     fn reads_a_ghsa_record_ignoring_unknown_fields() {
