@@ -1,7 +1,7 @@
 use clap::Parser;
 use ringyard::config::cli::{
     Cli, Command, ConfigCommand, DataArgs, DbCommand, GcArgs, HtpasswdCommand, ServeArgs,
-    TokenCommand,
+    TokenCommand, VulndbCommand,
 };
 use ringyard::config::{self, ConfigError, EXIT_CONFIG, EXIT_START};
 
@@ -25,6 +25,7 @@ fn main() {
         Some(Command::Token(cmd)) => token(cmd),
         Some(Command::Db(cmd)) => db(cmd),
         Some(Command::Gc(args)) => gc(args),
+        Some(Command::Vulndb(cmd)) => vulndb(cmd),
         _ => serve(&cli.serve_args()),
     };
     std::process::exit(code);
@@ -287,6 +288,75 @@ fn gc(args: &GcArgs) -> i32 {
         Err(e) => {
             eprintln!("error: garbage collection: {e}");
             1
+        }
+    }
+}
+
+/// `ringyard vulndb import PATH | status`, on the scan store `serve` with the same
+/// `--config`/`--root` uses. Exit 2 for a bad configuration, 1 when the import fails.
+fn vulndb(cmd: &VulndbCommand) -> i32 {
+    use ringyard::scan::vulndb;
+    let data = match cmd {
+        VulndbCommand::Import { data, .. } | VulndbCommand::Status { data } => data,
+    };
+    let cfg = match command_config(data) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match vulndb::open_store(cfg.database(), &cfg.root) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}", config::redact_url(&e));
+            return 1;
+        }
+    };
+    match cmd {
+        VulndbCommand::Status { .. } => match store.status() {
+            Ok(status) => {
+                print!("{}", vulndb::describe(status.as_ref()));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {}", config::redact_url(&e.to_string()));
+                1
+            }
+        },
+        VulndbCommand::Import { path, .. } => {
+            let bar = ProgressBar::new();
+            let started = std::time::Instant::now();
+            let outcome = vulndb::import_path(&store, path, ringyard::meta::now_millis(), |p| {
+                bar.show(ringyard::lifecycle::gc::Progress {
+                    phase: "import",
+                    done: p.done,
+                    total: p.total.unwrap_or(0),
+                })
+            });
+            bar.clear();
+            match outcome {
+                Ok((summary, status)) => {
+                    for e in &summary.errors {
+                        eprintln!("skipped {e}");
+                    }
+                    if summary.failed > summary.errors.len() as u64 {
+                        eprintln!(
+                            "skipped {} more file(s)",
+                            summary.failed - summary.errors.len() as u64
+                        );
+                    }
+                    println!(
+                        "imported {} records from {} file(s) in {:.1}s",
+                        summary.records,
+                        summary.files,
+                        started.elapsed().as_secs_f64()
+                    );
+                    print!("{}", vulndb::describe(Some(&status)));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {}", config::redact_url(&e));
+                    1
+                }
+            }
         }
     }
 }

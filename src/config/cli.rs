@@ -56,6 +56,28 @@ pub enum Command {
     /// directory (SQLite), or on a fleet's PostgreSQL and S3 while nodes run (one collector
     /// at a time).
     Gc(GcArgs),
+    /// The vulnerability data scans match against: OSV records imported offline, in the
+    /// database `serve` with the same --config/--root uses; works while the registry runs.
+    #[command(subcommand)]
+    Vulndb(VulndbCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VulndbCommand {
+    /// Import OSV records from a directory of .json files (searched recursively) or an
+    /// osv.dev all.zip, replacing the current data at once when done; the registry then
+    /// re-evaluates stored scan results.
+    Import {
+        /// A directory, a .zip or a .json file.
+        path: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// What is loaded: version, record count, ecosystems, newest modification.
+    Status {
+        #[command(flatten)]
+        data: DataArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
