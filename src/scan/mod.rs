@@ -12,6 +12,7 @@ pub mod detect;
 pub mod layer;
 pub mod osv;
 pub mod policy;
+pub mod scanner;
 pub mod store;
 pub mod version;
 pub mod vulndb;

@@ -52,6 +52,12 @@ pub fn ecosystem_matches(record: &str, package: &str) -> bool {
         (Some(r), Some(p)) if record_base == "Ubuntu" => {
             r.strip_suffix(":LTS").unwrap_or(r) == p.strip_suffix(":LTS").unwrap_or(p)
         }
+        // Red Hat files records per stream (`enterprise_linux:9::appstream`, `::baseos`);
+        // the rpm database does not say which stream a package came from, so a package of
+        // `enterprise_linux:9` matches every stream of that release.
+        (Some(r), Some(p)) if record_base == "Red Hat" => {
+            r == p || r.strip_prefix(p).is_some_and(|rest| rest.starts_with(':'))
+        }
         (Some(r), Some(p)) => r == p,
     }
 }
@@ -308,6 +314,28 @@ mod tests {
 
     const NOT: Option<Option<&str>> = None;
     const NO_FIX: Option<Option<&str>> = Some(None);
+
+    #[test]
+    fn red_hat_streams_and_ubuntu_lts() {
+        let pkg = "Red Hat:enterprise_linux:9";
+        assert!(ecosystem_matches(
+            "Red Hat:enterprise_linux:9::appstream",
+            pkg
+        ));
+        assert!(ecosystem_matches("Red Hat:enterprise_linux:9::baseos", pkg));
+        assert!(ecosystem_matches("Red Hat", pkg));
+        assert!(!ecosystem_matches(
+            "Red Hat:enterprise_linux:8::baseos",
+            pkg
+        ));
+        assert!(!ecosystem_matches(
+            "Red Hat:enterprise_linux:90::baseos",
+            pkg
+        ));
+        assert!(ecosystem_matches("Ubuntu:22.04:LTS", "Ubuntu:22.04:LTS"));
+        assert!(ecosystem_matches("Ubuntu:22.04:LTS", "Ubuntu:22.04"));
+        assert!(!ecosystem_matches("Ubuntu:20.04:LTS", "Ubuntu:22.04:LTS"));
+    }
 
     #[test]
     fn introduced_zero_and_fixed_exclusive() {
