@@ -201,7 +201,8 @@ fn every_expected_finding_and_nothing_else() {
         ],
         "lodash was whited out; the deinstalled package is not there"
     );
-    let found: Vec<(&str, Option<&str>, Severity, &str, &str, Option<&str>)> = image
+    type Row<'a> = (&'a str, Option<&'a str>, Severity, &'a str, &'a str, Option<&'a str>);
+    let found: Vec<Row<'_>> = image
         .findings
         .iter()
         .map(|f| {
