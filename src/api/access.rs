@@ -77,7 +77,10 @@ pub fn needed<'a>(route: &Route<'a>, method: Method, query: &str) -> Needed<'a> 
         | (Route::Manifest { name, .. }, Get | Head)
         | (Route::Blob { name, .. }, Get | Head)
         | (Route::Referrers { name, .. }, Get | Head)
-        | (Route::Quota { name }, Get | Head) => repo(name, Action::Pull),
+        | (Route::Quota { name }, Get | Head)
+        | (Route::Scan { name, .. }, Get | Head)
+        | (Route::ScanSummary { name }, Get | Head) => repo(name, Action::Pull),
+        (Route::Scan { name, .. }, Post) => repo(name, Action::Push),
         (Route::Manifest { name, .. }, Put) => repo(name, Action::Push),
         (Route::Manifest { name, .. }, Delete) | (Route::Blob { name, .. }, Delete) => {
             repo(name, Action::Delete)

@@ -34,6 +34,19 @@ pub async fn get(reg: &Registry, req: &Request, name: &str, reference: &str) -> 
         return Err(unknown(reg, name, reference.to_string()).await);
     };
     let digest = &record.digest;
+    if let Some(scanning) = &reg.scanning {
+        let verdict = scanning
+            .verdict(&reg.pool, name, digest)
+            .await
+            .map_err(|e| Error::internal("judging a pull by the vulnerability policy", e))?;
+        if let crate::scan::policy::Verdict::Block(why) = verdict {
+            // 412, as Harbor answers a pull its vulnerability policy refuses; the message
+            // is what docker, podman and skopeo show.
+            return Err(Error::new(ErrorCode::Denied)
+                .with_status(412)
+                .with_message(why));
+        }
+    }
     reg.meta.note_pull(name, digest);
     let mut resp = Response::new(200)
         .header("Content-Type", media_type_value(&record.media_type))

@@ -23,6 +23,7 @@ pub(crate) mod manifests;
 pub(crate) mod pagination;
 pub(crate) mod referrers;
 pub mod router;
+pub(crate) mod scans;
 pub(crate) mod token;
 pub(crate) mod uploads;
 
@@ -95,6 +96,9 @@ pub struct Registry {
     pub retention: crate::lifecycle::retention::Retention,
     /// How much each repository may hold.
     pub quotas: crate::lifecycle::quota::Quotas,
+    /// Vulnerability scanning: results, the pull policy, webhooks. None in read-only mode
+    /// without a scan database.
+    pub scanning: Option<std::sync::Arc<crate::scan::service::Scanning>>,
 }
 
 impl Registry {
@@ -207,7 +211,10 @@ pub fn target(site: Site, path: &str) -> Target<'_> {
                 Route::Blob { .. } => RouteClass::Blob,
                 Route::UploadStart { .. } | Route::Upload { .. } => RouteClass::Upload,
                 Route::Referrers { .. } => RouteClass::Referrers,
-                Route::Quota { .. } | Route::NotFound => RouteClass::Other,
+                Route::Quota { .. }
+                | Route::Scan { .. }
+                | Route::ScanSummary { .. }
+                | Route::NotFound => RouteClass::Other,
             };
             (Answer::Api(route), class)
         }
@@ -380,6 +387,9 @@ async fn dispatch<T: Transport>(
         },
         (Route::Tags { name }, Get | Head) => listing::tags(reg, req, name).await,
         (Route::Quota { name }, Get | Head) => listing::quota(reg, name).await,
+        (Route::Scan { name, reference }, Get | Head) => scans::get(reg, name, reference).await,
+        (Route::Scan { name, reference }, Post) => scans::request(reg, name, reference).await,
+        (Route::ScanSummary { name }, Get | Head) => scans::summary(reg, name).await,
         (Route::Manifest { name, reference }, Get | Head) => {
             manifests::get(reg, req, name, reference).await
         }
@@ -501,7 +511,9 @@ fn route_name<'a>(route: &Route<'a>) -> Option<&'a str> {
         | Route::UploadStart { name }
         | Route::Upload { name, .. }
         | Route::Referrers { name, .. }
-        | Route::Quota { name } => Some(name),
+        | Route::Quota { name }
+        | Route::Scan { name, .. }
+        | Route::ScanSummary { name } => Some(name),
         Route::Base | Route::Catalog | Route::NotFound => None,
     }
 }

@@ -33,6 +33,15 @@ pub enum Route<'a> {
     Quota {
         name: &'a str,
     },
+    /// `/v2/<name>/manifests/<reference>/scan`: a manifest's vulnerability scan (ours).
+    Scan {
+        name: &'a str,
+        reference: &'a str,
+    },
+    /// `/v2/<name>/scan/summary`: the repository's scan summary (ours).
+    ScanSummary {
+        name: &'a str,
+    },
     NotFound,
 }
 
@@ -48,6 +57,16 @@ pub fn route(path: &str) -> Route<'_> {
     }
     if let Some(name) = rest.strip_prefix("_quota/") {
         return Route::Quota { name };
+    }
+    if let Some(name) = rest.strip_suffix("/scan/summary") {
+        return Route::ScanSummary { name };
+    }
+    if let Some((name, reference)) = rest
+        .strip_suffix("/scan")
+        .and_then(|head| head.rsplit_once('/'))
+        .and_then(|(head, reference)| Some((head.strip_suffix("/manifests")?, reference)))
+    {
+        return Route::Scan { name, reference };
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Route::Tags { name };
@@ -136,6 +155,26 @@ mod tests {
                 digest: "sha256:1"
             }
         );
+        assert_eq!(
+            route("/v2/a/b/manifests/v1/scan"),
+            Route::Scan {
+                name: "a/b",
+                reference: "v1"
+            }
+        );
+        assert_eq!(
+            route("/v2/a/manifests/scan"),
+            Route::Manifest {
+                name: "a",
+                reference: "scan"
+            },
+            "a tag named scan is still a manifest"
+        );
+        assert_eq!(
+            route("/v2/a/b/scan/summary"),
+            Route::ScanSummary { name: "a/b" }
+        );
+        assert_eq!(route("/v2/a/other/v1/scan"), Route::NotFound);
         assert_eq!(route("/v2/blobs/x"), Route::NotFound);
         assert_eq!(route("/v3/a/blobs/x"), Route::NotFound);
         assert_eq!(route("/"), Route::NotFound);

@@ -8,6 +8,7 @@
 //! without reaching the runner (whose jobs themselves hold the registry).
 
 pub(crate) mod gc;
+pub(crate) mod scan;
 pub(crate) mod upload_expiry;
 
 use crate::observe::metrics::JobFigures;

@@ -13,6 +13,7 @@ pub mod layer;
 pub mod osv;
 pub mod policy;
 pub mod scanner;
+pub mod service;
 pub mod store;
 pub mod version;
 pub mod vulndb;

@@ -136,6 +136,27 @@ fn realm_host(listen: &str, port: u16) -> String {
     format!("{host}:{port}")
 }
 
+/// The scan store beside the metadata (`<root>/scan.db`, or the metadata's PostgreSQL) and
+/// what the configuration says scanning does. In read-only mode a missing scan database is
+/// no scanning (nothing may be created there).
+fn open_scanning(
+    cfg: &Config,
+    root: &Path,
+) -> Result<Option<Arc<crate::scan::service::Scanning>>, String> {
+    use crate::scan::{service::Scanning, vulndb};
+    if cfg.read_only && cfg.database().is_none() && !vulndb::store_path(root).exists() {
+        return Ok(None);
+    }
+    let store = vulndb::open_store(cfg.database(), root).map_err(|e| {
+        format!(
+            "opening the scan database: {}",
+            crate::config::redact_url(&e)
+        )
+    })?;
+    let scanning = Scanning::new(store, cfg.database().is_some(), cfg).map_err(|e| e.join("; "))?;
+    Ok(Some(Arc::new(scanning)))
+}
+
 /// The metadata engine the configuration names: PostgreSQL at `database.url`, else SQLite in
 /// `root` (read-only mode opens it without writing). Blocks: start-up only.
 fn open_meta(cfg: &Config, root: &Path, created: &mut Created) -> Result<Meta, String> {
@@ -400,6 +421,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let retention =
         crate::lifecycle::retention::Retention::new(&cfg.retention).map_err(|e| e.join("; "))?;
     let quotas = crate::lifecycle::quota::Quotas::new(&cfg.quotas).map_err(|e| e.join("; "))?;
+    let scanning = open_scanning(&cfg, &root)?;
     let registry = Arc::new(Registry {
         ops: Ops::new(
             cfg.metrics_enabled,
@@ -426,6 +448,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         gc: Default::default(),
         retention,
         quotas,
+        scanning: scanning.clone(),
     });
     let settings = ConnSettings {
         max_head: cfg.max_header_bytes,
@@ -503,6 +526,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
             window,
             gc_opts,
         )));
+    }
+    if let (Some(scanning), false) = (&scanning, cfg.read_only) {
+        background.push(Box::new(crate::jobs::scan::Scans::new(
+            registry.clone(),
+            scanning.clone(),
+            cfg.scan_poll,
+        )));
+        if !scanning.webhooks.is_empty() {
+            background.push(Box::new(crate::jobs::scan::Webhooks::new(scanning.clone())));
+        }
     }
     let jobs = Jobs::start(&registry.jobs, background)
         .map_err(|e| format!("cannot start threads: {e}"))?;

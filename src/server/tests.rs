@@ -44,6 +44,7 @@ fn registry(root: &Path) -> Registry {
         gc: Default::default(),
         retention: Default::default(),
         quotas: Default::default(),
+        scanning: None,
     }
 }
 

@@ -29,7 +29,7 @@ mod pointer;
 mod resolve;
 mod retry;
 mod staging;
-mod tls;
+pub(crate) mod tls;
 
 use super::backend::{BlobBackend, Chunks, Fut, Listed, Whole};
 use super::error::{Error, Result};

@@ -201,7 +201,14 @@ fn every_expected_finding_and_nothing_else() {
         ],
         "lodash was whited out; the deinstalled package is not there"
     );
-    type Row<'a> = (&'a str, Option<&'a str>, Severity, &'a str, &'a str, Option<&'a str>);
+    type Row<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Severity,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+    );
     let found: Vec<Row<'_>> = image
         .findings
         .iter()

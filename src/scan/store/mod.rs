@@ -188,9 +188,11 @@ pub struct Completed {
     pub result: String,
     /// `(ecosystem, name)` of every package found: what a later import's rescan looks up.
     pub packages: Vec<(String, String)>,
-    /// A webhook body to deliver (written in the same transaction), when the scan found
-    /// something the previous one did not.
+    /// A webhook body to deliver (written in the same transaction, one row per endpoint),
+    /// when the scan found something the previous one did not.
     pub notify: Option<String>,
+    /// How many webhook endpoints there are: row `#i` is endpoint `i`'s delivery.
+    pub endpoints: usize,
 }
 
 /// A webhook delivery waiting in the outbox.
@@ -555,12 +557,13 @@ impl ScanStore {
                     &[digest.into(), eco.as_str().into(), name.as_str().into()],
                 )?;
             }
-            if let Some(body) = &done.notify {
+            for i in 0..done.endpoints {
+                let Some(body) = &done.notify else { break };
                 sql.execute(
                     "INSERT INTO scan_outbox (id, created, body, next_at) VALUES ($1, $2, $3, $2)
                      ON CONFLICT DO NOTHING",
                     &[
-                        format!("{digest}@{now}").into(),
+                        format!("{digest}@{now}#{i}").into(),
                         now.into(),
                         body.as_str().into(),
                     ],

@@ -96,6 +96,7 @@ fn suite(store: &ScanStore) {
             ("npm".into(), "left-pad".into()),
         ],
         notify: Some("{\"new\":1}".into()),
+        endpoints: 1,
     };
     store.complete("sha256:a", &done, 400).unwrap();
     let row = store.get("sha256:a").unwrap().unwrap();

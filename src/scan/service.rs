@@ -1,0 +1,561 @@
+//! Scanning as the registry runs it: the store, the policy, the webhook endpoints, and the
+//! work of one scan job pass ([`Scanning::pass`]): push events into scan requests, a rescan
+//! of stored results after an import, then pending scans one by one. The API's reads
+//! ([`Scanning::state`]) and the pull policy's verdicts come from the stored rows, the
+//! verdict's input cached per event loop for a few seconds.
+
+use super::layer::Limits;
+use super::osv::finding::Finding;
+use super::osv::record::Record;
+use super::policy::{Policy, Scanned, Verdict};
+use super::scanner::{self, Blobs, ImageReport, Report};
+use super::store::{Completed, Requested, ScanRow, ScanStore, Status};
+use super::webhook::Endpoint;
+use crate::meta::{now_millis, Meta, PushEvent, WriteOp};
+use crate::oci::digest::Digest;
+use crate::store::blobs::BlobStore;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A running row older than this on a shared database belongs to a scanner that died.
+const STALE: Duration = Duration::from_secs(15 * 60);
+/// How long one pass keeps taking scans before it returns to events and imports.
+const PASS_BUDGET: Duration = Duration::from_secs(30);
+/// How long a verdict's input is reused by an event loop.
+const VERDICT_TTL: Duration = Duration::from_secs(2);
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Figures {
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub rescanned: AtomicU64,
+    pub blocked: AtomicU64,
+    pub webhooks_delivered: AtomicU64,
+    pub webhooks_failed: AtomicU64,
+    /// Seconds spent scanning (layers read, packages found), in milliseconds.
+    pub scan_millis: AtomicU64,
+}
+
+pub struct Scanning {
+    pub store: Arc<ScanStore>,
+    pub policy: Policy,
+    pub on_push: bool,
+    pub limits: Limits,
+    pub webhooks: Vec<Endpoint>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether other processes take scans from the same store (PostgreSQL): then a running
+    /// row is another's until it is stale; alone, every running row at start is a dead one's.
+    shared: bool,
+    /// The data version the last rescan brought results to (-1: none yet).
+    rescanned_to: AtomicI64,
+    /// Unix ms of the start: running rows older than this are a previous life's (alone).
+    started: i64,
+    pub figures: Figures,
+}
+
+/// What a scan row says, for the API and the policy.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub row: Option<ScanRow>,
+    pub report: Option<Report>,
+}
+
+impl State {
+    /// The word the API and the policy use.
+    pub fn status(&self) -> &'static str {
+        match &self.row {
+            None => "not scanned",
+            Some(r) => r.status.as_str(),
+        }
+    }
+}
+
+thread_local! {
+    /// Per event loop: digest -> (read at, state), so a hot image's pulls ask the store
+    /// once every few seconds, not once per GET.
+    static STATES: RefCell<HashMap<Digest, (Instant, Arc<State>)>> = RefCell::new(HashMap::new());
+}
+
+impl Scanning {
+    pub fn new(
+        store: ScanStore,
+        shared: bool,
+        cfg: &crate::config::Config,
+    ) -> Result<Scanning, Vec<String>> {
+        let policy = Policy::new(&cfg.scan_policies, &cfg.scan_allowlist)?;
+        let mut errors = Vec::new();
+        let webhooks: Vec<Endpoint> = cfg
+            .scan_webhooks
+            .iter()
+            .filter_map(|w| Endpoint::new(w).map_err(|e| errors.push(e)).ok())
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let tls = if webhooks.iter().any(|w| w.shown().starts_with("https:")) {
+            Some(crate::store::s3::tls::client_config(None).map_err(|e| vec![e])?)
+        } else {
+            None
+        };
+        Ok(Scanning {
+            store: Arc::new(store),
+            policy,
+            on_push: cfg.scan_on_push,
+            limits: Limits {
+                max_expanded: cfg.scan_max_expanded as u64,
+                ..Limits::default()
+            },
+            webhooks,
+            tls,
+            shared,
+            rescanned_to: AtomicI64::new(-1),
+            started: now_millis(),
+            figures: Figures::default(),
+        })
+    }
+
+    /// The stored scan of `digest`, its report parsed. Blocks (a pool thread calls it).
+    pub fn read_state(store: &ScanStore, digest: &Digest) -> Result<State, String> {
+        let row = store.get(digest.as_str()).map_err(|e| e.to_string())?;
+        let report = row
+            .as_ref()
+            .filter(|r| r.status == Status::Completed)
+            .and_then(|r| r.result.as_deref())
+            .and_then(|t| serde_json::from_str(t).ok());
+        Ok(State { row, report })
+    }
+
+    /// The state of `digest`, from this event loop's cache when fresh.
+    pub async fn state(
+        &self,
+        pool: &crate::blocking::Pool,
+        digest: &Digest,
+    ) -> Result<Arc<State>, String> {
+        let now = Instant::now();
+        let cached = STATES.with(|s| {
+            s.borrow()
+                .get(digest)
+                .filter(|(at, _)| now.duration_since(*at) < VERDICT_TTL)
+                .map(|(_, st)| st.clone())
+        });
+        if let Some(st) = cached {
+            return Ok(st);
+        }
+        let store = self.store.clone();
+        let d = digest.clone();
+        let st = pool
+            .run(move || Scanning::read_state(&store, &d))
+            .await
+            .map_err(|e| e.to_string())??;
+        let st = Arc::new(st);
+        STATES.with(|s| {
+            let mut map = s.borrow_mut();
+            if map.len() > 10_000 {
+                map.retain(|_, (at, _)| now.duration_since(*at) < VERDICT_TTL);
+            }
+            map.insert(digest.clone(), (now, st.clone()));
+        });
+        Ok(st)
+    }
+
+    /// The pull policy's verdict on `digest` in `repo` (Allow at once where no rule could
+    /// refuse).
+    pub async fn verdict(
+        &self,
+        pool: &crate::blocking::Pool,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Verdict, String> {
+        if !self.policy.governs(repo) {
+            return Ok(Verdict::Allow);
+        }
+        let st = self.state(pool, digest).await?;
+        let findings: Vec<Finding>;
+        let scanned = match &st.report {
+            Some(report) => {
+                findings = report.distinct_findings().into_iter().cloned().collect();
+                Scanned::Completed(&findings)
+            }
+            None => Scanned::Not(st.status()),
+        };
+        let verdict = self.policy.judge(repo, scanned, now_millis() / 1000);
+        if matches!(verdict, Verdict::Block(_)) {
+            self.figures.blocked.fetch_add(1, Relaxed);
+        }
+        Ok(verdict)
+    }
+
+    /// One pass of the scan job. Blocks.
+    pub fn pass(&self, meta: &Meta, blobs: &BlobStore) -> Result<String, String> {
+        let requested = self.take_events(meta)?;
+        let rescanned = self.rescan(meta)?;
+        let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(|e| format!("starting an event loop for scans: {e}"))?;
+        let reader = StoreBlobs {
+            rt: RefCell::new(rt),
+            blobs,
+        };
+        let deadline = Instant::now() + PASS_BUDGET;
+        let (mut done, mut failed) = (0, 0);
+        while Instant::now() < deadline {
+            let now = now_millis();
+            let stale_before = match self.shared {
+                true => now - STALE.as_millis() as i64,
+                false => self.started,
+            };
+            let Some(claim) = self
+                .store
+                .claim(now, stale_before)
+                .map_err(|e| e.to_string())?
+            else {
+                break;
+            };
+            let Ok(digest) = Digest::parse(&claim.digest) else {
+                self.store
+                    .fail(&claim.digest, "not a digest", now_millis())
+                    .map_err(|e| e.to_string())?;
+                continue;
+            };
+            let started = Instant::now();
+            match self.scan_one(meta, &reader, &digest, &claim.repository) {
+                Ok(()) => {
+                    done += 1;
+                    self.figures.completed.fetch_add(1, Relaxed);
+                }
+                Err(why) => {
+                    failed += 1;
+                    self.figures.failed.fetch_add(1, Relaxed);
+                    crate::log::warn(format_args!(
+                        "scan of {}@{digest} failed: {why}",
+                        claim.repository
+                    ));
+                    self.store
+                        .fail(&claim.digest, &why, now_millis())
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            self.figures
+                .scan_millis
+                .fetch_add(started.elapsed().as_millis() as u64, Relaxed);
+        }
+        crate::store::s3::conn::close_idle();
+        Ok(format!(
+            "{requested} pushes queued, {rescanned} results re-evaluated, {done} scanned, {failed} failed"
+        ))
+    }
+
+    /// Push events into scan requests (or only forgotten, with scan.on_push off).
+    fn take_events(&self, meta: &Meta) -> Result<usize, String> {
+        let events: Vec<PushEvent> =
+            crate::blocking::block_on(meta.push_events(500)).map_err(|e| e.to_string())?;
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut queued = 0;
+        if self.on_push {
+            for e in &events {
+                let r = self
+                    .store
+                    .request(e.digest.as_str(), &e.repo, false, now_millis())
+                    .map_err(|e| e.to_string())?;
+                queued += usize::from(r == Requested::Queued);
+            }
+        }
+        crate::blocking::block_on(meta.write(WriteOp::ForgetPushEvents(events)))
+            .map_err(|e| e.to_string())?;
+        Ok(queued)
+    }
+
+    /// After an import: every completed result computed against other data is matched again
+    /// from its stored packages (no layer read), or only moved to the new version when no
+    /// package it has is named by the new data and it had no findings.
+    fn rescan(&self, meta: &Meta) -> Result<usize, String> {
+        let Some(version) = self.store.current_version().map_err(|e| e.to_string())? else {
+            return Ok(0);
+        };
+        if self.rescanned_to.load(Relaxed) == version {
+            return Ok(0);
+        }
+        let mut count = 0;
+        loop {
+            let rows = self
+                .store
+                .outdated(version, 200)
+                .map_err(|e| e.to_string())?;
+            if rows.is_empty() {
+                break;
+            }
+            let digests: Vec<String> = rows.iter().map(|r| r.digest.clone()).collect();
+            let touched = self
+                .store
+                .touched_by(version, &digests)
+                .map_err(|e| e.to_string())?;
+            let untouched: Vec<String> = digests
+                .iter()
+                .filter(|d| !touched.contains(d))
+                .cloned()
+                .collect();
+            self.store
+                .move_to(version, &untouched)
+                .map_err(|e| e.to_string())?;
+            for row in rows.iter().filter(|r| touched.contains(&r.digest)) {
+                let previous: Option<Report> = row
+                    .result
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str(t).ok());
+                let mut report = previous.clone().unwrap_or_default();
+                self.evaluate(&mut report, version)?;
+                self.complete(
+                    meta,
+                    &row.digest,
+                    &row.repository,
+                    &report,
+                    previous.as_ref(),
+                    version,
+                )?;
+                count += 1;
+            }
+        }
+        self.figures.rescanned.fetch_add(count as u64, Relaxed);
+        self.rescanned_to.store(version, Relaxed);
+        Ok(count)
+    }
+
+    /// Matches `report`'s packages against the data of `version`.
+    fn evaluate(&self, report: &mut Report, version: i64) -> Result<(), String> {
+        let keys = report.keys();
+        let records: Vec<Record> = self
+            .store
+            .records_for(version, &keys)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|j| Record::parse(j.as_bytes()).ok())
+            .collect();
+        report.evaluate(&records);
+        Ok(())
+    }
+
+    fn current(&self) -> Result<i64, String> {
+        // Version 0: no data imported yet; packages are still listed, nothing matches.
+        Ok(self
+            .store
+            .current_version()
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0))
+    }
+
+    fn scan_one(
+        &self,
+        meta: &Meta,
+        blobs: &dyn Blobs,
+        digest: &Digest,
+        repo: &str,
+    ) -> Result<(), String> {
+        let version = self.current()?;
+        let previous = Scanning::read_state(&self.store, digest)?;
+        let mut known = |child: &Digest| -> Option<ImageReport> {
+            let st = Scanning::read_state(&self.store, child).ok()?;
+            let row = st.row?;
+            (row.data_version == Some(version))
+                .then_some(st.report?)
+                .and_then(|mut r| (r.images.len() == 1).then(|| r.images.remove(0)))
+        };
+        let mut children: Vec<ImageReport> = Vec::new();
+        let mut report = scanner::scan(blobs, digest, self.limits, &mut known, &mut |image| {
+            children.push(image.clone())
+        })
+        .map_err(|e| e.0)?;
+        // An index's images scanned here are stored as their own results too (their pulls
+        // by digest are judged by them).
+        for image in children {
+            let mut own = Report {
+                images: vec![image],
+                notes: Vec::new(),
+            };
+            self.evaluate(&mut own, version)?;
+            let child = own.images[0].digest.clone();
+            self.store
+                .request(&child, repo, true, now_millis())
+                .map_err(|e| e.to_string())?;
+            let before = Scanning::read_state(
+                &self.store,
+                &Digest::parse(&child).map_err(|e| e.to_string())?,
+            )?;
+            self.complete(meta, &child, repo, &own, before.report.as_ref(), version)?;
+        }
+        self.evaluate(&mut report, version)?;
+        self.complete(
+            meta,
+            digest.as_str(),
+            repo,
+            &report,
+            previous.report.as_ref(),
+            version,
+        )
+    }
+
+    /// Stores a result, with one webhook delivery per endpoint when it found something the
+    /// previous result did not have.
+    fn complete(
+        &self,
+        meta: &Meta,
+        digest: &str,
+        repo: &str,
+        report: &Report,
+        previous: Option<&Report>,
+        version: i64,
+    ) -> Result<(), String> {
+        let new = report.new_since(previous);
+        let notify = match (new.is_empty(), self.webhooks.is_empty()) {
+            (false, false) => Some(self.webhook_body(meta, digest, repo, report, &new)),
+            _ => None,
+        };
+        let done = Completed {
+            data_version: version,
+            counts: report.counts(),
+            result: serde_json::to_string(report).map_err(|e| e.to_string())?,
+            packages: report.keys(),
+            notify,
+            endpoints: self.webhooks.len(),
+        };
+        self.store
+            .complete(digest, &done, now_millis())
+            .map_err(|e| e.to_string())
+    }
+
+    fn webhook_body(
+        &self,
+        meta: &Meta,
+        digest: &str,
+        repo: &str,
+        report: &Report,
+        new: &[&Finding],
+    ) -> String {
+        let tags = Digest::parse(digest)
+            .ok()
+            .and_then(|d| crate::blocking::block_on(meta.tags_of(repo, &d)).ok())
+            .unwrap_or_default();
+        let [c, h, m, l, u] = report.counts();
+        serde_json::json!({
+            "event": "vulnerabilities_found",
+            "repository": repo,
+            "digest": digest,
+            "tags": tags,
+            "vulnerabilities": {"critical": c, "high": h, "medium": m, "low": l, "unknown": u},
+            "new": new.iter().map(|f| detail(f, None)).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// One pass of the delivery job: due outbox rows posted to their endpoint. Blocks.
+    pub fn deliver(&self) -> Result<String, String> {
+        let now = now_millis();
+        let due = self.store.due(now, 50).map_err(|e| e.to_string())?;
+        let (mut ok, mut failed) = (0, 0);
+        for d in due {
+            // The row names its endpoint by position (`...#2`); a configuration that no
+            // longer has it drops the row.
+            let endpoint =
+                d.id.rsplit_once('#')
+                    .and_then(|(_, i)| i.parse::<usize>().ok())
+                    .and_then(|i| self.webhooks.get(i));
+            let Some(endpoint) = endpoint else {
+                self.store.delivered(&d.id).map_err(|e| e.to_string())?;
+                continue;
+            };
+            let body = with_delivery_id(&d.body, &d.id);
+            match endpoint.post(&body, self.tls.as_ref()) {
+                Ok(()) => {
+                    ok += 1;
+                    self.figures.webhooks_delivered.fetch_add(1, Relaxed);
+                    self.store.delivered(&d.id).map_err(|e| e.to_string())?;
+                }
+                Err(why) => {
+                    failed += 1;
+                    self.figures.webhooks_failed.fetch_add(1, Relaxed);
+                    let attempt = d.attempts as u64;
+                    let next = (attempt < endpoint.retries)
+                        .then(|| now + super::webhook::backoff(attempt).as_millis() as i64);
+                    if next.is_none() {
+                        crate::log::warn(format_args!(
+                            "webhook {} gave up after {} attempts: {why}",
+                            endpoint.shown(),
+                            attempt + 1
+                        ));
+                    }
+                    self.store
+                        .retry(&d.id, next, &why)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(format!("{ok} delivered, {failed} failed"))
+    }
+}
+
+/// The body with its delivery id, so a receiver can tell a repeat (a delivery whose answer
+/// was lost is sent again).
+fn with_delivery_id(body: &str, id: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("delivery".into(), id.into());
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => body.to_string(),
+    }
+}
+
+/// A finding as the API and webhooks show it (the issue's `details` shape).
+pub fn detail(f: &Finding, platform: Option<&str>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": f.id,
+        "cve": f.cve.as_deref().unwrap_or(&f.id),
+        "severity": f.severity,
+        "package": f.package,
+        "installed_version": f.installed,
+        "fixed_version": f.fixed,
+        "cvss": f.cvss,
+        "description": f.summary,
+        "ecosystem": f.ecosystem,
+        "path": f.path,
+    });
+    if let Some(b) = &f.binary {
+        v["binary"] = b.as_str().into();
+    }
+    if let Some(p) = platform {
+        v["platform"] = p.into();
+    }
+    v
+}
+
+type FusionRt = monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+>;
+
+/// Blobs from the registry's store, read on the scan job's thread (a miss on a remote
+/// backend fills the local tier first, through this thread's own event loop).
+struct StoreBlobs<'a> {
+    rt: RefCell<FusionRt>,
+    blobs: &'a BlobStore,
+}
+
+impl Blobs for StoreBlobs<'_> {
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, String> {
+        let file = self
+            .rt
+            .borrow_mut()
+            .block_on(self.blobs.get(digest))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "missing from the blob store".to_string())?;
+        let f = file.file().try_clone().map_err(|e| e.to_string())?;
+        Ok(Box::new(f))
+    }
+}
