@@ -495,6 +495,7 @@ async fn ops(
                     errors: c.errors,
                     outages: c.outages,
                 }),
+                scans: reg.scanning.as_ref().map(|s| s.figures.snapshot()),
                 ..metrics::Gauges::default()
             };
             let text = reg.ops.render_metrics(gauges);

@@ -274,6 +274,20 @@ pub struct Gauges {
     pub blob_cache: Option<CacheFigures>,
     /// The Redis cache of the PostgreSQL engine's reads; None without one.
     pub metadata_cache: Option<MetadataCacheFigures>,
+    /// Vulnerability scanning's counters; None without scanning.
+    pub scans: Option<ScanFigures>,
+}
+
+/// What scanning did since the start (see `scan::service::Figures`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScanFigures {
+    pub completed: u64,
+    pub failed: u64,
+    pub rescans: u64,
+    pub pulls_blocked: u64,
+    pub webhooks_delivered: u64,
+    pub webhooks_failed: u64,
+    pub seconds: f64,
 }
 
 /// The Redis cache's counters (see `meta::redis_cache`).
@@ -513,6 +527,9 @@ pub fn render(workers: &[Arc<WorkerMetrics>], g: &Gauges) -> String {
         g.gc_seconds,
     );
     render_quotas(&mut out, &g.quotas);
+    if let Some(sc) = &g.scans {
+        render_scans(&mut out, sc);
+    }
     if let Some(c) = &g.blob_cache {
         render_blob_cache(&mut out, c);
     }
@@ -623,6 +640,62 @@ fn render_blob_cache(out: &mut String, c: &CacheFigures) {
 /// Usage and limit of each repository with a quota, as last looked at (by a push into it or
 /// `GET /v2/_quota/NAME`): reading every repository's usage for a scrape would cost the
 /// metadata a query per repository on PostgreSQL.
+fn render_scans(out: &mut String, s: &ScanFigures) {
+    family(
+        out,
+        "ringyard_scans_total",
+        "counter",
+        "Image scans finished, by outcome (re-evaluations after an import are counted apart).",
+    );
+    let _ = writeln!(
+        out,
+        "ringyard_scans_total{{outcome=\"completed\"}} {}",
+        s.completed
+    );
+    let _ = writeln!(
+        out,
+        "ringyard_scans_total{{outcome=\"failed\"}} {}",
+        s.failed
+    );
+    single(
+        out,
+        "ringyard_scan_rescans_total",
+        "counter",
+        "Stored results matched again after an import, from their stored packages (no layer read).",
+        s.rescans,
+    );
+    single(
+        out,
+        "ringyard_scan_duration_seconds_total",
+        "counter",
+        "Time spent scanning images (reading layers, finding packages, matching).",
+        s.seconds,
+    );
+    single(
+        out,
+        "ringyard_pulls_blocked_total",
+        "counter",
+        "Manifest pulls refused by the vulnerability policy (scan.policies).",
+        s.pulls_blocked,
+    );
+    family(
+        out,
+        "ringyard_webhook_deliveries_total",
+        "counter",
+        "Webhook delivery attempts (scan.webhooks), by outcome.",
+    );
+    let _ = writeln!(
+        out,
+        "ringyard_webhook_deliveries_total{{outcome=\"delivered\"}} {}",
+        s.webhooks_delivered
+    );
+    let _ = writeln!(
+        out,
+        "ringyard_webhook_deliveries_total{{outcome=\"failed\"}} {}",
+        s.webhooks_failed
+    );
+}
+
 fn render_quotas(out: &mut String, quotas: &[(String, u64, u64)]) {
     type Value = fn(&(String, u64, u64)) -> u64;
     let families: [(&str, &str, Value); 2] = [

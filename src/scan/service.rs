@@ -41,6 +41,20 @@ pub struct Figures {
     pub scan_millis: AtomicU64,
 }
 
+impl Figures {
+    pub fn snapshot(&self) -> crate::observe::metrics::ScanFigures {
+        crate::observe::metrics::ScanFigures {
+            completed: self.completed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            rescans: self.rescanned.load(Relaxed),
+            pulls_blocked: self.blocked.load(Relaxed),
+            webhooks_delivered: self.webhooks_delivered.load(Relaxed),
+            webhooks_failed: self.webhooks_failed.load(Relaxed),
+            seconds: self.scan_millis.load(Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
 pub struct Scanning {
     pub store: Arc<ScanStore>,
     pub policy: Policy,
@@ -128,6 +142,16 @@ impl Scanning {
             .and_then(|r| r.result.as_deref())
             .and_then(|t| serde_json::from_str(t).ok());
         Ok(State { row, report })
+    }
+
+    /// The last result stored for `digest` whatever its row's status now (a rescan's row is
+    /// running or pending while the result it replaces is still there): what new findings
+    /// are new against.
+    fn previous(&self, digest: &str) -> Result<Option<Report>, String> {
+        let row = self.store.get(digest).map_err(|e| e.to_string())?;
+        Ok(row
+            .and_then(|r| r.result)
+            .and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     /// The state of `digest`, from this event loop's cache when fresh.
@@ -359,7 +383,7 @@ impl Scanning {
         repo: &str,
     ) -> Result<(), String> {
         let version = self.current()?;
-        let previous = Scanning::read_state(&self.store, digest)?;
+        let previous = self.previous(digest.as_str())?;
         let mut known = |child: &Digest| -> Option<ImageReport> {
             let st = Scanning::read_state(&self.store, child).ok()?;
             let row = st.row?;
@@ -381,14 +405,11 @@ impl Scanning {
             };
             self.evaluate(&mut own, version)?;
             let child = own.images[0].digest.clone();
+            let before = self.previous(&child)?;
             self.store
                 .request(&child, repo, true, now_millis())
                 .map_err(|e| e.to_string())?;
-            let before = Scanning::read_state(
-                &self.store,
-                &Digest::parse(&child).map_err(|e| e.to_string())?,
-            )?;
-            self.complete(meta, &child, repo, &own, before.report.as_ref(), version)?;
+            self.complete(meta, &child, repo, &own, before.as_ref(), version)?;
         }
         self.evaluate(&mut report, version)?;
         self.complete(
@@ -396,7 +417,7 @@ impl Scanning {
             digest.as_str(),
             repo,
             &report,
-            previous.report.as_ref(),
+            previous.as_ref(),
             version,
         )
     }
@@ -521,7 +542,8 @@ pub fn detail(f: &Finding, platform: Option<&str>) -> serde_json::Value {
         "package": f.package,
         "installed_version": f.installed,
         "fixed_version": f.fixed,
-        "cvss": f.cvss,
+        // One decimal, as scores are written (an f32 would show 9.800000190734863).
+        "cvss": f.cvss.map(|c| (f64::from(c) * 10.0).round() / 10.0),
         "description": f.summary,
         "ecosystem": f.ecosystem,
         "path": f.path,
@@ -556,6 +578,22 @@ impl Blobs for StoreBlobs<'_> {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "missing from the blob store".to_string())?;
         let f = file.file().try_clone().map_err(|e| e.to_string())?;
-        Ok(Box::new(f))
+        Ok(Box::new(ReadAt { file: f, pos: 0 }))
+    }
+}
+
+/// Reads a blob file from its start by position: the descriptor is shared with the store's
+/// cache of open files (a `dup`), whose offset another read may have moved.
+struct ReadAt {
+    file: std::fs::File,
+    pos: u64,
+}
+
+impl Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }

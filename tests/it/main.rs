@@ -35,5 +35,6 @@ mod retention_quotas;
 mod robot_tokens;
 mod scale_fleet;
 mod scale_out;
+mod scanning;
 mod tls;
 mod upload_owner;

@@ -1,0 +1,916 @@
+//! Vulnerability scanning on the real binary: images the tests build (Debian-, Alpine- and
+//! Python/npm-style contents, a whiteout that removes a vulnerable package, a multi-arch
+//! index, hostile layers), OSV records the tests write, imported with `ringyard vulndb
+//! import` while the registry runs; scan on push, the scan API, rescans after an import,
+//! the pull policy as docker and skopeo show it, webhooks across a kill -9.
+
+use crate::common::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringyard");
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    Link(&'a str, &'a str),
+}
+
+fn tar(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        match e {
+            Entry::File(path, body) => {
+                h.set_size(body.len() as u64);
+                h.set_mode(0o644);
+                h.set_mtime(1_700_000_000);
+                h.set_entry_type(tar::EntryType::Regular);
+                b.append_data(&mut h, path, *body).unwrap();
+            }
+            Entry::Link(path, target) => {
+                h.set_size(0);
+                h.set_mode(0o777);
+                h.set_mtime(1_700_000_000);
+                h.set_entry_type(tar::EntryType::Symlink);
+                b.append_link(&mut h, path, target).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A layer as pushed (gzip) with its diff id (the digest of the tar), which docker checks.
+struct Layer {
+    gz: Vec<u8>,
+    diff_id: String,
+}
+
+fn layer(tar: Vec<u8>) -> Layer {
+    Layer {
+        diff_id: sha256_digest(&tar),
+        gz: gzip(&tar),
+    }
+}
+
+const DEBIAN_OS: &[u8] =
+    b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+
+const ALPINE_OS: &[u8] =
+    b"NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\nPRETTY_NAME=\"Alpine Linux v3.19\"\n";
+
+/// Layers of a Debian-style image: openssl (vulnerable), zlib (epoch: not), requests
+/// (vulnerable), lodash (vulnerable, but removed by the second layer's whiteout).
+fn debian_layers(openssl: &str) -> Vec<Layer> {
+    let status = format!(
+        "Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: {openssl}\n\n\
+         Package: zlib1g\nStatus: install ok installed\nSource: zlib (1:1.2.13.dfsg-1)\n\
+         Version: 1:1.2.13.dfsg-1\n\n"
+    );
+    vec![
+        layer(tar(&[
+            Entry::Link("etc/os-release", "../usr/lib/os-release"),
+            Entry::File("usr/lib/os-release", DEBIAN_OS),
+            Entry::File("var/lib/dpkg/status", status.as_bytes()),
+            Entry::File(
+                "usr/lib/python3/dist-packages/requests-2.25.0.dist-info/METADATA",
+                b"Metadata-Version: 2.1\nName: requests\nVersion: 2.25.0\n",
+            ),
+            Entry::File(
+                "app/node_modules/lodash/package.json",
+                br#"{"name": "lodash", "version": "4.17.20"}"#,
+            ),
+        ])),
+        layer(tar(&[Entry::File("app/node_modules/.wh.lodash", b"")])),
+    ]
+}
+
+fn alpine_layers() -> Vec<Layer> {
+    vec![layer(tar(&[
+        Entry::File("etc/os-release", ALPINE_OS),
+        Entry::File(
+            "lib/apk/db/installed",
+            b"C:Q1abc=\nP:libcrypto3\nV:3.1.4-r5\nA:x86_64\no:openssl\n\n\
+              C:Q1def=\nP:musl\nV:1.2.4_git20230717-r4\nA:x86_64\no:musl\n\n",
+        ),
+    ]))]
+}
+
+/// The OSV records of every test: each matches what its comment says, no more.
+fn write_records(dir: &Path) {
+    let records = [
+        // openssl < 3.0.13-1~deb12u1 in Debian 12: critical (its vector).
+        json!({"id": "DSA-5678-1", "modified": "2024-01-01T00:00:00Z", "aliases": ["CVE-2024-0001"],
+            "summary": "openssl: a bad thing",
+            "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+            "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.13-1~deb12u1"}]}]}]}),
+        // zlib < 1.3: 1:1.2.13 is newer by its epoch.
+        json!({"id": "CVE-2024-0002", "modified": "2024-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "Debian", "name": "zlib"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.3"}]}]}]}),
+        // requests < 2.31.0: moderate.
+        json!({"id": "GHSA-j8r2-6x86-q33q", "modified": "2024-01-01T00:00:00Z", "aliases": ["CVE-2023-32681"],
+            "summary": "Requests leaks Proxy-Authorization headers",
+            "affected": [{"package": {"ecosystem": "PyPI", "name": "requests"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "2.3.0"}, {"fixed": "2.31.0"}]}]}],
+            "database_specific": {"severity": "MODERATE"}}),
+        // lodash < 4.17.21: whited out in every image that has it.
+        json!({"id": "GHSA-35jh-r3h4-6jhm", "modified": "2024-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "npm", "name": "lodash"},
+                "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "4.17.21"}]}]}]}),
+        // Alpine openssl (origin) up to 3.1.4-r5 inclusive: high.
+        json!({"id": "ALPINE-CVE-2024-0005", "modified": "2024-01-01T00:00:00Z", "upstream": ["CVE-2024-0005"],
+            "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": "openssl"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"last_affected": "3.1.4-r5"}]}],
+                "database_specific": {"severity": "HIGH"}}]}),
+        // musl: fixed in a pre-release-suffixed version below the installed one.
+        json!({"id": "CVE-2024-0006", "modified": "2024-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": "musl"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1.2.4_git20230717-r3"}]}]}]}),
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    for r in records {
+        let id = r["id"].as_str().unwrap().to_string();
+        std::fs::write(dir.join(format!("{id}.json")), r.to_string()).unwrap();
+    }
+}
+
+/// A record added by a later import: zlib's epoch-aware advisory that does match.
+fn write_zlib_record(dir: &Path) {
+    let r = json!({"id": "CVE-2024-0007", "modified": "2024-02-01T00:00:00Z",
+        "affected": [{"package": {"ecosystem": "Debian:12", "name": "zlib"},
+            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:1.3.dfsg-1"}]}],
+            "ecosystem_specific": {"urgency": "medium"}}]});
+    std::fs::write(dir.join("CVE-2024-0007.json"), r.to_string()).unwrap();
+}
+
+/// Pushes an image of `layers` (already compressed) as `repo:tag`; its digest.
+fn push(c: &mut Client, repo: &str, tag: &str, layers: &[Layer], arch: &str) -> String {
+    let mut descs = Vec::new();
+    for l in layers {
+        descs.push((push_blob(c, repo, &l.gz), l.gz.len()));
+    }
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
+    .unwrap();
+    let cd = push_blob(c, repo, &config);
+    let layers: Vec<Value> = descs
+        .iter()
+        .map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}))
+        .collect();
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": config.len()},
+        "layers": layers}))
+    .unwrap();
+    let r = c.put(
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        &manifest,
+    );
+    assert_status(&r, 201);
+    sha256_digest(&manifest)
+}
+
+fn push_index(c: &mut Client, repo: &str, tag: &str, children: &[(&str, &str)]) -> String {
+    let manifests: Vec<Value> = children
+        .iter()
+        .map(|(d, arch)| {
+            let size = c
+                .head(&format!("/v2/{repo}/manifests/{d}"))
+                .header("content-length")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+            json!({"mediaType": OCI_MANIFEST, "digest": d, "size": size,
+                "platform": {"os": "linux", "architecture": arch}})
+        })
+        .collect();
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}))
+    .unwrap();
+    let r = c.put(
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+        &index,
+    );
+    assert_status(&r, 201);
+    sha256_digest(&index)
+}
+
+/// `ringyard vulndb ARGS --root ROOT [--config C]`: (success, stdout + stderr).
+fn vulndb(root: &Path, config: Option<&Path>, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("vulndb").args(args).arg("--root").arg(root);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RINGYARD_") {
+            cmd.env_remove(&name);
+        }
+    }
+    let (status, out, err) = run_to_exit(cmd, Duration::from_secs(120));
+    (status.success(), format!("{out}{err}"))
+}
+
+/// Polls the scan of `repo@reference` until its status is `want`; the document.
+#[track_caller]
+fn wait_scan(c: &mut Client, repo: &str, reference: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.get(&format!("/v2/{repo}/manifests/{reference}/scan"));
+        assert_status(&r, 200);
+        let doc = r.json();
+        if doc["status"] == want {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scan of {repo}@{reference} never became {want}: {doc}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (cve, severity, package, installed, fixed) of each detail, in the document's order.
+fn findings(doc: &Value) -> Vec<(String, String, String, String, String)> {
+    doc["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+            (
+                s("cve"),
+                s("severity"),
+                s("package"),
+                s("installed_version"),
+                s("fixed_version"),
+            )
+        })
+        .collect()
+}
+
+fn row(
+    cve: &str,
+    sev: &str,
+    pkg: &str,
+    inst: &str,
+    fixed: &str,
+) -> (String, String, String, String, String) {
+    (
+        cve.into(),
+        sev.into(),
+        pkg.into(),
+        inst.into(),
+        fixed.into(),
+    )
+}
+
+fn debian_expected() -> Vec<(String, String, String, String, String)> {
+    vec![
+        row(
+            "CVE-2024-0001",
+            "critical",
+            "openssl",
+            "3.0.11-1~deb12u1",
+            "3.0.13-1~deb12u1",
+        ),
+        row("CVE-2023-32681", "medium", "requests", "2.25.0", "2.31.0"),
+    ]
+}
+
+const FAST: &str = "scan:\n  poll: 200ms\n";
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// Push, scan, API, import while running, rescan without reading layers, skip of what is
+/// up to date, manual request, summary.
+#[test]
+fn scan_on_push_the_api_and_rescans_after_an_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), FAST);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+
+    // Before any data: the scan completes with the packages and no findings.
+    let deb = push(
+        &mut c,
+        "lib/app",
+        "v1",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    let doc = wait_scan(&mut c, "lib/app", "v1", "completed");
+    assert_eq!(doc["digest"], deb.as_str());
+    assert_eq!(findings(&doc), vec![]);
+    assert_eq!(doc["platforms"][0]["packages"], 3, "{doc}");
+    assert_eq!(doc["platforms"][0]["platform"], "linux/amd64");
+    assert_eq!(doc["platforms"][0]["os"], "Debian GNU/Linux 12 (bookworm)");
+
+    // Import while the registry runs; the stored result is re-evaluated.
+    let osv = dir.path().join("osv");
+    write_records(&osv);
+    let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("imported 6 records from 6 file(s)"), "{out}");
+    let (ok, out) = vulndb(&root, Some(&config), &["status"]);
+    assert!(ok && out.contains(": 6 records, imported "), "{out}");
+    assert!(
+        out.contains("  Debian: 2\n") && out.contains("  Alpine: 2\n"),
+        "{out}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc = loop {
+        let doc = wait_scan(&mut c, "lib/app", "v1", "completed");
+        if !findings(&doc).is_empty() || Instant::now() > deadline {
+            break doc;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(findings(&doc), debian_expected(), "{doc}");
+    assert_eq!(
+        doc["vulnerabilities"],
+        json!({"critical": 1, "high": 0, "medium": 1, "low": 0, "unknown": 0})
+    );
+    let d = &doc["details"][0];
+    assert_eq!(d["cvss"], 9.8);
+    assert_eq!(d["description"], "openssl: a bad thing");
+    assert_eq!(d["binary"], "libssl3");
+    let metrics = c.get("/metrics").text();
+    assert!(
+        metrics.contains("ringyard_scan_rescans_total 1"),
+        "re-evaluated, not rescanned:\n{}",
+        grep(&metrics, "ringyard_scan")
+    );
+    assert!(
+        metrics.contains("ringyard_scans_total{outcome=\"completed\"} 1"),
+        "{}",
+        grep(&metrics, "ringyard_scan")
+    );
+
+    // A second import that adds an advisory: the result gains it.
+    write_zlib_record(&osv);
+    let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let doc = loop {
+        let doc = wait_scan(&mut c, "lib/app", "v1", "completed");
+        if findings(&doc).len() == 3 || Instant::now() > deadline {
+            break doc;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut want = debian_expected();
+    want.push(row(
+        "CVE-2024-0007",
+        "medium",
+        "zlib",
+        "1:1.2.13.dfsg-1",
+        "1:1.3.dfsg-1",
+    ));
+    want.sort_by(|a, b| sev_rank(&b.1).cmp(&sev_rank(&a.1)));
+    let mut got = findings(&doc);
+    got.sort_by(|a, b| sev_rank(&b.1).cmp(&sev_rank(&a.1)).then(a.0.cmp(&b.0)));
+    want.sort_by(|a, b| sev_rank(&b.1).cmp(&sev_rank(&a.1)).then(a.0.cmp(&b.0)));
+    assert_eq!(got, want);
+
+    // The same image under another tag: up to date, not scanned again.
+    let again = push(
+        &mut c,
+        "lib/app",
+        "v2",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    assert_eq!(again, deb);
+    std::thread::sleep(Duration::from_millis(800));
+    let metrics = c.get("/metrics").text();
+    assert!(
+        metrics.contains("ringyard_scans_total{outcome=\"completed\"} 1"),
+        "{}",
+        grep(&metrics, "ringyard_scan")
+    );
+
+    // A manual request scans again.
+    let r = c.post("/v2/lib/app/manifests/v2/scan", &[], b"");
+    assert_status(&r, 202);
+    assert_eq!(r.json()["scan_id"], deb.as_str());
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v2/lib/app/manifests/{deb}/scan").as_str())
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c
+        .get("/metrics")
+        .text()
+        .contains("ringyard_scans_total{outcome=\"completed\"} 2")
+    {
+        assert!(Instant::now() < deadline, "the manual scan never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // An Alpine image in the same repository, pushed last: the summary's latest tag.
+    push(&mut c, "lib/app", "alpine", &alpine_layers(), "amd64");
+    let doc = wait_scan(&mut c, "lib/app", "alpine", "completed");
+    assert_eq!(
+        findings(&doc),
+        vec![row("CVE-2024-0005", "high", "openssl", "3.1.4-r5", "-")],
+        "musl's fix is below its installed version: {doc}"
+    );
+    let r = c.get("/v2/lib/app/scan/summary");
+    assert_status(&r, 200);
+    let sum = r.json();
+    assert_eq!(sum["latest_tag"], "alpine", "{sum}");
+    assert_eq!(sum["total_vulnerabilities"], 1);
+    assert_eq!(sum["high_count"], 1);
+    assert_eq!(sum["tagged_images"], 2);
+    assert_eq!(sum["scanned_images"], 2);
+    assert!(sum["last_scanned"].as_str().is_some(), "{sum}");
+
+    // Errors: unknown tag, unknown repository, a digest that is not there.
+    assert_error(
+        &c.get("/v2/lib/app/manifests/nope/scan"),
+        404,
+        &["MANIFEST_UNKNOWN"],
+    );
+    assert_error(
+        &c.get("/v2/no/such/manifests/v1/scan"),
+        404,
+        &["NAME_UNKNOWN"],
+    );
+    assert_error(&c.get("/v2/no/such/scan/summary"), 404, &["NAME_UNKNOWN"]);
+    assert!(s.stop().success());
+}
+
+fn sev_rank(s: &str) -> u8 {
+    match s {
+        "critical" => 4,
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    }
+}
+
+fn grep(text: &str, needle: &str) -> String {
+    text.lines()
+        .filter(|l| l.contains(needle))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A multi-arch index: each platform's image scanned on its own, results per platform.
+#[test]
+fn a_multi_arch_index_is_scanned_per_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), FAST);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let osv = dir.path().join("osv");
+    write_records(&osv);
+    let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    let amd = push(
+        &mut c,
+        "multi",
+        "amd64",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    let arm = push(
+        &mut c,
+        "multi",
+        "arm64",
+        &debian_layers("3.0.13-1~deb12u1"),
+        "arm64",
+    );
+    push_index(&mut c, "multi", "v1", &[(&amd, "amd64"), (&arm, "arm64")]);
+    let doc = wait_scan(&mut c, "multi", "v1", "completed");
+    let platforms: Vec<(String, u64)> = doc["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap().to_string(),
+                p["vulnerabilities"]["critical"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        vec![("linux/amd64".into(), 1), ("linux/arm64".into(), 0)],
+        "{doc}"
+    );
+    let per: Vec<(String, String)> = doc["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["platform"].as_str().unwrap().to_string(),
+                d["cve"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per,
+        vec![
+            ("linux/amd64".into(), "CVE-2024-0001".into()),
+            ("linux/amd64".into(), "CVE-2023-32681".into()),
+            ("linux/arm64".into(), "CVE-2023-32681".into()),
+        ]
+    );
+    assert!(s.stop().success());
+}
+
+/// Hostile layers fail their scan with a reason; the registry keeps serving.
+#[test]
+fn hostile_layers_fail_their_scan_and_the_registry_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "scan:\n  poll: 200ms\n  max_expanded: 16MiB\n");
+    let s = Server::start_in_temp(&["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = layer(tar(&[Entry::File("big", &zeros)]));
+    assert!(bomb.gz.len() < 1 << 20, "a bomb: {} bytes", bomb.gz.len());
+    push(&mut c, "bad", "bomb", &[bomb], "amd64");
+    let escape = layer(tar(&[
+        Entry::Link("a/b", "../../../etc"),
+        Entry::File("etc/os-release", ALPINE_OS),
+    ]));
+    push(&mut c, "bad", "escape", &[escape], "amd64");
+    let mut truncated = layer(tar(&[
+        Entry::File("etc/os-release", DEBIAN_OS),
+        Entry::File("x", &vec![7u8; 100_000]),
+    ]));
+    truncated.gz.truncate(truncated.gz.len() / 2);
+    push(&mut c, "bad", "truncated", &[truncated], "amd64");
+    let cases = [
+        ("bomb", "expand beyond 16.0 MiB"),
+        ("escape", "../../../etc"),
+        ("truncated", "layer 1"),
+    ];
+    for (tag, why) in cases {
+        let doc = wait_scan(&mut c, "bad", tag, "failed");
+        let err = doc["error"].as_str().unwrap_or("");
+        assert!(err.contains(why), "{tag}: {doc}");
+        assert_eq!(doc["details"], json!([]));
+    }
+    // Still serving, and a good image still scans.
+    assert_status(&c.get("/v2/"), 200);
+    push(&mut c, "good", "v1", &alpine_layers(), "amd64");
+    wait_scan(&mut c, "good", "v1", "completed");
+    assert_alive(&s);
+    assert!(s.stop().success());
+}
+
+/// A registry killed right after pushes are acknowledged (scans pending or running) scans
+/// them after its restart: nothing was queued only in memory.
+#[test]
+fn a_registry_killed_before_or_during_scans_scans_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), FAST);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    let mut tags = Vec::new();
+    for i in 0..6 {
+        let layers = debian_layers(&format!("3.0.{i}-1"));
+        push(&mut c, "k9/app", &format!("v{i}"), &layers, "amd64");
+        tags.push(format!("v{i}"));
+    }
+    s.kill9();
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    for t in &tags {
+        let doc = wait_scan(&mut c, "k9/app", t, "completed");
+        assert_eq!(doc["platforms"][0]["packages"], 3, "{doc}");
+    }
+    assert!(s.stop().success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy
+// ---------------------------------------------------------------------------------------------
+
+fn policy_yaml(allow: &str) -> String {
+    format!(
+        "scan:\n  poll: 200ms\n  policies:\n    - repository: \"prod/**\"\n      block_severity: high\n      unscanned: block\n{allow}"
+    )
+}
+
+/// The policy refuses pulls of an image with a finding at or above its severity (412 DENIED,
+/// naming the policy and the worst finding), as docker and skopeo show it; an allowlisted
+/// finding lets the pull through; other repositories are not governed.
+#[test]
+fn the_policy_refuses_pulls_and_clients_show_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let osv = dir.path().join("osv");
+    write_records(&osv);
+    let config = config_file(dir.path(), &policy_yaml(""));
+    let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    let digest = push(
+        &mut c,
+        "prod/app",
+        "v1",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    push(
+        &mut c,
+        "dev/app",
+        "v1",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    wait_scan(&mut c, "prod/app", "v1", "completed");
+    // Allow the event loops' cached states to expire (2 s).
+    std::thread::sleep(Duration::from_millis(2_100));
+    let r = c.get("/v2/prod/app/manifests/v1");
+    assert_error(&r, 412, &["DENIED"]);
+    let msg = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        msg,
+        "image has 1 finding(s) at or above high, refused by the vulnerability policy \
+         scan.policies[0] (line 4); worst: CVE-2024-0001 (critical) in openssl \
+         3.0.11-1~deb12u1, fixed in 3.0.13-1~deb12u1"
+    );
+    assert_error(
+        &c.get(&format!("/v2/prod/app/manifests/{digest}")),
+        412,
+        &["DENIED"],
+    );
+    assert_status(&c.get("/v2/dev/app/manifests/v1"), 200);
+    // The scan API still answers for a blocked image.
+    assert_status(&c.get("/v2/prod/app/manifests/v1/scan"), 200);
+
+    // skopeo shows the message.
+    if tool_present("skopeo") {
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let src = format!("docker://{}/prod/app:v1", s.host());
+        let (ok, _, out) = skopeo_in(&home, &["inspect", "--tls-verify=false", &src]);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("refused by the vulnerability policy"),
+            "skopeo:\n{out}"
+        );
+        assert!(out.contains("CVE-2024-0001"), "skopeo:\n{out}");
+    } else {
+        eprintln!("skopeo is not installed: its view of the refusal is not checked");
+    }
+    // docker shows it.
+    if tool_present("dockerd") {
+        let docker = DockerCli::new();
+        dockerd();
+        let out = docker.fails(&["pull", &format!("{}/prod/app:v1", s.host())]);
+        assert!(
+            out.contains("refused by the vulnerability policy"),
+            "docker:\n{out}"
+        );
+        let ok = docker.run(&["pull", &format!("{}/dev/app:v1", s.host())]);
+        assert!(ok.success(), "{}", ok.describe());
+    } else {
+        eprintln!("docker is not installed: its view of the refusal is not checked");
+    }
+    // An unscanned image is refused too (unscanned: block): a fresh push, read at once.
+    let stopped = s.stop();
+    assert!(stopped.success());
+
+    // Allowlisted: the pull goes through.
+    let config = config_file(
+        dir.path(),
+        &policy_yaml("  allowlist:\n    - id: CVE-2024-0001\n      repository: \"prod/**\"\n"),
+    );
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    assert_status(&c.get("/v2/prod/app/manifests/v1"), 200);
+    if tool_present("skopeo") {
+        let home = dir.path().join("home");
+        let src = format!("docker://{}/prod/app:v1", s.host());
+        let (ok, _, out) = skopeo_in(&home, &["inspect", "--tls-verify=false", &src]);
+        assert!(ok, "allowlisted:\n{out}");
+    }
+    assert!(s.stop().success());
+}
+
+fn tool_present(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+// ---------------------------------------------------------------------------------------------
+
+/// A webhook receiver: every POST body it got, answering 204.
+struct Receiver {
+    bodies: Arc<Mutex<Vec<Value>>>,
+    headers: Arc<Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    fn start(listener: TcpListener) -> Receiver {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let (b, h) = (bodies.clone(), headers.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let (head, body) = loop {
+                    let Ok(n) = s.read(&mut chunk) else {
+                        break (String::new(), Vec::new());
+                    };
+                    if n == 0 {
+                        break (String::new(), Vec::new());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break (head, buf[end + 4..end + 4 + len].to_vec());
+                    }
+                };
+                let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    b.lock().unwrap().push(v);
+                    h.lock().unwrap().push(head);
+                }
+            }
+        });
+        Receiver { bodies, headers }
+    }
+
+    fn count(&self) -> usize {
+        self.bodies.lock().unwrap().len()
+    }
+}
+
+/// One delivery per new finding set: the first scan's findings are delivered once (after a
+/// kill -9 while the endpoint was down, from the outbox); the same image pushed again and a
+/// rescan that finds nothing new deliver nothing more; a new advisory delivers once more.
+#[test]
+fn webhooks_deliver_once_per_new_finding_set_across_a_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let osv = dir.path().join("osv");
+    write_records(&osv);
+    // A port nobody listens on yet.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let yaml = format!(
+        "scan:\n  poll: 200ms\n  webhooks:\n    - url: \"http://127.0.0.1:{port}/hook\"\n      headers: {{Authorization: \"Bearer hook-secret\"}}\n      timeout: 2s\n      retries: 20\n"
+    );
+    let config = config_file(dir.path(), &yaml);
+    let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    let digest = push(
+        &mut c,
+        "hooks/app",
+        "v1",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    wait_scan(&mut c, "hooks/app", "v1", "completed");
+    // The delivery failed at least once (nobody listens), and stays in the outbox.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c
+        .get("/metrics")
+        .text()
+        .contains("ringyard_webhook_deliveries_total{outcome=\"failed\"} 1")
+    {
+        assert!(Instant::now() < deadline, "no failed attempt seen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !s.stderr().contains("hook-secret"),
+        "a header value reached the log"
+    );
+    s.kill9();
+    let receiver = Receiver::start(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.count() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the delivery never arrived after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    {
+        let bodies = receiver.bodies.lock().unwrap();
+        let b = &bodies[0];
+        assert_eq!(b["event"], "vulnerabilities_found");
+        assert_eq!(b["repository"], "hooks/app");
+        assert_eq!(b["digest"], digest.as_str());
+        assert_eq!(b["tags"], json!(["v1"]));
+        let cves: Vec<&str> = b["new"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["cve"].as_str().unwrap())
+            .collect();
+        assert_eq!(cves, vec!["CVE-2024-0001", "CVE-2023-32681"]);
+        assert!(b["delivery"].as_str().unwrap().starts_with(&digest));
+        let head = &receiver.headers.lock().unwrap()[0];
+        assert!(head.contains("Authorization: Bearer hook-secret"), "{head}");
+    }
+    // Nothing new: the same image again, a manual rescan.
+    push(
+        &mut c,
+        "hooks/app",
+        "v2",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    assert_status(&c.post("/v2/hooks/app/manifests/v1/scan", &[], b""), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c
+        .get("/metrics")
+        .text()
+        .contains("ringyard_scans_total{outcome=\"completed\"} 1")
+    {
+        assert!(Instant::now() < deadline, "the manual scan never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.count(), 1, "nothing new was found");
+    // A new advisory: one more delivery, naming only it.
+    write_zlib_record(&osv);
+    let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no delivery for the new advisory"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let bodies = receiver.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let cves: Vec<&str> = bodies[1]["new"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["cve"].as_str().unwrap())
+        .collect();
+    assert_eq!(cves, vec!["CVE-2024-0007"]);
+    assert!(s.stop().success());
+}
