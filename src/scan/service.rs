@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A running row older than this on a shared database belongs to a scanner that died.
-const STALE: Duration = Duration::from_secs(15 * 60);
+/// A running row not heard of for this long on a shared database belongs to a scanner that
+/// died; a live one's heartbeat moves its rows every [`HEARTBEAT`].
+const STALE: Duration = Duration::from_secs(60);
+const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long one pass keeps taking scans before it returns to events and imports.
 const PASS_BUDGET: Duration = Duration::from_secs(30);
 /// How long a verdict's input is reused by an event loop.
@@ -69,6 +71,8 @@ pub struct Scanning {
     rescanned_to: AtomicI64,
     /// Unix ms of the start: running rows older than this are a previous life's (alone).
     started: i64,
+    /// This process among the scanners of a shared store (random, per start).
+    owner: String,
     pub figures: Figures,
 }
 
@@ -129,6 +133,11 @@ impl Scanning {
             shared,
             rescanned_to: AtomicI64::new(-1),
             started: now_millis(),
+            owner: {
+                let mut b = [0u8; 8];
+                getrandom::getrandom(&mut b).map_err(|e| vec![e.to_string()])?;
+                b.iter().map(|x| format!("{x:02x}")).collect()
+            },
             figures: Figures::default(),
         })
     }
@@ -214,6 +223,25 @@ impl Scanning {
         Ok(verdict)
     }
 
+    /// Keeps this process's running rows fresh while it lives (a shared store only), so that
+    /// other nodes take them over only once it is gone. Runs on a thread of its own: a pass
+    /// may scan one large image for longer than the stale time.
+    pub fn start_heartbeat(self: &Arc<Self>) {
+        if !self.shared {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("ringyard-scan-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(HEARTBEAT);
+                let Some(s) = me.upgrade() else { return };
+                if let Err(e) = s.store.heartbeat(&s.owner, now_millis()) {
+                    crate::log::warn(format_args!("scan heartbeat: {e}"));
+                }
+            });
+    }
+
     /// One pass of the scan job. Blocks.
     pub fn pass(&self, meta: &Meta, blobs: &BlobStore) -> Result<String, String> {
         let requested = self.take_events(meta)?;
@@ -236,7 +264,7 @@ impl Scanning {
             };
             let Some(claim) = self
                 .store
-                .claim(now, stale_before)
+                .claim(&self.owner, now, stale_before)
                 .map_err(|e| e.to_string())?
             else {
                 break;

@@ -153,8 +153,12 @@ fn open_scanning(
             crate::config::redact_url(&e)
         )
     })?;
-    let scanning = Scanning::new(store, cfg.database().is_some(), cfg).map_err(|e| e.join("; "))?;
-    Ok(Some(Arc::new(scanning)))
+    let scanning =
+        Arc::new(Scanning::new(store, cfg.database().is_some(), cfg).map_err(|e| e.join("; "))?);
+    if !cfg.read_only {
+        scanning.start_heartbeat();
+    }
+    Ok(Some(scanning))
 }
 
 /// The metadata engine the configuration names: PostgreSQL at `database.url`, else SQLite in

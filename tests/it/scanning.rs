@@ -233,7 +233,18 @@ fn vulndb(root: &Path, config: Option<&Path>, args: &[&str]) -> (bool, String) {
 /// Polls the scan of `repo@reference` until its status is `want`; the document.
 #[track_caller]
 fn wait_scan(c: &mut Client, repo: &str, reference: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_scan_within(c, repo, reference, want, Duration::from_secs(60))
+}
+
+#[track_caller]
+fn wait_scan_within(
+    c: &mut Client,
+    repo: &str,
+    reference: &str,
+    want: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
     loop {
         let r = c.get(&format!("/v2/{repo}/manifests/{reference}/scan"));
         assert_status(&r, 200);
@@ -912,4 +923,81 @@ fn webhooks_deliver_once_per_new_finding_set_across_a_kill9() {
         .collect();
     assert_eq!(cves, vec!["CVE-2024-0007"]);
     assert!(s.stop().success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet
+// ---------------------------------------------------------------------------------------------
+
+/// Two nodes on PostgreSQL and S3: the data imported once (through the configuration's
+/// database), a push to one node scanned once, its result and the policy's refusal on the
+/// other node, a kill -9 of the scanning node before its scans leaving them to the other.
+#[test]
+fn scanning_on_a_fleet_of_postgres_and_s3() {
+    let sv = crate::scale_out::Services::start("scanfleet");
+    let extra = policy_yaml("");
+    let config = sv.config("node.yaml", &extra);
+    let osv = sv.dir.path().join("osv");
+    write_records(&osv);
+    let (ok, out) = vulndb(
+        &sv.root("cli"),
+        Some(&config),
+        &["import", osv.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    let a = sv.node(&config, &sv.root("a"));
+    let b = sv.node(&config, &sv.root("b"));
+    let (mut ca, mut cb) = (a.client(), b.client());
+    let digest = push(
+        &mut ca,
+        "prod/app",
+        "v1",
+        &debian_layers("3.0.11-1~deb12u1"),
+        "amd64",
+    );
+    let doc = wait_scan(&mut cb, "prod/app", "v1", "completed");
+    assert_eq!(findings(&doc), debian_expected(), "{doc}");
+    std::thread::sleep(Duration::from_millis(2_100));
+    assert_error(&cb.get("/v2/prod/app/manifests/v1"), 412, &["DENIED"]);
+    assert_error(
+        &ca.get(&format!("/v2/prod/app/manifests/{digest}")),
+        412,
+        &["DENIED"],
+    );
+    let scanned = |c: &mut Client| -> u64 {
+        let m = c.get("/metrics").text();
+        m.lines()
+            .find_map(|l| l.strip_prefix("ringyard_scans_total{outcome=\"completed\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        scanned(&mut ca) + scanned(&mut cb),
+        1,
+        "scanned once across the fleet"
+    );
+
+    // Node a dies right after acknowledging pushes; b scans them (those a had taken once
+    // a's heartbeat is a minute old).
+    for i in 0..3 {
+        push(
+            &mut ca,
+            "dev/app",
+            &format!("v{i}"),
+            &debian_layers(&format!("3.1.{i}-1")),
+            "amd64",
+        );
+    }
+    a.kill9();
+    for i in 0..3 {
+        let doc = wait_scan_within(
+            &mut cb,
+            "dev/app",
+            &format!("v{i}"),
+            "completed",
+            Duration::from_secs(150),
+        );
+        assert_eq!(doc["platforms"][0]["packages"], 3, "{doc}");
+    }
+    assert!(b.stop().success());
 }

@@ -57,6 +57,7 @@ const SCHEMA: &[&str] = &[
         started      BIGINT,
         finished     BIGINT,
         attempts     BIGINT NOT NULL DEFAULT 0,
+        owner        TEXT,
         data_version BIGINT,
         error        TEXT,
         critical     BIGINT NOT NULL DEFAULT 0,
@@ -202,6 +203,9 @@ pub struct Delivery {
     pub body: String,
     pub attempts: i64,
 }
+
+/// Times a scan may be taken without finishing before it fails (see [`ScanStore::claim`]).
+pub const MAX_ATTEMPTS: i64 = 3;
 
 /// The scan store's failures: the database's, or a row it cannot read.
 pub type Result<T> = std::result::Result<T, SqlError>;
@@ -491,12 +495,14 @@ impl ScanStore {
         })
     }
 
-    /// Takes the oldest pending scan, or a running one whose scanner has not finished since
-    /// `stale_before` (it died), marking it running now.
-    pub fn claim(&self, now: i64, stale_before: i64) -> Result<Option<Claimed>> {
-        self.tx(|sql| {
+    /// Takes the oldest pending scan, or a running one whose scanner has not been heard of
+    /// since `stale_before` (it died: a live scanner's [`ScanStore::heartbeat`] keeps its
+    /// rows fresh), marking it running for `owner` now. A scan that was taken
+    /// [`MAX_ATTEMPTS`] times and never finished (its image stops the scanner) fails instead.
+    pub fn claim(&self, owner: &str, now: i64, stale_before: i64) -> Result<Option<Claimed>> {
+        self.tx(|sql| loop {
             let rows = sql.query(
-                "SELECT digest, repository, attempts FROM scans
+                "SELECT digest, repository, attempts, status FROM scans
                  WHERE status = 'pending' OR (status = 'running' AND started < $1)
                  ORDER BY requested LIMIT 1",
                 &[stale_before.into()],
@@ -511,17 +517,50 @@ impl ScanStore {
                 return Ok(None);
             };
             let attempts = r.get(2).and_then(Value::int).unwrap_or(0) + 1;
+            if attempts > MAX_ATTEMPTS && r.get(3).and_then(Value::text) == Some("running") {
+                sql.execute(
+                    "UPDATE scans SET status = 'failed', finished = $2, error = $3
+                     WHERE digest = $1",
+                    &[
+                        digest.into(),
+                        now.into(),
+                        format!(
+                            "the scanner stopped {MAX_ATTEMPTS} times while scanning this \
+                             image (killed, or out of memory); not tried again until asked"
+                        )
+                        .into(),
+                    ],
+                )?;
+                continue;
+            }
             // Only if still as read: another node may have taken it meanwhile.
             let took = sql.execute(
-                "UPDATE scans SET status = 'running', started = $2, attempts = $3
+                "UPDATE scans SET status = 'running', started = $2, attempts = $3, owner = $5
                  WHERE digest = $1 AND (status = 'pending' OR (status = 'running' AND started < $4))",
-                &[digest.into(), now.into(), attempts.into(), stale_before.into()],
+                &[
+                    digest.into(),
+                    now.into(),
+                    attempts.into(),
+                    stale_before.into(),
+                    owner.into(),
+                ],
             )?;
-            Ok((took == 1).then(|| Claimed {
+            return Ok((took == 1).then(|| Claimed {
                 digest: digest.to_string(),
                 repository: repository.to_string(),
                 attempts,
-            }))
+            }));
+        })
+    }
+
+    /// A live scanner's rows stay its own: their time moves to `now`.
+    pub fn heartbeat(&self, owner: &str, now: i64) -> Result<()> {
+        self.tx(|sql| {
+            sql.execute(
+                "UPDATE scans SET started = $2 WHERE status = 'running' AND owner = $1",
+                &[owner.into(), now.into()],
+            )?;
+            Ok(())
         })
     }
 

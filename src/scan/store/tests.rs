@@ -77,16 +77,19 @@ fn suite(store: &ScanStore) {
         store.request("sha256:a", "lib/app", false, 101).unwrap(),
         Requested::InProgress
     );
-    let c = store.claim(200, 0).unwrap().unwrap();
+    let c = store.claim("me", 200, 0).unwrap().unwrap();
     assert_eq!((c.digest.as_str(), c.attempts), ("sha256:a", 1));
-    assert_eq!(store.claim(201, 0).unwrap(), None, "taken once");
+    assert_eq!(store.claim("me", 201, 0).unwrap(), None, "taken once");
     assert_eq!(
         store.get("sha256:a").unwrap().unwrap().status,
         Status::Running
     );
     // A scanner that died: its running row is taken again once stale.
-    let again = store.claim(300, 250).unwrap().unwrap();
+    let again = store.claim("other", 300, 250).unwrap().unwrap();
     assert_eq!((again.digest.as_str(), again.attempts), ("sha256:a", 2));
+    // A live scanner's heartbeat keeps its row: not stale at 350 any more.
+    store.heartbeat("other", 400).unwrap();
+    assert_eq!(store.claim("me", 401, 350).unwrap(), None);
     let done = Completed {
         data_version: v1,
         counts: [1, 0, 2, 0, 0],
@@ -123,7 +126,7 @@ fn suite(store: &ScanStore) {
 
     // A failure, then a forced request queues it again.
     store.request("sha256:b", "lib/app", false, 600).unwrap();
-    let b = store.claim(700, 0).unwrap().unwrap();
+    let b = store.claim("me", 700, 0).unwrap().unwrap();
     store
         .fail(&b.digest, "layer 2 is a truncated gzip", 800)
         .unwrap();
@@ -139,7 +142,7 @@ fn suite(store: &ScanStore) {
         Requested::Queued,
         "forced"
     );
-    while let Some(c) = store.claim(1_000, 0).unwrap() {
+    while let Some(c) = store.claim("me", 1_000, 0).unwrap() {
         let mut d = done.clone();
         d.notify = None;
         if c.digest == "sha256:b" {
@@ -148,6 +151,20 @@ fn suite(store: &ScanStore) {
         }
         store.complete(&c.digest, &d, 1_000).unwrap();
     }
+
+    // A scan whose scanner keeps dying fails after MAX_ATTEMPTS takes.
+    store.request("sha256:c", "lib/app", false, 2_000).unwrap();
+    for n in 1..=MAX_ATTEMPTS {
+        let c = store.claim("dies", 2_000 + n, 2_000 + n).unwrap().unwrap();
+        assert_eq!(c.attempts, n);
+    }
+    assert_eq!(store.claim("me", 3_000, 2_999).unwrap(), None);
+    let row = store.get("sha256:c").unwrap().unwrap();
+    assert_eq!(row.status, Status::Failed);
+    assert!(row
+        .error
+        .unwrap()
+        .starts_with("the scanner stopped 3 times"));
 
     // A second import: the first stays readable until a third replaces it.
     let v2 = store.begin_import("second", 3_000).unwrap();
