@@ -260,6 +260,32 @@ fn wait_scan_within(
     }
 }
 
+/// Polls `done` every 100 ms until it holds; fails naming `what` after `secs` seconds.
+#[track_caller]
+fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether /metrics has this exact line.
+fn metric(c: &mut Client, line: &str) -> bool {
+    c.get("/metrics").text().lines().any(|l| l == line)
+}
+
+/// The completed scan of `repo:tag` once `ready` holds for it.
+#[track_caller]
+fn wait_doc(c: &mut Client, repo: &str, tag: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let mut doc = Value::Null;
+    wait_until(&format!("the scan of {repo}:{tag}"), 30, || {
+        doc = wait_scan(c, repo, tag, "completed");
+        ready(&doc)
+    });
+    doc
+}
+
 /// (cve, severity, package, installed, fixed) of each detail, in the document's order.
 fn findings(doc: &Value) -> Vec<(String, String, String, String, String)> {
     doc["details"]
@@ -352,14 +378,7 @@ fn scan_on_push_the_api_and_rescans_after_an_import() {
         out.contains("  Debian: 2\n") && out.contains("  Alpine: 2\n"),
         "{out}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let doc = loop {
-        let doc = wait_scan(&mut c, "lib/app", "v1", "completed");
-        if !findings(&doc).is_empty() || Instant::now() > deadline {
-            break doc;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let doc = wait_doc(&mut c, "lib/app", "v1", |d| !findings(d).is_empty());
     assert_eq!(findings(&doc), debian_expected(), "{doc}");
     assert_eq!(
         doc["vulnerabilities"],
@@ -385,14 +404,7 @@ fn scan_on_push_the_api_and_rescans_after_an_import() {
     write_zlib_record(&osv);
     let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let doc = loop {
-        let doc = wait_scan(&mut c, "lib/app", "v1", "completed");
-        if findings(&doc).len() == 3 || Instant::now() > deadline {
-            break doc;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let doc = wait_doc(&mut c, "lib/app", "v1", |d| findings(d).len() == 3);
     let mut want = debian_expected();
     want.push(row(
         "CVE-2024-0007",
@@ -431,15 +443,9 @@ fn scan_on_push_the_api_and_rescans_after_an_import() {
         r.header("location"),
         Some(format!("/v2/lib/app/manifests/{deb}/scan").as_str())
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !c
-        .get("/metrics")
-        .text()
-        .contains("ringyard_scans_total{outcome=\"completed\"} 2")
-    {
-        assert!(Instant::now() < deadline, "the manual scan never ran");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the manual scan never ran", 30, || {
+        metric(&mut c, "ringyard_scans_total{outcome=\"completed\"} 2")
+    });
 
     // An Alpine image in the same repository, pushed last: the summary's latest tag.
     push(&mut c, "lib/app", "alpine", &alpine_layers(), "amd64");
@@ -837,15 +843,12 @@ fn webhooks_deliver_once_per_new_finding_set_across_a_kill9() {
     );
     wait_scan(&mut c, "hooks/app", "v1", "completed");
     // The delivery failed at least once (nobody listens), and stays in the outbox.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !c
-        .get("/metrics")
-        .text()
-        .contains("ringyard_webhook_deliveries_total{outcome=\"failed\"} 1")
-    {
-        assert!(Instant::now() < deadline, "no failed attempt seen");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("no failed attempt seen", 20, || {
+        metric(
+            &mut c,
+            "ringyard_webhook_deliveries_total{outcome=\"failed\"} 1",
+        )
+    });
     assert!(
         !s.stderr().contains("hook-secret"),
         "a header value reached the log"
@@ -854,14 +857,9 @@ fn webhooks_deliver_once_per_new_finding_set_across_a_kill9() {
     let receiver = Receiver::start(TcpListener::bind(("127.0.0.1", port)).unwrap());
     let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
     let mut c = s.client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while receiver.count() < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the delivery never arrived after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the delivery never arrived after the restart", 60, || {
+        receiver.count() >= 1
+    });
     {
         let bodies = receiver.bodies.lock().unwrap();
         let b = &bodies[0];
@@ -889,29 +887,18 @@ fn webhooks_deliver_once_per_new_finding_set_across_a_kill9() {
         "amd64",
     );
     assert_status(&c.post("/v2/hooks/app/manifests/v1/scan", &[], b""), 202);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !c
-        .get("/metrics")
-        .text()
-        .contains("ringyard_scans_total{outcome=\"completed\"} 1")
-    {
-        assert!(Instant::now() < deadline, "the manual scan never ran");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the manual scan never ran", 30, || {
+        metric(&mut c, "ringyard_scans_total{outcome=\"completed\"} 1")
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receiver.count(), 1, "nothing new was found");
     // A new advisory: one more delivery, naming only it.
     write_zlib_record(&osv);
     let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while receiver.count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "no delivery for the new advisory"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("no delivery for the new advisory", 30, || {
+        receiver.count() >= 2
+    });
     std::thread::sleep(Duration::from_secs(2));
     let bodies = receiver.bodies.lock().unwrap().clone();
     assert_eq!(bodies.len(), 2, "{bodies:?}");
