@@ -21,6 +21,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ringyard");
 
 enum Entry<'a> {
     File(&'a str, &'a [u8]),
+    Exec(&'a str, &'a [u8]),
     Link(&'a str, &'a str),
 }
 
@@ -29,9 +30,13 @@ fn tar(entries: &[Entry<'_>]) -> Vec<u8> {
     for e in entries {
         let mut h = tar::Header::new_gnu();
         match e {
-            Entry::File(path, body) => {
+            Entry::File(path, body) | Entry::Exec(path, body) => {
                 h.set_size(body.len() as u64);
-                h.set_mode(0o644);
+                h.set_mode(if matches!(e, Entry::Exec(..)) {
+                    0o755
+                } else {
+                    0o644
+                });
                 h.set_mtime(1_700_000_000);
                 h.set_entry_type(tar::EntryType::Regular);
                 b.append_data(&mut h, path, *body).unwrap();
@@ -987,4 +992,260 @@ fn scanning_on_a_fleet_of_postgres_and_s3() {
         assert_eq!(doc["platforms"][0]["packages"], 3, "{doc}");
     }
     assert!(b.stop().success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// RPM, Go and Rust
+// ---------------------------------------------------------------------------------------------
+
+/// `cmd` to its end; its stdout, panicking with its stderr when it fails.
+#[track_caller]
+fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// An rpm database (SQLite) holding one package, made by rpmbuild and rpm themselves.
+fn rpm_database(dir: &Path) -> Vec<u8> {
+    let spec = dir.join("probe.spec");
+    std::fs::write(
+        &spec,
+        "Name: ringyard-probe\nEpoch: 3\nVersion: 1.2.3\nRelease: 4.el9\nSummary: probe\n\
+         License: MIT\nBuildArch: noarch\n%description\nprobe\n%files\n",
+    )
+    .unwrap();
+    let top = dir.join("top");
+    run_ok(
+        Command::new("rpmbuild")
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            .arg("-bb")
+            .arg(&spec),
+    );
+    let db = dir.join("rpmdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let rpm = |args: &[&std::ffi::OsStr]| {
+        run_ok(Command::new("rpm").arg("--dbpath").arg(&db).args(args));
+    };
+    rpm(&["--initdb".as_ref()]);
+    let package = top.join("RPMS/noarch/ringyard-probe-1.2.3-4.el9.noarch.rpm");
+    rpm(&[
+        "-i".as_ref(),
+        "--justdb".as_ref(),
+        "--nodeps".as_ref(),
+        package.as_os_str(),
+    ]);
+    rpm(&["-qa".as_ref()]);
+    std::fs::read(db.join("rpmdb.sqlite")).unwrap()
+}
+
+/// A Go program with a vendored dependency, built offline; its bytes and the toolchain's
+/// version as build information reports it (`1.19.8`).
+fn go_binary(dir: &Path) -> (Vec<u8>, String) {
+    let w = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w(
+        "go.mod",
+        "module example.com/app\n\ngo 1.18\n\nrequire example.com/dep v1.2.3\n",
+    );
+    w(
+        "main.go",
+        "package main\n\nimport \"example.com/dep\"\n\nfunc main() { println(dep.Hello()) }\n",
+    );
+    w(
+        "vendor/example.com/dep/dep.go",
+        "package dep\n\nfunc Hello() string { return \"hi\" }\n",
+    );
+    w(
+        "vendor/modules.txt",
+        "# example.com/dep v1.2.3\n## explicit\nexample.com/dep\n",
+    );
+    run_ok(
+        Command::new("go")
+            .args(["build", "-o", "app", "."])
+            .current_dir(dir)
+            .env("GOFLAGS", "-mod=vendor")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("HOME", dir),
+    );
+    let version =
+        String::from_utf8(run_ok(Command::new("go").arg("env").arg("GOVERSION"))).unwrap();
+    let version = version.trim().trim_start_matches("go").to_string();
+    (std::fs::read(dir.join("app")).unwrap(), version)
+}
+
+/// A real ELF (a copy of /bin/true) with a cargo-auditable `.dep-v0` section naming
+/// smallvec 1.6.0 from crates.io.
+fn auditable_binary(dir: &Path) -> Vec<u8> {
+    let json = json!({"packages": [
+        {"name": "rusty", "version": "0.1.0", "source": "local", "kind": "runtime", "root": true,
+         "dependencies": [1]},
+        {"name": "smallvec", "version": "1.6.0", "source": "crates.io", "kind": "runtime"}]});
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(json.to_string().as_bytes()).unwrap();
+    let section = dir.join("dep-v0");
+    std::fs::write(&section, z.finish().unwrap()).unwrap();
+    let bin = dir.join("rusty");
+    std::fs::copy("/bin/true", &bin).unwrap();
+    run_ok(
+        Command::new("objcopy")
+            .arg("--add-section")
+            .arg(format!(".dep-v0={}", section.display()))
+            .arg(&bin),
+    );
+    std::fs::read(&bin).unwrap()
+}
+
+const ROCKY_OS: &[u8] = b"NAME=\"Rocky Linux\"\nVERSION=\"9.3 (Blue Onyx)\"\nID=\"rocky\"\n\
+VERSION_ID=\"9.3\"\nPRETTY_NAME=\"Rocky Linux 9.3 (Blue Onyx)\"\n";
+
+const CARGO_LOCK: &[u8] = b"version = 3\n\n[[package]]\nname = \"time\"\nversion = \"0.1.43\"\n\
+source = \"registry+https://github.com/rust-lang/crates.io-index\"\n\n[[package]]\n\
+name = \"app\"\nversion = \"0.1.0\"\n";
+
+/// An RPM-based image with a Go binary, a cargo-auditable binary and a Cargo.lock: each
+/// ecosystem's package found and matched (each part where its tool is installed here).
+#[test]
+fn rpm_go_and_rust_packages_are_found_and_matched() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = |names: &[&str]| names.iter().all(|n| tool_present(n));
+    let mut files: Vec<(String, Vec<u8>, bool)> = vec![
+        ("etc/os-release".into(), ROCKY_OS.to_vec(), false),
+        ("app/Cargo.lock".into(), CARGO_LOCK.to_vec(), false),
+    ];
+    let mut want = vec![row("RUSTSEC-2020-0071", "high", "time", "0.1.43", "0.2.23")];
+    if tools(&["rpm", "rpmbuild"]) {
+        files.push((
+            "var/lib/rpm/rpmdb.sqlite".into(),
+            rpm_database(dir.path()),
+            false,
+        ));
+        want.push(row(
+            "RLSA-2024:0001",
+            "high",
+            "ringyard-probe",
+            "3:1.2.3-4.el9",
+            "3:1.2.4-1.el9",
+        ));
+    } else {
+        eprintln!("rpm or rpmbuild is not installed: the rpm part is not checked");
+    }
+    let mut stdlib = None;
+    if tools(&["go"]) {
+        let gdir = dir.path().join("go");
+        std::fs::create_dir_all(&gdir).unwrap();
+        let (bin, version) = go_binary(&gdir);
+        files.push(("usr/local/bin/app".into(), bin, true));
+        want.push(row(
+            "GO-2024-0001",
+            "medium",
+            "example.com/dep",
+            "v1.2.3",
+            "1.2.4",
+        ));
+        want.push(row("GO-2024-0002", "low", "stdlib", &version, "1.99.0"));
+        stdlib = Some(version);
+    } else {
+        eprintln!("go is not installed: the Go part is not checked");
+    }
+    if tools(&["objcopy"]) && Path::new("/bin/true").exists() {
+        files.push((
+            "usr/local/bin/rusty".into(),
+            auditable_binary(dir.path()),
+            true,
+        ));
+        want.push(row(
+            "RUSTSEC-2021-0003",
+            "critical",
+            "smallvec",
+            "1.6.0",
+            "1.6.1",
+        ));
+    } else {
+        eprintln!("objcopy is not installed: the cargo-auditable part is not checked");
+    }
+    let entries: Vec<Entry<'_>> = files
+        .iter()
+        .map(|(p, b, exec)| match exec {
+            true => Entry::Exec(p, b),
+            false => Entry::File(p, b),
+        })
+        .collect();
+
+    let osv = dir.path().join("osv");
+    std::fs::create_dir_all(&osv).unwrap();
+    let records = [
+        json!({"id": "RLSA-2024:0001", "modified": "2024-01-01T00:00:00Z", "upstream": ["CVE-2024-1001"],
+            "affected": [{"package": {"ecosystem": "Rocky Linux:9", "name": "ringyard-probe"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3:1.2.4-1.el9"}]}]}],
+            "database_specific": {"severity": "Important"}}),
+        json!({"id": "GO-2024-0001", "modified": "2024-01-01T00:00:00Z", "aliases": ["CVE-2024-1002"],
+            "affected": [{"package": {"ecosystem": "Go", "name": "example.com/dep"},
+                "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.2.4"}]}],
+                "ecosystem_specific": {"severity": "MODERATE"}}]}),
+        json!({"id": "GO-2024-0002", "modified": "2024-01-01T00:00:00Z", "aliases": ["CVE-2024-1003"],
+            "affected": [{"package": {"ecosystem": "Go", "name": "stdlib"},
+                "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.99.0"}]}],
+                "ecosystem_specific": {"severity": "LOW"}}]}),
+        json!({"id": "RUSTSEC-2021-0003", "modified": "2024-01-01T00:00:00Z", "aliases": ["CVE-2021-25900"],
+            "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+            "affected": [{"package": {"ecosystem": "crates.io", "name": "smallvec"},
+                "ranges": [{"type": "SEMVER", "events": [{"introduced": "0.6.3"}, {"fixed": "1.6.1"}]}]}]}),
+        json!({"id": "RUSTSEC-2020-0071", "modified": "2024-01-01T00:00:00Z", "aliases": ["CVE-2020-26235"],
+            "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+            "affected": [{"package": {"ecosystem": "crates.io", "name": "time"},
+                "ranges": [{"type": "SEMVER", "events": [{"introduced": "0.0.0-0"}, {"fixed": "0.2.23"}]}]}]}),
+    ];
+    for r in &records {
+        let id = r["id"].as_str().unwrap().replace(':', "-");
+        std::fs::write(osv.join(format!("{id}.json")), r.to_string()).unwrap();
+    }
+    let config = config_file(dir.path(), FAST);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let (ok, out) = vulndb(&root, Some(&config), &["import", osv.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let s = Server::start_with(&root, &["--config", config.to_str().unwrap()]);
+    let mut c = s.client();
+    push(&mut c, "poly/app", "v1", &[layer(tar(&entries))], "amd64");
+    let doc = wait_scan(&mut c, "poly/app", "v1", "completed");
+    let platform = &doc["platforms"][0];
+    assert_eq!(platform["os"], "Rocky Linux 9.3 (Blue Onyx)", "{doc}");
+    let mut got: Vec<_> = findings(&doc)
+        .into_iter()
+        .map(|(_, sev, pkg, inst, fixed)| (sev, pkg, inst, fixed))
+        .collect();
+    let ids: Vec<String> = doc["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut want_rows: Vec<_> = want
+        .iter()
+        .map(|(_, sev, pkg, inst, fixed)| (sev.clone(), pkg.clone(), inst.clone(), fixed.clone()))
+        .collect();
+    got.sort();
+    want_rows.sort();
+    assert_eq!(got, want_rows, "{doc}");
+    let mut want_ids: Vec<String> = want.iter().map(|w| w.0.clone()).collect();
+    let mut ids_sorted = ids.clone();
+    want_ids.sort();
+    ids_sorted.sort();
+    assert_eq!(ids_sorted, want_ids);
+    if let Some(v) = stdlib {
+        assert!(!v.is_empty());
+    }
+    assert!(s.stop().success());
 }
