@@ -159,6 +159,27 @@ mod tests {
             ),
             (Get, format!("/v2/a/referrers/{d}"), repo("a", Action::Pull)),
             (Post, "/v2/a/manifests/v1".into(), Needed::Nothing),
+            (
+                Get,
+                "/v2/a/b/manifests/v1/scan".into(),
+                repo("a/b", Action::Pull),
+            ),
+            (
+                Head,
+                "/v2/a/manifests/v1/scan".into(),
+                repo("a", Action::Pull),
+            ),
+            (
+                Post,
+                "/v2/a/manifests/v1/scan".into(),
+                repo("a", Action::Push),
+            ),
+            (Delete, "/v2/a/manifests/v1/scan".into(), Needed::Nothing),
+            (
+                Get,
+                "/v2/a/b/scan/summary".into(),
+                repo("a/b", Action::Pull),
+            ),
             (Get, "/nowhere".into(), Needed::Nothing),
         ];
         for (method, path, want) in cases {

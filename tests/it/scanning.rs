@@ -167,15 +167,40 @@ fn write_zlib_record(dir: &Path) {
 
 /// Pushes an image of `layers` (already compressed) as `repo:tag`; its digest.
 fn push(c: &mut Client, repo: &str, tag: &str, layers: &[Layer], arch: &str) -> String {
+    push_as(c, &[], repo, tag, layers, arch)
+}
+
+/// [`push`] with `auth` headers on every request.
+fn push_as(
+    c: &mut Client,
+    auth: &[(&str, &str)],
+    repo: &str,
+    tag: &str,
+    layers: &[Layer],
+    arch: &str,
+) -> String {
+    let mut blob = |bytes: &[u8]| {
+        let digest = sha256_digest(bytes);
+        let mut h = auth.to_vec();
+        h.push(("Content-Type", "application/octet-stream"));
+        let r = c.request(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+            &h,
+            bytes,
+        );
+        assert_status(&r, 201);
+        digest
+    };
     let mut descs = Vec::new();
     for l in layers {
-        descs.push((push_blob(c, repo, &l.gz), l.gz.len()));
+        descs.push((blob(&l.gz), l.gz.len()));
     }
     let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
     let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
     .unwrap();
-    let cd = push_blob(c, repo, &config);
+    let cd = blob(&config);
     let layers: Vec<Value> = descs
         .iter()
         .map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}))
@@ -184,11 +209,9 @@ fn push(c: &mut Client, repo: &str, tag: &str, layers: &[Layer], arch: &str) -> 
         "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": config.len()},
         "layers": layers}))
     .unwrap();
-    let r = c.put(
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Content-Type", OCI_MANIFEST)],
-        &manifest,
-    );
+    let mut h = auth.to_vec();
+    h.push(("Content-Type", OCI_MANIFEST));
+    let r = c.request("PUT", &format!("/v2/{repo}/manifests/{tag}"), &h, &manifest);
     assert_status(&r, 201);
     sha256_digest(&manifest)
 }
@@ -1247,5 +1270,63 @@ fn rpm_go_and_rust_packages_are_found_and_matched() {
     if let Some(v) = stdlib {
         assert!(!v.is_empty());
     }
+    assert!(s.stop().success());
+}
+
+/// With authentication on, the scan API needs what the routes beside it need: pull for the
+/// reads, push for a request.
+#[test]
+fn the_scan_api_is_authorized_like_pulls_and_pushes() {
+    require_tool("htpasswd");
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    for (i, user) in ["reader", "writer"].iter().enumerate() {
+        let create = if i == 0 { "-Bbc" } else { "-Bb" };
+        let pw = format!("{user}-pw");
+        let (ok, out) = run_command("htpasswd", &[create, htpasswd.to_str().unwrap(), user, &pw]);
+        assert!(ok, "{out}");
+    }
+    let config = config_file(
+        dir.path(),
+        "scan:\n  poll: 200ms\nauth:\n  access:\n    - repository: \"**\"\n      users: [reader]\n      actions: [pull]\n    - repository: \"**\"\n      users: [writer]\n      actions: [pull, push]\n",
+    );
+    let s = Server::start_in_temp(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+        "--auth-fail-delay",
+        "0",
+    ]);
+    let mut c = s.client();
+    use base64::Engine as _;
+    let basic = |u: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{u}-pw"));
+        format!("Basic {b64}")
+    };
+    let (reader, writer) = (basic("reader"), basic("writer"));
+    let as_reader = [("Authorization", reader.as_str())];
+    let as_writer = [("Authorization", writer.as_str())];
+    push_as(
+        &mut c,
+        &as_writer,
+        "sec/app",
+        "v1",
+        &alpine_layers(),
+        "amd64",
+    );
+    let path = "/v2/sec/app/manifests/v1/scan";
+    assert_error(&c.get(path), 401, &["UNAUTHORIZED"]);
+    assert_error(&c.get("/v2/sec/app/scan/summary"), 401, &["UNAUTHORIZED"]);
+    assert_error(&c.post(path, &[], b""), 401, &["UNAUTHORIZED"]);
+    wait_until("the scan as the reader sees it", 60, || {
+        let r = c.request("GET", path, &as_reader, b"");
+        assert_status(&r, 200);
+        r.json()["status"] == "completed"
+    });
+    let r = c.request("GET", "/v2/sec/app/scan/summary", &as_reader, b"");
+    assert_status(&r, 200);
+    assert_error(&c.request("POST", path, &as_reader, b""), 403, &["DENIED"]);
+    assert_status(&c.request("POST", path, &as_writer, b""), 202);
     assert!(s.stop().success());
 }
