@@ -5,77 +5,36 @@
 //! origin, the source package an APKBUILD builds (`openssl` for `libcrypto3`), as
 //! osv-scanner matches them; the package's own name is kept as [`Fact::binary`].
 
-use super::{lines, Ecosystem, Fact, Found, Manager};
+use super::stanza::{Outcome, Stanza, Syntax};
+use super::{Ecosystem, Fact, Found, Manager};
+
+const SYNTAX: Syntax<3> = Syntax {
+    keys: ["P", "V", "o"],
+    deb822: false,
+};
 
 /// Reads an apk installed database.
 pub fn parse(bytes: &[u8]) -> Found {
-    let text = String::from_utf8_lossy(bytes);
-    let mut found = Found::default();
-    let mut incomplete = 0usize;
-    let mut record = Record::default();
-    for line in lines(&text).chain(std::iter::once("")) {
-        if line.trim().is_empty() {
-            if !record.is_empty() {
-                match std::mem::take(&mut record).fact() {
-                    Some(fact) => found.facts.push(fact),
-                    None => incomplete += 1,
-                }
-            }
-            continue;
-        }
-        let Some((key, value)) = line.split_once(':') else {
-            record.other = true;
-            continue;
-        };
-        let slot = match key {
-            "P" => &mut record.package,
-            "V" => &mut record.version,
-            "o" => &mut record.origin,
-            _ => {
-                record.other = true;
-                continue;
-            }
-        };
-        if slot.is_none() {
-            *slot = Some(value.trim().to_string());
-        }
-    }
-    if incomplete > 0 {
-        found.notes.push(format!(
-            "{incomplete} entries without a package name or version skipped"
-        ));
-    }
-    found
+    SYNTAX.parse(bytes, |stanza| match fact(stanza) {
+        Some(fact) => Outcome::Fact(fact),
+        None => Outcome::Incomplete,
+    })
 }
 
-#[derive(Default)]
-struct Record {
-    package: Option<String>,
-    version: Option<String>,
-    origin: Option<String>,
-    other: bool,
-}
-
-impl Record {
-    fn is_empty(&self) -> bool {
-        self.package.is_none() && self.version.is_none() && self.origin.is_none() && !self.other
-    }
-
-    fn fact(self) -> Option<Fact> {
-        let package = self.package.filter(|p| !p.is_empty())?;
-        let version = self.version.filter(|v| !v.is_empty())?;
-        let name = self
-            .origin
-            .filter(|o| !o.is_empty())
-            .unwrap_or_else(|| package.clone());
-        let binary = (package != name).then_some(package);
-        Some(Fact {
-            ecosystem: Ecosystem::Os(Manager::Apk),
-            name,
-            version,
-            binary,
-        })
-    }
+fn fact(stanza: Stanza<3>) -> Option<Fact> {
+    let [package, version, origin] = stanza.values;
+    let package = package.filter(|p| !p.is_empty())?;
+    let version = version.filter(|v| !v.is_empty())?;
+    let name = origin
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| package.clone());
+    let binary = (package != name).then_some(package);
+    Some(Fact {
+        ecosystem: Ecosystem::Os(Manager::Apk),
+        name,
+        version,
+        binary,
+    })
 }
 
 #[cfg(test)]
@@ -83,12 +42,7 @@ mod tests {
     use super::*;
 
     fn fact(name: &str, version: &str, binary: Option<&str>) -> Fact {
-        Fact {
-            ecosystem: Ecosystem::Os(Manager::Apk),
-            name: name.into(),
-            version: version.into(),
-            binary: binary.map(Into::into),
-        }
+        Fact::os(Manager::Apk, name, version, binary)
     }
 
     const INSTALLED: &str = "\

@@ -5,116 +5,52 @@
 //! its `Source:` (with the binary package kept as [`Fact::binary`]); a binary built from a
 //! source of another version (`Source: foo (1.2-3)`) carries that source version.
 
-use super::{lines, Ecosystem, Fact, Found, Manager};
+use super::stanza::{Outcome, Stanza, Syntax};
+use super::{Ecosystem, Fact, Found, Manager};
+
+const SYNTAX: Syntax<4> = Syntax {
+    keys: ["Package", "Version", "Source", "Status"],
+    deb822: true,
+};
 
 /// Reads a dpkg status file. With `require_installed`, only stanzas whose `Status:` says
 /// `installed` count (the main status file also lists removed packages whose configuration
 /// remains); without, a stanza with no `Status:` counts (the `status.d` files have none).
 pub fn parse(bytes: &[u8], require_installed: bool) -> Found {
-    let text = String::from_utf8_lossy(bytes);
-    let mut found = Found::default();
-    let mut incomplete = 0usize;
-    let mut stanza = Stanza::default();
-    for line in lines(&text).chain(std::iter::once("")) {
-        if line.trim().is_empty() {
-            if !stanza.is_empty() {
-                match std::mem::take(&mut stanza).fact(require_installed) {
-                    Outcome::Fact(fact) => found.facts.push(fact),
-                    Outcome::NotInstalled => {}
-                    Outcome::Incomplete => incomplete += 1,
-                }
-            }
-            continue;
-        }
-        // Continuation lines (descriptions, conffiles) belong to a field not read.
-        if line.starts_with([' ', '\t']) {
-            continue;
-        }
-        let Some((key, value)) = line.split_once(':') else {
-            stanza.other = true;
-            continue;
-        };
-        let value = value.trim().to_string();
-        let key = key.trim();
-        let slot = if key.eq_ignore_ascii_case("Package") {
-            &mut stanza.package
-        } else if key.eq_ignore_ascii_case("Version") {
-            &mut stanza.version
-        } else if key.eq_ignore_ascii_case("Source") {
-            &mut stanza.source
-        } else if key.eq_ignore_ascii_case("Status") {
-            &mut stanza.status
-        } else {
-            stanza.other = true;
-            continue;
-        };
-        if slot.is_none() {
-            *slot = Some(value);
-        }
-    }
-    if incomplete > 0 {
-        found.notes.push(format!(
-            "{incomplete} entries without a package name or version skipped"
-        ));
-    }
-    found
+    SYNTAX.parse(bytes, |stanza| fact(stanza, require_installed))
 }
 
-#[derive(Default)]
-struct Stanza {
-    package: Option<String>,
-    version: Option<String>,
-    source: Option<String>,
-    status: Option<String>,
-    other: bool,
-}
-
-enum Outcome {
-    Fact(Fact),
-    NotInstalled,
-    Incomplete,
-}
-
-impl Stanza {
-    fn is_empty(&self) -> bool {
-        self.package.is_none()
-            && self.version.is_none()
-            && self.source.is_none()
-            && self.status.is_none()
-            && !self.other
+fn fact(stanza: Stanza<4>, require_installed: bool) -> Outcome {
+    let [package, version, source, status] = stanza.values;
+    // `Status: want flag state`: the third word is the state (`installed`,
+    // `config-files`, `half-installed`, ...); `hold ok installed` is installed too.
+    let installed = match &status {
+        Some(status) => status.split_whitespace().nth(2) == Some("installed"),
+        None => !require_installed,
+    };
+    if !installed {
+        return Outcome::Skip;
     }
-
-    fn fact(self, require_installed: bool) -> Outcome {
-        // `Status: want flag state`: the third word is the state (`installed`,
-        // `config-files`, `half-installed`, ...); `hold ok installed` is installed too.
-        let installed = match &self.status {
-            Some(status) => status.split_whitespace().nth(2) == Some("installed"),
-            None => !require_installed,
-        };
-        if !installed {
-            return Outcome::NotInstalled;
-        }
-        let (Some(package), Some(version)) = (self.package, self.version) else {
-            return Outcome::Incomplete;
-        };
-        if package.is_empty() || version.is_empty() {
-            return Outcome::Incomplete;
-        }
-        let (name, version) = match self.source.as_deref().map(split_source) {
-            Some((name, Some(source_version))) if !name.is_empty() => {
-                (name.to_string(), source_version.to_string())
-            }
-            Some((name, _)) if !name.is_empty() => (name.to_string(), version),
-            _ => (package.clone(), version),
-        };
-        let binary = (package != name).then_some(package);
-        Outcome::Fact(Fact {
-            ecosystem: Ecosystem::Os(Manager::Dpkg),
-            name,
-            version,
-            binary,
-        })
+    let (Some(package), Some(version)) = (package, version) else {
+        return Outcome::Incomplete;
+    };
+    if package.is_empty() || version.is_empty() {
+        return Outcome::Incomplete;
     }
+    let (name, version) = match source.as_deref().map(split_source) {
+        Some((name, Some(source_version))) if !name.is_empty() => {
+            (name.to_string(), source_version.to_string())
+        }
+        Some((name, _)) if !name.is_empty() => (name.to_string(), version),
+        _ => (package.clone(), version),
+    };
+    let binary = (package != name).then_some(package);
+    Outcome::Fact(Fact {
+        ecosystem: Ecosystem::Os(Manager::Dpkg),
+        name,
+        version,
+        binary,
+    })
 }
 
 /// `foo (1.2-3)` into `foo` and `1.2-3`; `foo` alone has no version.
@@ -133,12 +69,7 @@ mod tests {
     use super::*;
 
     fn fact(name: &str, version: &str, binary: Option<&str>) -> Fact {
-        Fact {
-            ecosystem: Ecosystem::Os(Manager::Dpkg),
-            name: name.into(),
-            version: version.into(),
-            binary: binary.map(Into::into),
-        }
+        Fact::os(Manager::Dpkg, name, version, binary)
     }
 
     const STATUS: &str = "\

@@ -133,36 +133,26 @@ impl Elf {
             Some(2) => true,
             _ => return Ok(Err(Malformed("unknown ELF byte order"))),
         };
-        let f = Fields { data: h, big };
-        let header = if wide {
-            (|| {
-                Some(Elf {
-                    wide,
-                    big,
-                    phoff: f.u64(0x20)?,
-                    shoff: f.u64(0x28)?,
-                    phentsize: f.u16(0x36)?,
-                    phnum: f.u16(0x38)?,
-                    shentsize: f.u16(0x3a)?,
-                    shnum: f.u16(0x3c)?,
-                    shstrndx: f.u16(0x3e)?,
-                })
-            })()
+        let f = Fields { data: h, big, wide };
+        // e_phoff, e_shoff (words), e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx.
+        let [phoff, shoff, phentsize, phnum, shentsize, shnum, shstrndx] = if wide {
+            [0x20, 0x28, 0x36, 0x38, 0x3a, 0x3c, 0x3e]
         } else {
-            (|| {
-                Some(Elf {
-                    wide,
-                    big,
-                    phoff: f.u32(0x1c)?,
-                    shoff: f.u32(0x20)?,
-                    phentsize: f.u16(0x2a)?,
-                    phnum: f.u16(0x2c)?,
-                    shentsize: f.u16(0x2e)?,
-                    shnum: f.u16(0x30)?,
-                    shstrndx: f.u16(0x32)?,
-                })
-            })()
+            [0x1c, 0x20, 0x2a, 0x2c, 0x2e, 0x30, 0x32]
         };
+        let header = (|| {
+            Some(Elf {
+                wide,
+                big,
+                phoff: f.word(phoff)?,
+                shoff: f.word(shoff)?,
+                phentsize: f.u16(phentsize)?,
+                phnum: f.u16(phnum)?,
+                shentsize: f.u16(shentsize)?,
+                shnum: f.u16(shnum)?,
+                shstrndx: f.u16(shstrndx)?,
+            })
+        })();
         let Some(mut elf) = header else {
             return Ok(Err(Malformed("truncated ELF header")));
         };
@@ -180,13 +170,23 @@ impl Elf {
         Ok(Ok(elf))
     }
 
+    /// Fields of a header read from this file.
+    fn fields<'a>(&self, data: &'a [u8]) -> Fields<'a> {
+        Fields {
+            data,
+            big: self.big,
+            wide: self.wide,
+        }
+    }
+
     fn section_header(
         &self,
         r: &(impl ReadAt + ?Sized),
         index: u64,
     ) -> io::Result<Option<SectionHeader>> {
-        let (len, fields): (usize, [usize; 5]) = if self.wide {
-            (64, [0, 4, 24, 32, 40])
+        // sh_name, sh_type, sh_offset and sh_size (words), sh_link.
+        let (len, [name, kind, offset, size, link]) = if self.wide {
+            (64usize, [0, 4, 24, 32, 40])
         } else {
             (40, [0, 4, 16, 20, 24])
         };
@@ -206,18 +206,14 @@ impl Elf {
         if r.read_at(buf, at)? < len {
             return Ok(None);
         }
-        let f = Fields {
-            data: buf,
-            big: self.big,
-        };
-        let word = |o| if self.wide { f.u64(o) } else { f.u32(o) };
+        let f = self.fields(buf);
         Ok((|| {
             Some(SectionHeader {
-                name: f.u32(fields[0])?,
-                kind: f.u32(fields[1])? as u32,
-                offset: word(fields[2])?,
-                size: word(fields[3])?,
-                link: f.u32(fields[4])?,
+                name: f.u32(name)?,
+                kind: f.u32(kind)? as u32,
+                offset: f.word(offset)?,
+                size: f.word(size)?,
+                link: f.u32(link)?,
             })
         })())
     }
@@ -287,14 +283,13 @@ impl Elf {
             if r.read_at(buf, at)? < len {
                 return Ok(None);
             }
-            let f = Fields {
-                data: buf,
-                big: self.big,
-            };
-            let word = |o| if self.wide { f.u64(o) } else { f.u32(o) };
-            let (Some(kind), Some(flags), Some(offset), Some(size)) =
-                (f.u32(0), f.u32(flags_at), word(offset_at), word(filesz_at))
-            else {
+            let f = self.fields(buf);
+            let (Some(kind), Some(flags), Some(offset), Some(size)) = (
+                f.u32(0),
+                f.u32(flags_at),
+                f.word(offset_at),
+                f.word(filesz_at),
+            ) else {
                 return Ok(None);
             };
             if kind == PT_LOAD as u64 && flags as u32 & (PF_X | PF_W) == PF_W {
@@ -317,38 +312,32 @@ struct SectionHeader {
 struct Fields<'a> {
     data: &'a [u8],
     big: bool,
+    /// ELF64: a word (address or offset) is 8 bytes, not 4.
+    wide: bool,
 }
 
 impl Fields<'_> {
-    fn bytes<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
-        self.data.get(at..at.checked_add(N)?)?.try_into().ok()
+    /// The unsigned integer of `width` (at most 8) bytes at `at`.
+    fn uint(&self, at: usize, width: usize) -> Option<u64> {
+        let bytes = self.data.get(at..at.checked_add(width)?)?;
+        let digit = |n: u64, b: &u8| n << 8 | u64::from(*b);
+        Some(if self.big {
+            bytes.iter().fold(0, digit)
+        } else {
+            bytes.iter().rev().fold(0, digit)
+        })
     }
 
     fn u16(&self, at: usize) -> Option<u64> {
-        let b = self.bytes::<2>(at)?;
-        Some(if self.big {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        } as u64)
+        self.uint(at, 2)
     }
 
     fn u32(&self, at: usize) -> Option<u64> {
-        let b = self.bytes::<4>(at)?;
-        Some(if self.big {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        } as u64)
+        self.uint(at, 4)
     }
 
-    fn u64(&self, at: usize) -> Option<u64> {
-        let b = self.bytes::<8>(at)?;
-        Some(if self.big {
-            u64::from_be_bytes(b)
-        } else {
-            u64::from_le_bytes(b)
-        })
+    fn word(&self, at: usize) -> Option<u64> {
+        self.uint(at, if self.wide { 8 } else { 4 })
     }
 }
 
@@ -420,22 +409,23 @@ pub(crate) mod tests {
         put(&mut out, ph + flags, 6, 4);
         put(&mut out, ph + off, seg_offset as u64, word);
         put(&mut out, ph + filesz, segment.len() as u64, word);
-        if wide {
-            put(&mut out, 0x20, ehsize as u64, 8);
-            put(&mut out, 0x28, shoff as u64, 8);
-            put(&mut out, 0x36, phentsize as u64, 2);
-            put(&mut out, 0x38, 1, 2);
-            put(&mut out, 0x3a, shentsize as u64, 2);
-            put(&mut out, 0x3c, shnum as u64, 2);
-            put(&mut out, 0x3e, (shnum - 1) as u64, 2);
+        // e_phoff, e_shoff, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx.
+        let header = if wide {
+            [0x20, 0x28, 0x36, 0x38, 0x3a, 0x3c, 0x3e]
         } else {
-            put(&mut out, 0x1c, ehsize as u64, 4);
-            put(&mut out, 0x20, shoff as u64, 4);
-            put(&mut out, 0x2a, phentsize as u64, 2);
-            put(&mut out, 0x2c, 1, 2);
-            put(&mut out, 0x2e, shentsize as u64, 2);
-            put(&mut out, 0x30, shnum as u64, 2);
-            put(&mut out, 0x32, (shnum - 1) as u64, 2);
+            [0x1c, 0x20, 0x2a, 0x2c, 0x2e, 0x30, 0x32]
+        };
+        let values = [
+            (ehsize, word),
+            (shoff, word),
+            (phentsize, 2),
+            (1, 2),
+            (shentsize, 2),
+            (shnum, 2),
+            (shnum - 1, 2),
+        ];
+        for (at, (value, width)) in header.into_iter().zip(values) {
+            put(&mut out, at, value as u64, width);
         }
         out
     }

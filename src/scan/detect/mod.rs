@@ -37,6 +37,7 @@ pub mod os_release;
 pub mod python;
 pub mod rpm;
 pub mod spool;
+mod stanza;
 
 pub use keeper::Detector;
 pub use os_release::Os;
@@ -82,6 +83,19 @@ pub struct Fact {
     pub version: String,
     /// The image's own name for it when it differs (see [`Package::binary`]).
     pub binary: Option<String>,
+}
+
+#[cfg(test)]
+impl Fact {
+    /// An OS package as the detectors' tests expect one.
+    pub(crate) fn os(manager: Manager, name: &str, version: &str, binary: Option<&str>) -> Fact {
+        Fact {
+            ecosystem: Ecosystem::Os(manager),
+            name: name.into(),
+            version: version.into(),
+            binary: binary.map(Into::into),
+        }
+    }
 }
 
 /// Where a fact's OSV ecosystem comes from.

@@ -25,6 +25,16 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
+impl Progress {
+    /// Once the file at `index` (from 0) of `total` files is done.
+    fn after(index: usize, total: u64) -> Progress {
+        Progress {
+            done: index as u64 + 1,
+            total: Some(total),
+        }
+    }
+}
+
 /// A file that was not imported, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileError {
@@ -114,11 +124,8 @@ pub fn import<E>(
     let mut on_record = on_record;
     let mut on_progress = on_progress;
     let shown = path.display().to_string();
-    one_file(&mut summary, shown, file, meta.len(), &mut on_record)?;
-    on_progress(Progress {
-        done: 1,
-        total: Some(1),
-    });
+    one_file(&mut summary, shown, Ok((meta.len(), file)), &mut on_record)?;
+    on_progress(Progress::after(0, 1));
     Ok(summary)
 }
 
@@ -169,17 +176,9 @@ pub fn import_dir<E>(
     for (done, path) in files.iter().enumerate() {
         let shown = path.display().to_string();
         let opened = File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
-        match opened {
-            Ok((size, file)) => one_file(&mut summary, shown, file, size, &mut on_record)?,
-            Err(e) => {
-                summary.files += 1;
-                summary.fail(shown, e.to_string());
-            }
-        }
-        on_progress(Progress {
-            done: done as u64 + 1,
-            total: Some(total),
-        });
+        let opened = opened.map_err(|e| e.to_string());
+        one_file(&mut summary, shown, opened, &mut on_record)?;
+        on_progress(Progress::after(done, total));
     }
     Ok(summary)
 }
@@ -209,20 +208,10 @@ pub fn import_zip<R: Read + Seek, E>(
             .and_then(Result::ok)
             .map(|n| n.into_owned())
             .unwrap_or_default();
-        match archive.by_index(i) {
-            Ok(file) => {
-                let size = file.size();
-                one_file(&mut summary, name, file, size, &mut on_record)?;
-            }
-            Err(e) => {
-                summary.files += 1;
-                summary.fail(name, e.to_string());
-            }
-        }
-        on_progress(Progress {
-            done: done as u64 + 1,
-            total: Some(total),
-        });
+        let opened = archive.by_index(i).map(|f| (f.size(), f));
+        let opened = opened.map_err(|e| e.to_string());
+        one_file(&mut summary, name, opened, &mut on_record)?;
+        on_progress(Progress::after(done, total));
     }
     Ok(summary)
 }
@@ -234,16 +223,17 @@ fn is_json(name: &str) -> bool {
             .is_some_and(|ext| ext.eq_ignore_ascii_case(".json"))
 }
 
-/// Reads and parses one file, counting it; a file that fails is recorded, not fatal.
+/// Reads and parses one file (its declared size and body, or why it could not be opened),
+/// counting it; a file that fails is recorded, not fatal.
 fn one_file<E>(
     summary: &mut Summary,
     shown: String,
-    body: impl Read,
-    declared: u64,
+    opened: Result<(u64, impl Read), String>,
     on_record: &mut impl FnMut(Record) -> Result<(), E>,
 ) -> Result<(), ImportError<E>> {
     summary.files += 1;
-    match read_record(body, declared) {
+    let record = opened.and_then(|(declared, body)| read_record(body, declared));
+    match record {
         Ok(record) => {
             on_record(record).map_err(ImportError::Sink)?;
             summary.records += 1;

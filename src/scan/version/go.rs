@@ -92,6 +92,7 @@ pub fn compare(a: &str, b: &str) -> Option<Ordering> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::version::reference;
 
     /// `golang.org/x/mod/semver`'s own test table (semver/semver_test.go, golang/mod commit
     /// 8b446299501e373f4d7a7d8869d5646e9bfb2e96): in increasing order, `""` marking what Go
@@ -172,7 +173,7 @@ mod tests {
     #[test]
     fn module_versions() {
         use Ordering::*;
-        for (a, b, want) in [
+        let cases = [
             // Pseudo-versions: before the release they precede, ordered by their time.
             ("v0.0.0-20191109021931-daa7c04131f5", "v0.0.1", Less),
             (
@@ -200,10 +201,8 @@ mod tests {
             // OSV's events without the `v`.
             ("1.20.5", "v1.20.5", Equal),
             ("0", "v0.0.0", Equal),
-        ] {
-            assert_eq!(compare(a, b), Some(want), "{a} vs {b}");
-            assert_eq!(compare(b, a), Some(want.reverse()), "{b} vs {a}");
-        }
+        ];
+        reference::assert_both_ways(compare, &cases);
         for bad in [
             "",
             "v",
@@ -227,7 +226,7 @@ mod tests {
     #[test]
     fn toolchain_versions() {
         use Ordering::*;
-        for (a, b, want) in [
+        let cases = [
             ("go1.20", "1.20.0", Equal),
             ("go1.20", "1.20.1", Less),
             ("go1.19.8", "1.19.8", Equal),
@@ -242,10 +241,8 @@ mod tests {
             ("go1", "1.0.0", Equal),
             ("go1.22.0 X:boringcrypto", "go1.22.0", Equal),
             ("go1.22.1", "v1.22.1", Equal),
-        ] {
-            assert_eq!(compare(a, b), Some(want), "{a} vs {b}");
-            assert_eq!(compare(b, a), Some(want.reverse()), "{b} vs {a}");
-        }
+        ];
+        reference::assert_both_ways(compare, &cases);
         for bad in [
             "go",
             "go1.0",
@@ -307,22 +304,7 @@ mod tests {
                 return;
             }
         };
-        let answers: Vec<i32> = String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .map(|n| n.parse().unwrap())
-            .collect();
-        assert_eq!(answers.len(), versions.len() * versions.len());
-        let pairs = versions
-            .iter()
-            .flat_map(|a| versions.iter().map(move |b| (*a, *b)));
-        for ((a, b), theirs) in pairs.zip(answers) {
-            let ours = compare(a, b).unwrap_or_else(|| panic!("{a} or {b} refused"));
-            assert_eq!(
-                ours,
-                theirs.cmp(&0),
-                "{a} vs {b}: ours {ours:?}, go {theirs}"
-            );
-        }
+        let theirs = reference::answers(&out.stdout);
+        reference::assert_agree("go", &versions, theirs, compare);
     }
 }

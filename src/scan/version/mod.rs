@@ -9,6 +9,8 @@ pub mod apk;
 pub mod dpkg;
 pub mod go;
 pub mod pep440;
+#[cfg(test)]
+mod reference;
 pub mod rpm;
 pub mod semver;
 

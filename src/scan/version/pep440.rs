@@ -285,6 +285,7 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::version::reference;
 
     /// Versions chosen for the rules' edges: epochs, release lengths and trailing zeros,
     /// every pre-release spelling, implicit numbers, post-releases (`-1`, `r`, `rev`),
@@ -385,7 +386,7 @@ mod tests {
     #[test]
     fn the_rules_edges() {
         use Ordering::*;
-        for (a, b, want) in [
+        let cases = [
             ("1.0", "1.0.0", Equal),
             ("1.0.dev0", "1.0a0", Less),
             ("1.0a1", "1.0alpha1", Equal),
@@ -403,10 +404,8 @@ mod tests {
             ("1!0.1", "2.0", Greater),
             ("1.9", "1.10", Less),
             ("v1.0", "1.0", Equal),
-        ] {
-            assert_eq!(compare(a, b), Some(want), "{a} vs {b}");
-            assert_eq!(compare(b, a), Some(want.reverse()), "{b} vs {a}");
-        }
+        ];
+        reference::assert_both_ways(compare, &cases);
         for bad in REFUSED {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
         }
@@ -436,10 +435,9 @@ mod tests {
     #[test]
     fn agrees_with_packaging_on_every_pair() {
         let Some(python) = python() else {
-            eprintln!(
+            reference::skipped(
                 "no Python with `packaging` (python3 -m venv ~/.cache/ringyard-ci/scan-venv && \
-                 ~/.cache/ringyard-ci/scan-venv/bin/pip install packaging): the order is \
-                 checked by the rules' edges only"
+                 ~/.cache/ringyard-ci/scan-venv/bin/pip install packaging)",
             );
             return;
         };
@@ -459,38 +457,13 @@ for a in vs:
         out.append("x" if a is None or b is None else str((a > b) - (a < b)))
 print(" ".join(out))
 "#;
-        let mut child = std::process::Command::new(&python)
-            .args(["-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin
-                .write_all(serde_json::to_string(&all).unwrap().as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = reference::run_with_versions(
+            std::process::Command::new(&python).args(["-c", script]),
+            &all,
+        )
+        .unwrap();
         assert!(out.status.success(), "python failed");
-        let answers: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(answers.len(), all.len() * all.len());
-        let pairs = all.iter().flat_map(|a| all.iter().map(move |b| (*a, *b)));
-        for ((a, b), theirs) in pairs.zip(&answers) {
-            let ours = match compare(a, b) {
-                Some(o) => (o as i32).to_string(),
-                None => "x".to_owned(),
-            };
-            assert_eq!(
-                &ours, theirs,
-                "{a:?} vs {b:?}: ours {ours}, packaging {theirs}"
-            );
-        }
+        reference::assert_agree("packaging", &all, reference::answers(&out.stdout), compare);
         assert!(CORPUS.iter().all(|v| Version::parse(v).is_some()));
     }
 }

@@ -210,6 +210,7 @@ fn ecmascript_space(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::version::reference;
 
     /// Versions chosen for the rules' edges: pre-release identifiers numeric against
     /// alphanumeric, numbers past one digit, longer identifier lists, hyphens inside
@@ -301,7 +302,7 @@ mod tests {
     #[test]
     fn the_rules_edges() {
         use Ordering::*;
-        for (a, b, want) in [
+        let cases = [
             ("1.0.0-alpha", "1.0.0", Less),
             ("1.0.0-alpha", "1.0.0-alpha.1", Less),
             ("1.0.0-alpha.1", "1.0.0-alpha.beta", Less),
@@ -316,10 +317,8 @@ mod tests {
                 "1.0.0-12345678901234567891",
                 Less,
             ),
-        ] {
-            assert_eq!(compare(a, b), Some(want), "{a} vs {b}");
-            assert_eq!(compare(b, a), Some(want.reverse()), "{b} vs {a}");
-        }
+        ];
+        reference::assert_both_ways(compare, &cases);
         for bad in REFUSED {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
         }
@@ -356,9 +355,9 @@ mod tests {
     #[test]
     fn agrees_with_npm_semver_on_every_pair() {
         let Some(modules) = npm_semver() else {
-            eprintln!(
+            reference::skipped(
                 "npm's semver is not installed (npm install --prefix ~/.cache/ringyard-ci/npm \
-                 semver): the order is checked by the rules' edges only"
+                 semver)",
             );
             return;
         };
@@ -378,42 +377,20 @@ mod tests {
             }
             console.log(out.join(" "));
         "#;
-        let mut child = match std::process::Command::new("node")
-            .args(["-e", script])
-            .env("NODE_PATH", &modules)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-        {
-            Ok(child) => child,
+        let out = match reference::run_with_versions(
+            std::process::Command::new("node")
+                .args(["-e", script])
+                .env("NODE_PATH", &modules),
+            &all,
+        ) {
+            Ok(out) => out,
             Err(e) => {
-                eprintln!("node cannot run ({e}): the order is checked by the rules' edges only");
+                reference::skipped(&format!("node cannot run ({e})"));
                 return;
             }
         };
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin
-                .write_all(serde_json::to_string(&all).unwrap().as_bytes())
-                .unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "node failed");
-        let answers: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        assert_eq!(answers.len(), all.len() * all.len());
-        let pairs = all.iter().flat_map(|a| all.iter().map(move |b| (*a, *b)));
-        for ((a, b), theirs) in pairs.zip(&answers) {
-            let ours = match compare(a, b) {
-                Some(o) => (o as i32).to_string(),
-                None => "x".to_owned(),
-            };
-            assert_eq!(&ours, theirs, "{a:?} vs {b:?}: ours {ours}, npm {theirs}");
-        }
+        reference::assert_agree("npm", &all, reference::answers(&out.stdout), compare);
         // The corpus is all versions, so most pairs are real comparisons.
         assert!(CORPUS.iter().all(|v| Version::parse(v).is_some()));
     }
