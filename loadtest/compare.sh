@@ -4,16 +4,18 @@
 # run. Every server gets the same generated images; every workload runs against each in turn;
 # one table of figures and ratios is printed at the end, and every figure is kept as JSON.
 #
-# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--auth] [--scale] [--gc] [--only gc]
-#                             [--out DIR]
+# Usage: loadtest/compare.sh [--smoke] [--skip-huge] [--auth] [--scale] [--gc] [--scan]
+#                             [--only gc|scan] [--out DIR]
 #   --smoke      seconds per workload and small sizes: checks the harness works (CI runs this);
-#                includes the gc workload at its small size
+#                includes the gc and scan workloads at their small sizes
 #   --skip-huge  leave out the 10 GiB push and pull
 #   --auth       also the authentication workloads (below); the default run leaves them out
 #   --scale      also the S3 + PostgreSQL column (below): a PostgreSQL and an s3s-fs started
 #                here, two ringyard nodes over them, distribution with its S3 driver
 #   --gc         also the garbage collection workload (below), on a ringyard of its own
+#   --scan       also the vulnerability scanning workload (below), on ringyards of its own
 #   --only gc    only the garbage collection workload: no distribution, no nginx, nothing else
+#   --only scan  only the scanning workload (likewise)
 #   --out DIR    keep the JSON of every run (and summary.json) in DIR; default: a temp dir
 #
 # Workloads (full run; pull, manifest and blob in 3 rounds, the median round shown):
@@ -60,6 +62,32 @@
 #             1.5x). Checks: the delete removed at least the deleted images' layers and
 #             configs; afterwards a surviving image of the set and the pull image still pull,
 #             every digest verified
+#   scan      (--scan, --only scan, --smoke) four ringyards of their own (scan.poll 100ms):
+#             scanning on push; on push off; a policy blocking critical findings on "**"; one
+#             for the rescan. Fixtures made here by loadtest/scan_bench.py, deterministic:
+#             100,000 OSV records (smoke: 2,000) in a zip as osv.dev's, over Debian:12, PyPI,
+#             npm, Go and crates.io (ECOSYSTEM/SEMVER ranges, some last_affected, CVSS_V3,
+#             aliases), a tenth naming packages the image has (never critical); an image of
+#             200 MB (smoke: 10 MB) in 5 gzip layers: a Debian 12 base (dpkg status of 400
+#             packages with Source: lines), 200 Python dist-info METADATA, 1,000 npm
+#             package.json, a Cargo.lock, and incompressible filler files. Timed:
+#             `ringyard vulndb import` of the records while the registry runs (records/s); the
+#             image pushed (its scan on push reported), then scanned 3 times by POST .../scan,
+#             its blobs dropped from the page cache before each (as after a push: ringyard
+#             writes blobs with O_DIRECT), wall time from the POST to the scan counted in
+#             /metrics (median; target < 5 s) and the registry's VmRSS sampled every 10 ms,
+#             peak minus the RSS just before (max; target < 128 MiB); manifest GET at 64
+#             connections, ROUNDS x 5 s (smoke: 1 s), with the policy on against off, of the
+#             scanned image (its findings all below critical: pulls allowed, each judged) and
+#             of a small clean one (target >= 0.9x); pushes of a 1 GiB tar layer (smoke: 32
+#             MiB) of 1 MiB files, streamed, with a config of its own (`loadtest push --tar`),
+#             scan on push against off, ROUNDS rounds, each timed push right after an untimed
+#             one whose scan runs beside it (target >= 0.95x); 1,000 small images (smoke: 50)
+#             with a dpkg status of 4 packages pushed and scanned, then an import of the same
+#             records plus 50 naming those packages: seconds from the import's end until
+#             ringyard_scan_rescans_total has grown by 1,000 (target: seconds, read as < 10 s,
+#             and no scan run). Each figure with its target and pass/miss in the table and in
+#             summary.json (scan); a miss is not an error
 #
 # It installs what it needs (Debian packages docker-registry, nginx, jq) when missing, binds to
 # 127.0.0.1 only, bounds every run in time (loadtest's --max-seconds and --timeout), and stops
@@ -74,6 +102,7 @@ SKIP_HUGE=0
 AUTH=0
 SCALE=0
 GC=0
+SCAN=0
 ONLY=
 OUT=
 while [ $# -gt 0 ]; do
@@ -83,18 +112,26 @@ while [ $# -gt 0 ]; do
         --auth) AUTH=1 ;;
         --scale) SCALE=1 ;;
         --gc) GC=1 ;;
+        --scan) SCAN=1 ;;
         --only)
-            [ "${2:-}" = gc ] || { echo "compare.sh: --only takes gc" >&2; exit 2; }
-            ONLY=gc; GC=1; shift ;;
+            case "${2:-}" in
+                gc|scan) ONLY=$2 ;;
+                *) echo "compare.sh: --only takes gc or scan" >&2; exit 2 ;;
+            esac
+            shift ;;
         --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,66p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,94p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
-[ "$SMOKE" = 0 ] || GC=1
-if [ "$ONLY" = gc ] && { [ "$AUTH" = 1 ] || [ "$SCALE" = 1 ]; }; then
-    echo "compare.sh: --only gc runs nothing of --auth or --scale" >&2
+if [ "$SMOKE" = 1 ]; then GC=1; SCAN=1; fi
+case "$ONLY" in
+    gc) GC=1; SCAN=0 ;;
+    scan) SCAN=1; GC=0 ;;
+esac
+if [ -n "$ONLY" ] && { [ "$AUTH" = 1 ] || [ "$SCALE" = 1 ]; }; then
+    echo "compare.sh: --only $ONLY runs nothing of --auth or --scale" >&2
     exit 2
 fi
 
@@ -179,7 +216,7 @@ cleanup() {
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$WORK/ringyard" "$WORK/ringyard-auth" "$WORK/distribution" "$WORK/static" \
-        "$WORK/nginx" "$WORK/scale" "$WORK/ringyard-gc"
+        "$WORK/nginx" "$WORK/scale" "$WORK/ringyard-gc" "$WORK/scan"
     case "$OUT" in "$WORK"/*) ;; *) rm -rf "$WORK" ;; esac
 }
 trap cleanup EXIT
@@ -219,10 +256,14 @@ if [ "$SMOKE" = 1 ]; then
     ROUNDS=1; PULLS=200; PULL_CLIENTS=20; MANIFEST_SECS=2; BLOB_SIZE=64MiB; BLOB_REQS=16
     PUSH_SIZE=64MiB; PUSH_COUNT=1; HUGE_SIZE=256MiB
     GC_IMAGES=200; GC_PULL_SECS=2
+    SCAN_RECORDS=2000; SCAN_IMAGE_MB=10; SCAN_PUSH_SIZE=32MiB; SCAN_GET_SECS=1
+    SCAN_RESCAN_IMAGES=50
 else
     ROUNDS=3; PULLS=1000; PULL_CLIENTS=100; MANIFEST_SECS=5; BLOB_SIZE=1GiB; BLOB_REQS=16
     PUSH_SIZE=1GiB; PUSH_COUNT=3; HUGE_SIZE=10GiB
     GC_IMAGES=10000; GC_PULL_SECS=10
+    SCAN_RECORDS=100000; SCAN_IMAGE_MB=200; SCAN_PUSH_SIZE=1GiB; SCAN_GET_SECS=5
+    SCAN_RESCAN_IMAGES=1000
 fi
 SMALL_IMAGE=bench/small:v1
 SMALL_LAYERS=2MiB,768KiB,256KiB
@@ -933,11 +974,145 @@ if [ "$GC" = 1 ]; then
     grep 'garbage collection asked by' "$GC_LOG" >"$OUT/gc-log.txt" || true
 fi
 
+# --- vulnerability scanning ---------------------------------------------------------------------
+
+if [ "$SCAN" = 1 ]; then
+    # Four ringyards of their own (scan.poll 100ms, so that a scan starts within 0.1 s of being
+    # asked for and the times below are the scans'): scanning on push and no policy (the scans,
+    # the pushes with scanning, the GETs without a policy), scanning on push off (the pushes
+    # without), a policy blocking critical findings (the GETs with it), and one for the rescan.
+    SCAN_DIR=$WORK/scan
+    SB=$REPO_ROOT/loadtest/scan_bench.py
+    mkdir -p "$SCAN_DIR"
+    cat >"$SCAN_DIR/policy.yaml" <<EOF
+scan:
+  policies:
+    - repository: "**"
+      block_severity: critical
+EOF
+    scan_ry() { # VAR NAME ARGS...: starts a ringyard; its URL in VAR, its PID in VAR_PID
+        local var=$1 name=$2 port
+        shift 2
+        port=$(free_port)
+        mkdir -p "$SCAN_DIR/$name"
+        "$RINGYARD" serve --listen "127.0.0.1:$port" --root "$SCAN_DIR/$name" --quiet \
+            --no-access-log --scan-poll 100ms "$@" 2>"$WORK/ringyard-$name.log" &
+        PIDS+=("$!")
+        printf -v "${var}_PID" %s "$!"
+        printf -v "$var" %s "http://127.0.0.1:$port"
+        wait_http "http://127.0.0.1:$port/v2/" || { tail -n 20 "$WORK/ringyard-$name.log" >&2; exit 1; }
+    }
+    sb() { # NAME SUBCOMMAND ARGS...: one step of loadtest/scan_bench.py, its JSON as OUT/NAME.json
+        local name=$1
+        shift
+        if ! timeout 1800 python3 "$SB" "$@" >"$OUT/$name.json" 2>"$OUT/$name.err"; then
+            say "scan_bench.py $name failed:"
+            cat "$OUT/$name.err" >&2
+            return 1
+        fi
+    }
+    scans_finished() { # URL: scans the registry has finished (completed + failed)
+        python3 "$SB" scans-finished --registry "$1" | jq -r '.finished | floor'
+    }
+    scan_cpu() { # PID: CPU time (user + system, clock ticks) of the registry's scan job thread
+        local t total=0
+        for t in /proc/"$1"/task/*; do
+            [ "$(cat "$t/comm" 2>/dev/null)" = ringyard-job-sc ] || continue
+            total=$((total + $(awk '{print $14 + $15}' "$t/stat")))
+        done
+        echo "$total"
+    }
+    scan_ry RYS scan
+    scan_ry RYSO scan-off --no-scan-on-push
+    scan_ry RYSP scan-policy --config "$SCAN_DIR/policy.yaml"
+    scan_ry RYR scan-rescan
+
+    say "scan: fixtures: $SCAN_RECORDS OSV records (a zip, as osv.dev's), an image of ${SCAN_IMAGE_MB} MB in 5 gzip layers"
+    sb scan-osv osv "$SCAN_DIR/osv.zip" --records "$SCAN_RECORDS"
+    sb scan-osv-rescan osv-rescan "$SCAN_DIR/osv-rescan.zip" --base "$SCAN_DIR/osv.zip"
+    sb scan-image image "$SCAN_DIR/image" --mb "$SCAN_IMAGE_MB" --layers 5
+
+    say "scan: ringyard vulndb import of the $SCAN_RECORDS records while the registry runs (three registries)"
+    for name in scan scan-policy scan-rescan; do
+        sb "$name-import" import --ringyard "$RINGYARD" --root "$SCAN_DIR/$name" \
+            --data "$SCAN_DIR/osv.zip"
+    done
+
+    say "scan: the image pushed (scanned on push), and a small clean one"
+    for srv in RYS RYSP; do
+        sb "scan-push-image-$srv" push-image "$SCAN_DIR/image" --registry "${!srv}" \
+            --repo bench/scan --tag v1
+        # The scan on push of blobs never read (ringyard writes them with O_DIRECT).
+        sb "scan-on-push-$srv" wait-scans --registry "${!srv}" --finished 1
+        sb "scan-clean-$srv" small-images --registry "${!srv}" --repo bench/clean --count 1
+        sb "scan-clean-wait-$srv" wait-scans --registry "${!srv}" --finished 2
+    done
+    SCAN_DIGEST=$(jq -r .manifest_digest "$OUT/scan-push-image-RYS.json")
+    CLEAN_DIGEST=$(jq -r .first.digest "$OUT/scan-clean-RYS.json")
+
+    say "scan: the image scanned 3 times (POST .../scan), its blobs dropped from the page cache before each, the registry's RSS sampled every 10 ms"
+    sb scan-runs scan-runs --registry "$RYS" --pid "$RYS_PID" --repo bench/scan --ref v1 \
+        --runs 3 --evict "$SCAN_DIR/scan"
+    sb scan-runs-warm scan-runs --registry "$RYS" --pid "$RYS_PID" --repo bench/scan --ref v1 \
+        --runs 1
+
+    say "scan: manifest GET with the policy on and off, 64 connections, $ROUNDS x ${SCAN_GET_SECS} s each, the scanned image and the clean one"
+    for round in $(seq 1 "$ROUNDS"); do
+        for img in image clean; do
+            if [ "$img" = image ]; then
+                path=bench/scan/manifests/v1 digest=$SCAN_DIGEST
+            else
+                path=bench/clean-0/manifests/v0 digest=$CLEAN_DIGEST
+            fi
+            for srv in RYS RYSP; do
+                lt "scan-get-$img-$srv-$round" get --url "${!srv}/v2/$path" --header "$ACCEPT" \
+                    --connections 64 --duration "$SCAN_GET_SECS" --expect-digest "$digest"
+            done
+        done
+    done
+
+    say "scan: pushes of a $SCAN_PUSH_SIZE tar layer (streamed) with scan on push and off, $ROUNDS rounds; each timed push follows one whose scan runs beside it"
+    seed=1000
+    for round in $(seq 1 "$ROUNDS"); do
+        for srv in RYS RYSO; do
+            pid_var=${srv}_PID
+            before=$(scans_finished "${!srv}")
+            for kind in primer timed; do
+                seed=$((seed + 1))
+                name=scan-push-$srv-$round
+                [ "$kind" = timed ] || name=$name-primer
+                [ "$kind" = primer ] || cpu0=$(scan_cpu "${!pid_var}")
+                lt "$name" push --registry "${!srv}" --size "$SCAN_PUSH_SIZE" --tar --count 1 \
+                    --clients 1 --mode stream --repo bench/scanpush --seed "$seed" \
+                    --max-seconds 600 --timeout 120
+            done
+            # At the timed push's end: the scans finished (the primer's among them, or still
+            # running), and the scan thread's CPU ticks during the push.
+            echo "$before $(scans_finished "${!srv}") $(($(scan_cpu "${!pid_var}") - cpu0))" \
+                >"$OUT/scan-push-$srv-$round.scans"
+            if [ "$srv" = RYS ]; then
+                # Both scans done before the next pushes: the other registry's run is quiet.
+                sb "scan-push-wait-$round" wait-scans --registry "$RYS" \
+                    --finished $((before + 2)) --timeout 600
+            fi
+        done
+    done
+
+    say "scan: rescan: $SCAN_RESCAN_IMAGES small images pushed and scanned, then an import naming their packages, timed to the rescans' end"
+    sb scan-small small-images --registry "$RYR" --repo bench/rescan --count "$SCAN_RESCAN_IMAGES" \
+        --clients 4
+    sb scan-small-wait wait-scans --registry "$RYR" --finished "$SCAN_RESCAN_IMAGES" --timeout 900
+    sb scan-rescan import --ringyard "$RINGYARD" --root "$SCAN_DIR/scan-rescan" \
+        --data "$SCAN_DIR/osv-rescan.zip" --registry "$RYR" --rescans-of "$SCAN_RESCAN_IMAGES" \
+        --check bench/rescan-1:v1
+fi
+
 # --- the table ----------------------------------------------------------------------------------
 
 SUMMARY=$OUT/summary.json
 python3 - "$OUT" "$SHA_MBPS" "$SKIP_HUGE" "$SMOKE" "$PUSH_SIZE" "$BLOB_SIZE" "$HUGE_SIZE" \
-    "$PULL_CLIENTS" "$ROUNDS" "$AUTH" "$SCALE" "$GC" "$ONLY" >"$SUMMARY" <<'PY'
+    "$PULL_CLIENTS" "$ROUNDS" "$AUTH" "$SCALE" "$GC" "$ONLY" "$SCAN" "${SCAN_RECORDS}" \
+    "${SCAN_IMAGE_MB}" "${SCAN_PUSH_SIZE}" "${SCAN_RESCAN_IMAGES}" "${SCAN_GET_SECS}" >"$SUMMARY" <<'PY'
 import glob, json, os, re, sys
 out, sha, skip_huge, smoke = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
 push_size, blob_size, huge_size, pull_clients = sys.argv[5:9]
@@ -945,6 +1120,8 @@ rounds = int(sys.argv[9])
 auth = sys.argv[10] == "1"
 scale = sys.argv[11] == "1"
 gc, only = sys.argv[12] == "1", sys.argv[13]
+scan = sys.argv[14] == "1"
+scan_records, scan_image_mb, scan_push_size, scan_rescan_images, scan_get_secs = sys.argv[15:20]
 def j(name):
     with open(os.path.join(out, name + ".json")) as f:
         return json.load(f)
@@ -1117,6 +1294,85 @@ if gc:
     b = s["gc"]["pull_base"]["p99_ms"]
     s["gc"]["p99_ratio_delete"] = during["pull"]["p99_ms"] / b if b else None
     s["gc"]["p99_ratio_dry_runs"] = d["p99_ms"] / b if b else None
+if scan:
+    def verdict(ok):
+        return "pass" if ok else "miss"
+    osv, image, imp = j("scan-osv"), j("scan-image"), j("scan-import")
+    runs, warm = j("scan-runs"), j("scan-runs-warm")
+    on_push = j("scan-on-push-RYS")
+    errors = sum(j(n)["errors"] for n in [
+        "scan-push-image-RYS", "scan-push-image-RYSP", "scan-on-push-RYS", "scan-on-push-RYSP",
+        "scan-clean-RYS", "scan-clean-RYSP", "scan-clean-wait-RYS", "scan-clean-wait-RYSP",
+        "scan-import", "scan-policy-import", "scan-rescan-import", "scan-runs", "scan-runs-warm",
+        "scan-small", "scan-small-wait", "scan-rescan"])
+    get = {}
+    for img in ["image", "clean"]:
+        off, e1, off_rounds = median_round(f"scan-get-{img}-RYS", lambda r: r["requests_per_s"])
+        on, e2, on_rounds = median_round(f"scan-get-{img}-RYSP", lambda r: r["requests_per_s"])
+        errors += e1 + e2
+        ratio = on["requests_per_s"] / off["requests_per_s"] if off["requests_per_s"] else 0
+        get[img] = {"policy_on_requests_per_s": on["requests_per_s"],
+                    "policy_off_requests_per_s": off["requests_per_s"],
+                    "policy_on_p99_ms": on["latency"]["p99_ms"],
+                    "policy_off_p99_ms": off["latency"]["p99_ms"],
+                    "ratio": ratio, "target": ">= 0.9x policy off", "verdict": verdict(ratio >= 0.9),
+                    "policy_on_rounds": on_rounds, "policy_off_rounds": off_rounds}
+    get["image"]["findings"] = runs["runs"][-1]["findings"]
+    push = {}
+    for srv in ["RYS", "RYSO"]:
+        timed = [j(f"scan-push-{srv}-{r}") for r in range(1, rounds + 1)]
+        primers = [j(f"scan-push-{srv}-{r}-primer") for r in range(1, rounds + 1)]
+        errors += sum(x["errors"] for x in timed + primers)
+        running, scan_cpu = 0, []
+        hz = os.sysconf("SC_CLK_TCK")
+        for r in range(1, rounds + 1):
+            with open(os.path.join(out, f"scan-push-{srv}-{r}.scans")) as f:
+                before, after, ticks = (float(x) for x in f.read().split())
+            running += int(after < before + 1)
+            scan_cpu.append(round(ticks / hz, 2))
+        rates = sorted(x["mb_per_s"] for x in timed)
+        manif = sorted(x["manifests"]["p50_ms"] for x in timed)
+        push[srv] = {"mb_per_s": rates[len(rates) // 2], "mb_per_s_rounds": [x["mb_per_s"] for x in timed],
+                     "elapsed_s_rounds": [x["elapsed_s"] for x in timed],
+                     "manifest_put_ms": manif[len(manif) // 2],
+                     "blob_bytes": timed[0]["blob_bytes"],
+                     # CPU seconds of the scan thread during each timed push (the primer's
+                     # scan), and in how many rounds that scan outlasted the push.
+                     "scan_cpu_s_during_push": scan_cpu,
+                     "primer_scan_outlasted_push": running if srv == "RYS" else None}
+    for r in range(1, rounds + 1):
+        errors += j(f"scan-push-wait-{r}")["errors"]
+    push_ratio = push["RYS"]["mb_per_s"] / push["RYSO"]["mb_per_s"] if push["RYSO"]["mb_per_s"] else 0
+    rescan = j("scan-rescan")
+    scan_ok = runs["median_wall_s"] < 5
+    mem_ok = runs["max_rss_delta_mib"] < 128
+    rescan_ok = rescan.get("rescan_s", 1e9) < 10 and rescan.get("scans_finished_during", 1) == 0
+    s["scan"] = {
+        "records": osv["records"], "records_naming_image_packages": osv["naming_image_packages"],
+        "records_per_ecosystem": osv["per_ecosystem"],
+        "import": {"wall_s": imp["wall_s"], "records_per_s": imp["records_per_s"],
+                   "others_wall_s": [j("scan-policy-import")["wall_s"],
+                                     j("scan-rescan-import")["wall_s"]]},
+        "image": {"compressed_mb": round(image["compressed_bytes"] / 1e6, 1),
+                  "layers": len(image["layers"]), "files": sum(l["files"] for l in image["layers"]),
+                  "packages": runs["runs"][-1]["packages"], "findings": runs["runs"][-1]["findings"],
+                  "vulnerabilities": runs["runs"][-1]["vulnerabilities"]},
+        "scan": {"median_wall_s": runs["median_wall_s"], "median_registry_s": runs["median_registry_s"],
+                 "max_rss_delta_mib": runs["max_rss_delta_mib"],
+                 "max_hwm_delta_mib": runs["max_hwm_delta_mib"], "runs": runs["runs"],
+                 "warm_wall_s": warm["median_wall_s"], "on_push_registry_s": on_push["duration_s"],
+                 "target": "< 5 s, < 128 MiB", "verdict_time": verdict(scan_ok),
+                 "verdict_memory": verdict(mem_ok)},
+        "push": {"on": push["RYS"], "off": push["RYSO"], "ratio": push_ratio,
+                 "target": ">= 0.95x scan off", "verdict": verdict(push_ratio >= 0.95)},
+        "get": get,
+        "rescan": {"images": scan_rescan_images, "seconds": rescan.get("rescan_s"),
+                   "rescans": rescan.get("rescans"),
+                   "scans_during": rescan.get("scans_finished_during"),
+                   "import_wall_s": rescan["wall_s"], "check": rescan.get("check"),
+                   "target": "seconds (< 10 s), no layer read", "verdict": verdict(rescan_ok)},
+        "errors": errors,
+    }
 json.dump(s, sys.stdout, indent=2)
 PY
 
@@ -1248,6 +1504,36 @@ if "gc" in s:
     row("  pulls/s: no GC / GC --delete / dry runs",
         f"{pb['pulls_per_s']:.0f} / {pd['pulls_per_s']:.0f} / {pr['pulls_per_s']:.0f}",
         "-", "-", "-", "", "")
+if "scan" in s:
+    x = s["scan"]
+    im, sc = x["image"], x["scan"]
+    row(f"vulndb import, {x['records']} OSV records (zip): s", f"{x['import']['wall_s']:.2f}", "-",
+        "-", "-", f"{x['import']['records_per_s']:.0f} records/s", "")
+    row(f"scan of a {im['compressed_mb']:.0f} MB, {im['layers']}-layer image: s (median of 3)",
+        f"{sc['median_wall_s']:.2f}", "-", "-", "-",
+        f"registry's own {sc['median_registry_s']:.2f} s; on push {sc['on_push_registry_s']:.2f} s",
+        f"< 5 s: {sc['verdict_time']}")
+    row("  scanner peak memory (registry RSS - before): MiB", f"{sc['max_rss_delta_mib']:.1f}", "-",
+        "-", "-", f"{im['packages']} packages, {im['findings']} findings", f"< 128 MiB: {sc['verdict_memory']}")
+    p = x["push"]
+    row(f"push {p['on']['blob_bytes'] / 2**20:.0f} MiB tar layer, scan on push: MB/s",
+        f"{p['on']['mb_per_s']:.0f}", f"off {p['off']['mb_per_s']:.0f}", "-", "-",
+        f"{p['ratio']:.2f}x of off", f">= 0.95x off: {p['verdict']}")
+    cpu = sorted(p["on"]["scan_cpu_s_during_push"])
+    row("  beside it", f"{cpu[len(cpu) // 2]:.1f} CPU s", "-", "-", "-",
+        f"of the previous push's scan (median); config + manifest PUT "
+        f"{p['on']['manifest_put_ms']:.1f} / {p['off']['manifest_put_ms']:.1f} ms", "")
+    for img, what in [("image", f"the scanned image ({x['get']['image']['findings']} findings)"),
+                      ("clean", "a clean image")]:
+        g = x["get"][img]
+        row(f"manifest GET, policy on, 64 conns, {what}: req/s", f"{g['policy_on_requests_per_s']:.0f}",
+            f"off {g['policy_off_requests_per_s']:.0f}", "-", "-", f"{g['ratio']:.2f}x of off",
+            f">= 0.9x off: {g['verdict']}")
+    r = x["rescan"]
+    secs = f"{r['seconds']:.2f}" if r["seconds"] is not None else "?"
+    row(f"rescan of {r['images']} stored images after an import: s", secs, "-", "-", "-",
+        f"{r['rescans']:.0f} results re-evaluated, {r['scans_during']:.0f} scans ran",
+        f"seconds, no layer read: {r['verdict']}")
 head = ("workload", "ringyard", "distribution", "nginx", "ry/dist", "ry/nginx", "target")
 w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
 def line(r):

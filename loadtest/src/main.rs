@@ -14,6 +14,7 @@ mod oci;
 mod run;
 mod runtime;
 mod stats;
+mod tarstream;
 mod url;
 mod work;
 

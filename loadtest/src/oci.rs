@@ -8,6 +8,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -127,7 +128,18 @@ pub fn image_config(layer_digests: &[String]) -> Vec<u8> {
 
 /// An image manifest of the given config and layers (digest, size).
 pub fn image_manifest(docker: bool, config: (&str, u64), layers: &[(String, u64)]) -> Vec<u8> {
-    let (mt, ct, lt) = media_types(docker);
+    let (_, _, lt) = media_types(docker);
+    image_manifest_of(docker, lt, config, layers)
+}
+
+/// [`image_manifest`] with layers of media type `lt` (an uncompressed tar, say).
+pub fn image_manifest_of(
+    docker: bool,
+    lt: &str,
+    config: (&str, u64),
+    layers: &[(String, u64)],
+) -> Vec<u8> {
+    let (mt, ct, _) = media_types(docker);
     let v = json!({
         "schemaVersion": 2,
         "mediaType": mt,
