@@ -81,6 +81,8 @@ pub struct Scanning {
 pub struct State {
     pub row: Option<ScanRow>,
     pub report: Option<Report>,
+    /// The report's distinct findings, worst first: computed once per read, not per pull.
+    pub findings: Vec<Finding>,
 }
 
 impl State {
@@ -93,10 +95,18 @@ impl State {
     }
 }
 
+/// A digest's state as an event loop read it, and the verdicts judged from it per
+/// repository (a pull asks the policy once per repository and read, not once per GET).
+struct Cached {
+    at: Instant,
+    state: Arc<State>,
+    verdicts: Vec<(String, Verdict)>,
+}
+
 thread_local! {
-    /// Per event loop: digest -> (read at, state), so a hot image's pulls ask the store
+    /// Per event loop: digest -> what was read when, so a hot image's pulls ask the store
     /// once every few seconds, not once per GET.
-    static STATES: RefCell<HashMap<Digest, (Instant, Arc<State>)>> = RefCell::new(HashMap::new());
+    static STATES: RefCell<HashMap<Digest, Cached>> = RefCell::new(HashMap::new());
 }
 
 impl Scanning {
@@ -149,8 +159,16 @@ impl Scanning {
             .as_ref()
             .filter(|r| r.status == Status::Completed)
             .and_then(|r| r.result.as_deref())
-            .and_then(|t| serde_json::from_str(t).ok());
-        Ok(State { row, report })
+            .and_then(|t| serde_json::from_str::<Report>(t).ok());
+        let findings = report
+            .as_ref()
+            .map(|r| r.distinct_findings().into_iter().cloned().collect())
+            .unwrap_or_default();
+        Ok(State {
+            row,
+            report,
+            findings,
+        })
     }
 
     /// The last result stored for `digest` whatever its row's status now (a rescan's row is
@@ -173,8 +191,8 @@ impl Scanning {
         let cached = STATES.with(|s| {
             s.borrow()
                 .get(digest)
-                .filter(|(at, _)| now.duration_since(*at) < VERDICT_TTL)
-                .map(|(_, st)| st.clone())
+                .filter(|c| now.duration_since(c.at) < VERDICT_TTL)
+                .map(|c| c.state.clone())
         });
         if let Some(st) = cached {
             return Ok(st);
@@ -189,15 +207,20 @@ impl Scanning {
         STATES.with(|s| {
             let mut map = s.borrow_mut();
             if map.len() > 10_000 {
-                map.retain(|_, (at, _)| now.duration_since(*at) < VERDICT_TTL);
+                map.retain(|_, c| now.duration_since(c.at) < VERDICT_TTL);
             }
-            map.insert(digest.clone(), (now, st.clone()));
+            let entry = Cached {
+                at: now,
+                state: st.clone(),
+                verdicts: Vec::new(),
+            };
+            map.insert(digest.clone(), entry);
         });
         Ok(st)
     }
 
     /// The pull policy's verdict on `digest` in `repo` (Allow at once where no rule could
-    /// refuse).
+    /// refuse); judged once per repository and read of the state.
     pub async fn verdict(
         &self,
         pool: &crate::blocking::Pool,
@@ -207,16 +230,36 @@ impl Scanning {
         if !self.policy.governs(repo) {
             return Ok(Verdict::Allow);
         }
-        let st = self.state(pool, digest).await?;
-        let findings: Vec<Finding>;
-        let scanned = match &st.report {
-            Some(report) => {
-                findings = report.distinct_findings().into_iter().cloned().collect();
-                Scanned::Completed(&findings)
+        let now = Instant::now();
+        let known = STATES.with(|s| {
+            let map = s.borrow();
+            let c = map
+                .get(digest)
+                .filter(|c| now.duration_since(c.at) < VERDICT_TTL)?;
+            c.verdicts
+                .iter()
+                .find(|(r, _)| r == repo)
+                .map(|(_, v)| v.clone())
+        });
+        let verdict = match known {
+            Some(v) => v,
+            None => {
+                let st = self.state(pool, digest).await?;
+                let scanned = match &st.report {
+                    Some(_) => Scanned::Completed(&st.findings),
+                    None => Scanned::Not(st.status()),
+                };
+                let v = self.policy.judge(repo, scanned, now_millis() / 1000);
+                STATES.with(|s| {
+                    if let Some(c) = s.borrow_mut().get_mut(digest) {
+                        if c.verdicts.len() < 64 {
+                            c.verdicts.push((repo.to_string(), v.clone()));
+                        }
+                    }
+                });
+                v
             }
-            None => Scanned::Not(st.status()),
         };
-        let verdict = self.policy.judge(repo, scanned, now_millis() / 1000);
         if matches!(verdict, Verdict::Block(_)) {
             self.figures.blocked.fetch_add(1, Relaxed);
         }
@@ -244,6 +287,7 @@ impl Scanning {
 
     /// One pass of the scan job. Blocks.
     pub fn pass(&self, meta: &Meta, blobs: &BlobStore) -> Result<String, String> {
+        background_priority();
         let requested = self.take_events(meta)?;
         let rescanned = self.rescan(meta)?;
         let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -440,14 +484,20 @@ impl Scanning {
             self.complete(meta, &child, repo, &own, before.as_ref(), version)?;
         }
         self.evaluate(&mut report, version)?;
-        self.complete(
+        let done = self.complete(
             meta,
             digest.as_str(),
             repo,
             &report,
             previous.as_ref(),
             version,
-        )
+        );
+        // An import while this scan ran: the result is against the data before it, so the
+        // next pass's rescan must look again.
+        if self.current()? != version {
+            self.rescanned_to.store(-1, Relaxed);
+        }
+        done
     }
 
     /// Stores a result, with one webhook delivery per endpoint when it found something the
@@ -546,6 +596,27 @@ impl Scanning {
             }
         }
         Ok(format!("{ok} delivered, {failed} failed"))
+    }
+}
+
+/// Lowers this thread's CPU (nice 19) and disk (idle class) priority: a scan decompresses
+/// and reads whole layers, which on a busy node would take the cores and the disk from the
+/// event loops serving pushes and pulls; it proceeds in the time they leave. Linux applies
+/// both per thread; failures (a kernel or sandbox without them) only leave the default.
+fn background_priority() {
+    // SAFETY: gettid, setpriority and ioprio_set take integers and change only this
+    // thread's scheduling attributes.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid as libc::c_long,
+            IOPRIO_CLASS_IDLE << 13,
+        );
     }
 }
 

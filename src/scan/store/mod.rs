@@ -190,7 +190,9 @@ pub struct Completed {
     /// `(ecosystem, name)` of every package found: what a later import's rescan looks up.
     pub packages: Vec<(String, String)>,
     /// A webhook body to deliver (written in the same transaction, one row per endpoint),
-    /// when the scan found something the previous one did not.
+    /// when the scan found something the previous one did not. A row's id is the digest,
+    /// the data version and the endpoint: two nodes that found the same new findings (a
+    /// rescan both ran after an import) write one delivery.
     pub notify: Option<String>,
     /// How many webhook endpoints there are: row `#i` is endpoint `i`'s delivery.
     pub endpoints: usize,
@@ -602,7 +604,7 @@ impl ScanStore {
                     "INSERT INTO scan_outbox (id, created, body, next_at) VALUES ($1, $2, $3, $2)
                      ON CONFLICT DO NOTHING",
                     &[
-                        format!("{digest}@{now}#{i}").into(),
+                        format!("{digest}@v{}#{i}", done.data_version).into(),
                         now.into(),
                         body.as_str().into(),
                     ],
@@ -650,6 +652,9 @@ impl ScanStore {
     }
 
     /// Of `digests`, those with a package some record of `version` names, or with findings
+    /// (`CROSS JOIN`: SQLite then walks the image's few packages and looks each up in the
+    /// version's index, instead of walking the version's every package per image, which took
+    /// 36 ms an image at 100,000 records)
     /// (which the new data may withdraw): the ones a rescan must evaluate; the others only
     /// move to the new version.
     pub fn touched_by(&self, version: i64, digests: &[String]) -> Result<Vec<String>> {
@@ -659,9 +664,9 @@ impl ScanStore {
                 let rows = sql.query(
                     "SELECT 1 FROM scans s WHERE s.digest = $1 AND (
                         s.critical + s.high + s.medium + s.low + s.unknown > 0
-                        OR EXISTS (SELECT 1 FROM scan_packages p JOIN vuln_packages v
-                            ON v.ecosystem = p.ecosystem AND v.name = p.name
-                            WHERE p.digest = s.digest AND v.version = $2))",
+                        OR EXISTS (SELECT 1 FROM scan_packages p CROSS JOIN vuln_packages v
+                            WHERE p.digest = s.digest AND v.version = $2
+                              AND v.ecosystem = p.ecosystem AND v.name = p.name))",
                     &[d.as_str().into(), version.into()],
                 )?;
                 if !rows.is_empty() {
