@@ -7,7 +7,11 @@ use ringyard::config::{self, ConfigError, EXIT_CONFIG, EXIT_START};
 
 fn main() {
     let cli = Cli::parse();
-    if cli.command.as_ref().is_some_and(|c| !matches!(c, Command::Serve(_))) {
+    if cli
+        .command
+        .as_ref()
+        .is_some_and(|c| !matches!(c, Command::Serve(_)))
+    {
         // A command's output piped into `head` ends quietly when the pipe closes, as other
         // tools do (Rust ignores SIGPIPE, so a write would fail and `println!` panic). The
         // server keeps ignoring it: a client closing its socket is not a reason to stop.

@@ -153,6 +153,7 @@ pub struct Config {
     pub scan_on_push: bool,
     pub scan_poll: Duration,
     pub scan_max_expanded: usize,
+    pub scan_pace_while_pushing: usize,
     /// `scan.policies`, `scan.allowlist`, `scan.webhooks`, in file order.
     pub scan_policies: Vec<scan::PolicyRule>,
     pub scan_allowlist: Vec<scan::AllowRule>,
@@ -226,6 +227,7 @@ impl Default for Config {
             scan_on_push: true,
             scan_poll: Duration::from_secs(2),
             scan_max_expanded: 16 << 30,
+            scan_pace_while_pushing: 16 << 20,
             scan_policies: Vec::new(),
             scan_allowlist: Vec::new(),
             scan_webhooks: Vec::new(),

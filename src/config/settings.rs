@@ -275,6 +275,8 @@ pub static SETTINGS: &[Setting] = &[
         "How often the scan job looks for pushes, requests and a newly imported vulnerability database."),
     setting!("scan.max_expanded", scan_max_expanded, Kind::Size { min: MIB, max: 1024 * GIB }, Some(Takes("scan-max-expanded")),
         "A scan reads at most this many uncompressed bytes of an image's layers; an image that expands beyond (a decompression bomb) fails its scan with that reason."),
+    setting!("scan.pace_while_pushing", scan_pace_while_pushing, Kind::Size { min: 0, max: 1024 * GIB }, Some(Takes("scan-pace-while-pushing")),
+        "While uploads are in progress on the node, a scan reads layers at most this many bytes a second, leaving the disk and the cores to the pushes (it catches up when they end); 0: no limit."),
 ];
 
 pub fn find(key: &str) -> Option<&'static Setting> {

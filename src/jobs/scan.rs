@@ -36,7 +36,10 @@ impl Job for Scans {
     }
 
     fn run(&self) -> Result<String, String> {
-        self.scanning.pass(&self.reg.meta, &self.reg.blobs)
+        let uploads = &self.reg.uploads;
+        self.scanning.pass(&self.reg.meta, &self.reg.blobs, &|| {
+            uploads.active_sessions() > 0
+        })
     }
 }
 

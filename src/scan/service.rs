@@ -73,6 +73,8 @@ pub struct Scanning {
     started: i64,
     /// This process among the scanners of a shared store (random, per start).
     owner: String,
+    /// Bytes a second a scan reads while pushes are in progress (0: no limit).
+    pace: u64,
     pub figures: Figures,
 }
 
@@ -101,6 +103,9 @@ struct Cached {
     at: Instant,
     state: Arc<State>,
     verdicts: Vec<(String, Verdict)>,
+    /// A request is reading a newer state: the others go on with this one meanwhile, so an
+    /// expiry costs one store read per event loop, not one per request in flight.
+    refreshing: bool,
 }
 
 thread_local! {
@@ -148,6 +153,7 @@ impl Scanning {
                 getrandom::getrandom(&mut b).map_err(|e| vec![e.to_string()])?;
                 b.iter().map(|x| format!("{x:02x}")).collect()
             },
+            pace: cfg.scan_pace_while_pushing as u64,
             figures: Figures::default(),
         })
     }
@@ -189,20 +195,35 @@ impl Scanning {
     ) -> Result<Arc<State>, String> {
         let now = Instant::now();
         let cached = STATES.with(|s| {
-            s.borrow()
-                .get(digest)
-                .filter(|c| now.duration_since(c.at) < VERDICT_TTL)
-                .map(|c| c.state.clone())
+            let mut map = s.borrow_mut();
+            let c = map.get_mut(digest)?;
+            if now.duration_since(c.at) < VERDICT_TTL || c.refreshing {
+                return Some(c.state.clone());
+            }
+            c.refreshing = true;
+            None
         });
         if let Some(st) = cached {
             return Ok(st);
         }
         let store = self.store.clone();
         let d = digest.clone();
-        let st = pool
+        let read = pool
             .run(move || Scanning::read_state(&store, &d))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        let st = match read {
+            Ok(st) => st,
+            Err(e) => {
+                STATES.with(|s| {
+                    if let Some(c) = s.borrow_mut().get_mut(digest) {
+                        c.refreshing = false;
+                    }
+                });
+                return Err(e);
+            }
+        };
         let st = Arc::new(st);
         STATES.with(|s| {
             let mut map = s.borrow_mut();
@@ -213,6 +234,7 @@ impl Scanning {
                 at: now,
                 state: st.clone(),
                 verdicts: Vec::new(),
+                refreshing: false,
             };
             map.insert(digest.clone(), entry);
         });
@@ -235,7 +257,7 @@ impl Scanning {
             let map = s.borrow();
             let c = map
                 .get(digest)
-                .filter(|c| now.duration_since(c.at) < VERDICT_TTL)?;
+                .filter(|c| now.duration_since(c.at) < VERDICT_TTL || c.refreshing)?;
             c.verdicts
                 .iter()
                 .find(|(r, _)| r == repo)
@@ -252,7 +274,8 @@ impl Scanning {
                 let v = self.policy.judge(repo, scanned, now_millis() / 1000);
                 STATES.with(|s| {
                     if let Some(c) = s.borrow_mut().get_mut(digest) {
-                        if c.verdicts.len() < 64 {
+                        let judged = c.verdicts.iter().any(|(r, _)| r == repo);
+                        if !judged && Arc::ptr_eq(&c.state, &st) && c.verdicts.len() < 64 {
                             c.verdicts.push((repo.to_string(), v.clone()));
                         }
                     }
@@ -286,7 +309,14 @@ impl Scanning {
     }
 
     /// One pass of the scan job. Blocks.
-    pub fn pass(&self, meta: &Meta, blobs: &BlobStore) -> Result<String, String> {
+    /// `pushing` says whether uploads are in progress on this node: scans then read layers at
+    /// most `scan.pace_while_pushing` bytes a second (see [`Paced`]).
+    pub fn pass(
+        &self,
+        meta: &Meta,
+        blobs: &BlobStore,
+        pushing: &dyn Fn() -> bool,
+    ) -> Result<String, String> {
         background_priority();
         let requested = self.take_events(meta)?;
         let rescanned = self.rescan(meta)?;
@@ -297,6 +327,8 @@ impl Scanning {
         let reader = StoreBlobs {
             rt: RefCell::new(rt),
             blobs,
+            pushing,
+            pace: self.pace,
         };
         let deadline = Instant::now() + PASS_BUDGET;
         let (mut done, mut failed) = (0, 0);
@@ -666,6 +698,8 @@ type FusionRt = monoio::FusionRuntime<
 struct StoreBlobs<'a> {
     rt: RefCell<FusionRt>,
     blobs: &'a BlobStore,
+    pushing: &'a dyn Fn() -> bool,
+    pace: u64,
 }
 
 impl Blobs for StoreBlobs<'_> {
@@ -677,7 +711,45 @@ impl Blobs for StoreBlobs<'_> {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "missing from the blob store".to_string())?;
         let f = file.file().try_clone().map_err(|e| e.to_string())?;
-        Ok(Box::new(ReadAt { file: f, pos: 0 }))
+        Ok(Box::new(Paced {
+            inner: ReadAt { file: f, pos: 0 },
+            pushing: self.pushing,
+            pace: self.pace,
+            window: Instant::now(),
+            read: 0,
+        }))
+    }
+}
+
+/// A layer read that yields to pushes: while uploads are in progress it reads at most `pace`
+/// bytes a second (`scan.pace_while_pushing`; 0: no limit), so that a scan (which reads, decompresses and walks
+/// a whole layer) takes little of the disk and the cores from the pushes that follow the one
+/// it scans; alone it reads at full speed. Measured by `compare.sh --only scan`: a 1 GiB
+/// push while the previous one's scan ran went at 0.49x of scanning off at nice 19 and idle
+/// I/O priority alone (this VM's disk scheduler does not weigh them).
+struct Paced<'a, R> {
+    inner: R,
+    pushing: &'a dyn Fn() -> bool,
+    pace: u64,
+    window: Instant,
+    read: u64,
+}
+
+impl<R: Read> Read for Paced<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // A window is a quarter of a second's worth of bytes.
+        if self.pace > 0 && self.read >= self.pace / 4 {
+            let due = Duration::from_millis(250);
+            let spent = self.window.elapsed();
+            if spent < due && (self.pushing)() {
+                std::thread::sleep(due - spent);
+            }
+            self.window = Instant::now();
+            self.read = 0;
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
     }
 }
 
