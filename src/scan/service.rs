@@ -160,12 +160,11 @@ impl Scanning {
 
     /// The stored scan of `digest`, its report parsed. Blocks (a pool thread calls it).
     pub fn read_state(store: &ScanStore, digest: &Digest) -> Result<State, String> {
-        let row = store.get(digest.as_str()).map_err(|e| e.to_string())?;
+        let row = store.get(digest.as_str())?;
         let report = row
             .as_ref()
             .filter(|r| r.status == Status::Completed)
-            .and_then(|r| r.result.as_deref())
-            .and_then(|t| serde_json::from_str::<Report>(t).ok());
+            .and_then(stored_report);
         let findings = report
             .as_ref()
             .map(|r| r.distinct_findings().into_iter().cloned().collect())
@@ -181,10 +180,7 @@ impl Scanning {
     /// running or pending while the result it replaces is still there): what new findings
     /// are new against.
     fn previous(&self, digest: &str) -> Result<Option<Report>, String> {
-        let row = self.store.get(digest).map_err(|e| e.to_string())?;
-        Ok(row
-            .and_then(|r| r.result)
-            .and_then(|t| serde_json::from_str(&t).ok()))
+        Ok(self.store.get(digest)?.as_ref().and_then(stored_report))
     }
 
     /// The state of `digest`, from this event loop's cache when fresh.
@@ -320,12 +316,8 @@ impl Scanning {
         background_priority();
         let requested = self.take_events(meta)?;
         let rescanned = self.rescan(meta)?;
-        let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .map_err(|e| format!("starting an event loop for scans: {e}"))?;
         let reader = StoreBlobs {
-            rt: RefCell::new(rt),
+            rt: RefCell::new(None),
             blobs,
             pushing,
             pace: self.pace,
@@ -338,17 +330,12 @@ impl Scanning {
                 true => now - STALE.as_millis() as i64,
                 false => self.started,
             };
-            let Some(claim) = self
-                .store
-                .claim(&self.owner, now, stale_before)
-                .map_err(|e| e.to_string())?
-            else {
+            let Some(claim) = self.store.claim(&self.owner, now, stale_before)? else {
                 break;
             };
             let Ok(digest) = Digest::parse(&claim.digest) else {
                 self.store
-                    .fail(&claim.digest, "not a digest", now_millis())
-                    .map_err(|e| e.to_string())?;
+                    .fail(&claim.digest, "not a digest", now_millis())?;
                 continue;
             };
             let started = Instant::now();
@@ -364,9 +351,7 @@ impl Scanning {
                         "scan of {}@{digest} failed: {why}",
                         claim.repository
                     ));
-                    self.store
-                        .fail(&claim.digest, &why, now_millis())
-                        .map_err(|e| e.to_string())?;
+                    self.store.fail(&claim.digest, &why, now_millis())?;
                 }
             }
             self.figures
@@ -391,8 +376,7 @@ impl Scanning {
             for e in &events {
                 let r = self
                     .store
-                    .request(e.digest.as_str(), &e.repo, false, now_millis())
-                    .map_err(|e| e.to_string())?;
+                    .request(e.digest.as_str(), &e.repo, false, now_millis())?;
                 queued += usize::from(r == Requested::Queued);
             }
         }
@@ -405,7 +389,7 @@ impl Scanning {
     /// from its stored packages (no layer read), or only moved to the new version when no
     /// package it has is named by the new data and it had no findings.
     fn rescan(&self, meta: &Meta) -> Result<usize, String> {
-        let Some(version) = self.store.current_version().map_err(|e| e.to_string())? else {
+        let Some(version) = self.store.current_version()? else {
             return Ok(0);
         };
         if self.rescanned_to.load(Relaxed) == version {
@@ -413,31 +397,20 @@ impl Scanning {
         }
         let mut count = 0;
         loop {
-            let rows = self
-                .store
-                .outdated(version, 200)
-                .map_err(|e| e.to_string())?;
+            let rows = self.store.outdated(version, 200)?;
             if rows.is_empty() {
                 break;
             }
             let digests: Vec<String> = rows.iter().map(|r| r.digest.clone()).collect();
-            let touched = self
-                .store
-                .touched_by(version, &digests)
-                .map_err(|e| e.to_string())?;
+            let touched = self.store.touched_by(version, &digests)?;
             let untouched: Vec<String> = digests
                 .iter()
                 .filter(|d| !touched.contains(d))
                 .cloned()
                 .collect();
-            self.store
-                .move_to(version, &untouched)
-                .map_err(|e| e.to_string())?;
+            self.store.move_to(version, &untouched)?;
             for row in rows.iter().filter(|r| touched.contains(&r.digest)) {
-                let previous: Option<Report> = row
-                    .result
-                    .as_deref()
-                    .and_then(|t| serde_json::from_str(t).ok());
+                let previous = stored_report(row);
                 let mut report = previous.clone().unwrap_or_default();
                 self.evaluate(&mut report, version)?;
                 self.complete(
@@ -461,8 +434,7 @@ impl Scanning {
         let keys = report.keys();
         let records: Vec<Record> = self
             .store
-            .records_for(version, &keys)
-            .map_err(|e| e.to_string())?
+            .records_for(version, &keys)?
             .iter()
             .filter_map(|j| Record::parse(j.as_bytes()).ok())
             .collect();
@@ -472,11 +444,7 @@ impl Scanning {
 
     fn current(&self) -> Result<i64, String> {
         // Version 0: no data imported yet; packages are still listed, nothing matches.
-        Ok(self
-            .store
-            .current_version()
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0))
+        Ok(self.store.current_version()?.unwrap_or(0))
     }
 
     fn scan_one(
@@ -510,9 +478,7 @@ impl Scanning {
             self.evaluate(&mut own, version)?;
             let child = own.images[0].digest.clone();
             let before = self.previous(&child)?;
-            self.store
-                .request(&child, repo, true, now_millis())
-                .map_err(|e| e.to_string())?;
+            self.store.request(&child, repo, true, now_millis())?;
             self.complete(meta, &child, repo, &own, before.as_ref(), version)?;
         }
         self.evaluate(&mut report, version)?;
@@ -588,7 +554,7 @@ impl Scanning {
     /// One pass of the delivery job: due outbox rows posted to their endpoint. Blocks.
     pub fn deliver(&self) -> Result<String, String> {
         let now = now_millis();
-        let due = self.store.due(now, 50).map_err(|e| e.to_string())?;
+        let due = self.store.due(now, 50)?;
         let (mut ok, mut failed) = (0, 0);
         for d in due {
             // The row names its endpoint by position (`...#2`); a configuration that no
@@ -598,7 +564,7 @@ impl Scanning {
                     .and_then(|(_, i)| i.parse::<usize>().ok())
                     .and_then(|i| self.webhooks.get(i));
             let Some(endpoint) = endpoint else {
-                self.store.delivered(&d.id).map_err(|e| e.to_string())?;
+                self.store.delivered(&d.id)?;
                 continue;
             };
             let body = with_delivery_id(&d.body, &d.id);
@@ -606,7 +572,7 @@ impl Scanning {
                 Ok(()) => {
                     ok += 1;
                     self.figures.webhooks_delivered.fetch_add(1, Relaxed);
-                    self.store.delivered(&d.id).map_err(|e| e.to_string())?;
+                    self.store.delivered(&d.id)?;
                 }
                 Err(why) => {
                     failed += 1;
@@ -621,14 +587,17 @@ impl Scanning {
                             attempt + 1
                         ));
                     }
-                    self.store
-                        .retry(&d.id, next, &why)
-                        .map_err(|e| e.to_string())?;
+                    self.store.retry(&d.id, next, &why)?;
                 }
             }
         }
         Ok(format!("{ok} delivered, {failed} failed"))
     }
+}
+
+/// The report a row stores (whatever its status now), if it reads.
+fn stored_report(row: &ScanRow) -> Option<Report> {
+    serde_json::from_str(row.result.as_deref()?).ok()
 }
 
 /// Lowers this thread's CPU (nice 19) and disk (idle class) priority: a scan decompresses
@@ -696,7 +665,8 @@ type FusionRt = monoio::FusionRuntime<
 /// Blobs from the registry's store, read on the scan job's thread (a miss on a remote
 /// backend fills the local tier first, through this thread's own event loop).
 struct StoreBlobs<'a> {
-    rt: RefCell<FusionRt>,
+    /// Made on the first blob a pass reads: most passes find nothing to scan.
+    rt: RefCell<Option<FusionRt>>,
     blobs: &'a BlobStore,
     pushing: &'a dyn Fn() -> bool,
     pace: u64,
@@ -704,9 +674,18 @@ struct StoreBlobs<'a> {
 
 impl Blobs for StoreBlobs<'_> {
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, String> {
-        let file = self
-            .rt
-            .borrow_mut()
+        let mut rt = self.rt.borrow_mut();
+        if rt.is_none() {
+            let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .build()
+                .map_err(|e| format!("starting an event loop for scans: {e}"))?;
+            *rt = Some(built);
+        }
+        let Some(rt) = rt.as_mut() else {
+            return Err("no event loop for scans".into());
+        };
+        let file = rt
             .block_on(self.blobs.get(digest))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "missing from the blob store".to_string())?;

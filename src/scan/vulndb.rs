@@ -15,11 +15,11 @@ const BATCH: usize = 1_000;
 /// `<root>/scan.db`.
 pub fn open_store(database_url: Option<&str>, root: &Path) -> Result<ScanStore, String> {
     match database_url {
-        Some(url) => ScanStore::open_postgres(url).map_err(|e| e.to_string()),
+        Some(url) => Ok(ScanStore::open_postgres(url)?),
         None => {
             std::fs::create_dir_all(root)
                 .map_err(|e| format!("data directory {}: {e}", root.display()))?;
-            ScanStore::open_sqlite(&store_path(root)).map_err(|e| e.to_string())
+            Ok(ScanStore::open_sqlite(&store_path(root))?)
         }
     }
 }
@@ -72,9 +72,7 @@ pub fn import_path(
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string();
-    let version = store
-        .begin_import(&source, now)
-        .map_err(|e| e.to_string())?;
+    let version = store.begin_import(&source, now)?;
     let mut batch: Vec<StoredRecord> = Vec::with_capacity(BATCH);
     let summary = import::import(
         path,
@@ -91,9 +89,7 @@ pub fn import_path(
         &mut progress,
     )
     .map_err(|e: import::ImportError<super::store::sql::SqlError>| e.to_string())?;
-    store
-        .import_records(version, &batch)
-        .map_err(|e| e.to_string())?;
+    store.import_records(version, &batch)?;
     if summary.records == 0 {
         return Err(format!(
             "no OSV records in {source} ({} file(s), {} not records): nothing imported, the \
@@ -101,9 +97,7 @@ pub fn import_path(
             summary.files, summary.failed
         ));
     }
-    let status = store
-        .finish_import(version, crate::meta::now_millis())
-        .map_err(|e| e.to_string())?;
+    let status = store.finish_import(version, crate::meta::now_millis())?;
     Ok((summary, status))
 }
 

@@ -65,6 +65,13 @@ impl fmt::Display for SqlError {
 
 impl std::error::Error for SqlError {}
 
+/// The scan job and the API carry failures as text; `?` on a store call converts.
+impl From<SqlError> for String {
+    fn from(e: SqlError) -> String {
+        e.0
+    }
+}
+
 pub type SqlResult<T> = Result<T, SqlError>;
 
 /// One transaction's statements.
