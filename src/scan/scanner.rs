@@ -24,9 +24,14 @@ const MAX_JSON: u64 = 4 * 1024 * 1024;
 
 /// Where a scan reads blobs from.
 pub trait Blobs {
-    /// The blob's bytes as a stream.
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, String>;
+    /// The blob's bytes, seekable: a plain tar layer's unread bodies are passed over.
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Blob + '_>, String>;
 }
+
+/// A stored blob as the scanner reads it.
+pub trait Blob: Read + std::io::Seek {}
+
+impl<T: Read + std::io::Seek> Blob for T {}
 
 /// What a scan found in one image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,11 +281,8 @@ pub fn scan_image(
         let stream = blobs
             .open(layer)
             .map_err(|e| ScanError(format!("reading layer {} ({layer}): {e}", i + 1)))?;
-        view.apply(
-            std::io::BufReader::with_capacity(256 * 1024, stream),
-            &mut detector,
-        )
-        .map_err(|e| ScanError(format!("layer {} ({layer}): {e}", i + 1)))?;
+        view.apply(stream, &mut detector)
+            .map_err(|e| ScanError(format!("layer {} ({layer}): {e}", i + 1)))?;
     }
     let Detected {
         os,

@@ -9,7 +9,7 @@ use super::osv::finding::Finding;
 use super::osv::record::Record;
 use super::policy::{Policy, Scanned, Verdict};
 use super::scanner::{self, Blobs, ImageReport, Report};
-use super::store::{Completed, Requested, ScanRow, ScanStore, Status};
+use super::store::{Completed, Requested, ScanRow, ScanStore, Stamp, Status};
 use super::webhook::Endpoint;
 use crate::meta::{now_millis, Meta, PushEvent, WriteOp};
 use crate::oci::digest::Digest;
@@ -27,6 +27,8 @@ const STALE: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// How long one pass keeps taking scans before it returns to events and imports.
 const PASS_BUDGET: Duration = Duration::from_secs(30);
+/// How often results of images no longer stored are looked for.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long a verdict's input is reused by an event loop.
 const VERDICT_TTL: Duration = Duration::from_secs(2);
 
@@ -75,12 +77,18 @@ pub struct Scanning {
     owner: String,
     /// Bytes a second a scan reads while pushes are in progress (0: no limit).
     pace: u64,
+    /// Whether this start's backfill ran (see [`Scanning::backfill`]).
+    backfilled: std::sync::atomic::AtomicBool,
+    /// When results of images no longer stored were last dropped (see [`Scanning::prune`]).
+    pruned: std::sync::Mutex<Option<Instant>>,
     pub figures: Figures,
 }
 
 /// What a scan row says, for the API and the policy.
 #[derive(Debug, Clone)]
 pub struct State {
+    /// What the row was when read: a later read of the same stamp needs no reparse.
+    pub stamp: Option<Stamp>,
     pub row: Option<ScanRow>,
     pub report: Option<Report>,
     /// The report's distinct findings, worst first: computed once per read, not per pull.
@@ -154,12 +162,17 @@ impl Scanning {
                 b.iter().map(|x| format!("{x:02x}")).collect()
             },
             pace: cfg.scan_pace_while_pushing as u64,
+            backfilled: Default::default(),
+            pruned: Default::default(),
             figures: Figures::default(),
         })
     }
 
     /// The stored scan of `digest`, its report parsed. Blocks (a pool thread calls it).
     pub fn read_state(store: &ScanStore, digest: &Digest) -> Result<State, String> {
+        // The stamp first: a row that changes between the two reads is then newer than its
+        // stamp, and the next check reads it again rather than keeping a stale one.
+        let stamp = store.stamp(digest.as_str())?;
         let row = store.get(digest.as_str())?;
         let report = row
             .as_ref()
@@ -170,6 +183,7 @@ impl Scanning {
             .map(|r| r.distinct_findings().into_iter().cloned().collect())
             .unwrap_or_default();
         Ok(State {
+            stamp,
             row,
             report,
             findings,
@@ -192,20 +206,31 @@ impl Scanning {
         let now = Instant::now();
         let cached = STATES.with(|s| {
             let mut map = s.borrow_mut();
-            let c = map.get_mut(digest)?;
+            let Some(c) = map.get_mut(digest) else {
+                return Err(None);
+            };
             if now.duration_since(c.at) < VERDICT_TTL || c.refreshing {
-                return Some(c.state.clone());
+                return Ok(c.state.clone());
             }
             c.refreshing = true;
-            None
+            Err(Some(c.state.clone()))
         });
-        if let Some(st) = cached {
-            return Ok(st);
-        }
+        let expired = match cached {
+            Ok(st) => return Ok(st),
+            Err(expired) => expired,
+        };
         let store = self.store.clone();
         let d = digest.clone();
+        // Expired: only the stamp is read while the row is unchanged, so a hot image's large
+        // result is parsed once per change, not once per expiry per event loop. The same
+        // state is cached anew, its verdicts judged again (an allowlist entry may expire).
         let read = pool
-            .run(move || Scanning::read_state(&store, &d))
+            .run(move || match expired {
+                Some(old) if old.stamp.is_some() && store.stamp(d.as_str())? == old.stamp => {
+                    Ok(old)
+                }
+                _ => Scanning::read_state(&store, &d).map(Arc::new),
+            })
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r);
@@ -220,7 +245,6 @@ impl Scanning {
                 return Err(e);
             }
         };
-        let st = Arc::new(st);
         STATES.with(|s| {
             let mut map = s.borrow_mut();
             if map.len() > 10_000 {
@@ -314,7 +338,8 @@ impl Scanning {
         pushing: &dyn Fn() -> bool,
     ) -> Result<String, String> {
         background_priority();
-        let requested = self.take_events(meta)?;
+        let requested = self.take_events(meta)? + self.backfill(meta)?;
+        let pruned = self.prune(meta)?;
         let rescanned = self.rescan(meta)?;
         let reader = StoreBlobs {
             rt: RefCell::new(None),
@@ -360,7 +385,7 @@ impl Scanning {
         }
         crate::store::s3::conn::close_idle();
         Ok(format!(
-            "{requested} pushes queued, {rescanned} results re-evaluated, {done} scanned, {failed} failed"
+            "{requested} images queued, {pruned} results of removed images dropped, {rescanned} results re-evaluated, {done} scanned, {failed} failed"
         ))
     }
 
@@ -383,6 +408,86 @@ impl Scanning {
         crate::blocking::block_on(meta.write(WriteOp::ForgetPushEvents(events)))
             .map_err(|e| e.to_string())?;
         Ok(queued)
+    }
+
+    /// Once per start, with scanning on push: every tagged image without a scan is queued,
+    /// so that images stored before scanning was turned on (or before this ringyard recorded
+    /// push events) are scanned too, as zot does; untagged ones are scanned when asked for
+    /// (`POST .../scan`). An index's platforms are scanned with it.
+    fn backfill(&self, meta: &Meta) -> Result<usize, String> {
+        if !self.on_push || self.backfilled.load(Relaxed) {
+            return Ok(0);
+        }
+        let wait = |e: crate::meta::Error| e.to_string();
+        let (mut queued, mut repo_after) = (0, None::<String>);
+        loop {
+            let (repos, more_repos) =
+                crate::blocking::block_on(meta.repositories_after(repo_after.as_deref(), 200))
+                    .map_err(wait)?;
+            for repo in &repos {
+                let mut tag_after = None::<String>;
+                loop {
+                    let page =
+                        crate::blocking::block_on(meta.tags_after(repo, tag_after.as_deref(), 500))
+                            .map_err(wait)?;
+                    let Some((tags, more_tags)) = page else { break };
+                    let mut wanted = Vec::with_capacity(tags.len());
+                    for tag in &tags {
+                        if let Some(t) =
+                            crate::blocking::block_on(meta.tag(repo, tag)).map_err(wait)?
+                        {
+                            wanted.push((t.digest.as_str().to_string(), repo.clone()));
+                        }
+                    }
+                    wanted.sort();
+                    wanted.dedup_by(|a, b| a.0 == b.0);
+                    queued += self.store.request_missing(&wanted, now_millis())? as usize;
+                    match (more_tags, tags.last()) {
+                        (true, Some(last)) => tag_after = Some(last.clone()),
+                        _ => break,
+                    }
+                }
+            }
+            match (more_repos, repos.last()) {
+                (true, Some(last)) => repo_after = Some(last.clone()),
+                _ => break,
+            }
+        }
+        self.backfilled.store(true, Relaxed);
+        Ok(queued)
+    }
+
+    /// At start and hourly: the results of images no longer stored (collected by `gc`)
+    /// are dropped with their package lists, so that the scan store does not keep every
+    /// image ever pushed.
+    fn prune(&self, meta: &Meta) -> Result<usize, String> {
+        {
+            let mut last = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(Instant::now());
+        }
+        let (mut dropped, mut after) = (0, String::new());
+        loop {
+            let digests = self.store.digests_after(&after, 500)?;
+            let Some(last) = digests.last() else { break };
+            after = last.clone();
+            let mut gone = Vec::new();
+            for d in &digests {
+                let Ok(digest) = Digest::parse(d) else {
+                    continue;
+                };
+                let stored =
+                    crate::blocking::block_on(meta.blob(&digest)).map_err(|e| e.to_string())?;
+                if stored.is_none() {
+                    gone.push(d.clone());
+                }
+            }
+            self.store.forget(&gone)?;
+            dropped += gone.len();
+        }
+        Ok(dropped)
     }
 
     /// After an import: every completed result computed against other data is matched again
@@ -673,7 +778,7 @@ struct StoreBlobs<'a> {
 }
 
 impl Blobs for StoreBlobs<'_> {
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, String> {
+    fn open(&self, digest: &Digest) -> Result<Box<dyn scanner::Blob + '_>, String> {
         let mut rt = self.rt.borrow_mut();
         if rt.is_none() {
             let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
@@ -732,6 +837,13 @@ impl<R: Read> Read for Paced<'_, R> {
     }
 }
 
+/// Seeking is not reading: it costs no pace.
+impl<R: std::io::Seek> std::io::Seek for Paced<'_, R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
 /// Reads a blob file from its start by position: the descriptor is shared with the store's
 /// cache of open files (a `dup`), whose offset another read may have moved.
 struct ReadAt {
@@ -745,5 +857,19 @@ impl Read for ReadAt {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
+    }
+}
+
+impl std::io::Seek for ReadAt {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        use std::io::SeekFrom;
+        let (base, by) = match to {
+            SeekFrom::Start(n) => (0, i128::from(n)),
+            SeekFrom::End(n) => (self.file.metadata()?.len(), i128::from(n)),
+            SeekFrom::Current(n) => (self.pos, i128::from(n)),
+        };
+        self.pos = u64::try_from(i128::from(base) + by)
+            .map_err(|_| std::io::Error::other("seek before the start of a blob"))?;
+        Ok(self.pos)
     }
 }

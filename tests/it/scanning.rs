@@ -659,6 +659,66 @@ fn a_registry_killed_before_or_during_scans_scans_after_restart() {
     assert!(s.stop().success());
 }
 
+/// Images stored while scanning on push was off are scanned once it is on (a backfill at
+/// start, tagged images only), and the results of images garbage collection removed are
+/// dropped from the scan store with their package lists.
+#[test]
+fn stored_images_are_backfilled_and_results_of_collected_ones_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), &format!("{FAST}gc:\n  grace: 0s\n"));
+    let config = config.to_str().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let s = Server::start_with(&root, &["--config", config, "--no-scan-on-push"]);
+    let mut c = s.client();
+    push(&mut c, "old/app", "v1", &debian_layers("3.0.1-1"), "amd64");
+    let gone = push(&mut c, "old/gone", "v1", &alpine_layers(), "amd64");
+    // An untagged image is left to be asked for.
+    let untagged = push(&mut c, "old/app", "v2", &debian_layers("3.0.2-1"), "amd64");
+    assert_status(&c.delete("/v2/old/app/manifests/v2"), 202);
+    // The one to be collected is scanned by hand (on push off: nothing else is).
+    assert_status(&c.post("/v2/old/gone/manifests/v1/scan", &[], b""), 202);
+    wait_scan(&mut c, "old/gone", "v1", "completed");
+    std::thread::sleep(Duration::from_millis(600));
+    let doc = c.get("/v2/old/app/manifests/v1/scan").json();
+    assert_eq!(doc["status"], "not_scanned", "{doc}");
+    assert_status(&c.delete(&format!("/v2/old/gone/manifests/{gone}")), 202);
+    assert!(s.stop().success());
+
+    let rows = |digest: &str| -> (i64, i64) {
+        let db = rusqlite::Connection::open(root.join("scan.db")).unwrap();
+        let count = |table: &str| -> i64 {
+            db.query_row(
+                &format!("SELECT count(*) FROM {table} WHERE digest = ?1"),
+                [digest],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        (count("scans"), count("scan_packages"))
+    };
+    let (scans, packages) = rows(&gone);
+    assert_eq!(scans, 1);
+    assert!(packages > 0, "the scanned image's packages are stored");
+    let r = root.to_str().unwrap();
+    let out = run_ok(Command::new(BIN).args(["gc", "--delete", "--config", config, "--root", r]));
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("Deleted"), "{out}");
+
+    let s = Server::start_with(&root, &["--config", config]);
+    let mut c = s.client();
+    let doc = wait_scan(&mut c, "old/app", "v1", "completed");
+    assert_eq!(doc["platforms"][0]["packages"], 3, "{doc}");
+    wait_until("the collected image's results dropped", 30, || {
+        rows(&gone) == (0, 0)
+    });
+    let doc = c
+        .get(&format!("/v2/old/app/manifests/{untagged}/scan"))
+        .json();
+    assert_eq!(doc["status"], "not_scanned", "{doc}");
+    assert!(s.stop().success());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Policy
 // ---------------------------------------------------------------------------------------------

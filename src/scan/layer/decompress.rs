@@ -3,7 +3,7 @@
 //! the budget spent, or the stream ending early.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read, Seek, SeekFrom};
 
 /// How a layer was compressed, found from its first bytes: a media type is what the
 /// pusher claimed, the magic is what the bytes are.
@@ -27,8 +27,8 @@ impl Format {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// The decompressed stream of `raw`, its format told by magic bytes.
-pub(crate) fn open<'a, R: Read + 'a>(mut raw: R) -> io::Result<(Format, Box<dyn Read + 'a>)> {
+/// How `raw` is compressed, from its first bytes; `raw` is left at its start.
+pub(crate) fn sniff<R: Read + Seek>(raw: &mut R) -> io::Result<Format> {
     let mut magic = [0u8; 4];
     let mut got = 0;
     while let Some(rest) = magic.get_mut(got..).filter(|r| !r.is_empty()) {
@@ -39,22 +39,94 @@ pub(crate) fn open<'a, R: Read + 'a>(mut raw: R) -> io::Result<(Format, Box<dyn 
             Err(e) => return Err(e),
         }
     }
+    raw.seek(SeekFrom::Start(0))?;
     let head = magic.get(..got).unwrap_or_default();
-    let format = if head.starts_with(&GZIP_MAGIC) {
+    Ok(if head.starts_with(&GZIP_MAGIC) {
         Format::Gzip
     } else if head == ZSTD_MAGIC {
         Format::Zstd
     } else {
         Format::Tar
-    };
-    let stream = io::Cursor::new(magic).take(got as u64).chain(raw);
-    let reader: Box<dyn Read + 'a> = match format {
-        Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
+    })
+}
+
+/// The tar stream inside `raw`, decompressed as `format` says.
+pub(crate) fn decoder<'a, R: BufRead + 'a>(
+    format: Format,
+    raw: R,
+) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match format {
+        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
         // zstd keeps its default window limit (128 MiB): frames that ask for more fail.
-        Format::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
-        Format::Tar => Box::new(stream),
-    };
-    Ok((format, reader))
+        Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(raw)?),
+        Format::Tar => Box::new(raw),
+    })
+}
+
+/// A plain tar layer read by position: the bodies no keeper reads are passed over by
+/// seeking, not read, so an uncompressed layer costs its headers and the files kept,
+/// whatever its size. A pass beyond the blob's end fails as truncation, as reading would.
+pub(crate) struct Seeking<R> {
+    inner: io::BufReader<R>,
+    pos: u64,
+    len: u64,
+}
+
+/// Read at a time between seeks: a header and the start of its body, or a few entries of
+/// small files. Small, as what follows a header is mostly passed over (and a scan beside
+/// pushes is paced by the bytes it reads).
+const SEEKING_BUFFER: usize = 4096;
+
+impl<R: Read + Seek> Seeking<R> {
+    /// `raw` at its start; its length is asked of it.
+    pub(crate) fn new(mut raw: R) -> io::Result<Self> {
+        let len = raw.seek(SeekFrom::End(0))?;
+        raw.seek(SeekFrom::Start(0))?;
+        Ok(Seeking {
+            inner: io::BufReader::with_capacity(SEEKING_BUFFER, raw),
+            pos: 0,
+            len,
+        })
+    }
+}
+
+impl<R: Read> Read for Seeking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Seeking<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let n = forward(to)?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.len)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the layer ends inside an entry ({} bytes to pass at {} of {})",
+                        n, self.pos, self.len
+                    ),
+                )
+            })?;
+        // Within what is buffered, no system call; beyond it, one seek.
+        self.inner.seek_relative(n as i64)?;
+        self.pos = end;
+        Ok(end)
+    }
+}
+
+/// How far forward `to` moves: the tar reader only ever passes over bytes.
+fn forward(to: SeekFrom) -> io::Result<u64> {
+    match to {
+        SeekFrom::Current(n) if n >= 0 => Ok(n as u64),
+        _ => Err(io::Error::other("a layer is read forward only")),
+    }
 }
 
 /// What happened to the byte streams of one layer, shared by the readers below (the tar
@@ -69,6 +141,9 @@ pub(crate) struct Watch {
     window: Cell<Option<u64>>,
     window_over: Cell<bool>,
     ended: Cell<bool>,
+    /// The tar reader passes over unread bodies by seeking (a plain layer, [`Seeking`]):
+    /// there is nothing to drain.
+    seeks: Cell<bool>,
     source_error: RefCell<Option<io::Error>>,
 }
 
@@ -82,6 +157,7 @@ impl Watch {
             window: Cell::new(None),
             window_over: Cell::new(false),
             ended: Cell::new(false),
+            seeks: Cell::new(false),
             source_error: RefCell::new(None),
         }
     }
@@ -126,6 +202,14 @@ impl Watch {
         self.ended.get()
     }
 
+    pub(crate) fn set_seeks(&self) {
+        self.seeks.set(true);
+    }
+
+    pub(crate) fn seeks(&self) -> bool {
+        self.seeks.get()
+    }
+
     pub(crate) fn take_source_error(&self) -> Option<io::Error> {
         self.source_error.borrow_mut().take()
     }
@@ -138,15 +222,25 @@ pub(crate) struct Source<'w, R> {
     pub(crate) watch: &'w Watch,
 }
 
+impl<R> Source<'_, R> {
+    fn failed(&self, e: io::Error) -> io::Error {
+        let kind = e.kind();
+        if kind != io::ErrorKind::Interrupted {
+            *self.watch.source_error.borrow_mut() = Some(e);
+        }
+        io::Error::new(kind, "reading the layer blob failed")
+    }
+}
+
 impl<R: Read> Read for Source<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            let kind = e.kind();
-            if kind != io::ErrorKind::Interrupted {
-                *self.watch.source_error.borrow_mut() = Some(e);
-            }
-            io::Error::new(kind, "reading the layer blob failed")
-        })
+        self.inner.read(buf).map_err(|e| self.failed(e))
+    }
+}
+
+impl<R: Seek> Seek for Source<'_, R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(to).map_err(|e| self.failed(e))
     }
 }
 
@@ -189,35 +283,74 @@ impl<R: Read> Read for Metered<'_, R> {
     }
 }
 
+/// Bytes passed over count against the budget as bytes read do.
+impl<R: Read + Seek> Seek for Metered<'_, R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let n = forward(to)?;
+        if !self.watch.charge(n) {
+            return Err(io::Error::other("layer budget spent"));
+        }
+        self.inner.seek(to)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read_all(format_and_reader: io::Result<(Format, Box<dyn Read + '_>)>) -> (Format, Vec<u8>) {
-        let (format, mut r) = format_and_reader.expect("open");
+    fn read_all(raw: &[u8]) -> (Format, Vec<u8>) {
+        let mut raw = io::Cursor::new(raw);
+        let format = sniff(&mut raw).expect("sniff");
         let mut out = Vec::new();
-        r.read_to_end(&mut out).expect("read");
+        decoder(format, io::BufReader::new(raw))
+            .expect("open")
+            .read_to_end(&mut out)
+            .expect("read");
         (format, out)
     }
 
     #[test]
     fn formats_are_told_by_magic() {
         let plain = b"hello, not compressed".to_vec();
-        assert_eq!(read_all(open(&plain[..])), (Format::Tar, plain.clone()));
+        assert_eq!(read_all(&plain), (Format::Tar, plain.clone()));
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         io::Write::write_all(&mut gz, &plain).expect("gzip");
         let gz = gz.finish().expect("gzip");
-        assert_eq!(read_all(open(&gz[..])), (Format::Gzip, plain.clone()));
+        assert_eq!(read_all(&gz), (Format::Gzip, plain.clone()));
 
         let zst = zstd::encode_all(&plain[..], 3).expect("zstd");
-        assert_eq!(read_all(open(&zst[..])), (Format::Zstd, plain.clone()));
+        assert_eq!(read_all(&zst), (Format::Zstd, plain.clone()));
 
-        assert_eq!(read_all(open(&b""[..])), (Format::Tar, Vec::new()));
-        assert_eq!(
-            read_all(open(&b"\x1f"[..])),
-            (Format::Tar, b"\x1f".to_vec())
-        );
+        assert_eq!(read_all(b""), (Format::Tar, Vec::new()));
+        assert_eq!(read_all(b"\x1f"), (Format::Tar, b"\x1f".to_vec()));
+    }
+
+    #[test]
+    fn seeking_passes_over_bytes_within_the_blob_only() {
+        let bytes: Vec<u8> = (0..100u8).collect();
+        let mut r = Seeking::new(io::Cursor::new(&bytes[..])).expect("new");
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two).expect("read");
+        assert_eq!(r.seek(SeekFrom::Current(48)).ok(), Some(50));
+        r.read_exact(&mut two).expect("read");
+        assert_eq!(two, [50, 51]);
+        assert_eq!(r.seek(SeekFrom::Current(48)).ok(), Some(100));
+        let e = r.seek(SeekFrom::Current(1)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(r.seek(SeekFrom::Start(0)).is_err(), "forward only");
+        assert!(r.seek(SeekFrom::Current(-1)).is_err(), "forward only");
+
+        // What is passed over is charged like what is read.
+        let watch = Watch::new(0, 60);
+        let mut m = Metered {
+            inner: Seeking::new(io::Cursor::new(&bytes[..])).expect("new"),
+            watch: &watch,
+        };
+        assert!(m.seek(SeekFrom::Current(50)).is_ok());
+        assert_eq!(watch.used(), 50);
+        assert!(m.seek(SeekFrom::Current(20)).is_err());
+        assert!(watch.over());
     }
 
     #[test]

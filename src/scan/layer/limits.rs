@@ -4,8 +4,8 @@
 /// Limits for one image, counted across all of its layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Uncompressed bytes read from all layers (tar headers, padding and every body, kept
-    /// or not): a gzip or zstd bomb stops here.
+    /// Uncompressed bytes of all layers (tar headers, padding and every body, kept or not;
+    /// a plain layer's unread bodies passed over count too): a gzip or zstd bomb stops here.
     pub max_expanded: u64,
     /// Tar entries across all layers: each one costs a path in the view.
     pub max_entries: u64,

@@ -2,13 +2,13 @@
 //! the OCI whiteout rules, and what the keeper decided to keep of each regular file.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use tar::EntryType;
 
-use super::decompress::{self, Format, Metered, Source, Watch};
+use super::decompress::{self, Format, Metered, Seeking, Source, Watch};
 use super::path::{self, Whiteout};
 use super::{FileHead, Keeper, LayerError, Limits};
 
@@ -36,6 +36,8 @@ impl<T> Clone for Node<T> {
 /// Bytes the tar crate may read between two entries (headers, padding, GNU long names,
 /// pax records), which it holds in memory: real ones are a few KiB.
 const META_MAX: u64 = 1 << 20;
+/// Read from a compressed layer's blob at a time (it is read whole, in order).
+const COMPRESSED_BUFFER: usize = 256 * 1024;
 
 /// What a node costs the view beyond its path and link target (map and string overhead),
 /// for [`Limits::max_view`].
@@ -91,34 +93,42 @@ impl<T> View<T> {
         }
     }
 
-    /// Reads one layer blob (gzip, zstd or plain tar, told by its first bytes), streaming,
-    /// and applies it over the layers before. After an error the layer is not applied,
+    /// Reads one layer blob (gzip, zstd or plain tar, told by its first bytes), streaming
+    /// (a plain one's unread bodies passed over by seeking), and applies it over the
+    /// layers before. After an error the layer is not applied,
     /// though what it removed from lower layers may be gone: the image should not be
     /// scanned further. The caller names the layer in its report.
     pub fn apply<R, K>(&mut self, layer: R, keeper: &mut K) -> Result<(), LayerError>
     where
-        R: Read,
+        R: Read + Seek,
         K: Keeper<Kept = T>,
     {
         self.upper.clear();
         let watch = Watch::new(self.expanded, self.limits.max_expanded);
         let mut format = Format::Tar;
-        let result = decompress::open(Source {
+        let mut source = Source {
             inner: layer,
             watch: &watch,
-        })
-        .map_err(Stop::Io)
-        .and_then(|(found, stream)| {
-            format = found;
-            self.read_tar(
-                Metered {
-                    inner: stream,
+        };
+        let result = decompress::sniff(&mut source)
+            .map_err(Stop::Io)
+            .and_then(|found| {
+                format = found;
+                if found == Format::Tar {
+                    watch.set_seeks();
+                    let stream = Metered {
+                        inner: Seeking::new(source)?,
+                        watch: &watch,
+                    };
+                    return self.read_tar(stream, tar::Archive::entries_with_seek, keeper, &watch);
+                }
+                let raw = io::BufReader::with_capacity(COMPRESSED_BUFFER, source);
+                let stream = Metered {
+                    inner: decompress::decoder(found, raw)?,
                     watch: &watch,
-                },
-                keeper,
-                &watch,
-            )
-        });
+                };
+                self.read_tar(stream, tar::Archive::entries, keeper, &watch)
+            });
         self.expanded = watch.used();
         let upper = std::mem::take(&mut self.upper);
         match result {
@@ -155,7 +165,8 @@ impl<T> View<T> {
         self.lower.get(path)
     }
 
-    /// Uncompressed bytes read so far from all layers applied (what the budget counts).
+    /// Uncompressed bytes of all layers applied so far, read or passed over (what the
+    /// budget counts).
     pub fn expanded(&self) -> u64 {
         self.expanded
     }
@@ -209,14 +220,16 @@ impl<T> View<T> {
         Some(at)
     }
 
+    /// `entries` is the tar reader's walk: reading every body, or seeking past those unread.
     fn read_tar<R: Read, K: Keeper<Kept = T>>(
         &mut self,
         stream: R,
+        entries: for<'a> fn(&'a mut tar::Archive<R>) -> io::Result<tar::Entries<'a, R>>,
         keeper: &mut K,
         watch: &Watch,
     ) -> Result<(), Stop> {
         let mut archive = tar::Archive::new(stream);
-        let mut entries = archive.entries()?;
+        let mut entries = entries(&mut archive)?;
         loop {
             watch.open_window(META_MAX);
             let next = entries.next();
@@ -272,20 +285,20 @@ impl<T> View<T> {
         };
         let Some(path) = path else {
             // Global pax headers, volume labels, unknown types and the root itself.
-            return drain(entry, size, "");
+            return drain(entry, size, "", watch);
         };
 
         match path::whiteout(&path)? {
             Whiteout::None => {}
-            Whiteout::Internal => return drain(entry, size, &path),
+            Whiteout::Internal => return drain(entry, size, &path, watch),
             Whiteout::Remove { victim } => {
-                drain(entry, size, &path)?;
+                drain(entry, size, &path, watch)?;
                 self.parents(&path, false)?;
                 remove(&mut self.lower, &victim, true);
                 return Ok(());
             }
             Whiteout::Opaque { dir } => {
-                drain(entry, size, &path)?;
+                drain(entry, size, &path, watch)?;
                 // The marker's directory is a directory of this layer.
                 self.parents(&path, true)?;
                 remove(&mut self.lower, dir, false);
@@ -326,7 +339,9 @@ impl<T> View<T> {
                     path: path.clone(),
                     source,
                 })?;
-                body.drain()?;
+                if !watch.seeks() {
+                    body.drain()?;
+                }
                 Node::File(kept.map(Arc::new))
             }
             EntryType::Link => {
@@ -347,7 +362,7 @@ impl<T> View<T> {
                     }
                     .into());
                 };
-                drain(entry, size, &path)?;
+                drain(entry, size, &path, watch)?;
                 self.parents(&path, true)?;
                 node
             }
@@ -362,19 +377,19 @@ impl<T> View<T> {
                 if path::relative_target_escapes(&path, &target) {
                     return Err(LayerError::SymlinkEscapes { path, target }.into());
                 }
-                drain(entry, size, &path)?;
+                drain(entry, size, &path, watch)?;
                 self.parents(&path, true)?;
                 Node::Symlink(target)
             }
             EntryType::Directory => {
-                drain(entry, size, &path)?;
+                drain(entry, size, &path, watch)?;
                 self.parents(&path, true)?;
                 Node::Dir
             }
             _ => {
                 // Devices and fifos hold no package data, but they do replace what a lower
                 // layer had at their path.
-                drain(entry, size, &path)?;
+                drain(entry, size, &path, watch)?;
                 self.parents(&path, true)?;
                 remove(&mut self.upper, &path, true);
                 remove(&mut self.lower, &path, true);
@@ -516,8 +531,17 @@ fn link_target<R: Read>(
     Ok(path::checked_text(&raw, max_path)?.into_owned())
 }
 
-/// Reads what remains of an entry's body into a small buffer, never holding it.
-fn drain<R: Read>(entry: &mut tar::Entry<'_, R>, size: u64, path: &str) -> Result<(), Stop> {
+/// Reads what remains of an entry's body into a small buffer, never holding it (unless
+/// the tar reader seeks past it).
+fn drain<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    size: u64,
+    path: &str,
+    watch: &Watch,
+) -> Result<(), Stop> {
+    if watch.seeks() {
+        return Ok(());
+    }
     let mut body = Body::new(entry, size, path);
     body.drain()?;
     Ok(())

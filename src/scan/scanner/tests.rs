@@ -19,9 +19,9 @@ impl Mem {
 }
 
 impl Blobs for Mem {
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + '_>, String> {
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Blob + '_>, String> {
         match self.0.get(digest) {
-            Some(b) => Ok(Box::new(&b[..])),
+            Some(b) => Ok(Box::new(std::io::Cursor::new(&b[..]))),
             None => Err("no such blob".into()),
         }
     }

@@ -163,6 +163,15 @@ pub struct ScanRow {
     pub result: Option<String>,
 }
 
+/// A stored scan's identity short of its result document (see [`ScanStore::stamp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// The row, its `result` left out.
+    row: ScanRow,
+    /// The result's length as the database counts it.
+    result_len: Option<i64>,
+}
+
 /// What a request for a scan did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requested {
@@ -497,6 +506,56 @@ impl ScanStore {
         })
     }
 
+    /// Queues a scan of each `(digest, repository)` of `wanted` that has no row (a backfill
+    /// of images stored before scanning: a result already there, current or not, is left to
+    /// the rescan). How many were queued.
+    pub fn request_missing(&self, wanted: &[(String, String)], now: i64) -> Result<u64> {
+        self.tx(|sql| {
+            let mut queued = 0;
+            for (digest, repository) in wanted {
+                queued += sql.execute(
+                    "INSERT INTO scans (digest, repository, status, requested, attempts)
+                     VALUES ($1, $2, 'pending', $3, 0) ON CONFLICT (digest) DO NOTHING",
+                    &[
+                        digest.as_str().into(),
+                        repository.as_str().into(),
+                        now.into(),
+                    ],
+                )?;
+            }
+            Ok(queued)
+        })
+    }
+
+    /// Digests that have a row, in order, strictly after `last`, at most `limit`.
+    pub fn digests_after(&self, last: &str, limit: i64) -> Result<Vec<String>> {
+        self.tx(|sql| {
+            let rows = sql.query(
+                "SELECT digest FROM scans WHERE digest > $1 ORDER BY digest LIMIT $2",
+                &[last.into(), limit.into()],
+            )?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| r.first().and_then(Value::text).map(str::to_string))
+                .collect())
+        })
+    }
+
+    /// Drops the scans of `digests` and their package lists (images no longer stored).
+    /// Their webhook deliveries stay: what was found was found.
+    pub fn forget(&self, digests: &[String]) -> Result<()> {
+        self.tx(|sql| {
+            for d in digests {
+                sql.execute(
+                    "DELETE FROM scan_packages WHERE digest = $1",
+                    &[d.as_str().into()],
+                )?;
+                sql.execute("DELETE FROM scans WHERE digest = $1", &[d.as_str().into()])?;
+            }
+            Ok(())
+        })
+    }
+
     /// Takes the oldest pending scan, or a running one whose scanner has not been heard of
     /// since `stale_before` (it died: a live scanner's [`ScanStore::heartbeat`] keeps its
     /// rows fresh), marking it running for `owner` now. A scan that was taken
@@ -622,6 +681,27 @@ impl ScanStore {
                 &[digest.into(), now.into(), reason.into()],
             )?;
             Ok(())
+        })
+    }
+
+    /// What identifies `digest`'s stored scan short of its result document: every column
+    /// but the result, and the result's length. A pull's cached verdict stays good while
+    /// this does not change, and reading it costs no transfer or parse of a result that may
+    /// be megabytes.
+    pub fn stamp(&self, digest: &str) -> Result<Option<Stamp>> {
+        let columns = SCAN_COLUMNS.replace("result", "length(result)");
+        self.tx(|sql| {
+            let rows = sql.query(
+                &format!("SELECT {columns} FROM scans WHERE digest = $1"),
+                &[digest.into()],
+            )?;
+            let Some(cols) = rows.first() else {
+                return Ok(None);
+            };
+            Ok(Some(Stamp {
+                row: scan_row(cols)?,
+                result_len: cols.get(14).and_then(Value::int),
+            }))
         })
     }
 

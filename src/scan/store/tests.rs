@@ -108,10 +108,23 @@ fn suite(store: &ScanStore) {
         (Status::Completed, [1, 0, 2, 0, 0], Some(v1), Some(400))
     );
     assert_eq!(row.result.as_deref(), Some("{\"x\":1}"));
+    // The stamp: the row short of its result, and the result's length; the same while
+    // nothing changes.
+    let stamp = store.stamp("sha256:a").unwrap().unwrap();
+    assert_eq!(
+        stamp.row,
+        ScanRow {
+            result: None,
+            ..row.clone()
+        }
+    );
+    assert_eq!(stamp.result_len, Some(7));
     assert_eq!(
         store.request("sha256:a", "lib/app", false, 500).unwrap(),
         Requested::UpToDate
     );
+    assert_eq!(store.stamp("sha256:a").unwrap(), Some(stamp.clone()));
+    assert_eq!(store.stamp("sha256:missing").unwrap(), None);
     assert_eq!(store.get("sha256:missing").unwrap(), None);
 
     // The outbox: written with the completion, due, retried, delivered.
@@ -141,6 +154,11 @@ fn suite(store: &ScanStore) {
         store.request("sha256:a", "lib/app", true, 900).unwrap(),
         Requested::Queued,
         "forced"
+    );
+    assert_ne!(
+        store.stamp("sha256:a").unwrap(),
+        Some(stamp),
+        "queued again"
     );
     while let Some(c) = store.claim("me", 1_000, 0).unwrap() {
         let mut d = done.clone();
@@ -193,6 +211,49 @@ fn suite(store: &ScanStore) {
     );
     store.move_to(v2, &["sha256:b".to_string()]).unwrap();
     assert_eq!(store.outdated(v2, 100).unwrap().len(), 1);
+
+    // A backfill queues only what has no row; pruning drops rows and package lists.
+    let wanted = [
+        ("sha256:a".to_string(), "lib/app".to_string()),
+        ("sha256:d".to_string(), "lib/old".to_string()),
+    ];
+    assert_eq!(store.request_missing(&wanted, 5_000).unwrap(), 1);
+    assert_eq!(store.request_missing(&wanted, 5_001).unwrap(), 0);
+    let d = store.get("sha256:d").unwrap().unwrap();
+    assert_eq!(
+        (d.status, d.repository.as_str()),
+        (Status::Pending, "lib/old")
+    );
+    assert_eq!(
+        store.get("sha256:a").unwrap().unwrap().status,
+        Status::Completed,
+        "left as it was"
+    );
+    assert_eq!(
+        store.digests_after("", 2).unwrap(),
+        vec!["sha256:a".to_string(), "sha256:b".to_string()]
+    );
+    assert_eq!(
+        store.digests_after("sha256:b", 10).unwrap(),
+        vec!["sha256:c".to_string(), "sha256:d".to_string()]
+    );
+    store
+        .forget(&["sha256:a".to_string(), "sha256:d".to_string()])
+        .unwrap();
+    assert_eq!(store.get("sha256:a").unwrap(), None);
+    assert_eq!(
+        store.digests_after("", 10).unwrap(),
+        vec!["sha256:b".to_string(), "sha256:c".to_string()]
+    );
+    let packages = store
+        .tx(|sql| {
+            sql.query(
+                "SELECT 1 FROM scan_packages WHERE digest = $1",
+                &["sha256:a".into()],
+            )
+        })
+        .unwrap();
+    assert!(packages.is_empty(), "its packages are gone");
 
     // A crashed import is dropped by the next one; the third drops the first.
     let crashed = store.begin_import("crashed", 5_000).unwrap();
