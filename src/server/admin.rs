@@ -30,6 +30,10 @@ pub const SOCKET: &str = "admin.sock";
 /// removes the socket file.
 pub struct Admin {
     path: PathBuf,
+    /// The listening socket itself (a second descriptor of it), shut down to wake the
+    /// accept: connecting to `path` cannot when the file was removed or replaced (a data
+    /// directory cleaned under a running registry), and a stop must not hang on that.
+    listening: UnixListener,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -44,6 +48,7 @@ pub fn start(root: &Path, reg: Arc<Registry>, defaults: Options) -> io::Result<A
     }
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let listening = listener.try_clone()?;
     let stopping = Arc::new(AtomicBool::new(false));
     let stop = stopping.clone();
     let thread = std::thread::Builder::new()
@@ -62,6 +67,7 @@ pub fn start(root: &Path, reg: Arc<Registry>, defaults: Options) -> io::Result<A
         })?;
     Ok(Admin {
         path,
+        listening,
         stopping,
         thread: Some(thread),
     })
@@ -77,8 +83,10 @@ impl Admin {
             return;
         };
         self.stopping.store(true, Ordering::SeqCst);
-        // Wakes the accept.
-        let _ = UnixStream::connect(&self.path);
+        // Wakes the accept (Linux fails it with EINVAL once its socket is shut down).
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) on a descriptor this struct owns; it touches no memory.
+        unsafe { libc::shutdown(self.listening.as_raw_fd(), libc::SHUT_RDWR) };
         let _ = thread.join();
         let _ = std::fs::remove_file(&self.path);
     }

@@ -875,6 +875,18 @@ fn untagged_indexes_referrers_and_mounts() {
 // The schedule, racing pushers
 // ---------------------------------------------------------------------------------------------
 
+/// The administration socket's file removed under a running registry (a data directory
+/// cleaned by hand or by a tmp cleaner): SIGTERM still stops it. Waking the socket's accept
+/// by connecting to its path hung the stop forever.
+#[test]
+fn a_registry_stops_with_its_admin_socket_file_removed() {
+    let s = Server::start_in_temp(&[]);
+    let sock = s.root.join("admin.sock");
+    assert!(sock.exists(), "the registry's admin socket");
+    std::fs::remove_file(&sock).unwrap();
+    assert!(s.stop().success());
+}
+
 #[test]
 fn online_collection_under_eight_pushers() {
     let started = Instant::now();
