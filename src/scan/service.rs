@@ -77,12 +77,29 @@ pub struct Scanning {
     owner: String,
     /// Bytes a second a scan reads while pushes are in progress (0: no limit).
     pace: u64,
-    /// Whether this start's backfill ran (see [`Scanning::backfill`]).
-    backfilled: std::sync::atomic::AtomicBool,
-    /// When results of images no longer stored were last dropped (see [`Scanning::prune`]).
-    pruned: std::sync::Mutex<Option<Instant>>,
+    /// How far this start's backfill got (see [`Scanning::backfill`]).
+    backfilled: std::sync::Mutex<Walk>,
+    /// The walk dropping results of images no longer stored (see [`Scanning::prune`]): when
+    /// the current round started, and the last digest it looked at.
+    pruned: std::sync::Mutex<(Option<Instant>, String)>,
     pub figures: Figures,
 }
+
+/// A walk over repositories done a page per pass, so that a large registry's walk does not
+/// hold back the scans of new pushes.
+#[derive(Debug, Default)]
+enum Walk {
+    #[default]
+    Start,
+    /// Every repository up to this one (inclusive) is done.
+    After(String),
+    Done,
+}
+
+/// Tags a backfill pass looks at (whole repositories; at least one).
+const BACKFILL_PAGE: usize = 2_000;
+/// Scan rows a prune pass looks at.
+const PRUNE_PAGE: i64 = 2_000;
 
 /// What a scan row says, for the API and the policy.
 #[derive(Debug, Clone)]
@@ -413,17 +430,25 @@ impl Scanning {
     /// Once per start, with scanning on push: every tagged image without a scan is queued,
     /// so that images stored before scanning was turned on (or before this ringyard recorded
     /// push events) are scanned too, as zot does; untagged ones are scanned when asked for
-    /// (`POST .../scan`). An index's platforms are scanned with it.
+    /// (`POST .../scan`). An index's platforms are scanned with it. A page of repositories
+    /// per pass ([`BACKFILL_PAGE`] tags).
     fn backfill(&self, meta: &Meta) -> Result<usize, String> {
-        if !self.on_push || self.backfilled.load(Relaxed) {
+        if !self.on_push {
             return Ok(0);
         }
+        let mut walk = self.backfilled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut after = match &*walk {
+            Walk::Done => return Ok(0),
+            Walk::Start => None,
+            Walk::After(repo) => Some(repo.clone()),
+        };
         let wait = |e: crate::meta::Error| e.to_string();
-        let (mut queued, mut repo_after) = (0, None::<String>);
-        loop {
-            let (repos, more_repos) =
-                crate::blocking::block_on(meta.repositories_after(repo_after.as_deref(), 200))
+        let (mut queued, mut seen) = (0, 0);
+        while seen < BACKFILL_PAGE {
+            let (repos, more) =
+                crate::blocking::block_on(meta.repositories_after(after.as_deref(), 50))
                     .map_err(wait)?;
+            let mut paused = false;
             for repo in &repos {
                 let mut tag_after = None::<String>;
                 loop {
@@ -431,6 +456,7 @@ impl Scanning {
                         crate::blocking::block_on(meta.tags_after(repo, tag_after.as_deref(), 500))
                             .map_err(wait)?;
                     let Some((tags, more_tags)) = page else { break };
+                    seen += tags.len();
                     let mut wanted = Vec::with_capacity(tags.len());
                     for tag in &tags {
                         if let Some(t) =
@@ -447,47 +473,55 @@ impl Scanning {
                         _ => break,
                     }
                 }
+                after = Some(repo.clone());
+                *walk = Walk::After(repo.clone());
+                if seen >= BACKFILL_PAGE {
+                    paused = true;
+                    break;
+                }
             }
-            match (more_repos, repos.last()) {
-                (true, Some(last)) => repo_after = Some(last.clone()),
-                _ => break,
+            if paused {
+                break;
+            }
+            if !more || repos.is_empty() {
+                *walk = Walk::Done;
+                break;
             }
         }
-        self.backfilled.store(true, Relaxed);
         Ok(queued)
     }
 
-    /// At start and hourly: the results of images no longer stored (collected by `gc`)
-    /// are dropped with their package lists, so that the scan store does not keep every
-    /// image ever pushed.
+    /// Hourly, starting at start: the results of images no longer stored (collected by
+    /// `gc`) are dropped with their package lists, so that the scan store does not keep
+    /// every image ever pushed. A page of [`PRUNE_PAGE`] rows per pass.
     fn prune(&self, meta: &Meta) -> Result<usize, String> {
-        {
-            let mut last = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+        let mut state = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+        let (round, after) = &mut *state;
+        if after.is_empty() {
+            if round.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
                 return Ok(0);
             }
-            *last = Some(Instant::now());
+            *round = Some(Instant::now());
         }
-        let (mut dropped, mut after) = (0, String::new());
-        loop {
-            let digests = self.store.digests_after(&after, 500)?;
-            let Some(last) = digests.last() else { break };
-            after = last.clone();
-            let mut gone = Vec::new();
-            for d in &digests {
-                let Ok(digest) = Digest::parse(d) else {
-                    continue;
-                };
-                let stored =
-                    crate::blocking::block_on(meta.blob(&digest)).map_err(|e| e.to_string())?;
-                if stored.is_none() {
-                    gone.push(d.clone());
-                }
+        let digests = self.store.digests_after(after, PRUNE_PAGE)?;
+        let mut gone = Vec::new();
+        for d in &digests {
+            let Ok(digest) = Digest::parse(d) else {
+                continue;
+            };
+            let stored =
+                crate::blocking::block_on(meta.blob(&digest)).map_err(|e| e.to_string())?;
+            if stored.is_none() {
+                gone.push(d.clone());
             }
-            self.store.forget(&gone)?;
-            dropped += gone.len();
         }
-        Ok(dropped)
+        self.store.forget(&gone)?;
+        // A short page ends the round.
+        *after = match digests.last() {
+            Some(last) if digests.len() as i64 == PRUNE_PAGE => last.clone(),
+            _ => String::new(),
+        };
+        Ok(gone.len())
     }
 
     /// After an import: every completed result computed against other data is matched again
@@ -871,5 +905,68 @@ impl std::io::Seek for ReadAt {
         self.pos = u64::try_from(i128::from(base) + by)
             .map_err(|_| std::io::Error::other("seek before the start of a blob"))?;
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::index::tests::{dg, record};
+
+    fn scanning(dir: &std::path::Path) -> Scanning {
+        let store = ScanStore::open_sqlite(&dir.join("scan.db")).unwrap();
+        Scanning::new(store, false, &crate::config::Config::default()).unwrap()
+    }
+
+    fn rows(s: &Scanning) -> usize {
+        s.store.digests_after("", 1_000_000).unwrap().len()
+    }
+
+    /// The backfill and the prune each go a page a pass, resume where they stopped, and end.
+    #[test]
+    fn backfill_and_prune_walk_a_page_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = scanning(dir.path());
+        let meta = Meta::in_memory();
+        for repo in ["a/one", "b/two", "c/three"] {
+            for i in 0..1_500 {
+                let label = format!("{repo}-{i}");
+                let put = meta.put_manifest(
+                    repo,
+                    record(&label, None),
+                    Vec::new(),
+                    Some(format!("t{i}")),
+                    Vec::new(),
+                );
+                crate::blocking::block_on(put).unwrap();
+            }
+        }
+        // Two repositories reach the page (whole repositories), then the third, then none.
+        assert_eq!(s.backfill(&meta).unwrap(), 3_000);
+        assert_eq!(s.backfill(&meta).unwrap(), 1_500);
+        assert_eq!(s.backfill(&meta).unwrap(), 0);
+        assert_eq!(rows(&s), 4_500);
+        let first = s.store.get(dg("b/two-7").as_str()).unwrap().unwrap();
+        assert_eq!(
+            (first.status, first.repository.as_str()),
+            (Status::Pending, "b/two")
+        );
+
+        // Results of 2,500 images the metadata does not hold: dropped over the round's
+        // four passes (7,000 rows, 2,000 a pass, the short fourth ending it), then nothing
+        // until the next round.
+        let gone: Vec<(String, String)> = (0..2_500)
+            .map(|i| (dg(&format!("gone-{i}")).as_str().to_string(), "x/y".into()))
+            .collect();
+        s.store.request_missing(&gone, 1).unwrap();
+        let mut dropped = Vec::new();
+        for _ in 0..5 {
+            dropped.push(s.prune(&meta).unwrap());
+        }
+        assert_eq!(dropped.iter().sum::<usize>(), 2_500, "{dropped:?}");
+        assert_eq!(dropped[4], 0, "the round ended: {dropped:?}");
+        assert_eq!(rows(&s), 4_500);
+        s.store.request_missing(&gone[..1], 2).unwrap();
+        assert_eq!(s.prune(&meta).unwrap(), 0, "the next round waits an hour");
     }
 }
