@@ -187,10 +187,7 @@ impl Scanning {
 
     /// The stored scan of `digest`, its report parsed. Blocks (a pool thread calls it).
     pub fn read_state(store: &ScanStore, digest: &Digest) -> Result<State, String> {
-        // The stamp first: a row that changes between the two reads is then newer than its
-        // stamp, and the next check reads it again rather than keeping a stale one.
-        let stamp = store.stamp(digest.as_str())?;
-        let row = store.get(digest.as_str())?;
+        let (row, stamp) = store.get_stamped(digest.as_str())?.unzip();
         let report = row
             .as_ref()
             .filter(|r| r.status == Status::Completed)
@@ -437,58 +434,51 @@ impl Scanning {
             return Ok(0);
         }
         let mut walk = self.backfilled.lock().unwrap_or_else(|p| p.into_inner());
-        let mut after = match &*walk {
-            Walk::Done => return Ok(0),
-            Walk::Start => None,
-            Walk::After(repo) => Some(repo.clone()),
-        };
-        let wait = |e: crate::meta::Error| e.to_string();
         let (mut queued, mut seen) = (0, 0);
         while seen < BACKFILL_PAGE {
-            let (repos, more) =
-                crate::blocking::block_on(meta.repositories_after(after.as_deref(), 50))
-                    .map_err(wait)?;
-            let mut paused = false;
-            for repo in &repos {
-                let mut tag_after = None::<String>;
-                loop {
-                    let page =
-                        crate::blocking::block_on(meta.tags_after(repo, tag_after.as_deref(), 500))
-                            .map_err(wait)?;
-                    let Some((tags, more_tags)) = page else { break };
-                    seen += tags.len();
-                    let mut wanted = Vec::with_capacity(tags.len());
-                    for tag in &tags {
-                        if let Some(t) =
-                            crate::blocking::block_on(meta.tag(repo, tag)).map_err(wait)?
-                        {
-                            wanted.push((t.digest.as_str().to_string(), repo.clone()));
-                        }
-                    }
-                    wanted.sort();
-                    wanted.dedup_by(|a, b| a.0 == b.0);
-                    queued += self.store.request_missing(&wanted, now_millis())? as usize;
-                    match (more_tags, tags.last()) {
-                        (true, Some(last)) => tag_after = Some(last.clone()),
-                        _ => break,
-                    }
-                }
-                after = Some(repo.clone());
-                *walk = Walk::After(repo.clone());
-                if seen >= BACKFILL_PAGE {
-                    paused = true;
-                    break;
-                }
-            }
-            if paused {
-                break;
-            }
-            if !more || repos.is_empty() {
+            let after = match &*walk {
+                Walk::Done => break,
+                Walk::Start => None,
+                Walk::After(repo) => Some(repo.as_str()),
+            };
+            let (next, _) = crate::blocking::block_on(meta.repositories_after(after, 1))
+                .map_err(|e| e.to_string())?;
+            let Some(repo) = next.into_iter().next() else {
                 *walk = Walk::Done;
                 break;
-            }
+            };
+            let (tags, q) = self.backfill_repository(meta, &repo)?;
+            (seen, queued) = (seen + tags, queued + q);
+            *walk = Walk::After(repo);
         }
         Ok(queued)
+    }
+
+    /// Queues the tagged images of `repo` without a scan: (tags looked at, images queued).
+    fn backfill_repository(&self, meta: &Meta, repo: &str) -> Result<(usize, usize), String> {
+        let wait = |e: crate::meta::Error| e.to_string();
+        let (mut seen, mut queued, mut after) = (0, 0, None::<String>);
+        loop {
+            let page = crate::blocking::block_on(meta.tags_after(repo, after.as_deref(), 500))
+                .map_err(wait)?;
+            let Some((tags, more)) = page else {
+                return Ok((seen, queued));
+            };
+            seen += tags.len();
+            let mut wanted = Vec::with_capacity(tags.len());
+            for tag in &tags {
+                if let Some(t) = crate::blocking::block_on(meta.tag(repo, tag)).map_err(wait)? {
+                    wanted.push((t.digest.as_str().to_string(), repo.to_string()));
+                }
+            }
+            wanted.sort();
+            wanted.dedup_by(|a, b| a.0 == b.0);
+            queued += self.store.request_missing(&wanted, now_millis())? as usize;
+            match (more, tags.last()) {
+                (true, Some(last)) => after = Some(last.clone()),
+                _ => return Ok((seen, queued)),
+            }
+        }
     }
 
     /// Hourly, starting at start: the results of images no longer stored (collected by
@@ -813,19 +803,16 @@ struct StoreBlobs<'a> {
 
 impl Blobs for StoreBlobs<'_> {
     fn open(&self, digest: &Digest) -> Result<Box<dyn scanner::Blob + '_>, String> {
-        let mut rt = self.rt.borrow_mut();
-        if rt.is_none() {
-            let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        let mut rt = match self.rt.take() {
+            Some(rt) => rt,
+            None => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                 .enable_timer()
                 .build()
-                .map_err(|e| format!("starting an event loop for scans: {e}"))?;
-            *rt = Some(built);
-        }
-        let Some(rt) = rt.as_mut() else {
-            return Err("no event loop for scans".into());
+                .map_err(|e| format!("starting an event loop for scans: {e}"))?,
         };
-        let file = rt
-            .block_on(self.blobs.get(digest))
+        let got = rt.block_on(self.blobs.get(digest));
+        self.rt.replace(Some(rt));
+        let file = got
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "missing from the blob store".to_string())?;
         let f = file.file().try_clone().map_err(|e| e.to_string())?;

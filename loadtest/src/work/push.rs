@@ -421,13 +421,13 @@ async fn manifest_thread(
                 let (i, d) = &jobs[j as usize];
                 let tag = format!("lt-{seed:x}-{i}");
                 let t = Instant::now();
-                let r = match sh.tar {
+                let manifest = match sh.tar {
                     // A config of its own, naming the layer (an uncompressed tar's digest is
-                    // its diff_id), then the manifest: docker's order.
+                    // its diff_id), uploaded before the manifest: docker's order.
                     Some(_) => {
                         let own = oci::image_config(std::slice::from_ref(d));
                         let own_digest = digest::sha256_of(&own);
-                        let up = upload(
+                        upload(
                             &mut conn,
                             &sh.repo,
                             Content::Bytes(&own),
@@ -437,32 +437,24 @@ async fn manifest_thread(
                             sh.timeout,
                             &counters,
                         )
-                        .await;
-                        match up {
-                            Ok(_) => {
-                                let m = oci::image_manifest_of(
-                                    false,
-                                    oci::OCI_LAYER_TAR,
-                                    (&own_digest, own.len() as u64),
-                                    &[(d.clone(), sh.size)],
-                                );
-                                put_manifest(
-                                    &mut conn,
-                                    &sh.repo,
-                                    &tag,
-                                    oci::OCI_MANIFEST,
-                                    &m,
-                                    sh.timeout,
-                                    &counters,
-                                )
-                                .await
-                            }
-                            Err(e) => Err(e),
-                        }
+                        .await
+                        .map(|_| {
+                            oci::image_manifest_of(
+                                false,
+                                oci::OCI_LAYER_TAR,
+                                (&own_digest, own.len() as u64),
+                                &[(d.clone(), sh.size)],
+                            )
+                        })
                     }
-                    None => {
-                        let m =
-                            oci::image_manifest(false, (&cfg.0, cfg.1), &[(d.clone(), sh.size)]);
+                    None => Ok(oci::image_manifest(
+                        false,
+                        (&cfg.0, cfg.1),
+                        &[(d.clone(), sh.size)],
+                    )),
+                };
+                let r = match manifest {
+                    Ok(m) => {
                         put_manifest(
                             &mut conn,
                             &sh.repo,
@@ -474,6 +466,7 @@ async fn manifest_thread(
                         )
                         .await
                     }
+                    Err(e) => Err(e),
                 };
                 match r {
                     Ok(_) => lat.borrow_mut().record(t.elapsed()),

@@ -248,6 +248,19 @@ fn scan_row(cols: &[Value]) -> SqlResult<ScanRow> {
     })
 }
 
+/// A row read with `length(result)` after its columns, and its stamp.
+fn stamped(cols: &[Value]) -> SqlResult<(ScanRow, Stamp)> {
+    let row = scan_row(cols)?;
+    let stamp = Stamp {
+        row: ScanRow {
+            result: None,
+            ..row.clone()
+        },
+        result_len: cols.get(15).and_then(Value::int),
+    };
+    Ok((row, stamp))
+}
+
 impl ScanStore {
     /// `<root>/scan.db`, created when missing.
     pub fn open_sqlite(path: &Path) -> Result<ScanStore> {
@@ -689,19 +702,23 @@ impl ScanStore {
     /// this does not change, and reading it costs no transfer or parse of a result that may
     /// be megabytes.
     pub fn stamp(&self, digest: &str) -> Result<Option<Stamp>> {
-        let columns = SCAN_COLUMNS.replace("result", "length(result)");
+        Ok(self.read_stamped(digest, "NULL")?.map(|(_, stamp)| stamp))
+    }
+
+    /// The stored scan of `digest` and its stamp, from one read.
+    pub fn get_stamped(&self, digest: &str) -> Result<Option<(ScanRow, Stamp)>> {
+        self.read_stamped(digest, "result")
+    }
+
+    /// The row with `result` read as `result_column` (`NULL` leaves it behind), and its stamp.
+    fn read_stamped(&self, digest: &str, result_column: &str) -> Result<Option<(ScanRow, Stamp)>> {
+        let columns = SCAN_COLUMNS.replace("result", result_column);
         self.tx(|sql| {
             let rows = sql.query(
-                &format!("SELECT {columns} FROM scans WHERE digest = $1"),
+                &format!("SELECT {columns}, length(result) FROM scans WHERE digest = $1"),
                 &[digest.into()],
             )?;
-            let Some(cols) = rows.first() else {
-                return Ok(None);
-            };
-            Ok(Some(Stamp {
-                row: scan_row(cols)?,
-                result_len: cols.get(14).and_then(Value::int),
-            }))
+            rows.first().map(|cols| stamped(cols)).transpose()
         })
     }
 
